@@ -1,0 +1,1 @@
+"""The Textual chat. It draws and talks to the user; it never trains (see personalize/)."""

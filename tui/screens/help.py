@@ -1,0 +1,34 @@
+"""A screen listing every key binding of the chat."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Markdown
+
+EXTRA_KEYS = [
+    ("Enter", "Send the message"),
+    ("Shift+Enter / Ctrl+J", "New line in the message"),
+    ("Tab / Shift+Tab", "Move focus between the input and messages"),
+    ("k / e / c on a focused answer", "Keep / correct and keep / copy that answer"),
+]
+
+
+class HelpScreen(ModalScreen[None]):
+    BINDINGS = [Binding("escape,f1,q", "close", "Close")]
+
+    def __init__(self, bindings: list[tuple[str, str]]) -> None:
+        super().__init__()
+        self.bindings = bindings
+
+    def compose(self) -> ComposeResult:
+        rows = ["# tunechat keys", "", "| Key | Action |", "|---|---|"]
+        rows += [f"| {k} | {d} |" for k, d in EXTRA_KEYS + self.bindings]
+        rows += ["", "Every action is also in the command palette (Ctrl+P).", "", "*Esc closes this help.*"]
+        with VerticalScroll(classes="panel"):
+            yield Markdown("\n".join(rows))
+
+    def action_close(self) -> None:
+        self.dismiss(None)

@@ -1,0 +1,59 @@
+"""Models: the embedded default, local files and personal versions; use one or roll back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Footer, Label, ListItem, ListView
+
+from tunechat.registry import ModelEntry, Registry
+
+
+def describe(entry: ModelEntry) -> str:
+    if entry.kind != "personal":
+        return f"{entry.name}  [dim]{entry.kind}[/dim]"
+    m = entry.manifest
+    after = m.get("metrics", {}).get("after", {})
+    scores = ""
+    if after:
+        scores = "  R {:.0%} G {:.0%} L {:.0%}".format(
+            after.get("reliability", 0), after.get("generalization", 0), after.get("locality", 0))
+    return f"{entry.name}  [dim]{m.get('pairs_count', '?')} pairs{scores}[/dim]"
+
+
+class ModelsScreen(ModalScreen[str | None]):
+    """Dismisses with the name of the model to use, "__rollback__", or None."""
+
+    BINDINGS = [Binding("escape", "close", "Close"), Binding("b", "rollback", "Roll back")]
+
+    def __init__(self, registry: Registry, in_use: Path | None) -> None:
+        super().__init__()
+        self.registry, self.in_use = registry, in_use
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="panel"):
+            yield Label("Models", classes="dialog-title")
+            yield ListView(id="models")
+            yield Label("enter use · b roll back to the previous model · esc close", classes="hint")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        view = self.query_one(ListView)
+        for i, entry in enumerate(self.registry.entries()):
+            mark = "▶ " if entry.path == self.in_use else "  "
+            item = ListItem(Label(mark + describe(entry)), name=entry.name)
+            view.append(item)
+        view.focus()
+
+    def on_list_view_selected(self, event: ListView.Selected) -> None:
+        self.dismiss(event.item.name)
+
+    def action_rollback(self) -> None:
+        self.dismiss("__rollback__")
+
+    def action_close(self) -> None:
+        self.dismiss(None)

@@ -1,0 +1,121 @@
+"""The training pairs: list, search, add, edit and delete."""
+
+from __future__ import annotations
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.screen import ModalScreen
+from textual.widgets import DataTable, Footer, Input, Label
+
+from tui.screens.confirm import Confirm
+from tui.screens.pair_editor import PairEditor
+from tunechat.store import Store, StoreError
+
+
+def _cell(text: str, width: int) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+class PairsScreen(ModalScreen[None]):
+    BINDINGS = [
+        Binding("escape", "close", "Close"),
+        Binding("a", "add", "Add"),
+        Binding("e,enter", "edit", "Edit"),
+        Binding("d,delete", "delete", "Delete"),
+        Binding("slash", "search", "Search"),
+    ]
+
+    def __init__(self, store: Store) -> None:
+        super().__init__()
+        self.store = store
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="panel"):
+            yield Label("Training pairs", classes="dialog-title")
+            yield Input(placeholder="Search questions and answers (/)", id="search")
+            yield DataTable(id="pairs", cursor_type="row", zebra_stripes=True)
+            yield Label("", id="summary", classes="hint")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one(DataTable)
+        table.add_column("#", key="id", width=5)
+        table.add_column("Question", key="q", width=40)
+        table.add_column("Answer", key="a", width=50)
+        table.add_column("From", key="src", width=10)
+        self.refresh_rows()
+        table.focus()
+
+    def refresh_rows(self) -> None:
+        search = self.query_one("#search", Input).value.strip()
+        table = self.query_one(DataTable)
+        table.clear()
+        rows = self.store.pairs(search)
+        for p in rows:
+            table.add_row(str(p.id), _cell(p.question, 40), _cell(p.answer, 50), p.source, key=str(p.id))
+        total = self.store.count_pairs()
+        shown = f"{len(rows)} of {total}" if search else f"{total}"
+        self.query_one("#summary", Label).update(f"{shown} pairs · a add · e edit · d delete · / search · esc close")
+
+    @on(Input.Changed, "#search")
+    def _search_changed(self) -> None:
+        self.refresh_rows()
+
+    @on(Input.Submitted, "#search")
+    def _search_done(self) -> None:
+        self.query_one(DataTable).focus()
+
+    def _selected_id(self) -> int | None:
+        table = self.query_one(DataTable)
+        if table.row_count == 0:
+            return None
+        key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key
+        return int(key.value) if key.value else None
+
+    def action_search(self) -> None:
+        self.query_one("#search", Input).focus()
+
+    def action_add(self) -> None:
+        self.app.push_screen(PairEditor("Add a pair"), self._after_edit(None))
+
+    def action_edit(self) -> None:
+        pair_id = self._selected_id()
+        if pair_id is None:
+            return
+        pair = self.store.get_pair(pair_id)
+        self.app.push_screen(PairEditor(f"Edit pair {pair_id}", pair.question, pair.answer), self._after_edit(pair_id))
+
+    def _after_edit(self, pair_id: int | None):
+        def done(result: tuple[str, str] | None) -> None:
+            if not result:
+                return
+            try:
+                if pair_id is None:
+                    self.store.add_pair(*result, source="added")
+                else:
+                    self.store.update_pair(pair_id, *result)
+            except StoreError as exc:
+                self.notify(str(exc), severity="error")
+            self.refresh_rows()
+            self.app.refresh_status()  # type: ignore[attr-defined]
+
+        return done
+
+    def action_delete(self) -> None:
+        pair_id = self._selected_id()
+        if pair_id is None:
+            return
+
+        def confirmed(yes: bool | None) -> None:
+            if yes:
+                self.store.delete_pair(pair_id)
+                self.refresh_rows()
+                self.app.refresh_status()  # type: ignore[attr-defined]
+
+        self.app.push_screen(Confirm(f"Delete pair {pair_id}?", yes="Delete"), confirmed)
+
+    def action_close(self) -> None:
+        self.dismiss(None)

@@ -1,0 +1,60 @@
+"""One chat message: a role label over a Markdown body that can stream."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.widgets import Markdown, Static
+from textual.widgets.markdown import MarkdownStream
+
+
+class MessageView(Vertical, can_focus=True):
+    """A user or assistant message. Assistant messages stream in and can be kept as pairs."""
+
+    BINDINGS = [
+        Binding("k", "app.keep_answer", "Keep", show=False),
+        Binding("e", "app.correct_answer", "Correct", show=False),
+        Binding("c", "app.copy_message", "Copy", show=False),
+    ]
+
+    def __init__(self, role: str, content: str = "", message_id: int | None = None) -> None:
+        super().__init__(classes=f"message {role}")
+        self.role = role
+        self.content = content
+        self.message_id = message_id
+        self._stream: MarkdownStream | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Static("You" if self.role == "user" else "Assistant", classes="role")
+        yield Markdown(self.content or ("…" if self.role == "assistant" else ""), classes="body")
+
+    @property
+    def body(self) -> Markdown:
+        return self.query_one(".body", Markdown)
+
+    async def begin_stream(self) -> None:
+        self.content = ""
+        await self.body.update("")
+        self._stream = Markdown.get_stream(self.body)
+
+    async def append(self, delta: str) -> None:
+        self.content += delta
+        if self._stream is not None:
+            await self._stream.write(delta)
+
+    async def end_stream(self, note: str | None = None) -> None:
+        """Stop streaming and render the whole answer once, so code blocks come out whole."""
+        if self._stream is not None:
+            try:
+                await self._stream.stop()
+            finally:
+                self._stream = None
+        text = self.content if self.content.strip() else "*(no answer)*"
+        if note:
+            text += f"\n\n*{note}*"
+        await self.body.update(text)
+
+    def mark_kept(self) -> None:
+        self.add_class("kept")
+        self.query_one(".role", Static).update("Assistant  ✓ kept")

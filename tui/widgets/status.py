@@ -1,0 +1,18 @@
+"""The status bar: the model in use, how many pairs are kept, what the app is doing."""
+
+from __future__ import annotations
+
+from textual.reactive import reactive
+from textual.widgets import Static
+
+
+class StatusBar(Static):
+    model_name: reactive[str] = reactive("loading…")
+    pairs_count: reactive[int] = reactive(0)
+    activity: reactive[str] = reactive("")
+
+    def render(self) -> str:
+        parts = [f"model: {self.model_name}", f"{self.pairs_count} pairs kept"]
+        if self.activity:
+            parts.append(self.activity)
+        return "  ·  ".join(parts)

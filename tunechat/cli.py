@@ -1,0 +1,198 @@
+"""The ``tunechat`` command: the TUI by default, headless sub-commands for scripts.
+
+Heavy modules (llama_cpp, textual, torch) are imported inside the command that needs them,
+so ``tunechat pairs list`` stays instant and the chat never imports torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from tunechat.gguf_check import ModelFileError
+from tunechat.store import StoreError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tunechat",
+        description="Chat with a local model that learns about you. Without a command, opens the chat.",
+    )
+    parser.add_argument("--model", metavar="PATH", help="a GGUF file to chat with (default: the current model)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    ask = sub.add_parser("ask", help="print the current model's answer to one question and exit")
+    ask.add_argument("question")
+    ask.add_argument("--temperature", type=float, default=0.0, help="0 (default) is greedy and repeatable")
+    ask.add_argument("--max-tokens", type=int, default=256)
+    ask.add_argument("--system", help="a system prompt (default: the model template's own)")
+
+    pairs = sub.add_parser("pairs", help="manage the training pairs")
+    pairs_sub = pairs.add_subparsers(dest="pairs_command", metavar="ACTION", required=True)
+    add = pairs_sub.add_parser("add", help="add one pair")
+    add.add_argument("question")
+    add.add_argument("answer")
+    lst = pairs_sub.add_parser("list", help="list pairs")
+    lst.add_argument("--search", default="", help="only pairs whose question or answer contains this")
+    imp = pairs_sub.add_parser("import", help="import pairs from JSONL (OpenAI chat fine-tuning format)")
+    imp.add_argument("file", type=Path)
+    exp = pairs_sub.add_parser("export", help="export pairs to JSONL (OpenAI chat fine-tuning format)")
+    exp.add_argument("file", type=Path)
+    delete = pairs_sub.add_parser("delete", help="delete a pair by id")
+    delete.add_argument("id", type=int)
+
+    models = sub.add_parser("models", help="list models; use or roll back to one")
+    models_sub = models.add_subparsers(dest="models_command", metavar="ACTION")
+    use = models_sub.add_parser("use", help="make NAME (or a GGUF path) the current model")
+    use.add_argument("name")
+    models_sub.add_parser("rollback", help="go back to the model used before the current one")
+    models_sub.add_parser("list", help="list models (the default action)")
+
+    pers = sub.add_parser("personalize", help="train a personal model on the pairs and make it current")
+    pers.add_argument("--yes", action="store_true", help="swap in even if the locality check fails")
+    pers.add_argument("--max-steps", type=int, default=None, help="cap on optimizer steps")
+    pers.add_argument("--seed", type=int, default=0)
+    pers.add_argument("--method", default=None, help="training recipe (see README)")
+    pers.add_argument("--outtype", default=None, choices=["f16", "q8_0"], help="GGUF output type")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.umask(0o077)  # every file we create is the user's alone
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command is None:
+            return _run_tui(args)
+        handler = {"ask": _ask, "pairs": _pairs, "models": _models, "personalize": _personalize}[args.command]
+        return handler(args)
+    except (StoreError, ModelFileError) as exc:
+        print(f"tunechat: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("tunechat: interrupted", file=sys.stderr)
+        return 130
+
+
+def _open_store():
+    from tunechat.store import Store
+
+    return Store()
+
+
+def _model_path(args: argparse.Namespace, store) -> Path:
+    from tunechat.registry import Registry
+
+    if args.model:
+        return Path(args.model).expanduser()
+    return Registry(store).current().path
+
+
+def _run_tui(args: argparse.Namespace) -> int:
+    from tui.app import TunechatApp
+
+    store = _open_store()
+    app = TunechatApp(store=store, model_override=Path(args.model).expanduser() if args.model else None)
+    app.run()
+    return app.return_code or 0
+
+
+def _ask(args: argparse.Namespace) -> int:
+    from tunechat.chat_template import with_system
+    from tunechat.engine import Engine, GenerationSettings
+
+    store = _open_store()
+    path = _model_path(args, store)
+    try:
+        engine = Engine(path)
+    except ModelFileError as exc:
+        raise ModelFileError(f"{exc}\nTo use the embedded default instead: tunechat models use smollm2-135m") from None
+    messages = with_system([{"role": "user", "content": args.question}], args.system)
+    settings = GenerationSettings(max_tokens=args.max_tokens, temperature=args.temperature)
+    for delta in engine.stream(messages, settings):
+        sys.stdout.write(delta)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+    return 0
+
+
+def _pairs(args: argparse.Namespace) -> int:
+    from tunechat import jsonl
+
+    store = _open_store()
+    cmd = args.pairs_command
+    if cmd == "add":
+        pair = store.add_pair(args.question, args.answer, source="added")
+        print(f"Added pair {pair.id}. {store.count_pairs()} pairs kept.")
+    elif cmd == "list":
+        rows = store.pairs(args.search)
+        for p in rows:
+            print(f"{p.id}\t{_one_line(p.question)}\t{_one_line(p.answer)}")
+        print(f"{len(rows)} pairs", file=sys.stderr)
+    elif cmd == "import":
+        items = jsonl.parse_pairs(args.file)
+        n = store.add_pairs(items, source="imported")
+        print(f"Imported {n} pairs from {args.file}. {store.count_pairs()} pairs kept.")
+    elif cmd == "export":
+        rows = store.pairs()
+        jsonl.write_pairs(args.file, rows)
+        print(f"Exported {len(rows)} pairs to {args.file}.")
+    elif cmd == "delete":
+        store.delete_pair(args.id)
+        print(f"Deleted pair {args.id}.")
+    return 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    from tunechat.registry import Registry
+
+    registry = Registry(_open_store())
+    cmd = args.models_command or "list"
+    if cmd == "use":
+        entry = registry.use(args.name)
+        print(f"Now using {entry.name} ({entry.path}).")
+    elif cmd == "rollback":
+        entry = registry.rollback()
+        print(f"Rolled back to {entry.name} ({entry.path}).")
+    else:
+        current = registry.current()
+        entries = registry.entries()
+        if current.kind == "file":
+            entries.append(current)
+        for e in entries:
+            mark = "*" if e.path == current.path else " "
+            detail = _model_detail(e)
+            print(f"{mark} {e.name}\t{e.kind}\t{detail}")
+    return 0
+
+
+def _model_detail(entry) -> str:
+    if entry.kind != "personal":
+        return str(entry.path)
+    m = entry.manifest
+    scores = m.get("metrics", {}).get("after", {})
+    parts = [f"{m.get('pairs_count', '?')} pairs", f"method {m.get('method', '?')}"]
+    if scores:
+        parts.append(
+            "reliability {:.0%} generalization {:.0%} locality {:.0%}".format(
+                scores.get("reliability", 0), scores.get("generalization", 0), scores.get("locality", 0)
+            )
+        )
+    return ", ".join(parts)
+
+
+def _personalize(args: argparse.Namespace) -> int:
+    from personalize.cli import run_personalize
+
+    return run_personalize(args, _open_store())
+
+
+def _one_line(text: str, width: int = 60) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,176 @@
+"""Local inference through llama-cpp-python: load a GGUF, fit the context, stream tokens.
+
+Prompts are rendered with the model's own chat template (``tunechat.chat_template``), the
+same renderer the trainer uses, and sent as raw completions so both sides agree to the byte.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+from tunechat import chat_template
+from tunechat.chat_template import ChatMessage
+from tunechat.gguf_check import ModelFileError, check_gguf_file
+
+DEFAULT_CONTEXT = 2048
+DEFAULT_MAX_TOKENS = 512
+
+
+class ModelLoadError(ModelFileError):
+    pass
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    max_tokens: int = DEFAULT_MAX_TOKENS
+    temperature: float = 0.0
+    top_p: float = 0.95
+    repeat_penalty: float = 1.1
+    seed: int = 0
+
+
+def default_threads() -> int:
+    """Every core this process may run on (llama.cpp's own default is half of them)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@contextlib.contextmanager
+def _without_extra_buffer_types() -> Iterator[None]:
+    """Load with ``use_extra_bufts = False``.
+
+    On CPUs with AMX, llama.cpp repacks weights into AMX buffers and then segfaults in
+    ``ggml_backend_amx_mul_mat`` on the first evaluation (ggml-org/llama.cpp#20824).
+    ``Llama.__init__`` does not expose the field, so we wrap the defaults it starts from.
+    """
+    import llama_cpp.llama_cpp as native
+
+    original = native.llama_model_default_params
+
+    def patched():  # type: ignore[no-untyped-def]
+        params = original()
+        if hasattr(params, "use_extra_bufts"):
+            params.use_extra_bufts = False
+        return params
+
+    native.llama_model_default_params = patched
+    try:
+        yield
+    finally:
+        native.llama_model_default_params = original
+
+
+_LOAD_LOCK = threading.Lock()
+
+
+class Engine:
+    """One loaded GGUF model. Generation is not re-entrant: one stream at a time."""
+
+    def __init__(self, model_path: Path, n_ctx: int = DEFAULT_CONTEXT, n_threads: int | None = None) -> None:
+        self.model_path = Path(model_path)
+        check_gguf_file(self.model_path)
+        self.n_threads = n_threads or default_threads()
+        try:
+            from llama_cpp import Llama
+
+            with _LOAD_LOCK, _without_extra_buffer_types():
+                self.llm = Llama(
+                    model_path=str(self.model_path),
+                    n_ctx=n_ctx,
+                    n_threads=self.n_threads,
+                    n_threads_batch=self.n_threads,
+                    verbose=False,
+                    logits_all=False,
+                )
+        except Exception as exc:
+            raise ModelLoadError(f"llama.cpp could not load {self.model_path.name}: {exc}") from None
+        meta = self.llm.metadata
+        self.n_ctx = self.llm.n_ctx()
+        self.template = meta.get("tokenizer.chat_template") or chat_template.CHATML_TEMPLATE
+        self.eos_token = self._token_text(self.llm.token_eos())
+        self.bos_token = self._token_text(self.llm.token_bos())
+        self._lock = threading.Lock()
+
+    @property
+    def name(self) -> str:
+        return self.model_path.name
+
+    def _token_text(self, token_id: int) -> str:
+        if token_id < 0:
+            return ""
+        return self.llm.detokenize([token_id], special=True).decode("utf-8", errors="replace")
+
+    # -- prompts ------------------------------------------------------------------------
+    def render(self, messages: Sequence[ChatMessage]) -> str:
+        return chat_template.render(
+            self.template, messages, add_generation_prompt=True,
+            bos_token=self.bos_token, eos_token=self.eos_token,
+        )
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+
+    def fit(self, messages: Sequence[ChatMessage], max_tokens: int) -> list[ChatMessage]:
+        """Drop the oldest turns until the prompt plus the answer fits the context window.
+
+        The system prompt and the newest user turn are always kept; when even those do not
+        fit, the newest turn is cut from the front so the model sees its end.
+        """
+        system = [m for m in messages if m["role"] == "system"]
+        turns = [m for m in messages if m["role"] != "system"]
+        budget = self.n_ctx - max_tokens
+        while len(turns) > 1 and self.count_tokens(self.render(system + turns)) > budget:
+            turns = turns[2:] if turns[0]["role"] == "user" and len(turns) > 2 else turns[1:]
+        if turns and self.count_tokens(self.render(system + turns)) > budget:
+            last = dict(turns[-1])
+            tokens = self.llm.tokenize(last["content"].encode("utf-8"), add_bos=False, special=False)
+            overflow = self.count_tokens(self.render(system + turns)) - budget
+            keep = tokens[max(0, overflow + 8):]
+            last["content"] = self.llm.detokenize(keep).decode("utf-8", errors="ignore")
+            turns = [last]
+        return system + turns
+
+    # -- generation ---------------------------------------------------------------------
+    def stream(
+        self,
+        messages: Sequence[ChatMessage],
+        settings: GenerationSettings = GenerationSettings(),
+        stop: threading.Event | None = None,
+    ) -> Iterator[str]:
+        """Yield text deltas of the answer; stops early (keeping what came) when ``stop`` is set."""
+        max_tokens = min(settings.max_tokens, self.n_ctx // 2)
+        prompt = self.render(self.fit(messages, max_tokens))
+        with self._lock:
+            chunks = self.llm.create_completion(
+                prompt,
+                max_tokens=max_tokens,
+                temperature=settings.temperature,
+                top_p=settings.top_p,
+                repeat_penalty=settings.repeat_penalty,
+                seed=settings.seed,
+                stop=[self.eos_token] if self.eos_token else None,
+                stream=True,
+            )
+            try:
+                for chunk in chunks:
+                    if stop is not None and stop.is_set():
+                        break
+                    text = chunk["choices"][0]["text"]
+                    if text:
+                        yield text
+            finally:
+                chunks.close()
+
+    def complete(self, messages: Sequence[ChatMessage], settings: GenerationSettings = GenerationSettings()) -> str:
+        return "".join(self.stream(messages, settings)).strip()
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.llm.close()

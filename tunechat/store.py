@@ -1,0 +1,327 @@
+"""The user's data: chats, messages, training pairs and settings, in one SQLite database.
+
+The schema is versioned with ``PRAGMA user_version`` and upgraded by the ordered
+``MIGRATIONS`` list. WAL journaling plus a commit per change means a crash or a kill at any
+moment loses at most the change in flight, never one already made.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from tunechat import paths
+
+# Each entry upgrades the schema from version i to i + 1. Never edit a shipped entry; append.
+MIGRATIONS: list[str] = [
+    # 0 -> 1: chats, messages, pairs
+    """
+    CREATE TABLE chats (
+        id INTEGER PRIMARY KEY,
+        title TEXT NOT NULL,
+        system_prompt TEXT,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE TABLE messages (
+        id INTEGER PRIMARY KEY,
+        chat_id INTEGER NOT NULL REFERENCES chats(id) ON DELETE CASCADE,
+        role TEXT NOT NULL CHECK (role IN ('user', 'assistant')),
+        content TEXT NOT NULL,
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX messages_by_chat ON messages(chat_id, id);
+    CREATE TABLE pairs (
+        id INTEGER PRIMARY KEY,
+        question TEXT NOT NULL CHECK (length(trim(question)) > 0),
+        answer TEXT NOT NULL CHECK (length(trim(answer)) > 0),
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    """,
+    # 1 -> 2: where a pair came from, and app settings
+    """
+    ALTER TABLE pairs ADD COLUMN source TEXT NOT NULL DEFAULT 'added';
+    CREATE TABLE settings (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    """,
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+PAIR_SOURCES = ("kept", "corrected", "added", "imported")
+
+
+class StoreError(Exception):
+    """A problem with the user's data that the user should be told about."""
+
+
+@dataclass(frozen=True)
+class Chat:
+    id: int
+    title: str
+    system_prompt: str | None
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True)
+class Message:
+    id: int
+    chat_id: int
+    role: str
+    content: str
+
+
+@dataclass(frozen=True)
+class Pair:
+    id: int
+    question: str
+    answer: str
+    source: str
+    created_at: float
+
+
+def validate_pair(question: str, answer: str) -> tuple[str, str]:
+    """Strip a pair and refuse an empty side, with a message a user understands."""
+    q, a = question.strip(), answer.strip()
+    if not q:
+        raise StoreError("The question is empty: a training pair needs a question.")
+    if not a:
+        raise StoreError("The answer is empty: a training pair needs an answer.")
+    return q, a
+
+
+def pairs_fingerprint(pairs: Iterable[Pair]) -> str:
+    """A stable hash of the pairs' content, recorded with each personal model."""
+    h = hashlib.sha256()
+    for p in sorted(pairs, key=lambda p: p.id):
+        h.update(json.dumps([p.question, p.answer]).encode("utf-8"))
+    return h.hexdigest()
+
+
+class Store:
+    """One connection to the database, safe to share between the UI and worker threads."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path or paths.database_path()
+        self._lock = threading.RLock()
+        try:
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            self._db.row_factory = sqlite3.Row
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.execute("PRAGMA busy_timeout=5000")
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"Cannot open the tunechat database {self.path}: {exc}") from exc
+        for suffix in ("", "-wal", "-shm"):
+            paths.make_private(Path(f"{self.path}{suffix}"))
+        self.migrate()
+
+    # -- schema -------------------------------------------------------------------------
+    @property
+    def schema_version(self) -> int:
+        return int(self._db.execute("PRAGMA user_version").fetchone()[0])
+
+    def migrate(self, target: int = SCHEMA_VERSION) -> None:
+        """Apply the migrations this database lacks, each in its own transaction."""
+        with self._lock:
+            current = self.schema_version
+            if current > SCHEMA_VERSION:
+                raise StoreError(
+                    f"{self.path} was written by a newer tunechat (schema {current}, this one "
+                    f"knows {SCHEMA_VERSION}). Upgrade tunechat; the data was left untouched."
+                )
+            for version in range(current, target):
+                script = MIGRATIONS[version]
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    for statement in _split_sql(script):
+                        self._db.execute(statement)
+                    self._db.execute(f"PRAGMA user_version = {version + 1}")
+                    self._db.execute("COMMIT")
+                except Exception:
+                    self._db.execute("ROLLBACK")
+                    raise
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _tx(self) -> "_Transaction":
+        return _Transaction(self._db, self._lock)
+
+    # -- chats --------------------------------------------------------------------------
+    def create_chat(self, title: str = "New chat", system_prompt: str | None = None) -> Chat:
+        now = time.time()
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT INTO chats(title, system_prompt, created_at, updated_at) VALUES (?,?,?,?)",
+                (title, system_prompt, now, now),
+            )
+        return self.get_chat(int(cur.lastrowid))
+
+    def get_chat(self, chat_id: int) -> Chat:
+        row = self._db.execute("SELECT * FROM chats WHERE id=?", (chat_id,)).fetchone()
+        if row is None:
+            raise StoreError(f"No chat with id {chat_id}.")
+        return Chat(row["id"], row["title"], row["system_prompt"], row["created_at"], row["updated_at"])
+
+    def list_chats(self) -> list[Chat]:
+        rows = self._db.execute("SELECT * FROM chats ORDER BY updated_at DESC, id DESC").fetchall()
+        return [Chat(r["id"], r["title"], r["system_prompt"], r["created_at"], r["updated_at"]) for r in rows]
+
+    def rename_chat(self, chat_id: int, title: str) -> None:
+        title = title.strip()
+        if not title:
+            raise StoreError("A chat needs a name.")
+        with self._tx() as db:
+            db.execute("UPDATE chats SET title=?, updated_at=? WHERE id=?", (title, time.time(), chat_id))
+
+    def set_system_prompt(self, chat_id: int, system_prompt: str | None) -> None:
+        value = system_prompt.strip() if system_prompt else None
+        with self._tx() as db:
+            db.execute("UPDATE chats SET system_prompt=? WHERE id=?", (value or None, chat_id))
+
+    def delete_chat(self, chat_id: int) -> None:
+        """Delete a chat and its messages for real (rows gone, pages reclaimed by VACUUM)."""
+        with self._tx() as db:
+            db.execute("DELETE FROM chats WHERE id=?", (chat_id,))
+        with self._lock:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self._db.execute("VACUUM")
+
+    # -- messages -----------------------------------------------------------------------
+    def add_message(self, chat_id: int, role: str, content: str) -> Message:
+        now = time.time()
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT INTO messages(chat_id, role, content, created_at) VALUES (?,?,?,?)",
+                (chat_id, role, content, now),
+            )
+            db.execute("UPDATE chats SET updated_at=? WHERE id=?", (now, chat_id))
+        return Message(int(cur.lastrowid), chat_id, role, content)
+
+    def update_message(self, message_id: int, content: str) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE messages SET content=? WHERE id=?", (content, message_id))
+
+    def delete_message(self, message_id: int) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM messages WHERE id=?", (message_id,))
+
+    def messages(self, chat_id: int) -> list[Message]:
+        rows = self._db.execute(
+            "SELECT id, chat_id, role, content FROM messages WHERE chat_id=? ORDER BY id", (chat_id,)
+        ).fetchall()
+        return [Message(r["id"], r["chat_id"], r["role"], r["content"]) for r in rows]
+
+    # -- pairs --------------------------------------------------------------------------
+    def add_pair(self, question: str, answer: str, source: str = "added") -> Pair:
+        q, a = validate_pair(question, answer)
+        if source not in PAIR_SOURCES:
+            raise StoreError(f"Unknown pair source {source!r}.")
+        now = time.time()
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT INTO pairs(question, answer, source, created_at, updated_at) VALUES (?,?,?,?,?)",
+                (q, a, source, now, now),
+            )
+        return self.get_pair(int(cur.lastrowid))
+
+    def add_pairs(self, items: list[tuple[str, str]], source: str = "imported") -> int:
+        """Add many pairs in one transaction: all of them or none."""
+        checked = [validate_pair(q, a) for q, a in items]
+        now = time.time()
+        with self._tx() as db:
+            db.executemany(
+                "INSERT INTO pairs(question, answer, source, created_at, updated_at) VALUES (?,?,?,?,?)",
+                [(q, a, source, now, now) for q, a in checked],
+            )
+        return len(checked)
+
+    def get_pair(self, pair_id: int) -> Pair:
+        row = self._db.execute("SELECT * FROM pairs WHERE id=?", (pair_id,)).fetchone()
+        if row is None:
+            raise StoreError(f"No pair with id {pair_id}.")
+        return _pair(row)
+
+    def update_pair(self, pair_id: int, question: str, answer: str) -> None:
+        q, a = validate_pair(question, answer)
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE pairs SET question=?, answer=?, updated_at=? WHERE id=?", (q, a, time.time(), pair_id)
+            )
+            if cur.rowcount == 0:
+                raise StoreError(f"No pair with id {pair_id}.")
+
+    def delete_pair(self, pair_id: int) -> None:
+        with self._tx() as db:
+            cur = db.execute("DELETE FROM pairs WHERE id=?", (pair_id,))
+            if cur.rowcount == 0:
+                raise StoreError(f"No pair with id {pair_id}.")
+
+    def pairs(self, search: str = "") -> list[Pair]:
+        if search:
+            like = f"%{search}%"
+            rows = self._db.execute(
+                "SELECT * FROM pairs WHERE question LIKE ? OR answer LIKE ? ORDER BY id", (like, like)
+            ).fetchall()
+        else:
+            rows = self._db.execute("SELECT * FROM pairs ORDER BY id").fetchall()
+        return [_pair(r) for r in rows]
+
+    def count_pairs(self) -> int:
+        return int(self._db.execute("SELECT count(*) FROM pairs").fetchone()[0])
+
+    # -- settings -----------------------------------------------------------------------
+    def get_setting(self, key: str, default: str | None = None) -> str | None:
+        row = self._db.execute("SELECT value FROM settings WHERE key=?", (key,)).fetchone()
+        return row["value"] if row else default
+
+    def set_setting(self, key: str, value: str | None) -> None:
+        with self._tx() as db:
+            if value is None:
+                db.execute("DELETE FROM settings WHERE key=?", (key,))
+            else:
+                db.execute(
+                    "INSERT INTO settings(key, value) VALUES (?,?) "
+                    "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                    (key, value),
+                )
+
+
+def _pair(row: sqlite3.Row) -> Pair:
+    return Pair(row["id"], row["question"], row["answer"], row["source"], row["created_at"])
+
+
+def _split_sql(script: str) -> Iterator[str]:
+    for statement in script.split(";"):
+        if statement.strip():
+            yield statement
+
+
+class _Transaction:
+    def __init__(self, db: sqlite3.Connection, lock: threading.RLock) -> None:
+        self._db, self._lock = db, lock
+
+    def __enter__(self) -> sqlite3.Connection:
+        self._lock.acquire()
+        self._db.execute("BEGIN IMMEDIATE")
+        return self._db
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            self._db.execute("ROLLBACK" if exc_type else "COMMIT")
+        finally:
+            self._lock.release()
+        if isinstance(exc, sqlite3.IntegrityError):
+            raise StoreError(f"Refused: {exc}") from exc
