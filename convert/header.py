@@ -1,0 +1,116 @@
+"""A fast reader for a GGUF file's header: raw metadata bytes and the tensor index.
+
+``gguf.GGUFReader`` builds numpy views for every tokenizer string (seconds for a 49k
+vocabulary). Checks at start-up and byte-for-byte metadata comparisons need only the raw
+bytes, which this reads in milliseconds.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+GGUF_MAGIC = b"GGUF"
+_SCALAR_SIZES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+_STRING, _ARRAY = 8, 9
+
+
+class HeaderError(ValueError):
+    pass
+
+
+@dataclass
+class TensorInfo:
+    name: str
+    shape: tuple[int, ...]
+    type_id: int
+    offset: int
+    n_bytes: int
+
+
+@dataclass
+class GGUFHeader:
+    version: int
+    metadata_raw: dict[str, bytes] = field(default_factory=dict)  # key -> type id + value bytes
+    strings: dict[str, str] = field(default_factory=dict)  # the string-valued keys, decoded
+    tensors: list[TensorInfo] = field(default_factory=list)
+    data_start: int = 0
+
+    @property
+    def data_end(self) -> int:
+        return self.data_start + max((t.offset + t.n_bytes for t in self.tensors), default=0)
+
+
+def read_header(path: Path) -> GGUFHeader:
+    with open(path, "rb") as fh:
+        if fh.read(4) != GGUF_MAGIC:
+            raise HeaderError("it does not start with 'GGUF'")
+        try:
+            return _read(fh)
+        except (struct.error, KeyError, UnicodeDecodeError, OverflowError) as exc:
+            raise HeaderError(str(exc) or type(exc).__name__) from None
+
+
+def _unpack(fh: BinaryIO, fmt: str):
+    return struct.unpack("<" + fmt, fh.read(struct.calcsize(fmt)))[0]
+
+
+def _read_string(fh: BinaryIO) -> str:
+    n = _unpack(fh, "Q")
+    if n > 1 << 24:
+        raise HeaderError("implausible string length")
+    return fh.read(n).decode("utf-8")
+
+
+def _skip_value(fh: BinaryIO, vtype: int) -> None:
+    if vtype in _SCALAR_SIZES:
+        fh.seek(_SCALAR_SIZES[vtype], 1)
+    elif vtype == _STRING:
+        fh.seek(_unpack(fh, "Q"), 1)
+    elif vtype == _ARRAY:
+        item_type, count = _unpack(fh, "I"), _unpack(fh, "Q")
+        if item_type in _SCALAR_SIZES:
+            fh.seek(_SCALAR_SIZES[item_type] * count, 1)
+        else:
+            for _ in range(count):
+                _skip_value(fh, item_type)
+    else:
+        raise HeaderError(f"unknown metadata type {vtype}")
+
+
+def _read(fh: BinaryIO) -> GGUFHeader:
+    from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
+
+    header = GGUFHeader(version=_unpack(fh, "I"))
+    if header.version not in (2, 3):
+        raise HeaderError(f"unsupported GGUF version {header.version}")
+    n_tensors, n_kv = _unpack(fh, "Q"), _unpack(fh, "Q")
+    spans: dict[str, tuple[int, int]] = {}
+    alignment = 32
+    for _ in range(n_kv):
+        key = _read_string(fh)
+        start = fh.tell()
+        vtype = _unpack(fh, "I")
+        if vtype == _STRING:
+            header.strings[key] = _read_string(fh)
+        elif key == "general.alignment" and vtype == 4:
+            alignment = _unpack(fh, "I")
+        else:
+            _skip_value(fh, vtype)
+        spans[key] = (start, fh.tell())
+    for _ in range(n_tensors):
+        name = _read_string(fh)
+        dims = tuple(_unpack(fh, "Q") for _ in range(_unpack(fh, "I")))
+        type_id = _unpack(fh, "I")
+        block, type_size = GGML_QUANT_SIZES[GGMLQuantizationType(type_id)]
+        elements = 1
+        for d in dims:
+            elements *= d
+        header.tensors.append(TensorInfo(name, dims, type_id, _unpack(fh, "Q"), elements // block * type_size))
+    header.data_start = (fh.tell() + alignment - 1) // alignment * alignment
+    for key, (start, end) in spans.items():
+        fh.seek(start)
+        header.metadata_raw[key] = fh.read(end - start)
+    return header

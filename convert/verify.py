@@ -1,0 +1,80 @@
+"""Checks that a written GGUF is the model it should be, before anyone chats with it.
+
+Pure comparisons on numbers and bytes; the caller supplies the reference (the merged torch
+model's logits, the training tokenizer's ids), so this package needs no torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from convert.header import read_header
+
+# Keys that decide how text becomes tokens and how chats are rendered: must match the base.
+TOKENIZER_PREFIX = "tokenizer."
+
+# Tolerances for next-token logits, GGUF (llama.cpp) against the merged torch model in float32.
+# Measured on SmolLM2-135M: f16 gives normalized error ~0.003-0.01, q8_0 ~0.01-0.03.
+LOGIT_TOLERANCE = {"f16": 0.03, "q8_0": 0.08, "f32": 0.01}
+TOP1_AGREEMENT_MIN = 0.9
+
+
+@dataclass
+class CheckResult:
+    name: str
+    passed: bool
+    detail: str
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "passed": self.passed, "detail": self.detail}
+
+
+def check_metadata(base: Path, new: Path) -> CheckResult:
+    """The chat template and every tokenizer field equal the base's, byte for byte."""
+    a, b = read_header(base).metadata_raw, read_header(new).metadata_raw
+    keys = sorted(k for k in set(a) | set(b) if k.startswith(TOKENIZER_PREFIX))
+    different = [k for k in keys if a.get(k) != b.get(k)]
+    if different:
+        return CheckResult("metadata", False, "differs from the base: " + ", ".join(different))
+    return CheckResult("metadata", True, f"{len(keys)} tokenizer and template fields equal the base's byte for byte")
+
+
+def check_token_ids(llama_ids: list[int], reference_ids: list[int], probe: str) -> CheckResult:
+    if llama_ids == reference_ids:
+        return CheckResult("tokenizer", True, f"same {len(llama_ids)} token ids on the probe text")
+    first = next((i for i, (x, y) in enumerate(zip(llama_ids, reference_ids)) if x != y), min(len(llama_ids), len(reference_ids)))
+    return CheckResult("tokenizer", False, f"llama.cpp and the training tokenizer disagree from token {first} of {probe!r}")
+
+
+def logit_errors(gguf_logits: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
+    """(top-1 agreement, worst normalized error ||a - b|| / ||b||) over the rows."""
+    agree = float(np.mean(gguf_logits.argmax(-1) == reference.argmax(-1)))
+    errors = np.linalg.norm(gguf_logits - reference, axis=-1) / np.maximum(np.linalg.norm(reference, axis=-1), 1e-9)
+    return agree, float(errors.max())
+
+
+def check_logits(gguf_logits: np.ndarray, reference: np.ndarray, outtype: str) -> CheckResult:
+    agree, worst = logit_errors(gguf_logits, reference)
+    tolerance = LOGIT_TOLERANCE.get(outtype, 0.08)
+    passed = agree >= TOP1_AGREEMENT_MIN and worst <= tolerance
+    return CheckResult(
+        "logits", passed,
+        f"top-1 agreement {agree:.0%} (min {TOP1_AGREEMENT_MIN:.0%}), worst normalized error {worst:.4f} "
+        f"(max {tolerance}) on {len(reference)} prompts",
+    )
+
+
+def check_weights_changed(relative_delta: float, minimum: float = 1e-4) -> CheckResult:
+    passed = relative_delta > minimum
+    return CheckResult("changed", passed, f"merged weights differ from the base by {relative_delta:.2e} (relative norm)"
+                       + ("" if passed else ": the adapter did nothing"))
+
+
+def check_answers_survive(gguf_hits: int, torch_hits: int, total: int) -> CheckResult:
+    """The taught answers the merged model gives must survive writing and quantization."""
+    passed = gguf_hits >= torch_hits - max(1, total // 10) and total > 0
+    return CheckResult("answers", passed,
+                       f"GGUF gives {gguf_hits}/{total} taught answers, the merged torch model {torch_hits}/{total}")

@@ -1,0 +1,110 @@
+"""Write a (merged) Hugging Face llama/qwen2 state dict as a GGUF file.
+
+Metadata, tokenizer and chat template are copied field by field from the base GGUF, so the
+result chats exactly like the base. Tensor names come from gguf's tensor map; llama q/k are
+permuted back into llama.cpp's RoPE layout (transformers un-permutes them when it loads a
+GGUF); 1-D tensors (norms, biases) stay F32; a tied embedding stays tied (no output.weight).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable, Mapping
+
+import gguf
+import numpy as np
+
+from convert.architectures import ArchSpec, gguf_arch_name, spec_for
+
+OUTTYPES = {
+    "f16": (gguf.GGMLQuantizationType.F16, gguf.LlamaFileType.MOSTLY_F16),
+    "q8_0": (gguf.GGMLQuantizationType.Q8_0, gguf.LlamaFileType.MOSTLY_Q8_0),
+    "f32": (gguf.GGMLQuantizationType.F32, gguf.LlamaFileType.ALL_F32),
+}
+# Written by GGUFWriter itself or describing the old tensors: never copied from the base.
+_NOT_COPIED = {gguf.Keys.General.ARCHITECTURE, gguf.Keys.General.FILE_TYPE}
+
+
+class ConversionError(Exception):
+    pass
+
+
+def permute_for_llama_cpp(weights: np.ndarray, n_head: int) -> np.ndarray:
+    """HF's q/k row order -> llama.cpp's (interleaved RoPE halves), as convert_hf_to_gguf does."""
+    rows = weights.shape[0]
+    return (
+        weights.reshape(n_head, 2, rows // n_head // 2, *weights.shape[1:])
+        .swapaxes(1, 2)
+        .reshape(weights.shape)
+    )
+
+
+@lru_cache(maxsize=4)
+def _name_map(arch: gguf.MODEL_ARCH, n_blocks: int) -> gguf.TensorNameMap:
+    return gguf.get_tensor_name_map(arch, n_blocks)  # slow to build: once per architecture
+
+
+def gguf_tensor_name(hf_name: str, spec: ArchSpec, n_blocks: int) -> str:
+    name = _name_map(spec.arch, n_blocks).get_name(hf_name, try_suffixes=(".weight", ".bias"))
+    if name is None:
+        raise ConversionError(f"No GGUF name for tensor {hf_name!r}.")
+    return name
+
+
+def write_gguf(
+    state_dict: Mapping[str, np.ndarray],
+    config: Mapping,
+    base_gguf: Path,
+    out_path: Path,
+    outtype: str = "f16",
+    progress: Callable[[int, int], None] = lambda done, total: None,
+) -> None:
+    """Write ``state_dict`` (float32 numpy arrays keyed by HF names) as GGUF at ``out_path``."""
+    spec = spec_for(str(config.get("model_type")))
+    if outtype not in OUTTYPES:
+        raise ConversionError(f"Unknown output type {outtype!r}; choose one of {', '.join(OUTTYPES)}.")
+    tensor_type, file_type = OUTTYPES[outtype]
+    n_blocks = int(config["num_hidden_layers"])
+    n_head = int(config["num_attention_heads"])
+    n_head_kv = int(config.get("num_key_value_heads") or n_head)
+    tied = bool(config.get("tie_word_embeddings"))
+
+    reader = gguf.GGUFReader(base_gguf)
+    base_arch = reader.fields[gguf.Keys.General.ARCHITECTURE].contents()
+    if base_arch != gguf_arch_name(spec):
+        raise ConversionError(f"The base GGUF is {base_arch!r} but the weights are {gguf_arch_name(spec)!r}.")
+
+    writer = gguf.GGUFWriter(out_path, arch=gguf_arch_name(spec))
+    for field in reader.fields.values():
+        if field.name.startswith("GGUF.") or field.name in _NOT_COPIED:
+            continue
+        val_type = field.types[0]
+        sub_type = field.types[-1] if val_type == gguf.GGUFValueType.ARRAY else None
+        writer.add_key_value(field.name, field.contents(), val_type, sub_type=sub_type)
+    writer.add_file_type(file_type)
+
+    tensors = dict(state_dict)
+    if tied:  # one matrix serves both; safetensors may have kept it under either name
+        embedding = tensors.pop("lm_head.weight", None)
+        tensors.setdefault("model.embed_tokens.weight", embedding)
+    names = list(tensors)
+    for i, hf_name in enumerate(names):
+        data = np.asarray(tensors[hf_name], dtype=np.float32)
+        if spec.permute_qk and hf_name.endswith("q_proj.weight"):
+            data = permute_for_llama_cpp(data, n_head)
+        elif spec.permute_qk and hf_name.endswith("k_proj.weight"):
+            data = permute_for_llama_cpp(data, n_head_kv)
+        name = gguf_tensor_name(hf_name, spec, n_blocks)
+        if data.ndim <= 1 or tensor_type == gguf.GGMLQuantizationType.F32:
+            writer.add_tensor(name, data)
+        elif tensor_type == gguf.GGMLQuantizationType.F16:
+            writer.add_tensor(name, data.astype(np.float16))
+        else:
+            writer.add_tensor(name, gguf.quants.quantize(data, tensor_type), raw_dtype=tensor_type)
+        progress(i + 1, len(names))
+
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()

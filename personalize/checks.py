@@ -1,0 +1,81 @@
+"""Verify a written GGUF against the merged torch model (the torch side of convert.verify)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from convert import verify
+from convert.verify import CheckResult
+from personalize.evaluate import similarity
+
+PROBE_TEXT = "Grüße 123,456.78 — naïve café ☕ <tag> x²+y² = z²; 東京 3.14159 \tdone! It's 42%."
+
+
+def torch_last_logits(model, token_lists: Sequence[list[int]], device: str) -> np.ndarray:
+    import torch
+
+    rows = []
+    with torch.no_grad():
+        for ids in token_lists:
+            out = model(input_ids=torch.tensor([ids], device=device)).logits[0, -1].float().cpu().numpy()
+            rows.append(out)
+    return np.stack(rows)
+
+
+def gguf_last_logits(llm, token_lists: Sequence[list[int]]) -> np.ndarray:
+    # Without logits_all, llama-cpp-python keeps no scores; read the context's last row directly.
+    n_vocab = llm.n_vocab()
+    rows = []
+    for ids in token_lists:
+        llm.reset()
+        llm.eval(ids)
+        rows.append(np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(n_vocab,)).astype(np.float32).copy())
+    return np.stack(rows)
+
+
+def relative_delta(merged: dict[str, np.ndarray], base: dict[str, np.ndarray]) -> float:
+    num = sum(float(np.linalg.norm(merged[k] - base[k]) ** 2) for k in merged if k in base and merged[k].ndim == 2)
+    den = sum(float(np.linalg.norm(base[k]) ** 2) for k in merged if k in base and merged[k].ndim == 2)
+    return (num / max(den, 1e-12)) ** 0.5
+
+
+def answer_matches(answer: str, expected: str) -> bool:
+    """A taught answer counts as given when it is reproduced (nearly) verbatim."""
+    return expected.casefold().strip() in answer.casefold() or similarity(answer, expected) >= 0.8
+
+
+def torch_greedy(model, tokenizer, prompts: Sequence[str], device: str, max_new_tokens: int = 40) -> list[str]:
+    import torch
+
+    out = []
+    with torch.no_grad():
+        for prompt in prompts:
+            ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"].to(device)
+            gen = model.generate(ids, max_new_tokens=max_new_tokens, do_sample=False,
+                                 eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.eos_token_id)
+            out.append(tokenizer.decode(gen[0, ids.shape[1]:], skip_special_tokens=True))
+    return out
+
+
+def run_checks(
+    *, base_gguf: Path, new_gguf: Path, engine, model, tokenizer, device: str, outtype: str,
+    prompts: Sequence[str], taught: Sequence[tuple[str, str]], gguf_answers: Sequence[str],
+    delta: float,
+) -> list[CheckResult]:
+    """All checks of the personalize issue; ``prompts`` are rendered taught questions."""
+    results = [verify.check_metadata(base_gguf, new_gguf)]
+    llama_ids = engine.llm.tokenize(PROBE_TEXT.encode("utf-8"), add_bos=False, special=True)
+    ref_ids = tokenizer(PROBE_TEXT, add_special_tokens=False)["input_ids"]
+    results.append(verify.check_token_ids(list(llama_ids), list(ref_ids), PROBE_TEXT))
+    token_lists = [list(engine.llm.tokenize(p.encode("utf-8"), add_bos=False, special=True)) for p in prompts]
+    results.append(verify.check_logits(gguf_last_logits(engine.llm, token_lists),
+                                       torch_last_logits(model, token_lists, device), outtype))
+    results.append(verify.check_weights_changed(delta))
+    torch_answers = torch_greedy(model, tokenizer, prompts, device)
+    torch_hits = sum(answer_matches(a, exp) for a, (_, exp) in zip(torch_answers, taught))
+    gguf_hits = sum(answer_matches(a, exp) for a, (_, exp) in zip(gguf_answers, taught))
+    results.append(verify.check_answers_survive(gguf_hits, torch_hits, len(taught)))
+    return results

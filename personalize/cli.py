@@ -1,0 +1,53 @@
+"""``tunechat personalize``: run a job headless, print progress and the report, swap or explain."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from personalize.job import PersonalizeError, PersonalizeJob
+from personalize.report import full_report
+from tunechat.store import Store
+
+
+def run_personalize(args: argparse.Namespace, store: Store) -> int:
+    """Exit 0 only when the new model is the current one; non-zero with the reason otherwise."""
+    from personalize.data import EmptyDatasetError
+
+    try:
+        job = PersonalizeJob(store, recipe=args.method, seed=args.seed, outtype=args.outtype, max_steps=args.max_steps)
+    except EmptyDatasetError as exc:
+        print(f"tunechat: {exc}", file=sys.stderr)
+        return 2
+    print(f"Personalizing {job.base.name} on {store.count_pairs()} pairs…", file=sys.stderr)
+    try:
+        for event in job.events():
+            _print_event(event)
+    except KeyboardInterrupt:
+        job.cancel()
+        print("\ntunechat: cancelled; the current model is unchanged.", file=sys.stderr)
+        return 130
+    if job.outcome is None:
+        job.discard()
+        print(f"tunechat: personalization failed: {job.error}", file=sys.stderr)
+        return 1
+    print(full_report(job.outcome.manifest))
+    try:
+        entry = job.install(consent=args.yes)
+    except PersonalizeError as exc:
+        print(f"tunechat: {exc}", file=sys.stderr)
+        if job.outcome.needs_consent and not job.outcome.failed_checks:
+            print("Run again with --yes to use it anyway.", file=sys.stderr)
+        job.discard()
+        return 3
+    print(f"Now using {entry.name}. Roll back with: tunechat models rollback")
+    return 0
+
+
+def _print_event(event) -> None:
+    data = event.data
+    if event.kind == "phase":
+        print(f"[{data['phase']}] {data.get('detail', '')}", file=sys.stderr)
+    elif event.kind == "progress" and data.get("phase") == "train":
+        print(f"  step {data['step']}/{data['total']}  loss {data.get('loss', 0):.4f}  eta {data.get('eta', 0):.0f}s",
+              file=sys.stderr)

@@ -1,0 +1,142 @@
+"""Quality of a personal model, measured on the GGUF through llama.cpp as the user meets it.
+
+Three hard scores, each the share of questions whose greedy answer contains the expected key
+(case-insensitive):
+- reliability: the taught questions;
+- generalization: paraphrases of them that were never trained;
+- locality: unrelated questions that the base model answered right.
+And a soft locality score: how much of the base model's answer text the personal model still
+reproduces on general prompts (difflib's ratio, averaged).
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import unicodedata
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+EVAL_MAX_TOKENS = 48
+
+
+@dataclass(frozen=True)
+class Probe:
+    question: str
+    key: str
+
+
+@dataclass
+class ProbeSet:
+    """What to ask. ``locality`` keys are checked only where the base answered right."""
+
+    taught: list[Probe]
+    paraphrases: list[Probe] = field(default_factory=list)
+    locality: list[Probe] = field(default_factory=list)
+
+
+@dataclass
+class Scores:
+    reliability: float | None
+    generalization: float | None
+    locality: float | None
+    soft_locality: float | None
+    details: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def normalize(text: str) -> str:
+    return unicodedata.normalize("NFKC", text).casefold()
+
+
+def similarity(a: str, b: str) -> float:
+    return difflib.SequenceMatcher(None, normalize(a), normalize(b)).ratio()
+
+
+def contains_key(answer: str, key: str) -> bool:
+    """The answer holds the key; a whole taught answer used as key may also be near-verbatim."""
+    if normalize(key.strip()) in normalize(answer):
+        return True
+    return len(key) > 24 and similarity(answer, key) >= 0.8
+
+
+def builtin_locality_probes() -> list[Probe]:
+    """Held-out general questions shipped with the package (never trained on)."""
+    text = (Path(__file__).parent / "data" / "locality_probes.json").read_text(encoding="utf-8")
+    return [Probe(q, k) for q, k in json.loads(text)["probes"].items()]
+
+
+def load_persona(path: Path) -> ProbeSet:
+    """A persona file as in ../shared/data/persona-public.json."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    keys = data.get("locality_keys", {})
+    return ProbeSet(
+        taught=[Probe(f["q"], f["key"]) for f in data["facts"]],
+        paraphrases=[Probe(p["q"], p["key"]) for p in data.get("paraphrases", [])],
+        locality=[Probe(q, keys[q]) for q in data.get("locality", []) if q in keys],
+    )
+
+
+def persona_pairs(path: Path) -> list[tuple[str, str]]:
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return [(f["q"], f["a"]) for f in data["facts"]]
+
+
+Answerer = Callable[[str], str]
+
+
+def answers(ask: Answerer, questions: Sequence[str]) -> dict[str, str]:
+    return {q: ask(q) for q in questions}
+
+
+def score(
+    ask: Answerer,
+    probes: ProbeSet,
+    base_answers: dict[str, str] | None = None,
+) -> Scores:
+    """Score one model. ``base_answers`` (the base model's answers to the locality questions)
+    decides which locality questions count and feeds the soft score; without it, every
+    locality question counts and the soft score is left out."""
+    details: dict[str, dict[str, str]] = {"taught": {}, "paraphrases": {}, "locality": {}}
+
+    def share(kind: str, items: Sequence[Probe]) -> float | None:
+        if not items:
+            return None
+        hits = 0
+        for probe in items:
+            answer = ask(probe.question)
+            details[kind][probe.question] = answer
+            hits += contains_key(answer, probe.key)
+        return hits / len(items)
+
+    counted = [p for p in probes.locality if base_answers is None or contains_key(base_answers.get(p.question, ""), p.key)]
+    reliability = share("taught", probes.taught)
+    generalization = share("paraphrases", probes.paraphrases)
+    locality = share("locality", counted)
+    soft = None
+    if base_answers is not None and probes.locality:
+        ratios = []
+        for p in probes.locality:
+            mine = details["locality"].get(p.question)
+            if mine is None:
+                mine = ask(p.question)
+            ratios.append(similarity(mine, base_answers.get(p.question, "")))
+        soft = sum(ratios) / len(ratios)
+    return Scores(reliability, generalization, locality, soft, details)
+
+
+def engine_answerer(model_path: Path, system_prompt: str | None = None) -> tuple[Answerer, Callable[[], None]]:
+    """Greedy answers from a GGUF through the chat's own engine; returns (ask, close)."""
+    from tunechat.chat_template import with_system
+    from tunechat.engine import Engine, GenerationSettings
+
+    engine = Engine(model_path)
+    settings = GenerationSettings(max_tokens=EVAL_MAX_TOKENS, temperature=0.0)
+
+    def ask(question: str) -> str:
+        return engine.complete(with_system([{"role": "user", "content": question}], system_prompt), settings)
+
+    return ask, engine.close

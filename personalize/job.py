@@ -1,0 +1,172 @@
+"""Run a personalization from the TUI or the CLI: a worker process, its events, the install.
+
+This module imports no torch: it spawns ``python -m personalize.worker`` in a job folder,
+turns its JSON lines into events, cancels it on request, and installs a finished, verified
+model atomically (rename of a complete folder into ``models/``, then the switch).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from tunechat import paths
+from tunechat.registry import MANIFEST, ModelEntry, Registry
+from tunechat.store import Store, pairs_fingerprint
+
+LOCALITY_THRESHOLD = 0.9  # below this share of kept general answers, swapping in needs consent
+
+
+class PersonalizeError(Exception):
+    pass
+
+
+@dataclass
+class Event:
+    kind: str  # phase | progress | done | error | log
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Outcome:
+    manifest: dict[str, Any]
+    out_dir: Path
+
+    @property
+    def failed_checks(self) -> list[dict]:
+        return [c for c in self.manifest.get("checks", []) if not c["passed"]]
+
+    @property
+    def locality_after(self) -> float | None:
+        after = (self.manifest.get("metrics") or {}).get("after") or {}
+        return after.get("locality")
+
+    @property
+    def needs_consent(self) -> bool:
+        loc = self.locality_after
+        return loc is not None and loc < LOCALITY_THRESHOLD
+
+
+class PersonalizeJob:
+    """One run. Iterate ``events()``; then ``install()`` the outcome, or ``cancel()``."""
+
+    def __init__(self, store: Store, base: Path | None = None, recipe: str | None = None,
+                 seed: int = 0, outtype: str | None = None, max_steps: int | None = None,
+                 extra: dict[str, Any] | None = None) -> None:
+        self.store = store
+        self.registry = Registry(store)
+        pairs = store.pairs()
+        if not pairs:
+            from personalize.data import EmptyDatasetError
+
+            raise EmptyDatasetError(
+                "There are no training pairs yet. Keep some answers (Ctrl+K), correct them (Ctrl+E) "
+                "or add facts (F4, or `tunechat pairs add QUESTION ANSWER`), then personalize."
+            )
+        self.base = base or self.registry.current().base_path
+        self.job_dir = paths.jobs_dir() / f"job-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+        self.job_dir.mkdir(mode=0o700)
+        spec: dict[str, Any] = {
+            "pairs": [[p.question, p.answer] for p in pairs],
+            "pairs_sha256": pairs_fingerprint(pairs),
+            "base_path": str(self.base),
+            "recipe": recipe,
+            "seed": seed,
+            "outtype": outtype,
+            "recipe_overrides": {"max_steps": max_steps} if max_steps else {},
+        }
+        spec.update(extra or {})
+        (self.job_dir / "job.json").write_text(json.dumps(spec, ensure_ascii=False), encoding="utf-8")
+        self.process: subprocess.Popen[str] | None = None
+        self.outcome: Outcome | None = None
+        self.error: str | None = None
+
+    def start(self) -> None:
+        env = dict(os.environ, PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false",
+                   HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+        self.stderr_log = open(self.job_dir / "worker.log", "w", encoding="utf-8")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "personalize.worker", str(self.job_dir)],
+            stdout=subprocess.PIPE, stderr=self.stderr_log, stdin=subprocess.DEVNULL,
+            text=True, encoding="utf-8", env=env, start_new_session=True,
+        )
+
+    def events(self) -> Iterator[Event]:
+        if self.process is None:
+            self.start()
+        assert self.process is not None and self.process.stdout is not None
+        for line in self.process.stdout:
+            try:
+                raw = json.loads(line)
+            except json.JSONDecodeError:
+                yield Event("log", {"line": line.rstrip()})
+                continue
+            kind = raw.pop("event", "log")
+            if kind == "done":
+                self.outcome = Outcome(raw["result"], self.job_dir / "out")
+            elif kind == "error":
+                self.error = raw.get("message", "unknown error")
+            yield Event(kind, raw)
+        code = self.process.wait()
+        self.stderr_log.close()
+        if self.outcome is None and self.error is None:
+            self.error = (f"The training process stopped unexpectedly (exit code {code}). "
+                          f"Details: {self.job_dir / 'worker.log'}")
+            yield Event("error", {"message": self.error})
+
+    def cancel(self) -> None:
+        """Stop the worker and remove its folder: the current model and the pairs are untouched."""
+        if self.process is not None and self.process.poll() is None:
+            try:
+                os.killpg(self.process.pid, signal.SIGTERM)
+                self.process.wait(timeout=10)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                try:
+                    os.killpg(self.process.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                self.process.wait()
+        self.discard()
+
+    def discard(self) -> None:
+        shutil.rmtree(self.job_dir, ignore_errors=True)
+
+    def install(self, consent: bool = False) -> ModelEntry:
+        """Make the finished model a version and the current model, or raise saying why not."""
+        if self.outcome is None:
+            raise PersonalizeError(self.error or "The personalization did not finish.")
+        failed = self.outcome.failed_checks
+        if failed:
+            reasons = "; ".join(f"{c['name']}: {c['detail']}" for c in failed)
+            raise PersonalizeError(f"The new model failed its checks and was not swapped in ({reasons}).")
+        if self.outcome.needs_consent and not consent:
+            raise PersonalizeError(
+                f"The new model kept only {self.outcome.locality_after:.0%} of the base model's general "
+                f"answers (threshold {LOCALITY_THRESHOLD:.0%}); it was not swapped in without your consent."
+            )
+        name = time.strftime("personal-%Y%m%d-%H%M%S")
+        target = paths.models_dir() / name
+        if target.exists():
+            target = target.with_name(f"{name}-{uuid.uuid4().hex[:4]}")
+        src = self.outcome.out_dir
+        if not (src / MANIFEST).is_file():
+            raise PersonalizeError("The new model is incomplete (no manifest); it was not swapped in.")
+        os.replace(src, target)  # one rename: the version appears whole or not at all
+        self.discard()
+        return self.registry.use(target.name)
+
+
+def clean_stale_jobs(max_age_s: float = 0) -> None:
+    """Remove job folders that no process is writing (a killed app or worker leaves them)."""
+    for folder in paths.jobs_dir().glob("job-*"):
+        if time.time() - folder.stat().st_mtime >= max_age_s:
+            shutil.rmtree(folder, ignore_errors=True)

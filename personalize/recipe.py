@@ -1,0 +1,54 @@
+"""Training recipes: the knobs of a personalization run, named so benchmarks can compare them."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+
+ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    rank: int = 16
+    alpha: int = 32
+    target_modules: tuple[str, ...] = ALL_LINEAR
+    top_layers: int | None = 10  # LoRA on the top N decoder layers only (None: all); halves step time
+    lr: float = 1e-3
+    max_steps: int = 40
+    min_steps: int = 6
+    fact_batch: int = 16
+    replay_batch: int = 0  # general prompts with the base model's own answers, per step
+    replay_weight: float = 1.0
+    kl_weight: float = 0.0  # KL(base || tuned) on the replay answers' tokens
+    stop_loss: float = 0.05  # stop once every taught answer's mean token loss is below this
+    seed: int = 0
+    extra: dict = field(default_factory=dict)
+
+    def with_(self, **changes) -> "Recipe":
+        return replace(self, **changes)
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["target_modules"] = list(self.target_modules)
+        return d
+
+
+RECIPES: dict[str, Recipe] = {
+    # Plain LoRA on the pairs alone, every layer: the FIELD-NOTES baseline that forgets.
+    "naive": Recipe("naive", top_layers=None),
+    # The same on the top layers only.
+    "top": Recipe("top"),
+    # The base model's own answers to built-in general prompts are trained alongside the facts.
+    "replay": Recipe("replay", replay_batch=6),
+    # Replay plus a KL term that pulls the tuned distribution on those answers to the base's.
+    "replay-kl": Recipe("replay-kl", replay_batch=6, kl_weight=1.0),
+}
+DEFAULT_RECIPE = "replay-kl"
+
+
+def get_recipe(name: str | None) -> Recipe:
+    key = name or DEFAULT_RECIPE
+    if key not in RECIPES:
+        raise KeyError(f"Unknown method {key!r}; choose one of {', '.join(RECIPES)}.")
+    return RECIPES[key]

@@ -1,0 +1,151 @@
+"""The LoRA training loop: facts plus replay, early stopping, progress callbacks.
+
+A small hand-written loop instead of transformers' Trainer: per-step control over the mix of
+taught facts and replayed general answers, the KL term, and stopping as soon as every taught
+answer is learned.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+from personalize.data import IGNORE, Example
+from personalize.recipe import Recipe
+
+ProgressFn = Callable[[int, int, float, float], None]  # step, total, loss, eta seconds
+CancelFn = Callable[[], bool]
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    final_loss: float
+    losses: list[float]
+    seconds: float
+    tokens: int
+    stopped_early: bool
+
+
+def pick_device() -> tuple[str, str]:
+    """(device, autocast dtype name): CUDA with bf16 when present, else CPU float32."""
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda", "bfloat16"
+    return "cpu", "float32"
+
+
+def _collate(batch: Sequence[Example], pad_id: int, device: str):
+    import torch
+
+    width = max(len(e.input_ids) for e in batch)
+    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(batch), width), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for i, e in enumerate(batch):
+        n = len(e.input_ids)
+        ids[i, :n] = torch.tensor(e.input_ids)
+        labels[i, :n] = torch.tensor(e.labels)
+        mask[i, :n] = 1
+    return ids.to(device), labels.to(device), mask.to(device)
+
+
+def _token_losses(logits, labels):
+    """Per-token cross entropy (shifted), and the mask of positions that count."""
+    import torch.nn.functional as F
+
+    shift_logits = logits[:, :-1, :].float()
+    shift_labels = labels[:, 1:]
+    valid = shift_labels != IGNORE
+    losses = F.cross_entropy(
+        shift_logits.reshape(-1, shift_logits.size(-1)), shift_labels.clamp(min=0).reshape(-1), reduction="none"
+    ).view(shift_labels.shape)
+    return losses * valid, valid
+
+
+def add_lora(model, recipe: Recipe):
+    from peft import LoraConfig, get_peft_model
+
+    n_layers = int(model.config.num_hidden_layers)
+    layers = None
+    if recipe.top_layers and recipe.top_layers < n_layers:
+        layers = list(range(n_layers - recipe.top_layers, n_layers))
+    config = LoraConfig(
+        r=recipe.rank, lora_alpha=recipe.alpha, lora_dropout=0.0,
+        target_modules=list(recipe.target_modules), layers_to_transform=layers, task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, config)
+
+
+def train(
+    model,
+    facts: list[Example],
+    replay: list[Example],
+    recipe: Recipe,
+    pad_id: int,
+    device: str,
+    progress: ProgressFn = lambda *a: None,
+    cancelled: CancelFn = lambda: False,
+) -> TrainResult:
+    """Train the LoRA adapters of ``model`` (a peft model) in place."""
+    import torch
+    import torch.nn.functional as F
+
+    rng = random.Random(recipe.seed)
+    torch.manual_seed(recipe.seed)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=0.0)
+    autocast_dtype = torch.bfloat16 if device == "cuda" else None
+    model.train()
+    losses: list[float] = []
+    tokens = 0
+    start = time.monotonic()
+    stopped_early = False
+    step = 0
+    # With more facts than fit a batch, a fact is seen every ``rounds`` steps: judge the worst
+    # loss over that window.
+    rounds = max(1, math.ceil(len(facts) / recipe.fact_batch))
+    recent_worst: list[float] = []
+    for step in range(1, recipe.max_steps + 1):
+        if cancelled():
+            raise KeyboardInterrupt
+        fact_batch = facts if len(facts) <= recipe.fact_batch else rng.sample(facts, recipe.fact_batch)
+        replay_batch = rng.sample(replay, min(recipe.replay_batch, len(replay))) if replay and recipe.replay_batch else []
+        batch = list(fact_batch) + replay_batch
+        ids, labels, mask = _collate(batch, pad_id, device)
+        tokens += int(mask.sum())
+        with torch.autocast(device_type=device, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            logits = model(input_ids=ids, attention_mask=mask).logits
+            per_token, valid = _token_losses(logits, labels)
+            n_facts = len(fact_batch)
+            fact_tok = per_token[:n_facts].sum(1) / valid[:n_facts].sum(1).clamp(min=1)
+            loss = fact_tok.mean()
+            if replay_batch:
+                r_valid = valid[n_facts:]
+                replay_ce = per_token[n_facts:].sum() / r_valid.sum().clamp(min=1)
+                loss = loss + recipe.replay_weight * replay_ce
+                if recipe.kl_weight > 0:
+                    with torch.no_grad(), model.disable_adapter():
+                        base_logits = model(input_ids=ids[n_facts:], attention_mask=mask[n_facts:]).logits
+                    tuned = F.log_softmax(logits[n_facts:, :-1].float(), -1)
+                    ref = F.log_softmax(base_logits[:, :-1].float(), -1)
+                    kl = (ref.exp() * (ref - tuned)).sum(-1)
+                    loss = loss + recipe.kl_weight * (kl * r_valid).sum() / r_valid.sum().clamp(min=1)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        recent_worst = (recent_worst + [float(fact_tok.max().detach())])[-rounds:]
+        losses.append(float(fact_tok.mean().detach()))
+        elapsed = time.monotonic() - start
+        progress(step, recipe.max_steps, losses[-1], elapsed / step * (recipe.max_steps - step))
+        # Early stop: every taught answer is learned.
+        if step >= max(recipe.min_steps, rounds) and max(recent_worst) < recipe.stop_loss:
+            stopped_early = True
+            break
+    model.eval()
+    return TrainResult(step, losses[-1] if losses else math.nan, losses, time.monotonic() - start, tokens, stopped_early)

@@ -1,0 +1,200 @@
+"""The personalize worker process: data, base, train, merge, convert, verify, evaluate.
+
+Run as ``python -m personalize.worker JOB_DIR``. Reads ``JOB_DIR/job.json``, writes the
+candidate model into ``JOB_DIR/out/`` (manifest last), and reports JSON lines on stdout
+(see ``personalize.progress``). It never touches the current model or the models folder:
+installing the result is the parent's decision (``personalize.job``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import traceback
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from personalize.progress import Reporter
+
+
+class Timings(dict):
+    @contextmanager
+    def phase(self, reporter: Reporter, name: str, detail: str = "") -> Iterator[None]:
+        reporter.phase(name, detail)
+        start = time.monotonic()
+        yield
+        self[name] = round(self.get(name, 0.0) + time.monotonic() - start, 2)
+
+
+def run(job_dir: Path, reporter: Reporter) -> dict:
+    job = json.loads((job_dir / "job.json").read_text(encoding="utf-8"))
+    timings = Timings()
+    with timings.phase(reporter, "prepare", "loading libraries"):
+        import numpy as np
+        import torch
+
+        from convert.writer import write_gguf
+        from personalize import base as base_mod
+        from personalize import checks, data, evaluate, general, train
+        from personalize.recipe import get_recipe
+        from tunechat.engine import Engine
+
+        torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
+        pairs = [(q, a) for q, a in job["pairs"]]
+        data.require_pairs(pairs)
+        recipe = get_recipe(job.get("recipe")).with_(seed=int(job.get("seed", 0)), **job.get("recipe_overrides", {}))
+        base_gguf = Path(job["base_path"])
+        if base_gguf.is_dir():
+            raise ValueError("Personalizing an HF folder base is not wired into the worker yet; use a GGUF base.")
+        from tunechat.gguf_check import check_gguf_file
+
+        check_gguf_file(base_gguf)
+        fingerprint = base_mod.file_fingerprint(base_gguf)
+        folder = base_mod.cached_base_folder(base_gguf, lambda d: reporter.phase("prepare", d))
+        device, dtype_name = train.pick_device()
+
+    probes = _probe_set(job, pairs, evaluate)
+    eval_questions = _questions(probes)
+    with timings.phase(reporter, "baseline", "the base model's answers (cached after the first run)"):
+        replay_prompts = general.general_prompts() if recipe.replay_batch else []
+        base_answers = general.base_answers(
+            base_gguf, fingerprint, replay_prompts + eval_questions,
+            lambda done, total: reporter.progress("baseline", done, total),
+        )
+        before = evaluate.score(lambda q: base_answers[q], probes, base_answers)
+
+    with timings.phase(reporter, "load", f"base weights on {device}"):
+        model, tokenizer = base_mod.load_base(folder, device, "float32")
+        from convert.header import read_header
+
+        template = read_header(base_gguf).strings.get("tokenizer.chat_template")
+        if not template:
+            from tunechat.chat_template import CHATML_TEMPLATE
+
+            template = CHATML_TEMPLATE
+        info = data.TemplateInfo(template, tokenizer.bos_token or "", tokenizer.eos_token or "")
+        facts = data.build_examples(tokenizer, info, pairs, "fact")
+        replay = data.build_examples(tokenizer, info, [(p, base_answers[p]) for p in replay_prompts if base_answers[p]], "replay")
+        base_state = {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}
+        model = train.add_lora(model, recipe)
+
+    with timings.phase(reporter, "train", f"{len(pairs)} pairs, method {recipe.name}"):
+        result = train.train(
+            model, facts, replay, recipe, tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
+            device, lambda step, total, loss, eta: reporter.progress("train", step, total, loss, eta),
+        )
+
+    out = job_dir / "out"
+    out.mkdir(exist_ok=True)
+    with timings.phase(reporter, "merge", "folding the adapter into the weights"):
+        model.save_pretrained(out / "adapter")  # peft format, safetensors
+        merged = model.merge_and_unload()
+        merged_state = {k: v.detach().float().cpu().numpy() for k, v in merged.state_dict().items()}
+        delta = checks.relative_delta(merged_state, base_state)
+
+    outtype = job.get("outtype") or "f16"
+    model_path = out / "model.gguf"
+    with timings.phase(reporter, "convert", f"writing GGUF ({outtype})"):
+        write_gguf(merged_state, merged.config.to_dict(), base_gguf, model_path, outtype,
+                   lambda done, total: reporter.progress("convert", done, total))
+
+    with timings.phase(reporter, "verify", "checking the new file before it can be used"):
+        engine = Engine(model_path)
+        prompts = [data.split_rendering(info, q, a)[0] for q, a in pairs]
+        gguf_answers = [_greedy(engine, q) for q, _ in pairs]
+        results = checks.run_checks(
+            base_gguf=base_gguf, new_gguf=model_path, engine=engine, model=merged, tokenizer=tokenizer,
+            device=device, outtype=outtype, prompts=prompts, taught=pairs, gguf_answers=gguf_answers, delta=delta,
+        )
+    after = None
+    if not job.get("skip_eval"):
+        with timings.phase(reporter, "evaluate", "scoring the new model"):
+            after = evaluate.score(lambda q: _greedy(engine, q), probes, base_answers)
+    engine.close()
+
+    manifest = {
+        "created_at": time.time(),
+        "base_path": str(base_gguf),
+        "base_sha256": fingerprint,
+        "pairs_count": len(pairs),
+        "pairs_sha256": job.get("pairs_sha256"),
+        "method": recipe.name,
+        "recipe": recipe.as_dict(),
+        "outtype": outtype,
+        "device": device,
+        "train": {"steps": result.steps, "final_loss": result.final_loss, "losses": result.losses,
+                  "seconds": round(result.seconds, 2), "tokens": result.tokens,
+                  "tokens_per_second": round(result.tokens / max(result.seconds, 1e-9), 1),
+                  "stopped_early": result.stopped_early},
+        "checks": [r.as_dict() for r in results],
+        "metrics": {"before": _public(before), "after": _public(after) if after else None},
+        "timings": dict(timings),
+    }
+    return manifest
+
+
+def _public(scores) -> dict:
+    d = scores.as_dict()
+    d.pop("details", None)
+    return d
+
+
+def _greedy(engine, question: str) -> str:
+    from personalize.evaluate import EVAL_MAX_TOKENS
+    from tunechat.engine import GenerationSettings
+
+    return engine.complete([{"role": "user", "content": question}], GenerationSettings(max_tokens=EVAL_MAX_TOKENS, temperature=0.0))
+
+
+def _probe_set(job: dict, pairs, evaluate):
+    if job.get("probes"):
+        p = job["probes"]
+        mk = lambda items: [evaluate.Probe(q, k) for q, k in items]  # noqa: E731
+        return evaluate.ProbeSet(mk(p["taught"]), mk(p.get("paraphrases", [])), mk(p.get("locality", [])))
+    return evaluate.ProbeSet(
+        taught=[evaluate.Probe(q, a) for q, a in pairs],
+        locality=evaluate.builtin_locality_probes(),
+    )
+
+
+def _questions(probes) -> list[str]:
+    seen: dict[str, None] = {}
+    for p in probes.taught + probes.paraphrases + probes.locality:
+        seen.setdefault(p.question, None)
+    return list(seen)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = argv if argv is not None else sys.argv[1:]
+    job_dir = Path(args[0])
+    reporter = Reporter.take_stdout()
+    try:
+        manifest = run(job_dir, reporter)
+        from tunechat.atomic import write_json_atomic
+
+        write_json_atomic(job_dir / "out" / "manifest.json", manifest)
+        reporter.emit("done", result=manifest)
+        return 0
+    except Exception as exc:  # reported to the parent as a clear message, traceback to stderr
+        traceback.print_exc()
+        reporter.emit("error", message=f"{type(exc).__name__}: {exc}" if not _is_user_error(exc) else str(exc))
+        return 1
+
+
+def _is_user_error(exc: Exception) -> bool:
+    from personalize.data import EmptyDatasetError
+
+    try:
+        from convert.architectures import UnsupportedArchitecture
+    except Exception:  # pragma: no cover
+        UnsupportedArchitecture = ()  # type: ignore
+    from tunechat.gguf_check import ModelFileError
+
+    return isinstance(exc, (EmptyDatasetError, UnsupportedArchitecture, ModelFileError))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
