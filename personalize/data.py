@@ -50,16 +50,20 @@ def split_rendering(info: TemplateInfo, question: str, answer: str, system_promp
     return prompt, answer_text
 
 
-def build_example(tokenizer, info: TemplateInfo, question: str, answer: str, kind: str) -> Example:
+def build_example(tokenizer, info: TemplateInfo, question: str, answer: str, kind: str,
+                  max_answer_tokens: int | None = None) -> Example:
     prompt, answer_text = split_rendering(info, question, answer)
     # Tokenized apart, as at inference: llama.cpp tokenizes the prompt, then samples the answer.
     prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     answer_ids = tokenizer(answer_text, add_special_tokens=False)["input_ids"]
+    if max_answer_tokens is not None:  # replay: the opening of an answer carries most of its style
+        answer_ids = answer_ids[:max_answer_tokens]
     return Example(prompt_ids + answer_ids, [IGNORE] * len(prompt_ids) + answer_ids, kind)
 
 
-def build_examples(tokenizer, info: TemplateInfo, pairs: Sequence[tuple[str, str]], kind: str) -> list[Example]:
-    return [build_example(tokenizer, info, q, a, kind) for q, a in pairs]
+def build_examples(tokenizer, info: TemplateInfo, pairs: Sequence[tuple[str, str]], kind: str,
+                   max_answer_tokens: int | None = None) -> list[Example]:
+    return [build_example(tokenizer, info, q, a, kind, max_answer_tokens) for q, a in pairs]
 
 
 def require_pairs(pairs: Sequence[tuple[str, str]]) -> None:

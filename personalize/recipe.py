@@ -19,6 +19,7 @@ class Recipe:
     min_steps: int = 6
     fact_batch: int = 16
     replay_batch: int = 0  # general prompts with the base model's own answers, per step
+    replay_answer_tokens: int = 24  # replayed answers are cut to their first N tokens
     replay_weight: float = 1.0
     kl_weight: float = 0.0  # KL(base || tuned) on the replay answers' tokens
     stop_loss: float = 0.05  # stop once every taught answer's mean token loss is below this

@@ -77,7 +77,8 @@ def run(job_dir: Path, reporter: Reporter) -> dict:
             template = CHATML_TEMPLATE
         info = data.TemplateInfo(template, tokenizer.bos_token or "", tokenizer.eos_token or "")
         facts = data.build_examples(tokenizer, info, pairs, "fact")
-        replay = data.build_examples(tokenizer, info, [(p, base_answers[p]) for p in replay_prompts if base_answers[p]], "replay")
+        replay = data.build_examples(tokenizer, info, [(p, base_answers[p]) for p in replay_prompts if base_answers[p]],
+                                     "replay", max_answer_tokens=recipe.replay_answer_tokens)
         base_state = {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}
         model = train.add_lora(model, recipe)
 
@@ -142,11 +143,19 @@ def _public(scores) -> dict:
     return d
 
 
+_ANSWERS: dict[tuple[int, str], str] = {}
+
+
 def _greedy(engine, question: str) -> str:
+    """Greedy answer of ``engine``; memoized, since verify and evaluate ask the same questions."""
     from personalize.evaluate import EVAL_MAX_TOKENS
     from tunechat.engine import GenerationSettings
 
-    return engine.complete([{"role": "user", "content": question}], GenerationSettings(max_tokens=EVAL_MAX_TOKENS, temperature=0.0))
+    key = (id(engine), question)
+    if key not in _ANSWERS:
+        _ANSWERS[key] = engine.complete([{"role": "user", "content": question}],
+                                        GenerationSettings(max_tokens=EVAL_MAX_TOKENS, temperature=0.0))
+    return _ANSWERS[key]
 
 
 def _probe_set(job: dict, pairs, evaluate):

@@ -172,14 +172,11 @@ def _model_detail(entry) -> str:
     if entry.kind != "personal":
         return str(entry.path)
     m = entry.manifest
-    scores = m.get("metrics", {}).get("after", {})
+    scores = (m.get("metrics") or {}).get("after") or {}
     parts = [f"{m.get('pairs_count', '?')} pairs", f"method {m.get('method', '?')}"]
-    if scores:
-        parts.append(
-            "reliability {:.0%} generalization {:.0%} locality {:.0%}".format(
-                scores.get("reliability", 0), scores.get("generalization", 0), scores.get("locality", 0)
-            )
-        )
+    for key in ("reliability", "generalization", "locality"):
+        if scores.get(key) is not None:
+            parts.append(f"{key} {scores[key]:.0%}")
     return ", ".join(parts)
 
 

@@ -17,11 +17,9 @@ def describe(entry: ModelEntry) -> str:
     if entry.kind != "personal":
         return f"{entry.name}  [dim]{entry.kind}[/dim]"
     m = entry.manifest
-    after = m.get("metrics", {}).get("after", {})
-    scores = ""
-    if after:
-        scores = "  R {:.0%} G {:.0%} L {:.0%}".format(
-            after.get("reliability", 0), after.get("generalization", 0), after.get("locality", 0))
+    after = (m.get("metrics") or {}).get("after") or {}
+    scores = "".join(f" {label} {after[key]:.0%}" for label, key in
+                     (("reliability", "reliability"), ("locality", "locality")) if after.get(key) is not None)
     return f"{entry.name}  [dim]{m.get('pairs_count', '?')} pairs{scores}[/dim]"
 
 

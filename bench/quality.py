@@ -1,0 +1,132 @@
+"""Remember without forgetting: score personalization methods on two personas over seeds.
+
+For each persona, method and seed this runs the real worker (train, merge, GGUF, verify,
+evaluate through llama.cpp) and prints reliability, generalization, locality, soft locality
+and seconds; "prompt" is the no-training baseline with the facts in the system prompt, and
+"sequential" teaches half the facts, personalizes again with the rest, and scores all.
+
+    python bench/quality.py                       # every method, both personas, 3 seeds
+    python bench/quality.py --methods replay --seeds 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from personalize.evaluate import ProbeSet, engine_answerer, load_persona, persona_pairs, score  # noqa: E402
+from personalize.general import base_answers  # noqa: E402
+from personalize.base import file_fingerprint  # noqa: E402
+from tunechat.registry import embedded_model_path  # noqa: E402
+
+PERSONAS = {
+    "public": ROOT.parent / "shared" / "data" / "persona-public.json",
+    "second": ROOT / "tests" / "data" / "persona-second.json",
+}
+KEYS = ("reliability", "generalization", "locality", "soft_locality")
+
+
+def probes_json(probes: ProbeSet) -> dict:
+    as_list = lambda items: [[p.question, p.key] for p in items]  # noqa: E731
+    return {"taught": as_list(probes.taught), "paraphrases": as_list(probes.paraphrases), "locality": as_list(probes.locality)}
+
+
+def run_worker(pairs, probes: ProbeSet, method: str, seed: int, outtype: str) -> dict:
+    base = embedded_model_path()
+    with tempfile.TemporaryDirectory(dir=os.environ.get("TUNECHAT_HOME")) as tmp:
+        job = {"pairs": pairs, "base_path": str(base), "recipe": method, "seed": seed,
+               "outtype": outtype, "probes": probes_json(probes)}
+        Path(tmp, "job.json").write_text(json.dumps(job))
+        start = time.monotonic()
+        proc = subprocess.run([sys.executable, "-m", "personalize.worker", tmp], cwd=ROOT,
+                              capture_output=True, text=True)
+        seconds = time.monotonic() - start
+        for line in proc.stdout.splitlines():
+            event = json.loads(line)
+            if event["event"] == "done":
+                result = event["result"]
+                after = result["metrics"]["after"]
+                return {**{k: after[k] for k in KEYS}, "seconds": seconds, "steps": result["train"]["steps"],
+                        "checks_passed": all(c["passed"] for c in result["checks"])}
+            if event["event"] == "error":
+                raise RuntimeError(event["message"])
+        raise RuntimeError(f"worker failed: {proc.stderr[-2000:]}")
+
+
+def run_prompt_baseline(path: Path) -> dict:
+    data = json.loads(path.read_text(encoding="utf-8"))
+    facts = " ".join(f["a"].replace("Your ", "The user's ").replace("You ", "The user ") for f in data["facts"])
+    system = f"You are a helpful assistant. Facts about the user: {facts}"
+    probes = load_persona(path)
+    base = embedded_model_path()
+    answers = base_answers(base, file_fingerprint(base), [p.question for p in probes.locality])
+    start = time.monotonic()
+    ask, close = engine_answerer(base, system_prompt=system)
+    scores = score(ask, probes, answers)
+    close()
+    return {**{k: getattr(scores, k) for k in KEYS}, "seconds": time.monotonic() - start, "steps": 0, "checks_passed": True}
+
+
+def run_sequential(path: Path, method: str, seed: int, outtype: str) -> dict:
+    """Teach the first half, then personalize again with every pair (as the app does: each
+    personalization trains from the base on all kept pairs), and score all facts."""
+    pairs = persona_pairs(path)
+    probes = load_persona(path)
+    first = run_worker(pairs[: len(pairs) // 2], probes, method, seed, outtype)
+    second = run_worker(pairs, probes, method, seed, outtype)
+    second["seconds"] += first["seconds"]
+    return second
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--personas", nargs="+", default=list(PERSONAS), choices=list(PERSONAS))
+    parser.add_argument("--methods", nargs="+", default=["prompt", "naive", "replay", "replay-kl"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--outtype", default="f16")
+    parser.add_argument("--sequential", action="store_true", help="also run the teach-half-then-rest experiment")
+    parser.add_argument("--json", type=Path, help="write every run's numbers here")
+    args = parser.parse_args()
+
+    rows = []
+    for persona in args.personas:
+        path = PERSONAS[persona]
+        for method in args.methods:
+            seeds = [0] if method == "prompt" else args.seeds  # greedy decoding: no seed to vary
+            for seed in seeds:
+                if method == "prompt":
+                    result = run_prompt_baseline(path)
+                else:
+                    result = run_worker(persona_pairs(path), load_persona(path), method, seed, args.outtype)
+                rows.append({"persona": persona, "method": method, "seed": seed, **result})
+                print(json.dumps(rows[-1]), flush=True)
+            if args.sequential and method != "prompt":
+                result = run_sequential(path, method, args.seeds[0], args.outtype)
+                rows.append({"persona": persona, "method": f"{method} (sequential)", "seed": args.seeds[0], **result})
+                print(json.dumps(rows[-1]), flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+    print()
+    print(f"{'method':24} {'persona':8} {'reliab.':>8} {'general.':>8} {'locality':>8} {'soft loc.':>9} {'seconds':>8}")
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["method"], r["persona"]), []).append(r)
+    for (method, persona), items in groups.items():
+        mean = lambda k: statistics.mean(i[k] for i in items if i[k] is not None)  # noqa: E731
+        print(f"{method:24} {persona:8} {mean('reliability'):8.0%} {mean('generalization'):8.0%} "
+              f"{mean('locality'):8.0%} {mean('soft_locality'):9.2f} {mean('seconds'):8.0f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
