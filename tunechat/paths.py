@@ -40,8 +40,11 @@ def models_dir() -> Path:
 
 
 def cache_dir() -> Path:
-    """Derived data that can be rebuilt: dequantized base weights, replay answers."""
-    return ensure_private_dir(home() / "cache")
+    """Derived data that can be rebuilt: dequantized base weights, the base's answers.
+
+    ``$TUNECHAT_CACHE`` moves it (tests share one warm cache between many homes)."""
+    override = os.environ.get("TUNECHAT_CACHE")
+    return ensure_private_dir(Path(override).expanduser() if override else home() / "cache")
 
 
 def jobs_dir() -> Path:

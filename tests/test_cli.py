@@ -1,0 +1,68 @@
+"""The headless commands, run as real processes on the real embedded model."""
+
+import json
+
+from tests.conftest import run_cli
+
+
+def test_pairs_add_list_export_import(home, tmp_path):
+    assert run_cli("pairs", "add", "What is my name?", "Ada Quill.").returncode == 0
+    listed = run_cli("pairs", "list")
+    assert "What is my name?" in listed.stdout and "Ada Quill." in listed.stdout
+    out = tmp_path / "out.jsonl"
+    assert run_cli("pairs", "export", str(out)).returncode == 0
+    assert json.loads(out.read_text())["messages"][1]["content"] == "Ada Quill."
+    imported = run_cli("pairs", "import", str(out))
+    assert imported.returncode == 0 and "Imported 1 pairs" in imported.stdout
+    assert run_cli("pairs", "list").stdout.count("Ada Quill.") == 2
+
+
+def test_import_with_a_broken_line_names_it_and_imports_nothing(home, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}\nnot json\n')
+    result = run_cli("pairs", "import", str(bad))
+    assert result.returncode == 1
+    assert "line 2" in result.stderr and "Traceback" not in result.stderr
+    assert "0 pairs" in run_cli("pairs", "list").stderr
+
+
+def test_empty_pair_is_refused(home):
+    result = run_cli("pairs", "add", "", "answer")
+    assert result.returncode == 1 and "question is empty" in result.stderr
+
+
+def test_ask_is_greedy_and_repeatable(home):
+    first = run_cli("ask", "What is the capital of Japan?")
+    second = run_cli("ask", "What is the capital of Japan?")
+    assert first.returncode == 0
+    assert "Tokyo" in first.stdout
+    assert first.stdout == second.stdout
+
+
+def test_missing_and_corrupt_models_get_a_clear_message(home, tmp_path, base_model):
+    missing = run_cli("--model", str(tmp_path / "nope.gguf"), "ask", "hi")
+    assert missing.returncode == 1 and "not found" in missing.stderr and "Traceback" not in missing.stderr
+    assert "models use smollm2-135m" in missing.stderr  # the default is offered
+    truncated = tmp_path / "cut.gguf"
+    truncated.write_bytes(base_model.read_bytes()[:50_000_000])
+    result = run_cli("--model", str(truncated), "ask", "hi")
+    assert result.returncode == 1 and "truncated" in result.stderr and "Traceback" not in result.stderr
+    junk = tmp_path / "junk.gguf"
+    junk.write_bytes(b"not a model at all")
+    result = run_cli("--model", str(junk), "ask", "hi")
+    assert "not a GGUF model" in result.stderr
+
+
+def test_models_list_use_and_rollback(home, base_model, tmp_path):
+    listed = run_cli("models")
+    assert listed.returncode == 0 and "* smollm2-135m" in listed.stdout
+    copy = tmp_path / "copy.gguf"
+    copy.write_bytes(base_model.read_bytes())
+    assert run_cli("models", "use", str(copy)).returncode == 0
+    assert f"* copy.gguf\tfile\t{copy}" in run_cli("models").stdout
+    back = run_cli("models", "rollback")
+    assert back.returncode == 0 and "smollm2-135m" in back.stdout
+    nothing = run_cli("models", "rollback")
+    assert nothing.returncode == 1 and "no earlier model" in nothing.stderr
+    unknown = run_cli("models", "use", "no-such-model")
+    assert unknown.returncode == 1 and "No model named" in unknown.stderr

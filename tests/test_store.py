@@ -1,0 +1,107 @@
+import os
+import sqlite3
+import stat
+
+import pytest
+
+from tunechat.store import MIGRATIONS, SCHEMA_VERSION, Store, StoreError
+
+
+def test_fresh_database_is_migrated_to_latest_and_uses_wal(store):
+    assert store.schema_version == SCHEMA_VERSION
+    mode = store._db.execute("PRAGMA journal_mode").fetchone()[0]
+    assert mode == "wal"
+
+
+def test_database_and_folder_are_private(store, home):
+    assert stat.S_IMODE(os.stat(store.path).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(home).st_mode) == 0o700
+
+
+def test_migration_from_version_one_keeps_pairs(home):
+    path = home / "old.db"
+    home.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path)
+    db.executescript(MIGRATIONS[0])
+    db.execute("INSERT INTO pairs(question, answer, created_at, updated_at) VALUES ('Q?', 'A.', 0, 0)")
+    db.execute("PRAGMA user_version = 1")
+    db.commit()
+    db.close()
+    store = Store(path)
+    assert store.schema_version == SCHEMA_VERSION
+    [pair] = store.pairs()
+    assert (pair.question, pair.answer, pair.source) == ("Q?", "A.", "added")
+    store.set_setting("k", "v")  # the table added by migration 2 exists
+    assert store.get_setting("k") == "v"
+
+
+def test_newer_schema_is_refused_untouched(home):
+    home.mkdir(parents=True, exist_ok=True)
+    path = home / "future.db"
+    db = sqlite3.connect(path)
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 5}")
+    db.commit()
+    db.close()
+    with pytest.raises(StoreError, match="newer tunechat"):
+        Store(path)
+
+
+def test_empty_question_or_answer_is_refused(store):
+    with pytest.raises(StoreError, match="question is empty"):
+        store.add_pair("   ", "answer")
+    with pytest.raises(StoreError, match="answer is empty"):
+        store.add_pair("question", "\n")
+    assert store.count_pairs() == 0
+
+
+def test_pairs_crud_and_search(store):
+    a = store.add_pair("What is my name?", "Ada", source="kept")
+    store.add_pair("Where do I live?", "Tromsø")
+    assert [p.question for p in store.pairs("tromsø")] == ["Where do I live?"]
+    store.update_pair(a.id, "What is my name?", "Ada Quill")
+    assert store.get_pair(a.id).answer == "Ada Quill"
+    store.delete_pair(a.id)
+    assert store.count_pairs() == 1
+    with pytest.raises(StoreError):
+        store.delete_pair(a.id)
+
+
+def test_add_pairs_is_all_or_nothing(store):
+    with pytest.raises(StoreError):
+        store.add_pairs([("q1", "a1"), ("q2", "")])
+    assert store.count_pairs() == 0
+
+
+def test_deleted_chat_is_gone_from_the_file(store):
+    chat = store.create_chat("secret chat")
+    store.add_message(chat.id, "user", "my bank pin is 98127364")
+    store.delete_chat(chat.id)
+    assert store.list_chats() == []
+    raw = b"".join(p.read_bytes() for p in store.path.parent.glob("tunechat.db*"))
+    assert b"98127364" not in raw
+
+
+def test_chats_rename_system_prompt_and_messages(store):
+    chat = store.create_chat()
+    store.rename_chat(chat.id, "Trip planning")
+    store.set_system_prompt(chat.id, "Be brief.")
+    store.add_message(chat.id, "user", "hi")
+    store.add_message(chat.id, "assistant", "hello")
+    got = store.get_chat(chat.id)
+    assert (got.title, got.system_prompt) == ("Trip planning", "Be brief.")
+    assert [m.role for m in store.messages(chat.id)] == ["user", "assistant"]
+    with pytest.raises(StoreError):
+        store.rename_chat(chat.id, "  ")
+
+
+def test_committed_pairs_survive_a_killed_process(home):
+    import subprocess
+    import sys
+
+    code = (
+        "import os; from tunechat.store import Store; s = Store(); "
+        "s.add_pair('Q kept', 'A kept'); os._exit(9)"  # no close, no checkpoint
+    )
+    subprocess.run([sys.executable, "-c", code], env=dict(os.environ), check=False)
+    store = Store()
+    assert [p.question for p in store.pairs()] == ["Q kept"]
