@@ -87,11 +87,8 @@ class TunechatApp(App[int]):
         yield Footer()
 
     async def on_mount(self) -> None:
-        chats = self.store.list_chats()
-        if chats and not self.store.messages(chats[0].id):
-            await self.open_chat(chats[0].id)
-        else:
-            await self.open_chat(None)
+        chats = self.store.list_chats()  # reopen the most recent chat, as the user left it
+        await self.open_chat(chats[0].id if chats else None)
         self.refresh_status()
         self.query_one(PromptInput).focus()
         path = self.model_override or self.registry.current().path
@@ -317,16 +314,17 @@ class TunechatApp(App[int]):
         self.query_one(PromptInput).focus()
 
     def action_chats(self) -> None:
-        async def chosen(chat_id: int | None) -> None:
-            try:
-                if chat_id is not None:
-                    await self.open_chat(chat_id)
-                elif self.chat is not None:
-                    self.store.get_chat(self.chat.id)
-            except StoreError:  # the open chat was deleted
-                await self.open_chat(None)
+        self.push_screen(ChatsScreen(self.store, self.chat.id if self.chat else None),
+                         lambda chat_id: self.call_later(self._after_chats, chat_id))
 
-        self.push_screen(ChatsScreen(self.store, self.chat.id if self.chat else None), chosen)
+    async def _after_chats(self, chat_id: int | None) -> None:
+        try:
+            if chat_id is not None:
+                await self.open_chat(chat_id)
+            elif self.chat is not None:
+                self.store.get_chat(self.chat.id)
+        except StoreError:  # the open chat was deleted
+            await self.open_chat(None)
 
     def action_pairs(self) -> None:
         self.push_screen(PairsScreen(self.store), lambda _: self.refresh_status())

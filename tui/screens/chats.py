@@ -36,37 +36,40 @@ class ChatsScreen(ModalScreen[int | None]):
             yield Label("enter open · r rename · d delete · esc close", classes="hint")
         yield Footer()
 
-    def on_mount(self) -> None:
-        self.reload()
-
-    def reload(self) -> None:
+    async def on_mount(self) -> None:
         view = self.query_one(ListView)
-        view.clear()
         for chat in self.store.list_chats():
-            when = dt.datetime.fromtimestamp(chat.updated_at).strftime("%Y-%m-%d %H:%M")
-            mark = "▶ " if chat.id == self.current_chat_id else "  "
-            item = ListItem(Label(f"{mark}{chat.title}  [dim]{when}[/dim]"), id=f"chat-{chat.id}")
-            view.append(item)
+            await view.append(ListItem(Label(self._label(chat.id)), name=str(chat.id)))
+        if len(view.children):
+            view.index = 0
         view.focus()
+
+    def _label(self, chat_id: int) -> str:
+        chat = self.store.get_chat(chat_id)
+        when = dt.datetime.fromtimestamp(chat.updated_at).strftime("%Y-%m-%d %H:%M")
+        mark = "▶ " if chat.id == self.current_chat_id else "  "
+        return f"{mark}{chat.title}  [dim]{when}[/dim]"
 
     def _selected(self) -> int | None:
         view = self.query_one(ListView)
         item = view.highlighted_child
-        return int(item.id.removeprefix("chat-")) if item and item.id else None
+        return int(item.name) if item is not None and item.name else None
 
     def on_list_view_selected(self, event: ListView.Selected) -> None:
-        if event.item.id:
-            self.dismiss(int(event.item.id.removeprefix("chat-")))
+        if event.item.name:
+            self.dismiss(int(event.item.name))
 
     def action_rename(self) -> None:
         chat_id = self._selected()
         if chat_id is None:
             return
 
+        item = self.query_one(ListView).highlighted_child
+
         def renamed(title: str | None) -> None:
-            if title:
+            if title and item is not None:
                 self.store.rename_chat(chat_id, title)
-                self.reload()
+                item.query_one(Label).update(self._label(chat_id))
 
         self.app.push_screen(TextPrompt("Rename chat", self.store.get_chat(chat_id).title), renamed)
 
@@ -76,12 +79,16 @@ class ChatsScreen(ModalScreen[int | None]):
             return
         title = self.store.get_chat(chat_id).title
 
-        def confirmed(yes: bool | None) -> None:
-            if yes:
+        view = self.query_one(ListView)
+        item = view.highlighted_child
+
+        async def confirmed(yes: bool | None) -> None:
+            if yes and item is not None:
                 self.store.delete_chat(chat_id)
                 if chat_id == self.current_chat_id:
                     self.current_chat_id = None
-                self.reload()
+                await item.remove()
+                view.focus()
 
         self.app.push_screen(Confirm(f"Delete the chat “{title}” and all its messages?", yes="Delete"), confirmed)
 

@@ -1,0 +1,63 @@
+"""The llama.cpp engine on the real embedded model."""
+
+import os
+import threading
+
+import pytest
+
+from tunechat.engine import Engine, GenerationSettings, default_threads
+
+
+@pytest.fixture(scope="module")
+def engine():
+    from tunechat.registry import embedded_model_path
+
+    e = Engine(embedded_model_path())
+    yield e
+    e.close()
+
+
+def test_uses_every_core(engine):
+    assert engine.n_threads == default_threads() == len(os.sched_getaffinity(0))
+
+
+def test_streams_in_several_deltas_and_renders_with_the_gguf_template(engine):
+    messages = [{"role": "user", "content": "What is the capital of Japan?"}]
+    deltas = list(engine.stream(messages, GenerationSettings(max_tokens=40)))
+    assert len(deltas) > 3
+    assert "Tokyo" in "".join(deltas)
+    prompt = engine.render(messages)
+    assert prompt.startswith("<|im_start|>system\n") and prompt.endswith("<|im_start|>assistant\n")
+    assert engine.eos_token == "<|im_end|>"
+
+
+def test_stop_event_ends_generation_and_keeps_what_came(engine):
+    stop = threading.Event()
+    got = []
+    for delta in engine.stream([{"role": "user", "content": "Write a long story about a dragon."}],
+                               GenerationSettings(max_tokens=300), stop):
+        got.append(delta)
+        if len(got) == 5:
+            stop.set()
+    assert len(got) == 5
+
+
+def test_long_history_is_trimmed_to_the_context_window(engine):
+    filler = "word " * 400
+    history = [{"role": "system", "content": "Be brief."}]
+    for i in range(10):
+        history += [{"role": "user", "content": f"message {i} {filler}"}, {"role": "assistant", "content": filler}]
+    history.append({"role": "user", "content": "What is the capital of Japan?"})
+    fitted = engine.fit(history, 256)
+    assert fitted[0] == history[0] and fitted[-1] == history[-1]
+    assert len(fitted) < len(history)
+    assert engine.count_tokens(engine.render(fitted)) + 256 <= engine.n_ctx
+    # and generating on the untrimmed history works instead of overflowing
+    assert engine.complete(history, GenerationSettings(max_tokens=16))
+
+
+def test_an_oversized_single_message_is_cut_from_the_front(engine):
+    huge = [{"role": "user", "content": "x " * 5000 + "What is the capital of Japan?"}]
+    fitted = engine.fit(huge, 256)
+    assert fitted[-1]["content"].endswith("What is the capital of Japan?")
+    assert engine.count_tokens(engine.render(fitted)) + 256 <= engine.n_ctx

@@ -1,0 +1,197 @@
+"""The chat app driven by Pilot on the real embedded model."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.helpers import wait_until
+from tui.app import TunechatApp
+from tui.screens.chats import ChatsScreen
+from tui.screens.confirm import Confirm
+from tui.screens.pair_editor import PairEditor
+from tui.screens.pairs import PairsScreen
+from tui.widgets.message import MessageView
+from tui.widgets.prompt_input import PromptInput
+from tunechat.engine import GenerationSettings
+
+GREEDY = GenerationSettings(temperature=0.0, max_tokens=48)
+
+
+def _answers(app):
+    return [v for v in app.query(MessageView) if v.role == "assistant"]
+
+
+async def _ask(app, pilot, text: str) -> MessageView:
+    app.query_one(PromptInput).focus()
+    await pilot.press(*text)
+    await pilot.press("enter")
+    await wait_until(lambda: _answers(app) and not app._generating and _answers(app)[-1].message_id, pilot)
+    return _answers(app)[-1]
+
+
+async def test_type_stream_keep_and_correct(store, monkeypatch):
+    deltas: list[str] = []
+    original = MessageView.append
+
+    async def counting(self, delta):
+        deltas.append(delta)
+        await original(self, delta)
+
+    monkeypatch.setattr(MessageView, "append", counting)
+    app = TunechatApp(store=store, settings=GREEDY)
+    async with app.run_test(size=(100, 36)) as pilot:
+        await wait_until(lambda: app.engine is not None, pilot)
+        answer = await _ask(app, pilot, "What is the capital of Japan?")
+        assert len(deltas) > 3  # streamed, not dropped in at the end
+        assert "Tokyo" in answer.content
+        assert app.query_one(PromptInput).text == ""
+
+        await pilot.press("ctrl+k")
+        [kept] = store.pairs()
+        assert (kept.question, kept.source) == ("What is the capital of Japan?", "kept")
+        assert "Tokyo" in kept.answer
+        assert "1 pairs kept" in str(app.status.render())
+
+        await pilot.press("ctrl+e")
+        editor = app.screen
+        assert isinstance(editor, PairEditor)
+        editor.query_one("#answer").load_text("Tokyo, the capital since 1868.")
+        await pilot.press("ctrl+s")
+        corrected = store.pairs()[-1]
+        assert (corrected.answer, corrected.source) == ("Tokyo, the capital since 1868.", "corrected")
+        # the conversation itself is stored
+        chat_messages = store.messages(app.chat.id)
+        assert [m.role for m in chat_messages] == ["user", "assistant"]
+
+
+async def test_escape_stops_and_keeps_partial_answer(store):
+    app = TunechatApp(store=store, settings=GenerationSettings(temperature=0.0, max_tokens=400))
+    async with app.run_test(size=(100, 36)) as pilot:
+        await wait_until(lambda: app.engine is not None, pilot)
+        app.query_one(PromptInput).focus()
+        await pilot.press(*"Write a long story about a dragon.")
+        await pilot.press("enter")
+        await wait_until(lambda: _answers(app) and len(_answers(app)[-1].content) > 30, pilot)
+        await pilot.press("escape")
+        await wait_until(lambda: not app._generating, pilot)
+        saved = store.messages(app.chat.id)[-1]
+        assert saved.role == "assistant" and len(saved.content) > 30
+        assert app.engine.count_tokens(saved.content) < 300  # stopped well before the limit
+
+
+async def test_regenerate_replaces_the_last_answer(store):
+    app = TunechatApp(store=store, settings=GREEDY)
+    async with app.run_test(size=(100, 36)) as pilot:
+        await wait_until(lambda: app.engine is not None, pilot)
+        await _ask(app, pilot, "Name a fruit that is yellow.")
+        await pilot.press("ctrl+r")
+        await wait_until(lambda: not app._generating and _answers(app)[-1].message_id, pilot)
+        assert len(_answers(app)) == 1
+        assert [m.role for m in store.messages(app.chat.id)] == ["user", "assistant"]
+
+
+async def test_add_pair_form_refuses_empty_answer_then_saves(store):
+    app = TunechatApp(store=store, settings=GREEDY)
+    async with app.run_test(size=(100, 36)) as pilot:
+        await pilot.press("f4")
+        editor = app.screen
+        assert isinstance(editor, PairEditor)
+        editor.query_one("#question").load_text("What is my name?")
+        await pilot.press("ctrl+s")
+        assert app.screen is editor and store.count_pairs() == 0  # refused in place
+        editor.query_one("#answer").load_text("Your name is Ada Quill.")
+        await pilot.press("ctrl+s")
+        assert [(p.question, p.source) for p in store.pairs()] == [("What is my name?", "added")]
+
+
+async def test_pairs_screen_searches_edits_and_deletes(store):
+    store.add_pair("What is my name?", "Ada")
+    store.add_pair("Where do I live?", "Tromsø")
+    app = TunechatApp(store=store, settings=GREEDY)
+    async with app.run_test(size=(100, 36)) as pilot:
+        await pilot.press("f3")
+        screen = app.screen
+        assert isinstance(screen, PairsScreen)
+        table = screen.query_one("DataTable")
+        assert table.row_count == 2
+        await pilot.press("slash", *"trom")
+        assert table.row_count == 1
+        table.focus()
+        await pilot.press("d")
+        assert isinstance(app.screen, Confirm)
+        await pilot.press("y")
+        assert [p.question for p in store.pairs()] == ["What is my name?"]
+
+
+async def test_chats_are_listed_renamed_reopened_and_deleted(store):
+    first = store.create_chat("first chat")
+    store.add_message(first.id, "user", "hello from the first chat")
+    app = TunechatApp(store=store, settings=GREEDY)
+    async with app.run_test(size=(100, 36)) as pilot:
+        assert app.chat.id == first.id  # the most recent chat is reopened
+        await pilot.press("ctrl+n")
+        assert app.chat.id != first.id and not list(app.query(MessageView))
+        await pilot.press("f2")
+        assert isinstance(app.screen, ChatsScreen)
+        await pilot.press("down")  # the list is newest first: move to the first chat
+        await pilot.press("r")
+        app.screen.query_one("#value").load_text("renamed")
+        await pilot.press("ctrl+s")
+        assert store.get_chat(first.id).title == "renamed"
+        await pilot.press("enter")
+        await wait_until(lambda: app.chat.id == first.id, pilot)
+        assert [v.content for v in app.query(MessageView)] == ["hello from the first chat"]
+        await pilot.press("f2")
+        view = app.screen.query_one("ListView")
+        view.index = [item.name for item in view.children].index(str(first.id))
+        await pilot.press("d", "y")
+        await pilot.press("escape")
+        await wait_until(lambda: app.chat.id != first.id, pilot)
+        assert first.id not in [c.id for c in store.list_chats()]
+
+
+async def test_system_prompt_is_saved_for_the_chat(store):
+    app = TunechatApp(store=store, settings=GREEDY)
+    async with app.run_test(size=(100, 36)) as pilot:
+        await pilot.press("f5")
+        app.screen.query_one("#value").load_text("Answer in one word.")
+        await pilot.press("ctrl+s")
+        assert store.get_chat(app.chat.id).system_prompt == "Answer in one word."
+
+
+async def test_a_missing_model_offers_the_default(store, tmp_path):
+    app = TunechatApp(store=store, model_override=tmp_path / "gone.gguf", settings=GREEDY)
+    async with app.run_test(size=(100, 36)) as pilot:
+        await wait_until(lambda: isinstance(app.screen, Confirm), pilot)
+        assert "not found" in str(app.screen.question)
+        await pilot.press("y")
+        await wait_until(lambda: app.engine is not None, pilot)
+        assert app.engine.name == "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+async def test_help_and_palette_list_every_action(store):
+    app = TunechatApp(store=store, settings=GREEDY)
+    async with app.run_test(size=(100, 40)) as pilot:
+        titles = [c.title for c in app.get_system_commands(app.screen)]
+        for action in ("Keep", "Correct", "Regenerate", "Chats", "Pairs", "Add pair", "System", "Personalize", "Models", "Help"):
+            assert action in titles
+        await pilot.press("f1")
+        text = app.screen.query_one("Markdown").source
+        assert "Ctrl+K" in text and "Keep" in text and "Shift+Enter" in text
+
+
+def test_chat_screen_snapshot(snap_compare, home):
+    from tunechat.store import Store
+
+    store = Store()
+    chat = store.create_chat("Snapshot chat")
+    store.add_message(chat.id, "user", "Show me Python code that prints hello.")
+    store.add_message(chat.id, "assistant", "Here it is:\n\n```python\nprint(\"hello\")\n```\n\n- short\n- simple")
+    store.add_pair("What is my name?", "Ada")
+    app = TunechatApp(store=store, settings=GREEDY)
+
+    async def loaded(pilot):
+        await wait_until(lambda: app.engine is not None and app.status.activity == "ready", pilot)
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=(90, 28), run_before=loaded)
