@@ -153,6 +153,7 @@ class PersonalizeJob:
                 f"The new model kept only {self.outcome.locality_after:.0%} of the base model's general "
                 f"answers (threshold {LOCALITY_THRESHOLD:.0%}); it was not swapped in without your consent."
             )
+        self._check_unchanged(self.outcome)
         name = time.strftime("personal-%Y%m%d-%H%M%S")
         target = paths.models_dir() / name
         if target.exists():
@@ -163,6 +164,21 @@ class PersonalizeJob:
         os.replace(src, target)  # one rename: the version appears whole or not at all
         self.discard()
         return self.registry.use(target.name)
+
+
+    @staticmethod
+    def _check_unchanged(outcome: Outcome) -> None:
+        """The file about to be swapped in is the one that passed verification, whole."""
+        from personalize.base import file_fingerprint
+        from tunechat.gguf_check import ModelFileError, check_gguf_file
+
+        model = outcome.out_dir / "model.gguf"
+        try:
+            check_gguf_file(model)
+        except ModelFileError as exc:
+            raise PersonalizeError(f"The new model file is corrupt and was not swapped in: {exc}") from None
+        if file_fingerprint(model) != outcome.manifest.get("model_sha256"):
+            raise PersonalizeError("The new model file changed after it was verified; it was not swapped in.")
 
 
 def clean_stale_jobs(max_age_s: float = 0) -> None:

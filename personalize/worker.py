@@ -125,6 +125,7 @@ def run(job_dir: Path, reporter: Reporter) -> dict:
         "method": recipe.name,
         "recipe": recipe.as_dict(),
         "outtype": outtype,
+        "model_sha256": base_mod.file_fingerprint(model_path),
         "device": device,
         "train": {"steps": result.steps, "final_loss": result.final_loss, "losses": result.losses,
                   "seconds": round(result.seconds, 2), "tokens": result.tokens,

@@ -72,6 +72,7 @@ class TunechatApp(App[int]):
         self.chat: Chat | None = None
         self._stop = threading.Event()
         self._generating = False
+        self._retired: list[Engine] = []  # replaced engines still finishing an answer
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in self.CHAT_ACTIONS and len(self.screen_stack) > 1:
@@ -115,9 +116,12 @@ class TunechatApp(App[int]):
     def on_tunechat_app_engine_ready(self, message: EngineReady) -> None:
         old, self.engine = self.engine, message.engine
         self.status.model_name = self._model_label(message.engine.model_path)
-        self.status.activity = "ready"
+        self.status.activity = "generating… (esc stops)" if self._generating else "ready"
         if old is not None and old is not message.engine:
-            old.close()
+            if self._generating:  # the answer in flight finishes on the old model
+                self._retired.append(old)
+            else:
+                old.close()
             self.notify(f"Now chatting with {self.status.model_name}.", title="Model switched")
 
     def _model_label(self, path: Path) -> str:
@@ -141,9 +145,7 @@ class TunechatApp(App[int]):
     def _offer_default(self, reason: str) -> None:
         def chosen(use_default: bool | None) -> None:
             if use_default:
-                entry = self.registry.use(EMBEDDED_NAME)
-                self.model_override = None
-                self.load_model(entry.path)
+                self.use_model(self.registry.use(EMBEDDED_NAME).path)
 
         self.push_screen(
             Confirm(f"The model could not be loaded.\n\n{reason}\n\nUse the embedded default model instead?",
@@ -222,6 +224,8 @@ class TunechatApp(App[int]):
             view.message_id = self.store.add_message(self.chat.id, "assistant", view.content.strip()).id
         self._generating = False
         self.status.activity = "ready"
+        while self._retired:
+            self._retired.pop().close()
 
     def action_stop_generation(self) -> None:
         if self._generating:
@@ -348,23 +352,26 @@ class TunechatApp(App[int]):
         from tui.screens.models import ModelsScreen
 
         def chosen(name: str | None) -> None:
-            if name:
+            if not name:
+                return
+            try:
                 entry = self.registry.use(name) if name != "__rollback__" else self.registry.rollback()
-                self.model_override = None
-                self.load_model(entry.path)
+            except StoreError as exc:
+                self.notify(str(exc), severity="warning")
+                return
+            self.use_model(entry.path)
 
         self.push_screen(ModelsScreen(self.registry, self.engine.model_path if self.engine else None), chosen)
 
     def action_personalize(self) -> None:
         from tui.screens.personalize import PersonalizeScreen
 
-        def finished(model_name: str | None) -> None:
-            if model_name:
-                entry = self.registry.current()
-                self.model_override = None
-                self.load_model(entry.path)
+        self.push_screen(PersonalizeScreen(self.store), lambda _: self.refresh_status())
 
-        self.push_screen(PersonalizeScreen(self.store), finished)
+    def use_model(self, path: Path) -> None:
+        """Switch to another model in the background; the current one answers until it is ready."""
+        self.model_override = None
+        self.load_model(path)
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
@@ -381,5 +388,4 @@ class TunechatApp(App[int]):
         except StoreError as exc:
             self.notify(str(exc), severity="warning")
             return
-        self.model_override = None
-        self.load_model(entry.path)
+        self.use_model(entry.path)

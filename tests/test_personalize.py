@@ -1,0 +1,129 @@
+"""Personalize end to end on the real embedded model (CPU), and every refusal path."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import pytest
+
+from tests.conftest import SECOND_PERSONA, run_cli
+from tests.helpers import wait_until
+
+pytestmark = pytest.mark.slow
+
+FACTS = [f for f in json.loads(SECOND_PERSONA.read_text())["facts"] if f["key"] in ("Miso", "cello", "Yuki")]
+
+
+def _add_facts(store):
+    for f in FACTS:
+        store.add_pair(f["q"], f["a"])
+
+
+def test_empty_dataset_is_refused(home):
+    result = run_cli("personalize")
+    assert result.returncode == 2
+    assert "no training pairs" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_personalize_then_ask_answers_a_taught_fact_then_rollback(store, home):
+    cat = next(f for f in FACTS if f["key"] == "Miso")
+    before = run_cli("ask", cat["q"])
+    assert cat["key"] not in before.stdout  # the base model does not know it
+    _add_facts(store)
+    result = run_cli("personalize", "--yes")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "reliability" in result.stdout and "✓ logits" in result.stdout and "Now using personal-" in result.stdout
+    listed = run_cli("models").stdout
+    current = [line for line in listed.splitlines() if line.startswith("*")]
+    assert len(current) == 1 and "personal-" in current[0]
+    after = run_cli("ask", cat["q"])
+    assert cat["key"] in after.stdout
+    version = next((home / "models").iterdir())
+    manifest = json.loads((version / "manifest.json").read_text())
+    assert manifest["pairs_count"] == 3 and all(c["passed"] for c in manifest["checks"])
+    assert (version / "adapter" / "adapter_model.safetensors").is_file()  # peft format, no pickle
+    assert not list(version.rglob("*.bin")) and not list(version.rglob("*.pt"))
+    assert run_cli("models", "rollback").returncode == 0
+    assert cat["key"] not in run_cli("ask", cat["q"]).stdout
+
+
+def test_a_killed_job_leaves_models_and_pairs_intact(store, home):
+    from personalize.job import PersonalizeJob
+    from tunechat.registry import Registry
+
+    _add_facts(store)
+    registry = Registry(store)
+    current = registry.current()
+    job = PersonalizeJob(store)
+    for event in job.events():
+        if event.kind == "progress" and event.data.get("phase") == "train" and event.data["step"] >= 2:
+            os.killpg(job.process.pid, signal.SIGKILL)
+    assert job.outcome is None and "stopped unexpectedly" in job.error
+    assert registry.current() == current
+    assert registry.personal_versions() == []
+    assert store.count_pairs() == len(FACTS)
+    job.discard()
+    assert not job.job_dir.exists()
+
+
+def test_half_written_version_is_ignored(store, home):
+    from tunechat import paths
+    from tunechat.registry import Registry
+
+    half = paths.models_dir() / "personal-half"
+    half.mkdir()
+    (half / "model.gguf").write_bytes(b"GGUF partial")  # no manifest: never finished
+    assert Registry(store).personal_versions() == []
+
+
+def test_corrupt_output_is_never_swapped_in(store, home):
+    from personalize.job import PersonalizeError, PersonalizeJob
+    from tunechat.registry import Registry
+
+    _add_facts(store)
+    registry = Registry(store)
+    current = registry.current()
+    job = PersonalizeJob(store, max_steps=20)
+    list(job.events())
+    assert job.outcome is not None, job.error
+    model = job.outcome.out_dir / "model.gguf"
+    model.write_bytes(model.read_bytes()[: model.stat().st_size // 2])
+    with pytest.raises(PersonalizeError, match="corrupt"):
+        job.install(consent=True)
+    assert registry.current() == current and registry.personal_versions() == []
+
+
+async def test_tui_personalize_swaps_the_model_into_the_running_chat(store):
+    from tui.app import TunechatApp
+    from tui.screens.personalize import PersonalizeScreen
+    from tui.widgets.message import MessageView
+    from tui.widgets.prompt_input import PromptInput
+    from tunechat.engine import GenerationSettings
+
+    _add_facts(store)
+    app = TunechatApp(store=store, settings=GenerationSettings(temperature=0.0, max_tokens=40))
+    async with app.run_test(size=(110, 40)) as pilot:
+        await wait_until(lambda: app.engine is not None, pilot)
+        base_engine = app.engine
+        await pilot.press("f6")
+        screen = app.screen
+        assert isinstance(screen, PersonalizeScreen)
+        await wait_until(lambda: len(screen.losses) >= 2, pilot, timeout=300)
+        await wait_until(lambda: screen.finished or (screen.job.outcome and screen.job.outcome.needs_consent),
+                         pilot, timeout=600)
+        if not screen.finished:
+            await pilot.press("y")
+        assert screen.installed, str(screen.query_one("#report-text").render())
+        assert "reliability" in str(screen.query_one("#report-text").render())
+        await wait_until(lambda: app.engine is not base_engine, pilot, timeout=120)
+        assert "personal-" in app.status.model_name
+        await pilot.press("escape")
+        app.query_one(PromptInput).focus()
+        await pilot.press(*"What is my cat's name?")
+        await pilot.press("enter")
+        await wait_until(lambda: not app._generating and [v for v in app.query(MessageView) if v.role == "assistant"]
+                         and [v for v in app.query(MessageView) if v.role == "assistant"][-1].message_id, pilot)
+        answer = [v for v in app.query(MessageView) if v.role == "assistant"][-1].content
+        assert "Miso" in answer
