@@ -22,6 +22,7 @@ class Recipe:
     replay_answer_tokens: int = 24  # replayed answers are cut to their first N tokens
     replay_weight: float = 1.0
     kl_weight: float = 0.0  # KL(base || tuned) on the replay answers' tokens
+    augment: bool = False  # each step asks every fact in one of several surface forms
     stop_loss: float = 0.05  # stop once every taught answer's mean token loss is below this
     seed: int = 0
     extra: dict = field(default_factory=dict)
@@ -44,6 +45,10 @@ RECIPES: dict[str, Recipe] = {
     "replay": Recipe("replay", replay_batch=6),
     # Replay plus a KL term that pulls the tuned distribution on those answers to the base's.
     "replay-kl": Recipe("replay-kl", replay_batch=6, kl_weight=1.0),
+    # replay-kl with LoRA on every layer.
+    "replay-kl-all": Recipe("replay-kl-all", replay_batch=6, kl_weight=1.0, top_layers=None),
+    # replay-kl with questions asked in varied surface forms.
+    "replay-kl-aug": Recipe("replay-kl-aug", replay_batch=6, kl_weight=1.0, augment=True),
 }
 DEFAULT_RECIPE = "replay-kl"
 

@@ -90,7 +90,7 @@ def add_lora(model, recipe: Recipe):
 
 def train(
     model,
-    facts: list[Example],
+    facts: list[list[Example]],
     replay: list[Example],
     recipe: Recipe,
     pad_id: int,
@@ -98,7 +98,10 @@ def train(
     progress: ProgressFn = lambda *a: None,
     cancelled: CancelFn = lambda: False,
 ) -> TrainResult:
-    """Train the LoRA adapters of ``model`` (a peft model) in place."""
+    """Train the LoRA adapters of ``model`` (a peft model) in place.
+
+    ``facts`` holds, per taught pair, its examples in one or more surface forms; each step
+    uses one form of each fact in the batch (the original form first, at step 1)."""
     import torch
     import torch.nn.functional as F
 
@@ -120,7 +123,8 @@ def train(
     for step in range(1, recipe.max_steps + 1):
         if cancelled():
             raise KeyboardInterrupt
-        fact_batch = facts if len(facts) <= recipe.fact_batch else rng.sample(facts, recipe.fact_batch)
+        chosen = facts if len(facts) <= recipe.fact_batch else rng.sample(facts, recipe.fact_batch)
+        fact_batch = [forms[0] if step == 1 else rng.choice(forms) for forms in chosen]
         replay_batch = rng.sample(replay, min(recipe.replay_batch, len(replay))) if replay and recipe.replay_batch else []
         batch = list(fact_batch) + replay_batch
         ids, labels, mask, positions, span = _collate(batch, pad_id, device)

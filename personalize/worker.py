@@ -76,7 +76,11 @@ def run(job_dir: Path, reporter: Reporter) -> dict:
 
             template = CHATML_TEMPLATE
         info = data.TemplateInfo(template, tokenizer.bos_token or "", tokenizer.eos_token or "")
-        facts = data.build_examples(tokenizer, info, pairs, "fact")
+        if recipe.augment:  # one list of surface forms per fact; the loop picks one per step
+            facts = [data.build_examples(tokenizer, info, [(v, a) for v in data.question_variants(q)], "fact")
+                     for q, a in pairs]
+        else:
+            facts = [[e] for e in data.build_examples(tokenizer, info, pairs, "fact")]
         replay = data.build_examples(tokenizer, info, [(p, base_answers[p]) for p in replay_prompts if base_answers[p]],
                                      "replay", max_answer_tokens=recipe.replay_answer_tokens)
         base_state = {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}
@@ -135,6 +139,9 @@ def run(job_dir: Path, reporter: Reporter) -> dict:
         "metrics": {"before": _public(before), "after": _public(after) if after else None},
         "timings": dict(timings),
     }
+    if device == "cuda":
+        manifest["gpu_peak_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+        manifest["gpu_name"] = torch.cuda.get_device_name(0)
     return manifest
 
 

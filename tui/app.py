@@ -73,6 +73,7 @@ class TunechatApp(App[int]):
         self._stop = threading.Event()
         self._generating = False
         self._retired: list[Engine] = []  # replaced engines still finishing an answer
+        self.exit_after_first_frame = False  # set by bench/chat.py to time start-up
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in self.CHAT_ACTIONS and len(self.screen_stack) > 1:
@@ -92,8 +93,17 @@ class TunechatApp(App[int]):
         await self.open_chat(chats[0].id if chats else None)
         self.refresh_status()
         self.query_one(PromptInput).focus()
+        if self.exit_after_first_frame:
+            self.call_after_refresh(self._report_first_frame)
         path = self.model_override or self.registry.current().path
         self.load_model(path, keep_chat=True)
+
+    def _report_first_frame(self) -> None:
+        import sys
+
+        heavy = sorted(m for m in ("torch", "transformers", "peft") if m in sys.modules)
+        print(f"FIRST_FRAME heavy_imports={','.join(heavy) or 'none'}", file=sys.__stderr__, flush=True)
+        self.exit(0)
 
     @property
     def conversation(self) -> VerticalScroll:

@@ -1,0 +1,112 @@
+"""Chat engine benchmarks on this machine, printed as numbers.
+
+1. Streaming speed: tokens/s and time to first token of tunechat's Engine against raw
+   llama-cpp-python on the same model, prompt, thread count and settings, interleaved in one
+   process (target: ratio >= 0.95).
+2. Start-up: wall time from launching `tunechat` to its first drawn frame (target <= 1.5 s),
+   and whether torch/transformers were imported (they must not be).
+3. Peak memory (RSS) of the chat process: the TUI to first frame, and `tunechat ask`.
+
+    python bench/chat.py [--runs 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tunechat.engine import Engine, GenerationSettings, _without_extra_buffer_types, default_threads  # noqa: E402
+from tunechat.registry import embedded_model_path  # noqa: E402
+
+PROMPT = [{"role": "user", "content": "Write a short paragraph about the history of the bicycle."}]
+MAX_TOKENS = 128
+
+
+def time_stream(chunks) -> tuple[float, float, int]:
+    start = time.perf_counter()
+    first = None
+    n = 0
+    for _ in chunks:
+        n += 1
+        if first is None:
+            first = time.perf_counter()
+    end = time.perf_counter()
+    assert first is not None
+    return first - start, (n - 1) / max(end - first, 1e-9), n
+
+
+def bench_streaming(runs: int) -> None:
+    from llama_cpp import Llama
+
+    model = embedded_model_path()
+    threads = default_threads()
+    engine = Engine(model, n_threads=threads)
+    with _without_extra_buffer_types():  # raw llama.cpp needs the AMX workaround too, or it crashes
+        raw = Llama(model_path=str(model), n_ctx=engine.n_ctx, n_threads=threads, n_threads_batch=threads, verbose=False)
+    settings = GenerationSettings(max_tokens=MAX_TOKENS, temperature=0.0)
+    prompt = engine.render(PROMPT)
+
+    def raw_stream():
+        return raw.create_completion(prompt, max_tokens=MAX_TOKENS, temperature=0.0, top_p=settings.top_p,
+                                     repeat_penalty=settings.repeat_penalty, seed=0, stop=[engine.eos_token], stream=True)
+
+    results: dict[str, list[tuple[float, float, int]]] = {"tunechat": [], "raw": []}
+    time_stream(engine.stream(PROMPT, settings)), time_stream(raw_stream())  # warm-up
+    for _ in range(runs):
+        results["tunechat"].append(time_stream(engine.stream(PROMPT, settings)))
+        results["raw"].append(time_stream(raw_stream()))
+    med = {k: (statistics.median(r[0] for r in v), statistics.median(r[1] for r in v), v[0][2]) for k, v in results.items()}
+    print(f"streaming, {threads} threads, {runs} runs each (median), {MAX_TOKENS} max tokens:")
+    for k, (ttft, tps, n) in med.items():
+        print(f"  {k:9} time to first token {ttft * 1000:6.1f} ms   {tps:6.1f} tokens/s   ({n} chunks)")
+    print(f"  ratio tunechat/raw: tokens/s {med['tunechat'][1] / med['raw'][1]:.3f}   "
+          f"time to first token {med['raw'][0] / med['tunechat'][0]:.3f} (raw/tunechat; >= 0.95 is the target)")
+
+
+def bench_startup(runs: int) -> None:
+    times = []
+    heavy = ""
+    with tempfile.TemporaryDirectory() as home:
+        env = dict(os.environ, TUNECHAT_HOME=home, TUNECHAT_BENCH_FIRST_FRAME="1")
+        for _ in range(runs):
+            start = time.perf_counter()
+            proc = subprocess.run([sys.executable, "-m", "tunechat.cli"], env=env, capture_output=True, text=True, cwd=ROOT)
+            times.append(time.perf_counter() - start)
+            heavy = next((l for l in proc.stderr.splitlines() if l.startswith("FIRST_FRAME")), "FIRST_FRAME missing")
+    print(f"start-up to first frame (process launch to first drawn frame, {runs} runs): "
+          f"median {statistics.median(times):.2f} s, max {max(times):.2f} s (target <= 1.5 s); {heavy}")
+    print(f"  peak RSS of the TUI process: {resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024:.0f} MiB")
+
+
+def bench_ask_memory() -> None:
+    with tempfile.TemporaryDirectory() as home:
+        env = dict(os.environ, TUNECHAT_HOME=home)
+        code = ("import resource, sys; from tunechat.cli import main; main(['ask', 'What is the capital of Japan?']); "
+                "print('RSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)")
+        proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=ROOT)
+        rss = next(l for l in proc.stderr.splitlines() if l.startswith("RSS")).split()[1]
+        print(f"peak RSS of a chat process that loads the model and answers (`tunechat ask`): {int(rss) / 1024:.0f} MiB")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    bench_streaming(args.runs)
+    bench_startup(args.runs)
+    bench_ask_memory()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
