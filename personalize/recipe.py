@@ -39,16 +39,15 @@ class Recipe:
 RECIPES: dict[str, Recipe] = {
     # Plain LoRA on the pairs alone, every layer: the FIELD-NOTES baseline that forgets.
     "naive": Recipe("naive", top_layers=None),
-    # The same on the top layers only.
-    "top": Recipe("top"),
-    # The base model's own answers to built-in general prompts are trained alongside the facts.
-    "replay": Recipe("replay", replay_batch=6),
-    # Replay plus a KL term that pulls the tuned distribution on those answers to the base's.
-    "replay-kl": Recipe("replay-kl", replay_batch=6, kl_weight=1.0),
-    # replay-kl with LoRA on every layer.
-    "replay-kl-all": Recipe("replay-kl-all", replay_batch=6, kl_weight=1.0, top_layers=None),
+    # The base model's own answers to built-in general prompts trained alongside the facts,
+    # LoRA on the top 10 layers only (half the step time).
+    "replay-top10": Recipe("replay-top10", replay_batch=6),
+    # The same plus a KL term pulling the tuned distribution on those answers to the base's.
+    "replay-kl-top10": Recipe("replay-kl-top10", replay_batch=6, kl_weight=1.0),
+    # Replay + KL with LoRA on every layer: the default, chosen by bench/quality.py.
+    "replay-kl": Recipe("replay-kl", replay_batch=6, kl_weight=1.0, top_layers=None),
     # replay-kl with questions asked in varied surface forms.
-    "replay-kl-aug": Recipe("replay-kl-aug", replay_batch=6, kl_weight=1.0, augment=True),
+    "replay-kl-aug": Recipe("replay-kl-aug", replay_batch=6, kl_weight=1.0, top_layers=None, augment=True),
 }
 DEFAULT_RECIPE = "replay-kl"
 
