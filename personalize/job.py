@@ -73,6 +73,7 @@ class PersonalizeJob:
                 "or add facts (F4, or `tunechat pairs add QUESTION ANSWER`), then personalize."
             )
         self.base = base or self.registry.current().base_path
+        clean_stale_jobs(max_age_s=6 * 3600)
         self.job_dir = paths.jobs_dir() / f"job-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
         self.job_dir.mkdir(mode=0o700)
         spec: dict[str, Any] = {

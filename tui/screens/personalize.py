@@ -114,6 +114,11 @@ class PersonalizeScreen(ModalScreen[str | None]):
         self.query_one("#report-text", Static).update(text)
         self.query_one("#hint", Label).update("esc closes")
 
+    def on_unmount(self) -> None:
+        """Quitting the app mid-run must not leave a training process behind."""
+        if self.job is not None and not self.finished:
+            self.job.cancel()
+
     def action_consent(self) -> None:
         if self.job and self.job.outcome and self.job.outcome.needs_consent and not self.finished:
             self._install(full_report(self.job.outcome.manifest), consent=True)
