@@ -32,7 +32,7 @@ def test_personalize_then_ask_answers_a_taught_fact_then_rollback(store, home):
     before = run_cli("ask", cat["q"])
     assert cat["key"] not in before.stdout  # the base model does not know it
     _add_facts(store)
-    result = run_cli("personalize", "--yes")
+    result = run_cli("personalize", "--yes", timeout=1500)  # the first run also fills a cold cache
     assert result.returncode == 0, result.stderr[-3000:]
     assert "reliability" in result.stdout and "✓ logits" in result.stdout and "Now using personal-" in result.stdout
     listed = run_cli("models").stdout
