@@ -115,7 +115,7 @@ class Engine:
         )
 
     def count_tokens(self, text: str) -> int:
-        return len(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+        return len(self._tokens(text))
 
     def fit(self, messages: Sequence[ChatMessage], max_tokens: int) -> list[ChatMessage]:
         """Drop the oldest turns until the prompt plus the answer fits the context window.
@@ -123,19 +123,28 @@ class Engine:
         The system prompt and the newest user turn are always kept; when even those do not
         fit, the newest turn is cut from the front so the model sees its end.
         """
+        return self._fit(messages, max_tokens)[0]
+
+    def _fit(self, messages: Sequence[ChatMessage], max_tokens: int) -> tuple[list[ChatMessage], list[int]]:
+        """The fitted messages and their prompt's token ids (tokenized once in the usual case)."""
         system = [m for m in messages if m["role"] == "system"]
         turns = [m for m in messages if m["role"] != "system"]
         budget = self.n_ctx - max_tokens
-        while len(turns) > 1 and self.count_tokens(self.render(system + turns)) > budget:
+        ids = self._tokens(self.render(system + turns))
+        while len(turns) > 1 and len(ids) > budget:
             turns = turns[2:] if turns[0]["role"] == "user" and len(turns) > 2 else turns[1:]
-        if turns and self.count_tokens(self.render(system + turns)) > budget:
+            ids = self._tokens(self.render(system + turns))
+        if turns and len(ids) > budget:
             last = dict(turns[-1])
-            tokens = self.llm.tokenize(last["content"].encode("utf-8"), add_bos=False, special=False)
-            overflow = self.count_tokens(self.render(system + turns)) - budget
-            keep = tokens[max(0, overflow + 8):]
+            content = self.llm.tokenize(last["content"].encode("utf-8"), add_bos=False, special=False)
+            keep = content[max(0, len(ids) - budget + 8):]
             last["content"] = self.llm.detokenize(keep).decode("utf-8", errors="ignore")
             turns = [last]
-        return system + turns
+            ids = self._tokens(self.render(system + turns))
+        return system + turns, ids
+
+    def _tokens(self, text: str) -> list[int]:
+        return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
 
     # -- generation ---------------------------------------------------------------------
     def stream(
@@ -146,10 +155,10 @@ class Engine:
     ) -> Iterator[str]:
         """Yield text deltas of the answer; stops early (keeping what came) when ``stop`` is set."""
         max_tokens = min(settings.max_tokens, self.n_ctx // 2)
-        prompt = self.render(self.fit(messages, max_tokens))
+        prompt_ids = self._fit(messages, max_tokens)[1]  # token ids: llama.cpp need not tokenize again
         with self._lock:
             chunks = self.llm.create_completion(
-                prompt,
+                prompt_ids,
                 max_tokens=max_tokens,
                 temperature=settings.temperature,
                 top_p=settings.top_p,
