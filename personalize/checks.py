@@ -42,6 +42,20 @@ def relative_delta(merged: dict[str, np.ndarray], base: dict[str, np.ndarray]) -
     return (num / max(den, 1e-12)) ** 0.5
 
 
+def relative_delta_to_file(merged: dict[str, np.ndarray], base_file: Path) -> float:
+    """relative_delta against base weights read one tensor at a time from safetensors."""
+    from safetensors import safe_open
+
+    num = den = 0.0
+    with safe_open(str(base_file), framework="numpy") as fh:
+        for key in fh.keys():
+            if key in merged and merged[key].ndim == 2:
+                base = fh.get_tensor(key)
+                num += float(np.linalg.norm(merged[key] - base) ** 2)
+                den += float(np.linalg.norm(base) ** 2)
+    return (num / max(den, 1e-12)) ** 0.5
+
+
 def answer_matches(answer: str, expected: str) -> bool:
     """A taught answer counts as given when it is reproduced (nearly) verbatim."""
     return expected.casefold().strip() in answer.casefold() or similarity(answer, expected) >= 0.8

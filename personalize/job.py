@@ -23,7 +23,7 @@ from tunechat import paths
 from tunechat.registry import MANIFEST, ModelEntry, Registry
 from tunechat.store import Store, pairs_fingerprint
 
-LOCALITY_THRESHOLD = 0.9  # below this share of kept general answers, swapping in needs consent
+LOCALITY_THRESHOLD = 0.8  # below this share of kept general answers, swapping in needs consent (README)
 
 
 class PersonalizeError(Exception):

@@ -83,7 +83,6 @@ def run(job_dir: Path, reporter: Reporter) -> dict:
             facts = [[e] for e in data.build_examples(tokenizer, info, pairs, "fact")]
         replay = data.build_examples(tokenizer, info, [(p, base_answers[p]) for p in replay_prompts if base_answers[p]],
                                      "replay", max_answer_tokens=recipe.replay_answer_tokens)
-        base_state = {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}
         model = train.add_lora(model, recipe)
 
     with timings.phase(reporter, "train", f"{len(pairs)} pairs, method {recipe.name}"):
@@ -98,7 +97,7 @@ def run(job_dir: Path, reporter: Reporter) -> dict:
         model.save_pretrained(out / "adapter")  # peft format, safetensors
         merged = model.merge_and_unload()
         merged_state = {k: v.detach().float().cpu().numpy() for k, v in merged.state_dict().items()}
-        delta = checks.relative_delta(merged_state, base_state)
+        delta = checks.relative_delta_to_file(merged_state, folder / "model.safetensors")
 
     outtype = job.get("outtype") or "f16"
     model_path = out / "model.gguf"
