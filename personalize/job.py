@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from personalize.data import require_pairs
 from tunechat import paths
 from tunechat.registry import MANIFEST, ModelEntry, Registry
 from tunechat.store import Store, pairs_fingerprint
@@ -65,13 +66,7 @@ class PersonalizeJob:
         self.store = store
         self.registry = Registry(store)
         pairs = store.pairs()
-        if not pairs:
-            from personalize.data import EmptyDatasetError
-
-            raise EmptyDatasetError(
-                "There are no training pairs yet. Keep some answers (Ctrl+K), correct them (Ctrl+E) "
-                "or add facts (F4, or `tunechat pairs add QUESTION ANSWER`), then personalize."
-            )
+        require_pairs([(p.question, p.answer) for p in pairs])
         self.base = base or self.registry.current().base_path
         clean_stale_jobs(max_age_s=6 * 3600)
         self.job_dir = paths.jobs_dir() / f"job-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"

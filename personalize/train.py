@@ -74,6 +74,33 @@ def _token_losses(logits, labels):
     return losses * valid, valid
 
 
+@dataclass
+class _Pass:
+    """One forward pass over a micro-batch, with what the losses need."""
+
+    logits: object
+    per_token: object
+    valid: object
+    tokens: int
+    inputs: dict
+
+    def run_again(self, model):
+        """Logits of ``model`` (e.g. with the adapter disabled) on the same inputs."""
+        return model(**self.inputs).logits
+
+
+def _forward(model, batch: Sequence[Example], pad_id: int, device: str, autocast_dtype) -> _Pass:
+    import torch
+
+    ids, labels, mask, positions, span = _collate(batch, pad_id, device)
+    # Logits only where answers are: the 49k-wide head is a fifth of the compute.
+    inputs = {"input_ids": ids, "attention_mask": mask, "position_ids": positions, "logits_to_keep": span}
+    with torch.autocast(device_type=device, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+        logits = model(**inputs).logits
+        per_token, valid = _token_losses(logits, labels[:, -span:])
+    return _Pass(logits, per_token, valid, int(mask.sum()), inputs)
+
+
 def add_lora(model, recipe: Recipe):
     from peft import LoraConfig, get_peft_model
 
@@ -129,32 +156,23 @@ def train(
         optimizer.zero_grad(set_to_none=True)
         # Two passes, facts then replay, each backpropagated at once: the same summed loss as
         # one batch, with half the activations alive at a time (peak memory).
-        ids, labels, mask, positions, span = _collate(fact_batch, pad_id, device)
-        tokens += int(mask.sum())
-        labels = labels[:, -span:]
-        with torch.autocast(device_type=device, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-            # Logits only where answers are: the 49k-wide head is a fifth of the compute.
-            logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=span).logits
-            per_token, valid = _token_losses(logits, labels)
-            fact_tok = per_token.sum(1) / valid.sum(1).clamp(min=1)
+        fact_pass = _forward(model, fact_batch, pad_id, device, autocast_dtype)
+        tokens += fact_pass.tokens
+        fact_tok = fact_pass.per_token.sum(1) / fact_pass.valid.sum(1).clamp(min=1)
         fact_tok.mean().backward()
-        del logits, per_token
+        del fact_pass
         if replay_batch:
-            ids, labels, mask, positions, span = _collate(replay_batch, pad_id, device)
-            tokens += int(mask.sum())
-            labels = labels[:, -span:]
-            with torch.autocast(device_type=device, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=span).logits
-                per_token, r_valid = _token_losses(logits, labels)
-                loss = recipe.replay_weight * per_token.sum() / r_valid.sum().clamp(min=1)
-                if recipe.kl_weight > 0:
-                    with torch.no_grad(), model.disable_adapter():
-                        base_logits = model(input_ids=ids, attention_mask=mask,
-                                            position_ids=positions, logits_to_keep=span).logits
-                    tuned = F.log_softmax(logits[:, :-1].float(), -1)
-                    ref = F.log_softmax(base_logits[:, :-1].float(), -1)
-                    kl = (ref.exp() * (ref - tuned)).sum(-1)
-                    loss = loss + recipe.kl_weight * (kl * r_valid).sum() / r_valid.sum().clamp(min=1)
+            replay_pass = _forward(model, replay_batch, pad_id, device, autocast_dtype)
+            tokens += replay_pass.tokens
+            r_valid = replay_pass.valid
+            loss = recipe.replay_weight * replay_pass.per_token.sum() / r_valid.sum().clamp(min=1)
+            if recipe.kl_weight > 0:
+                with torch.no_grad(), model.disable_adapter():
+                    base_logits = replay_pass.run_again(model)
+                tuned = F.log_softmax(replay_pass.logits[:, :-1].float(), -1)
+                ref = F.log_softmax(base_logits[:, :-1].float(), -1)
+                kl = (ref.exp() * (ref - tuned)).sum(-1)
+                loss = loss + recipe.kl_weight * (kl * r_valid).sum() / r_valid.sum().clamp(min=1)
             loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
