@@ -58,9 +58,11 @@ class TunechatApp(App[int]):
     }
 
     class EngineReady(Message):
-        def __init__(self, engine: Engine, keep_chat: bool) -> None:
+        """A model finished loading in the background; the conversation stays as it is."""
+
+        def __init__(self, engine: Engine) -> None:
             super().__init__()
-            self.engine, self.keep_chat = engine, keep_chat
+            self.engine = engine
 
     def __init__(self, store: Store, model_override: Path | None = None, settings: GenerationSettings | None = None) -> None:
         super().__init__()
@@ -119,10 +121,10 @@ class TunechatApp(App[int]):
 
     # -- model --------------------------------------------------------------------------
     @work(thread=True, exclusive=True, exit_on_error=False, group="load", description="Loading model")
-    def load_model(self, path: Path, keep_chat: bool = True) -> None:
+    def load_model(self, path: Path) -> None:
         self.call_from_thread(setattr, self.status, "activity", f"loading {path.name}…")
         engine = Engine(path)
-        self.post_message(self.EngineReady(engine, keep_chat))
+        self.post_message(self.EngineReady(engine))
 
     def on_tunechat_app_engine_ready(self, message: EngineReady) -> None:
         old, self.engine = self.engine, message.engine
