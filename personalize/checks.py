@@ -36,14 +36,8 @@ def gguf_last_logits(llm, token_lists: Sequence[list[int]]) -> np.ndarray:
     return np.stack(rows)
 
 
-def relative_delta(merged: dict[str, np.ndarray], base: dict[str, np.ndarray]) -> float:
-    num = sum(float(np.linalg.norm(merged[k] - base[k]) ** 2) for k in merged if k in base and merged[k].ndim == 2)
-    den = sum(float(np.linalg.norm(base[k]) ** 2) for k in merged if k in base and merged[k].ndim == 2)
-    return (num / max(den, 1e-12)) ** 0.5
-
-
 def relative_delta_to_file(merged: dict[str, np.ndarray], base_file: Path) -> float:
-    """relative_delta against base weights read one tensor at a time from safetensors."""
+    """||merged - base|| / ||base|| over the 2-D weights, the base read one tensor at a time."""
     from safetensors import safe_open
 
     num = den = 0.0

@@ -124,6 +124,7 @@ def _ask(args: argparse.Namespace) -> int:
 
 def _pairs(args: argparse.Namespace) -> int:
     from tunechat import jsonl
+    from tunechat.text import one_line
 
     store = _open_store()
     cmd = args.pairs_command
@@ -133,7 +134,7 @@ def _pairs(args: argparse.Namespace) -> int:
     elif cmd == "list":
         rows = store.pairs(args.search)
         for p in rows:
-            print(f"{p.id}\t{_one_line(p.question)}\t{_one_line(p.answer)}")
+            print(f"{p.id}\t{one_line(p.question, 60)}\t{one_line(p.answer, 60)}")
         print(f"{len(rows)} pairs", file=sys.stderr)
     elif cmd == "import":
         items = jsonl.parse_pairs(args.file)
@@ -188,11 +189,6 @@ def _personalize(args: argparse.Namespace) -> int:
     from personalize.cli import run_personalize
 
     return run_personalize(args, _open_store())
-
-
-def _one_line(text: str, width: int = 60) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= width else flat[: width - 1] + "…"
 
 
 if __name__ == "__main__":

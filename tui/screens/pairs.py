@@ -12,11 +12,7 @@ from textual.widgets import DataTable, Footer, Input, Label
 from tui.screens.confirm import Confirm
 from tui.screens.pair_editor import PairEditor
 from tunechat.store import Store, StoreError
-
-
-def _cell(text: str, width: int) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= width else flat[: width - 1] + "…"
+from tunechat.text import one_line
 
 
 class PairsScreen(ModalScreen[None]):
@@ -55,7 +51,7 @@ class PairsScreen(ModalScreen[None]):
         table.clear()
         rows = self.store.pairs(search)
         for p in rows:
-            table.add_row(str(p.id), _cell(p.question, 40), _cell(p.answer, 50), p.source, key=str(p.id))
+            table.add_row(str(p.id), one_line(p.question, 40), one_line(p.answer, 50), p.source, key=str(p.id))
         total = self.store.count_pairs()
         shown = f"{len(rows)} of {total}" if search else f"{total}"
         self.query_one("#summary", Label).update(f"{shown} pairs · a add · e edit · d delete · / search · esc close")
