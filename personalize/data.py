@@ -72,23 +72,3 @@ def require_pairs(pairs: Sequence[tuple[str, str]]) -> None:
             "There are no training pairs yet. Keep some answers (Ctrl+K), correct them (Ctrl+E) "
             "or add facts (F4, or `tunechat pairs add QUESTION ANSWER`), then personalize."
         )
-
-
-# Surface forms a question may come in; the model should not depend on one exact wording.
-QUESTION_FORMS = (
-    "{q}",
-    "Tell me: {q}",
-    "Quick question. {q}",
-    "{q} Answer briefly.",
-    "Do you remember this? {q}",
-    "{q_lower}",
-)
-
-
-def question_variants(question: str) -> list[str]:
-    q = question.strip()
-    lower = q[0].lower() + q[1:] if q else q
-    seen: dict[str, None] = {}
-    for form in QUESTION_FORMS:
-        seen.setdefault(form.format(q=q, q_lower=lower), None)
-    return list(seen)

@@ -12,6 +12,9 @@ import os
 import sys
 from typing import IO, Any
 
+# The worker's phases, in order (the TUI draws one progress bar over them).
+PHASES = ["prepare", "baseline", "paraphrase", "load", "train", "merge", "convert", "verify", "evaluate"]
+
 
 class Reporter:
     def __init__(self, stream: IO[str]) -> None:

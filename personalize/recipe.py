@@ -22,7 +22,7 @@ class Recipe:
     replay_answer_tokens: int = 24  # replayed answers are cut to their first N tokens
     replay_weight: float = 1.0
     kl_weight: float = 0.0  # KL(base || tuned) on the replay answers' tokens
-    augment: bool = False  # each step asks every fact in one of several surface forms
+    paraphrases: int = 0  # up to N base-model rewordings per taught question, one form per fact per step
     stop_loss: float = 0.05  # stop once every taught answer's mean token loss is below this
     seed: int = 0
     extra: dict = field(default_factory=dict)
@@ -46,8 +46,8 @@ RECIPES: dict[str, Recipe] = {
     "replay-kl-top10": Recipe("replay-kl-top10", replay_batch=6, kl_weight=1.0),
     # Replay + KL with LoRA on every layer: the default, chosen by bench/quality.py.
     "replay-kl": Recipe("replay-kl", replay_batch=6, kl_weight=1.0, top_layers=None),
-    # replay-kl with questions asked in varied surface forms.
-    "replay-kl-aug": Recipe("replay-kl-aug", replay_batch=6, kl_weight=1.0, top_layers=None, augment=True),
+    # replay-kl with each question also asked in the base model's own rewordings.
+    "replay-kl-para": Recipe("replay-kl-para", replay_batch=6, kl_weight=1.0, top_layers=None, paraphrases=4),
 }
 DEFAULT_RECIPE = "replay-kl"
 

@@ -83,22 +83,62 @@ class _Pass:
     valid: object
     tokens: int
     inputs: dict
+    prefix: object  # the shared prefix's token ids (1, P), or None
 
     def run_again(self, model):
         """Logits of ``model`` (e.g. with the adapter disabled) on the same inputs."""
-        return model(**self.inputs).logits
+        inputs = dict(self.inputs)
+        if self.prefix is not None:
+            inputs["cache"] = _prefix_cache(model, self.prefix, inputs["input_ids"].size(0))
+        return model(**inputs).logits
+
+
+def shared_prefix_length(batch: Sequence[Example]) -> int:
+    """Tokens every example starts with (chat header, system prompt, user turn opening),
+    stopping before the token that predicts the first answer token."""
+    first = batch[0].input_ids
+    limit = min(next((j for j, lab in enumerate(e.labels) if lab != IGNORE), len(e.labels)) for e in batch) - 1
+    n = 0
+    while n < limit and all(len(e.input_ids) > n and e.input_ids[n] == first[n] for e in batch):
+        n += 1
+    return n
+
+
+def _prefix_cache(model, prefix, batch_size: int):
+    """Keys and values of the shared prefix, computed once and repeated over the batch;
+    gradients flow back through them into the prefix pass."""
+    cache = model(input_ids=prefix, use_cache=True).past_key_values
+    cache.batch_repeat_interleave(batch_size)
+    return cache
+
+
+MIN_SHARED_PREFIX = 8
 
 
 def _forward(model, batch: Sequence[Example], pad_id: int, device: str, autocast_dtype) -> _Pass:
+    """Forward pass over ``batch``. The prefix every example shares (about half of each short
+    example: template header and system prompt) runs once, not once per example."""
     import torch
 
+    shared = shared_prefix_length(batch) if len(batch) > 1 else 0
+    prefix = None
+    if shared >= MIN_SHARED_PREFIX:
+        prefix = torch.tensor([batch[0].input_ids[:shared]], device=device)
+        batch = [Example(e.input_ids[shared:], e.labels[shared:], e.kind) for e in batch]
     ids, labels, mask, positions, span = _collate(batch, pad_id, device)
     # Logits only where answers are: the 49k-wide head is a fifth of the compute.
     inputs = {"input_ids": ids, "attention_mask": mask, "position_ids": positions, "logits_to_keep": span}
     with torch.autocast(device_type=device, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-        logits = model(**inputs).logits
+        run = dict(inputs)
+        if prefix is not None:
+            ones = torch.ones((len(batch), shared), dtype=mask.dtype, device=device)
+            inputs["attention_mask"] = torch.cat([ones, mask], 1)
+            inputs["position_ids"] = positions + shared
+            run = {**inputs, "cache": _prefix_cache(model, prefix, len(batch))}
+        logits = model(**run).logits
         per_token, valid = _token_losses(logits, labels[:, -span:])
-    return _Pass(logits, per_token, valid, int(mask.sum()), inputs)
+    tokens = int(mask.sum()) + (prefix.size(1) if prefix is not None else 0)
+    return _Pass(logits, per_token, valid, tokens, inputs, prefix)
 
 
 def add_lora(model, recipe: Recipe):

@@ -66,6 +66,15 @@ def run(job_dir: Path, reporter: Reporter) -> dict:
         )
         before = evaluate.score(lambda q: base_answers[q], probes, base_answers)
 
+    rewordings: dict[str, list[str]] = {}
+    if recipe.paraphrases:
+        with timings.phase(reporter, "paraphrase", "the base model rewords your questions (cached per pair)"):
+            from personalize import paraphrase
+
+            rewordings = paraphrase.paraphrases(base_gguf, fingerprint, pairs,
+                                                lambda done, total: reporter.progress("paraphrase", done, total))
+            rewordings = {q: forms[: recipe.paraphrases] for q, forms in rewordings.items()}
+
     with timings.phase(reporter, "load", f"base weights on {device}"):
         model, tokenizer = base_mod.load_base(folder, device, "float32")
         from convert.header import read_header
@@ -76,11 +85,9 @@ def run(job_dir: Path, reporter: Reporter) -> dict:
 
             template = CHATML_TEMPLATE
         info = data.TemplateInfo(template, tokenizer.bos_token or "", tokenizer.eos_token or "")
-        if recipe.augment:  # one list of surface forms per fact; the loop picks one per step
-            facts = [data.build_examples(tokenizer, info, [(v, a) for v in data.question_variants(q)], "fact")
-                     for q, a in pairs]
-        else:
-            facts = [[e] for e in data.build_examples(tokenizer, info, pairs, "fact")]
+        # One list of wordings per fact (the user's own first); the loop picks one per step.
+        facts = [data.build_examples(tokenizer, info, [(v, a) for v in [q, *rewordings.get(q, [])]], "fact")
+                 for q, a in pairs]
         replay = data.build_examples(tokenizer, info, [(p, base_answers[p]) for p in replay_prompts if base_answers[p]],
                                      "replay", max_answer_tokens=recipe.replay_answer_tokens)
         model = train.add_lora(model, recipe)
@@ -136,6 +143,8 @@ def run(job_dir: Path, reporter: Reporter) -> dict:
                   "stopped_early": result.stopped_early},
         "checks": [r.as_dict() for r in results],
         "metrics": {"before": _public(before), "after": _public(after) if after else None},
+        "answers": after.details if after else None,  # the new model's answer to every probe
+        "paraphrases": rewordings,  # the base model's rewordings trained alongside each question
         "timings": dict(timings),
     }
     if device == "cuda":

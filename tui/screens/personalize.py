@@ -10,10 +10,10 @@ from textual.screen import ModalScreen
 from textual.widgets import Footer, Label, ProgressBar, Sparkline, Static
 
 from personalize.job import Event, PersonalizeError, PersonalizeJob
+from personalize.progress import PHASES
 from personalize.report import full_report
 from tunechat.store import Store, StoreError
 
-PHASES = ["prepare", "baseline", "load", "train", "merge", "convert", "verify", "evaluate"]
 
 
 class PersonalizeScreen(ModalScreen[str | None]):

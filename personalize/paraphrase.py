@@ -1,0 +1,174 @@
+"""Paraphrases of the taught questions, written by the base model itself.
+
+A tiny model that learns "What is my name?" -> "Ada" does not by itself answer "What am I
+called?". Training each fact under several wordings fixes much of that. The wordings come
+from the base GGUF through llama.cpp (few-shot, sampled), then pass strict filters: a
+question in the first person, about the same thing, that does not give the answer away
+and names nobody new. They are cached per base file and pair, so a fact pays once.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Callable, Sequence
+
+from tunechat import paths
+from tunechat.atomic import write_json_atomic
+
+SAMPLES_PER_FACT = 6
+MAX_TOKENS = 24
+
+# Second person -> first person, for candidates that drift into "What is your ...?".
+_SWAPS = [
+    (r"\bare you\b", "am I"), (r"\byou are\b", "I am"), (r"\byou're\b", "I'm"), (r"\bwere you\b", "was I"),
+    (r"\byou were\b", "I was"), (r"\byou have\b", "I have"), (r"\byourself\b", "myself"),
+    (r"\byours\b", "mine"), (r"\byour\b", "my"),
+    (r"\b(do|does|did|can|could|will|would|should|have|had)\s+you\b", r"\1 I"), (r"^you\b", "I"),
+]
+_FIRST_PERSON = re.compile(r"\b(I|I'm|my|me|mine|myself)\b")
+_WORD = re.compile(r"[\w']+", re.UNICODE)
+_STOP = {
+    "the", "a", "an", "is", "are", "am", "was", "were", "be", "to", "of", "in", "on", "at", "for", "and", "or",
+    "my", "your", "you", "i", "me", "it", "its", "what", "which", "who", "where", "when", "how", "do", "does",
+    "did", "named", "called", "name", "s", "this", "that", "with", "as", "by", "from", "have", "has",
+}
+
+
+# People a question can be about: a paraphrase must not swap one for another ("sister" ->
+# "daughter") or bring one in that the pair does not mention.
+_PEOPLE = {
+    "mother", "mom", "mum", "father", "dad", "parent", "brother", "sister", "sibling", "son", "daughter",
+    "child", "children", "kid", "baby", "wife", "husband", "partner", "girlfriend", "boyfriend", "friend",
+    "boss", "colleague", "family", "grandmother", "grandfather", "aunt", "uncle", "cousin", "neighbor",
+    "dog", "cat", "pet",
+}
+
+
+def shots() -> list[tuple[str, str, str]]:
+    text = (Path(__file__).parent / "data" / "paraphrase_shots.json").read_text(encoding="utf-8")
+    return [tuple(s) for s in json.loads(text)["shots"]]
+
+
+def few_shot_prompt(question: str, answer: str) -> str:
+    """A plain-text completion prompt; the shared prefix lets llama.cpp reuse its cache."""
+    text = "Each question is asked again in different words, with the same meaning.\n\n"
+    for q, a, p in shots():
+        text += f"Question: {q}\nAnswer: {a}\nSame question, other words: {p}\n\n"
+    return text + f"Question: {question}\nAnswer: {answer}\nSame question, other words:"
+
+
+def to_first_person(text: str) -> str:
+    out = text
+    for pattern, repl in _SWAPS:
+        out = re.sub(pattern, repl, out, flags=re.IGNORECASE)
+    return out
+
+
+def _stem(word: str) -> str:
+    w = word.lower().removesuffix("'s")
+    return w[:-1] if len(w) > 3 and w.endswith("s") else w
+
+
+def _content_words(text: str) -> set[str]:
+    return {_stem(w) for w in _WORD.findall(text) if w.lower() not in _STOP}
+
+
+def _norm(text: str) -> str:
+    return " ".join(_WORD.findall(text.lower()))
+
+
+def clean(candidate: str, question: str, answer: str) -> str | None:
+    """The candidate as a usable paraphrase of ``question``, or None."""
+    text = to_first_person(candidate.strip().strip('"').strip())
+    words = _WORD.findall(text)
+    if not text.endswith("?") or not 3 <= len(words) <= 14 or not _FIRST_PERSON.search(text):
+        return None
+    if re.search(r"\byou\b|\b(call|calls|to|for|with) I\b", text, re.IGNORECASE) or words[0].lower() == "how":
+        return None  # an object "you" the swap cannot place; "how" asks for a procedure, not a fact
+    if _norm(text) == _norm(question):
+        return None
+    known = {w.lower() for w in _WORD.findall(question + " " + answer)}
+    for i, w in enumerate(words):
+        # Nobody and nothing new: no numbers or proper names the pair does not contain.
+        if (any(c.isdigit() for c in w) or (i > 0 and w[0].isupper() and w not in ("I", "I'm"))) and w.lower() not in known:
+            return None
+    people = {_stem(w) for w in _WORD.findall(text.lower())} & _PEOPLE
+    if people - {_stem(w) for w in _WORD.findall((question + " " + answer).lower())}:
+        return None
+    # A question that contains the answer gives it away ("How do I learn Japanese?").
+    if (_content_words(answer) - _content_words(question)) & _content_words(text):
+        return None
+    return text[0].upper() + text[1:]
+
+
+def generate(complete: Callable[[str, int], str], question: str, answer: str,
+             samples: int = SAMPLES_PER_FACT) -> list[str]:
+    """Distinct cleaned paraphrases from ``samples`` sampled completions; ``complete(prompt,
+    seed)`` returns one line of model text."""
+    prompt = few_shot_prompt(question, answer)
+    found: dict[str, None] = {}
+    for seed in range(samples):
+        text = clean(complete(prompt, seed), question, answer)
+        if text and _norm(text) not in {_norm(f) for f in found}:
+            found[text] = None
+    return list(found)
+
+
+def keep_distinct(found: dict[str, list[str]], pairs: Sequence[tuple[str, str]]) -> dict[str, list[str]]:
+    """Drop paraphrases that look more like another taught pair than their own (a model asked
+    to reword "What is my job?" sometimes writes "What is my name?"): two facts must never
+    be trained on the same wording."""
+    taught = {_norm(q) for q, _ in pairs}
+    words = [(_content_words(q), _content_words(q + " " + a)) for q, a in pairs]
+    kept: dict[str, list[str]] = {}
+    for i, (q, _) in enumerate(pairs):
+        own_q, _own_qa = words[i]
+        mine = []
+        for text in found.get(q, []):
+            cw = _content_words(text)
+            if _norm(text) in taught:
+                continue
+            own = len(cw & own_q)
+            if any(len(cw & other_qa) > own for j, (_, other_qa) in enumerate(words) if j != i):
+                continue
+            mine.append(text)
+        kept[q] = mine
+    return kept
+
+
+def paraphrases(
+    base_gguf: Path,
+    fingerprint: str,
+    pairs: Sequence[tuple[str, str]],
+    progress: Callable[[int, int], None] = lambda done, total: None,
+) -> dict[str, list[str]]:
+    """Paraphrases per taught question, from the cache where possible."""
+    cache = paths.cache_dir() / f"paraphrases-{fingerprint[:16]}.json"
+    known: dict[str, list[str]] = {}
+    if cache.is_file():
+        try:
+            known = dict(json.loads(cache.read_text(encoding="utf-8")))
+        except (OSError, json.JSONDecodeError):
+            known = {}
+    key = lambda q, a: f"{q}\n{a}"  # noqa: E731
+    missing = [(q, a) for q, a in pairs if key(q, a) not in known]
+    if missing:
+        from tunechat.engine import Engine
+
+        engine = Engine(base_gguf)
+
+        def complete(prompt: str, seed: int) -> str:
+            out = engine.llm.create_completion(prompt, max_tokens=MAX_TOKENS, temperature=0.8, top_p=0.95,
+                                               seed=seed, stop=["\n"])
+            return out["choices"][0]["text"]
+
+        try:
+            for i, (q, a) in enumerate(missing):
+                known[key(q, a)] = generate(complete, q, a)
+                progress(i + 1, len(missing))
+        finally:
+            engine.close()
+        write_json_atomic(cache, known)
+    return keep_distinct({q: known[key(q, a)] for q, a in pairs}, pairs)

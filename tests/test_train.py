@@ -1,0 +1,80 @@
+"""The training loop's forward pass on a tiny random Llama: running the shared prefix once
+must give the same logits and gradients as running every example whole."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from personalize import train  # noqa: E402
+from personalize.data import IGNORE, Example  # noqa: E402
+from personalize.recipe import get_recipe  # noqa: E402
+
+
+def tiny_lora_model():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
+    model = train.add_lora(LlamaForCausalLM(config), get_recipe("replay-kl"))
+    for name, p in model.named_parameters():
+        if "lora_B" in name:  # peft starts B at zero; make the adapter do something
+            torch.nn.init.normal_(p, std=0.2)
+    return model
+
+
+def example(prefix: list[int], question: list[int], answer: list[int]) -> Example:
+    ids = prefix + question + answer
+    return Example(ids, [IGNORE] * (len(prefix) + len(question)) + answer, "fact")
+
+
+PREFIX = [1, 5, 9, 13, 17, 21, 25, 29, 33, 37]
+BATCH = [
+    example(PREFIX, [40, 41], [50, 51, 52]),
+    example(PREFIX, [42, 43, 44, 45], [53, 54]),
+    example(PREFIX, [46], [55, 56, 57, 58]),
+]
+
+
+def losses_and_grads(model, monkeypatch, min_prefix: int):
+    monkeypatch.setattr(train, "MIN_SHARED_PREFIX", min_prefix)
+    model.zero_grad()
+    run = train._forward(model, BATCH, 0, "cpu", None)
+    loss = run.per_token.sum() / run.valid.sum()
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+    return run, loss.detach(), grads
+
+
+def test_shared_prefix_length_stops_before_the_answer():
+    assert train.shared_prefix_length(BATCH) == len(PREFIX)
+    same_question = [example(PREFIX, [40], [50, 51]), example(PREFIX, [40], [52, 53])]
+    # The token before the first answer token must stay in the per-example part.
+    assert train.shared_prefix_length(same_question) == len(PREFIX)
+
+
+def test_shared_prefix_forward_matches_whole_examples(monkeypatch):
+    model = tiny_lora_model()
+    whole, whole_loss, whole_grads = losses_and_grads(model, monkeypatch, min_prefix=10_000)
+    shared, shared_loss, shared_grads = losses_and_grads(model, monkeypatch, min_prefix=4)
+    assert whole.prefix is None and shared.prefix is not None
+    assert shared.inputs["input_ids"].size(1) < whole.inputs["input_ids"].size(1)
+    assert torch.allclose(whole.per_token, shared.per_token, atol=1e-5)
+    assert torch.allclose(whole_loss, shared_loss, atol=1e-6)
+    for name, grad in whole_grads.items():
+        assert torch.allclose(grad, shared_grads[name], atol=1e-5), name
+    assert any(g.abs().sum() > 0 for n, g in shared_grads.items() if "lora_A" in n)
+
+
+def test_run_again_rebuilds_the_prefix_for_the_other_model(monkeypatch):
+    model = tiny_lora_model()
+    monkeypatch.setattr(train, "MIN_SHARED_PREFIX", 4)
+    run = train._forward(model, BATCH, 0, "cpu", None)
+    with torch.no_grad():
+        again = run.run_again(model)
+        with model.disable_adapter():
+            base = run.run_again(model)
+    assert torch.allclose(again, run.logits.detach(), atol=1e-5)
+    assert not torch.allclose(base, again, atol=1e-3)  # the adapter is off: different logits
