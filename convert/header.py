@@ -80,6 +80,27 @@ def _skip_value(fh: BinaryIO, vtype: int) -> None:
         raise HeaderError(f"unknown metadata type {vtype}")
 
 
+_SCALAR_FORMATS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
+
+
+def decode_value(raw: bytes) -> tuple[object, int, int | None]:
+    """(value, type id, array item type id or None) of one ``metadata_raw`` entry; what
+    ``gguf.GGUFWriter.add_key_value`` takes to write the same field again."""
+    import io
+
+    fh = io.BytesIO(raw)
+    vtype = _unpack(fh, "I")
+    if vtype == _ARRAY:
+        item_type, count = _unpack(fh, "I"), _unpack(fh, "Q")
+        if item_type == _STRING:
+            return [_read_string(fh) for _ in range(count)], vtype, item_type
+        fmt = _SCALAR_FORMATS[item_type]
+        return list(struct.unpack(f"<{count}{fmt}", fh.read(struct.calcsize(fmt) * count))), vtype, item_type
+    if vtype == _STRING:
+        return _read_string(fh), vtype, None
+    return _unpack(fh, _SCALAR_FORMATS[vtype]), vtype, None
+
+
 def _read(fh: BinaryIO) -> GGUFHeader:
     from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
 

@@ -16,6 +16,7 @@ import gguf
 import numpy as np
 
 from convert.architectures import ArchSpec, gguf_arch_name, spec_for
+from convert.header import decode_value, read_header
 
 OUTTYPES = {
     "f16": (gguf.GGMLQuantizationType.F16, gguf.LlamaFileType.MOSTLY_F16),
@@ -70,18 +71,20 @@ def write_gguf(
     n_head_kv = int(config.get("num_key_value_heads") or n_head)
     tied = bool(config.get("tie_word_embeddings"))
 
-    reader = gguf.GGUFReader(base_gguf)
-    base_arch = reader.fields[gguf.Keys.General.ARCHITECTURE].contents()
+    # The fast header reader, not gguf.GGUFReader: the latter spends seconds on numpy views
+    # of a large vocabulary that is only copied through.
+    header = read_header(base_gguf)
+    base_arch = header.strings.get(gguf.Keys.General.ARCHITECTURE)
     if base_arch != gguf_arch_name(spec):
         raise ConversionError(f"The base GGUF is {base_arch!r} but the weights are {gguf_arch_name(spec)!r}.")
 
     writer = gguf.GGUFWriter(out_path, arch=gguf_arch_name(spec))
-    for field in reader.fields.values():
-        if field.name.startswith("GGUF.") or field.name in _NOT_COPIED:
+    for key, raw in header.metadata_raw.items():
+        if key in _NOT_COPIED:
             continue
-        val_type = field.types[0]
-        sub_type = field.types[-1] if val_type == gguf.GGUFValueType.ARRAY else None
-        writer.add_key_value(field.name, field.contents(), val_type, sub_type=sub_type)
+        value, val_type, sub_type = decode_value(raw)
+        writer.add_key_value(key, value, gguf.GGUFValueType(val_type),
+                             sub_type=gguf.GGUFValueType(sub_type) if sub_type is not None else None)
     writer.add_file_type(file_type)
 
     tensors = dict(state_dict)
