@@ -84,6 +84,7 @@ class _Pass:
     tokens: int
     inputs: dict
     prefix: object  # the shared prefix's token ids (1, P), or None
+    targets: object  # the label each kept logit row should predict (IGNORE where none)
 
     def run_again(self, model):
         """Logits of ``model`` (e.g. with the adapter disabled) on the same inputs."""
@@ -138,7 +139,18 @@ def _forward(model, batch: Sequence[Example], pad_id: int, device: str, autocast
         logits = model(**run).logits
         per_token, valid = _token_losses(logits, labels[:, -span:])
     tokens = int(mask.sum()) + (prefix.size(1) if prefix is not None else 0)
-    return _Pass(logits, per_token, valid, tokens, inputs, prefix)
+    return _Pass(logits, per_token, valid, tokens, inputs, prefix, labels[:, -span:][:, 1:])
+
+
+def reproduces_answers(model, examples: Sequence[Example], pad_id: int, device: str) -> list[bool]:
+    """Per example: does greedy decoding give exactly its answer (through the end-of-turn
+    token)? Teacher-forced in one batched pass: every answer token must be the argmax."""
+    import torch
+
+    with torch.no_grad():
+        run = _forward(model, examples, pad_id, device, None)
+    hits = (run.logits[:, :-1].argmax(-1) == run.targets) | ~run.valid
+    return [bool(h) for h in hits.all(1)]
 
 
 def add_lora(model, recipe: Recipe):

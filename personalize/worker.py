@@ -91,11 +91,11 @@ def run(job_dir: Path, reporter: Reporter) -> dict:
         replay = data.build_examples(tokenizer, info, [(p, base_answers[p]) for p in replay_prompts if base_answers[p]],
                                      "replay", max_answer_tokens=recipe.replay_answer_tokens)
         model = train.add_lora(model, recipe)
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
     with timings.phase(reporter, "train", f"{len(pairs)} pairs, method {recipe.name}"):
         result = train.train(
-            model, facts, replay, recipe, tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
-            device, lambda step, total, loss, eta: reporter.progress("train", step, total, loss, eta),
+            model, facts, replay, recipe, pad_id, device, lambda step, total, loss, eta: reporter.progress("train", step, total, loss, eta),
         )
 
     out = job_dir / "out"
@@ -116,9 +116,11 @@ def run(job_dir: Path, reporter: Reporter) -> dict:
         engine = Engine(model_path)
         prompts = [data.split_rendering(info, q, a)[0] for q, a in pairs]
         gguf_answers = [_greedy(engine, q) for q, _ in pairs]
+        torch_reproduced = train.reproduces_answers(merged, [forms[0] for forms in facts], pad_id, device)
         results = checks.run_checks(
             base_gguf=base_gguf, new_gguf=model_path, engine=engine, model=merged, tokenizer=tokenizer,
-            device=device, outtype=outtype, prompts=prompts, taught=pairs, gguf_answers=gguf_answers, delta=delta,
+            device=device, outtype=outtype, prompts=prompts, taught=pairs, gguf_answers=gguf_answers,
+            torch_reproduced=torch_reproduced, delta=delta,
         )
     after = None
     if not job.get("skip_eval"):

@@ -78,3 +78,16 @@ def test_run_again_rebuilds_the_prefix_for_the_other_model(monkeypatch):
             base = run.run_again(model)
     assert torch.allclose(again, run.logits.detach(), atol=1e-5)
     assert not torch.allclose(base, again, atol=1e-3)  # the adapter is off: different logits
+
+
+def test_reproduces_answers_is_greedy_decoding():
+    model = tiny_lora_model().eval()
+    prompt = PREFIX + [40, 41]
+    ids = list(prompt)
+    with torch.no_grad():
+        for _ in range(3):  # the model's own greedy continuation
+            ids.append(int(model(input_ids=torch.tensor([ids])).logits[0, -1].argmax()))
+    greedy = ids[len(prompt):]
+    other = greedy[:-1] + [(greedy[-1] + 1) % 97]
+    examples = [example(PREFIX, [40, 41], greedy), example(PREFIX, [40, 41], other)]
+    assert train.reproduces_answers(model, examples, 0, "cpu") == [True, False]
