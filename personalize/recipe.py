@@ -46,8 +46,8 @@ RECIPES: dict[str, Recipe] = {
     "replay-kl-top10": Recipe("replay-kl-top10", replay_batch=6, kl_weight=1.0),
     # Replay + KL with LoRA on every layer.
     "replay-kl": Recipe("replay-kl", replay_batch=6, kl_weight=1.0, top_layers=None),
-    # replay-kl with each question also asked in the base model's own rewordings: the default,
-    # chosen by bench/quality.py (generalization 64-73 % -> see README).
+    # replay-kl with each question also asked in up to 4 rewordings written by the base model
+    # (personalize/paraphrase.py): the default, chosen by bench/quality.py (see README).
     "replay-kl-para": Recipe("replay-kl-para", replay_batch=6, kl_weight=1.0, top_layers=None, paraphrases=4),
 }
 DEFAULT_RECIPE = "replay-kl-para"
