@@ -15,6 +15,7 @@ from typing import Callable, Sequence
 
 from personalize.data import IGNORE, Example
 from personalize.recipe import Recipe
+from personalize.reference import ReferenceCache, topk_kl
 
 ProgressFn = Callable[[int, int, float, float], None]  # step, total, loss, eta seconds
 CancelFn = Callable[[], bool]
@@ -153,6 +154,25 @@ def reproduces_answers(model, examples: Sequence[Example], pad_id: int, device: 
     return [bool(h) for h in hits.all(1)]
 
 
+def _kl_to_base(model, run: _Pass, batch: Sequence[Example], reference: ReferenceCache):
+    """KL(base || tuned) at every answer position of ``batch``; the base side comes from
+    ``reference``, filled by one adapter-off pass when an example is new to it."""
+    import torch
+
+    if any(reference.get(e) is None for e in batch):
+        with torch.no_grad(), model.disable_adapter():
+            base_logits = run.run_again(model)[:, :-1]
+        for b, example in enumerate(batch):
+            if reference.get(example) is None:
+                reference.put(example, base_logits[b][run.valid[b]])
+    parts = []
+    for b, example in enumerate(batch):
+        idx, lp = reference.get(example)
+        tuned = run.logits[b, :-1][run.valid[b]]
+        parts.append(topk_kl(tuned, idx.to(tuned.device), lp.to(tuned.device)))
+    return torch.cat(parts)
+
+
 def add_lora(model, recipe: Recipe):
     from peft import LoraConfig, get_peft_model
 
@@ -176,13 +196,15 @@ def train(
     device: str,
     progress: ProgressFn = lambda *a: None,
     cancelled: CancelFn = lambda: False,
+    reference: ReferenceCache | None = None,
 ) -> TrainResult:
     """Train the LoRA adapters of ``model`` (a peft model) in place.
 
     ``facts`` holds, per taught pair, its examples in one or more surface forms; each step
-    uses one form of each fact in the batch (the original form first, at step 1)."""
+    uses one form of each fact in the batch (the original form first, at step 1).
+    ``reference`` keeps the base model's distributions on replay answers (for the KL term)
+    between steps and runs; the caller saves it."""
     import torch
-    import torch.nn.functional as F
 
     rng = random.Random(recipe.seed)
     torch.manual_seed(recipe.seed)
@@ -219,12 +241,8 @@ def train(
             r_valid = replay_pass.valid
             loss = recipe.replay_weight * replay_pass.per_token.sum() / r_valid.sum().clamp(min=1)
             if recipe.kl_weight > 0:
-                with torch.no_grad(), model.disable_adapter():
-                    base_logits = replay_pass.run_again(model)
-                tuned = F.log_softmax(replay_pass.logits[:, :-1].float(), -1)
-                ref = F.log_softmax(base_logits[:, :-1].float(), -1)
-                kl = (ref.exp() * (ref - tuned)).sum(-1)
-                loss = loss + recipe.kl_weight * (kl * r_valid).sum() / r_valid.sum().clamp(min=1)
+                kl = _kl_to_base(model, replay_pass, replay_batch, reference if reference is not None else ReferenceCache())
+                loss = loss + recipe.kl_weight * kl.sum() / r_valid.sum().clamp(min=1)
             loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()

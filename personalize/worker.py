@@ -94,9 +94,16 @@ def run(job_dir: Path, reporter: Reporter) -> dict:
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
     with timings.phase(reporter, "train", f"{len(pairs)} pairs, method {recipe.name}"):
+        from personalize.reference import ReferenceCache
+        from tunechat import paths
+
+        reference = ReferenceCache(paths.cache_dir() / f"reference-{fingerprint[:16]}.safetensors")
         result = train.train(
-            model, facts, replay, recipe, pad_id, device, lambda step, total, loss, eta: reporter.progress("train", step, total, loss, eta),
+            model, facts, replay, recipe, pad_id, device,
+            lambda step, total, loss, eta: reporter.progress("train", step, total, loss, eta),
+            reference=reference,
         )
+        reference.save()
 
     out = job_dir / "out"
     out.mkdir(exist_ok=True)

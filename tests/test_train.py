@@ -91,3 +91,31 @@ def test_reproduces_answers_is_greedy_decoding():
     other = greedy[:-1] + [(greedy[-1] + 1) % 97]
     examples = [example(PREFIX, [40, 41], greedy), example(PREFIX, [40, 41], other)]
     assert train.reproduces_answers(model, examples, 0, "cpu") == [True, False]
+
+
+def test_reference_cache_kl_matches_the_full_kl_and_survives_a_reload(tmp_path, monkeypatch):
+    from personalize.reference import TOP_K, ReferenceCache
+
+    model = tiny_lora_model()
+    with torch.no_grad():  # peaked distributions, as a trained model has
+        model.get_base_model().lm_head.weight.mul_(12)
+    monkeypatch.setattr(train, "MIN_SHARED_PREFIX", 4)
+    run = train._forward(model, BATCH, 0, "cpu", None)
+    cache = ReferenceCache(tmp_path / "ref.safetensors")
+    kl = train._kl_to_base(model, run, BATCH, cache)
+    assert len(cache) == len(BATCH) and kl.shape == (int(run.valid.sum()),)
+    # The exact KL over the whole (97-token) vocabulary.
+    with torch.no_grad(), model.disable_adapter():
+        base = torch.log_softmax(run.run_again(model)[:, :-1].float(), -1)[run.valid]
+    tuned = torch.log_softmax(run.logits[:, :-1].float(), -1)[run.valid]
+    exact = (base.exp() * (base - tuned)).sum(-1)
+    assert TOP_K < 97
+    assert torch.allclose(kl.detach(), exact.detach(), rtol=0.1, atol=1e-3)
+    assert bool((kl <= exact + 1e-4).all())  # a coarser KL never exceeds the full one
+    assert float(exact.sum()) > 0.01  # the adapter moved the model: the term is not trivially 0
+    cache.save()
+    reloaded = ReferenceCache(tmp_path / "ref.safetensors")
+    with model.disable_adapter():  # a cached example needs no base pass: poison it to prove it
+        monkeypatch.setattr(train._Pass, "run_again", lambda self, m: (_ for _ in ()).throw(AssertionError))
+        again = train._kl_to_base(model, run, BATCH, reloaded)
+    assert torch.allclose(again.detach(), kl.detach(), atol=1e-6)

@@ -1,0 +1,90 @@
+"""The base model's next-token distribution on each replay answer, kept for the KL term.
+
+The KL term pulls the tuned model toward the base model on replayed general answers. Running
+the base model (adapter off) over the replay batch every step costs a fifth of the step. The
+base model never changes, so its distribution on an example is computed the first time the
+example is drawn and kept: the top ``TOP_K`` log-probabilities per answer token, in memory
+and, through ``save``, in a safetensors file per base model (a few MB for the built-in set).
+The KL is then taken over those tokens and one bucket for the rest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from personalize.data import Example
+
+TOP_K = 64
+
+
+def example_key(example: Example) -> str:
+    blob = ",".join(map(str, example.input_ids)) + "|" + ",".join(map(str, example.labels))
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+class ReferenceCache:
+    """Top-k base log-probs per example: ``(indices [n, k] int64, logprobs [n, k] float32)``
+    for the example's n answer positions, in order."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path
+        self._items: dict[str, tuple[object, object]] = {}
+        self._dirty = False
+        if path is not None and path.is_file():
+            try:
+                from safetensors.torch import load_file
+
+                tensors = load_file(str(path))
+            except Exception:  # a damaged cache is rebuilt, never trusted
+                tensors = {}
+            for name, tensor in tensors.items():
+                key, kind = name.rsplit(".", 1)
+                idx, lp = self._items.get(key, (None, None))
+                self._items[key] = (tensor.long(), lp) if kind == "idx" else (idx, tensor.float())
+            self._items = {k: v for k, v in self._items.items() if v[0] is not None and v[1] is not None}
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def get(self, example: Example):
+        return self._items.get(example_key(example))
+
+    def put(self, example: Example, base_logits) -> None:
+        """Keep the top-k of ``base_logits`` ([n, vocab], the example's answer positions)."""
+        import torch
+
+        logprobs = torch.log_softmax(base_logits.float(), -1)
+        lp, idx = logprobs.topk(min(TOP_K, logprobs.size(-1)), -1)
+        # Stored as float16: round now, so a first run and a cached run use the same numbers.
+        self._items[example_key(example)] = (idx.cpu(), lp.half().float().cpu())
+        self._dirty = True
+
+    def save(self) -> None:
+        if self.path is None or not self._dirty:
+            return
+        import torch
+        from safetensors.torch import save_file
+
+        from tunechat.atomic import atomic_path
+
+        tensors = {}
+        for key, (idx, lp) in self._items.items():
+            tensors[f"{key}.idx"] = idx.to(torch.int32).contiguous()
+            tensors[f"{key}.lp"] = lp.to(torch.float16).contiguous()
+        with atomic_path(self.path) as tmp:
+            save_file(tensors, str(tmp))
+        self._dirty = False
+
+
+def topk_kl(tuned_logits, idx, ref_logprobs):
+    """Per-position KL(base || tuned) over the base's top-k tokens plus one bucket for all
+    the others: exact where the base puts (nearly) all its mass in its top k, never more
+    than the full KL. ``tuned_logits`` [n, vocab]; ``idx``, ``ref_logprobs`` [n, k]."""
+    import torch
+
+    tuned = torch.log_softmax(tuned_logits.float(), -1).gather(-1, idx)
+    ref_rest = torch.log1p(-ref_logprobs.exp().sum(-1).clamp(max=1 - 1e-6))
+    tuned_rest = torch.log1p(-tuned.exp().sum(-1).clamp(max=1 - 1e-6))
+    head = (ref_logprobs.exp() * (ref_logprobs - tuned)).sum(-1)
+    return head + ref_rest.exp() * (ref_rest - tuned_rest)
