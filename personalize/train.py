@@ -109,7 +109,7 @@ def shared_prefix_length(batch: Sequence[Example]) -> int:
 def _prefix_cache(model, prefix, batch_size: int):
     """Keys and values of the shared prefix, computed once and repeated over the batch;
     gradients flow back through them into the prefix pass."""
-    cache = model(input_ids=prefix, use_cache=True).past_key_values
+    cache = model(input_ids=prefix, use_cache=True).cache
     cache.batch_repeat_interleave(batch_size)
     return cache
 
