@@ -39,5 +39,14 @@ def timings_text(manifest: dict[str, Any]) -> str:
             f"final loss {train.get('final_loss', float('nan')):.4f}, {train.get('tokens_per_second', 0):.0f} tokens/s")
 
 
+def data_text(manifest: dict[str, Any]) -> str:
+    rewordings = manifest.get("paraphrases") or {}
+    extra = sum(len(v) for v in rewordings.values())
+    text = f"Trained on {manifest.get('pairs_count', '?')} pairs"
+    if extra:
+        text += f" and {extra} rewordings of their questions by the base model"
+    return text + f" (method {manifest.get('method', '?')})."
+
+
 def full_report(manifest: dict[str, Any]) -> str:
-    return "\n\n".join([score_table(manifest), checks_text(manifest), timings_text(manifest)])
+    return "\n\n".join([data_text(manifest), score_table(manifest), checks_text(manifest), timings_text(manifest)])

@@ -1,0 +1,27 @@
+"""The before/after report that the CLI prints and the TUI shows."""
+
+from personalize.report import full_report
+
+MANIFEST = {
+    "pairs_count": 2,
+    "method": "replay-kl-para",
+    "paraphrases": {"What is my name?": ["What am I called?", "Tell me my name?"], "Where do I live?": []},
+    "metrics": {"before": {"reliability": 0.0, "locality": 1.0, "generalization": None},
+                "after": {"reliability": 1.0, "locality": 0.75, "generalization": 0.5}},
+    "checks": [{"name": "logits", "passed": True, "detail": "top-1 100%"},
+               {"name": "answers", "passed": False, "detail": "GGUF gives 0/2"}],
+    "timings": {"train": 10.0, "convert": 2.5},
+    "train": {"steps": 7, "final_loss": 0.04, "tokens_per_second": 120.0},
+}
+
+
+def test_report_names_data_scores_checks_and_time():
+    text = full_report(MANIFEST)
+    assert "Trained on 2 pairs and 2 rewordings of their questions by the base model" in text
+    lines = text.splitlines()
+    reliability = next(line for line in lines if line.startswith("reliability"))
+    assert reliability.split()[-2:] == ["0%", "100%"]
+    locality = next(line for line in lines if line.startswith("locality"))
+    assert locality.split()[-2:] == ["100%", "75%"]
+    assert "✗ answers: GGUF gives 0/2" in text and "✓ logits" in text
+    assert "12s in all" in text and "7 steps" in text
