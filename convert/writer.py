@@ -17,6 +17,7 @@ import numpy as np
 
 from convert.architectures import ArchSpec, gguf_arch_name, spec_for
 from convert.header import decode_value, read_header
+from convert.hf_metadata import add_hf_metadata
 
 OUTTYPES = {
     "f16": (gguf.GGMLQuantizationType.F16, gguf.LlamaFileType.MOSTLY_F16),
@@ -53,24 +54,8 @@ def gguf_tensor_name(hf_name: str, spec: ArchSpec, n_blocks: int) -> str:
     return name
 
 
-def write_gguf(
-    state_dict: Mapping[str, np.ndarray],
-    config: Mapping,
-    base_gguf: Path,
-    out_path: Path,
-    outtype: str = "f16",
-    progress: Callable[[int, int], None] = lambda done, total: None,
-) -> None:
-    """Write ``state_dict`` (float32 numpy arrays keyed by HF names) as GGUF at ``out_path``."""
-    spec = spec_for(str(config.get("model_type")))
-    if outtype not in OUTTYPES:
-        raise ConversionError(f"Unknown output type {outtype!r}; choose one of {', '.join(OUTTYPES)}.")
-    tensor_type, file_type = OUTTYPES[outtype]
-    n_blocks = int(config["num_hidden_layers"])
-    n_head = int(config["num_attention_heads"])
-    n_head_kv = int(config.get("num_key_value_heads") or n_head)
-    tied = bool(config.get("tie_word_embeddings"))
-
+def _writer_copying_metadata(base_gguf: Path, out_path: Path, spec: ArchSpec) -> gguf.GGUFWriter:
+    """A writer holding every metadata field of ``base_gguf`` (but the file type)."""
     # The fast header reader, not gguf.GGUFReader: the latter spends seconds on numpy views
     # of a large vocabulary that is only copied through.
     header = read_header(base_gguf)
@@ -85,6 +70,39 @@ def write_gguf(
         value, val_type, sub_type = decode_value(raw)
         writer.add_key_value(key, value, gguf.GGUFValueType(val_type),
                              sub_type=gguf.GGUFValueType(sub_type) if sub_type is not None else None)
+    return writer
+
+
+def write_gguf(
+    state_dict: Mapping[str, np.ndarray],
+    config: Mapping,
+    base_gguf: Path,
+    out_path: Path,
+    outtype: str = "f16",
+    progress: Callable[[int, int], None] = lambda done, total: None,
+    pre_tokenizer: str = "default",
+    add_bos: bool | None = None,
+) -> None:
+    """Write ``state_dict`` (float32 numpy arrays keyed by HF names) as GGUF at ``out_path``.
+
+    ``base_gguf`` is the GGUF whose metadata is copied, or an HF model folder whose config
+    and tokenizer give the metadata (then ``pre_tokenizer`` names llama.cpp's pre-tokenizer,
+    see ``convert.hf_metadata.choose_pre_tokenizer``, and ``add_bos`` says whether the
+    tokenizer starts a text with BOS)."""
+    spec = spec_for(str(config.get("model_type")))
+    if outtype not in OUTTYPES:
+        raise ConversionError(f"Unknown output type {outtype!r}; choose one of {', '.join(OUTTYPES)}.")
+    tensor_type, file_type = OUTTYPES[outtype]
+    n_blocks = int(config["num_hidden_layers"])
+    n_head = int(config["num_attention_heads"])
+    n_head_kv = int(config.get("num_key_value_heads") or n_head)
+    tied = bool(config.get("tie_word_embeddings"))
+
+    if Path(base_gguf).is_dir():
+        writer = gguf.GGUFWriter(out_path, arch=gguf_arch_name(spec))
+        add_hf_metadata(writer, Path(base_gguf), config, spec, pre_tokenizer, add_bos)
+    else:
+        writer = _writer_copying_metadata(base_gguf, out_path, spec)
     writer.add_file_type(file_type)
 
     tensors = dict(state_dict)

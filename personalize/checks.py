@@ -36,17 +36,19 @@ def gguf_last_logits(llm, token_lists: Sequence[list[int]]) -> np.ndarray:
     return np.stack(rows)
 
 
-def relative_delta_to_file(merged: dict[str, np.ndarray], base_file: Path) -> float:
-    """||merged - base|| / ||base|| over the 2-D weights, the base read one tensor at a time."""
+def relative_delta_to_folder(merged: dict[str, np.ndarray], folder: Path) -> float:
+    """||merged - base|| / ||base|| over the 2-D weights, the base read one tensor at a time
+    from the folder's safetensors files."""
     from safetensors import safe_open
 
     num = den = 0.0
-    with safe_open(str(base_file), framework="numpy") as fh:
-        for key in fh.keys():
-            if key in merged and merged[key].ndim == 2:
-                base = fh.get_tensor(key)
-                num += float(np.linalg.norm(merged[key] - base) ** 2)
-                den += float(np.linalg.norm(base) ** 2)
+    for shard in sorted(folder.glob("*.safetensors")):
+        with safe_open(str(shard), framework="pt") as fh:
+            for key in fh.keys():
+                if key in merged and merged[key].ndim == 2:
+                    base = fh.get_tensor(key).float().numpy()
+                    num += float(np.linalg.norm(merged[key] - base) ** 2)
+                    den += float(np.linalg.norm(base) ** 2)
     return (num / max(den, 1e-12)) ** 0.5
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from personalize.job import PersonalizeError, PersonalizeJob
 from personalize.report import full_report
@@ -14,8 +15,14 @@ def run_personalize(args: argparse.Namespace, store: Store) -> int:
     """Exit 0 only when the new model is the current one; non-zero with the reason otherwise."""
     from personalize.data import EmptyDatasetError
 
+    base = Path(args.base).expanduser().resolve() if getattr(args, "base", None) else None
+    if base is not None and not (base.is_file() or (base / "config.json").is_file()):
+        print(f"tunechat: {args.base} is neither a GGUF file nor a Hugging Face model folder (no config.json).",
+              file=sys.stderr)
+        return 1
     try:
-        job = PersonalizeJob(store, recipe=args.method, seed=args.seed, outtype=args.outtype, max_steps=args.max_steps)
+        job = PersonalizeJob(store, base=base, recipe=args.method, seed=args.seed, outtype=args.outtype,
+                             max_steps=args.max_steps)
     except EmptyDatasetError as exc:
         print(f"tunechat: {exc}", file=sys.stderr)
         return 2

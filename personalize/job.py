@@ -88,7 +88,7 @@ class PersonalizeJob:
 
     def start(self) -> None:
         env = dict(os.environ, PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false",
-                   HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+                   HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TUNECHAT_WORKER_PARENT=str(os.getpid()))
         self.stderr_log = open(self.job_dir / "worker.log", "w", encoding="utf-8")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "personalize.worker", str(self.job_dir)],

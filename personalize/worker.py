@@ -46,14 +46,16 @@ def run(job_dir: Path, reporter: Reporter) -> dict:
         pairs = [(q, a) for q, a in job["pairs"]]
         data.require_pairs(pairs)
         recipe = get_recipe(job.get("recipe")).with_(seed=int(job.get("seed", 0)), **job.get("recipe_overrides", {}))
-        base_gguf = Path(job["base_path"])
-        if base_gguf.is_dir():
-            raise ValueError("Personalizing an HF folder base is not wired into the worker yet; use a GGUF base.")
+        base = Path(job["base_path"])
+        say = lambda d: reporter.phase("prepare", d)  # noqa: E731
+        # An HF folder trains as it is; its GGUF twin (written once) serves the chat, the
+        # baseline answers and the converter's metadata.
+        base_gguf = base_mod.gguf_of_folder(base, say) if base.is_dir() else base
         from tunechat.gguf_check import check_gguf_file
 
         check_gguf_file(base_gguf)
         fingerprint = base_mod.file_fingerprint(base_gguf)
-        folder = base_mod.cached_base_folder(base_gguf, lambda d: reporter.phase("prepare", d))
+        folder = base if base.is_dir() else base_mod.cached_base_folder(base_gguf, say)
         device, dtype_name = train.pick_device()
 
     probes = _probe_set(job, pairs, evaluate)
@@ -111,7 +113,7 @@ def run(job_dir: Path, reporter: Reporter) -> dict:
         model.save_pretrained(out / "adapter")  # peft format, safetensors
         merged = model.merge_and_unload()
         merged_state = {k: v.detach().float().cpu().numpy() for k, v in merged.state_dict().items()}
-        delta = checks.relative_delta_to_file(merged_state, folder / "model.safetensors")
+        delta = checks.relative_delta_to_folder(merged_state, folder)
 
     outtype = job.get("outtype") or "f16"
     model_path = out / "model.gguf"
@@ -138,6 +140,7 @@ def run(job_dir: Path, reporter: Reporter) -> dict:
     manifest = {
         "created_at": time.time(),
         "base_path": str(base_gguf),
+        "base_source": job["base_path"],  # the GGUF or HF folder the user named
         "base_sha256": fingerprint,
         "pairs_count": len(pairs),
         "pairs_sha256": job.get("pairs_sha256"),
@@ -201,9 +204,30 @@ def _questions(probes) -> list[str]:
     return list(seen)
 
 
+PARENT_ENV = "TUNECHAT_WORKER_PARENT"
+
+
+def _exit_when_orphaned(poll_s: float = 1.0) -> None:
+    """Stop when the parent (the TUI or the CLI) is gone, instead of training for nobody:
+    a daemon thread watches for the process being re-parented. The parent passes its pid,
+    since it may already be gone by the time this runs."""
+    import threading
+
+    parent = int(os.environ.get(PARENT_ENV) or os.getppid())
+
+    def watch() -> None:
+        while True:
+            time.sleep(poll_s)
+            if os.getppid() != parent:
+                os._exit(3)
+
+    threading.Thread(target=watch, name="orphan-watch", daemon=True).start()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = argv if argv is not None else sys.argv[1:]
     job_dir = Path(args[0])
+    _exit_when_orphaned()
     reporter = Reporter.take_stdout()
     try:
         manifest = run(job_dir, reporter)

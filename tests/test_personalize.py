@@ -127,3 +127,43 @@ async def test_tui_personalize_swaps_the_model_into_the_running_chat(store):
                          and [v for v in app.query(MessageView) if v.role == "assistant"][-1].message_id, pilot)
         answer = [v for v in app.query(MessageView) if v.role == "assistant"][-1].content
         assert "Miso" in answer
+
+
+def test_an_hf_folder_base_personalizes_into_a_gguf_that_knows_the_fact(store, home, tmp_path):
+    """A Hugging Face model folder as the base (here: the embedded model's weights and
+    tokenizer saved the HF way): the worker writes its GGUF twin, with llama.cpp's
+    pre-tokenizer chosen by measurement, then trains, converts and verifies as for a GGUF."""
+    import shutil
+
+    from personalize.base import cached_base_folder
+    from tunechat.registry import embedded_model_path
+
+    cache_folder = cached_base_folder(embedded_model_path())
+    folder = tmp_path / "SmolLM2-hf"
+    folder.mkdir()
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        shutil.copy(cache_folder / name, folder / name)
+    _add_facts(store)
+    cat = next(f for f in FACTS if f["key"] == "Miso")
+    result = run_cli("personalize", "--yes", "--base", str(folder), timeout=1500)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "✓ tokenizer" in result.stdout and "✓ metadata" in result.stdout
+    assert cat["key"] in run_cli("ask", cat["q"]).stdout
+    version = next((home / "models").iterdir())
+    manifest = json.loads((version / "manifest.json").read_text())
+    assert manifest["base_source"] == str(folder)
+    from convert.header import read_header
+
+    header = read_header(version / "model.gguf")
+    assert header.strings["tokenizer.ggml.pre"] == "smollm"  # what llama.cpp's own converter writes
+    original = read_header(embedded_model_path())
+    for key in ("tokenizer.ggml.tokens", "tokenizer.ggml.token_type", "tokenizer.ggml.merges",
+                "tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id", "tokenizer.chat_template"):
+        assert header.metadata_raw[key] == original.metadata_raw[key], key
+
+
+def test_a_missing_base_is_refused_clearly(store, home, tmp_path):
+    _add_facts(store)
+    result = run_cli("personalize", "--base", str(tmp_path / "nowhere"))
+    assert result.returncode == 1
+    assert "neither a GGUF file nor a Hugging Face model folder" in result.stderr and "Traceback" not in result.stderr

@@ -70,6 +70,18 @@ def _without_extra_buffer_types() -> Iterator[None]:
 _LOAD_LOCK = threading.Lock()
 
 
+def tokenize_with_vocab(model_path: Path, text: str) -> list[int]:
+    """llama.cpp's token ids for ``text`` from a GGUF's vocabulary alone (no weights)."""
+    from llama_cpp import Llama
+
+    with _LOAD_LOCK, _without_extra_buffer_types():
+        llm = Llama(model_path=str(model_path), vocab_only=True, verbose=False)
+    try:
+        return list(llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+    finally:
+        llm.close()
+
+
 class Engine:
     """One loaded GGUF model. Generation is not re-entrant: one stream at a time."""
 

@@ -1,0 +1,40 @@
+"""The personalize worker process stops when nobody is listening any more."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state not in ("Z", "X")  # a zombie has finished
+
+
+def test_worker_exits_when_its_parent_dies(store, home):
+    # A parent (as the TUI or CLI would) that starts a real job, minutes of work, and dies at once.
+    store.add_pair("What is my name?", "Your name is Ada.")
+    parent = textwrap.dedent("""
+        from personalize.job import PersonalizeJob
+        from tunechat.store import Store
+        job = PersonalizeJob(Store())
+        job.start()
+        print(job.process.pid, job.job_dir, flush=True)
+    """)
+    out = subprocess.run([sys.executable, "-c", parent], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    pid, job_dir = out.stdout.split()
+    deadline = time.monotonic() + 30
+    while _alive(int(pid)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _alive(int(pid)), "the worker outlived its parent"
+    assert not (Path(job_dir) / "out" / "manifest.json").exists()
