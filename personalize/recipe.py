@@ -23,6 +23,7 @@ class Recipe:
     replay_weight: float = 1.0
     kl_weight: float = 0.0  # KL(base || tuned) on the replay answers' tokens
     paraphrases: int = 0  # up to N base-model rewordings per taught question, one form per fact per step
+    with_original: bool = False  # each step: every fact in the user's wording plus one rewording; stop on the former
     stop_loss: float = 0.05  # stop once every taught answer's mean token loss is below this
     seed: int = 0
     extra: dict = field(default_factory=dict)
@@ -47,8 +48,16 @@ RECIPES: dict[str, Recipe] = {
     # Replay + KL with LoRA on every layer.
     "replay-kl": Recipe("replay-kl", replay_batch=6, kl_weight=1.0, top_layers=None),
     # replay-kl with each question also asked in up to 4 rewordings written by the base model
-    # (personalize/paraphrase.py): the default, chosen by bench/quality.py (see README).
-    "replay-kl-para": Recipe("replay-kl-para", replay_batch=6, kl_weight=1.0, top_layers=None, paraphrases=4),
+    # (personalize/paraphrase.py).
+    "replay-kl-para-light": Recipe("replay-kl-para-light", replay_batch=6, kl_weight=1.0, top_layers=None,
+                                   paraphrases=4),
+    # The same, but every step also asks each fact in the user's own wording, and training
+    # stops once those are learned (fewer steps).
+    "replay-kl-para2": Recipe("replay-kl-para2", replay_batch=6, kl_weight=1.0, top_layers=None, paraphrases=4,
+                              with_original=True),
+    # Rewordings, with more replay (10 general answers per step) and twice the KL weight to
+    # hold the rest of the model in place: the default, chosen by bench/quality.py (README).
+    "replay-kl-para": Recipe("replay-kl-para", replay_batch=10, kl_weight=2.0, top_layers=None, paraphrases=4),
 }
 DEFAULT_RECIPE = "replay-kl-para"
 

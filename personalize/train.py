@@ -225,7 +225,10 @@ def train(
         if cancelled():
             raise KeyboardInterrupt
         chosen = facts if len(facts) <= recipe.fact_batch else rng.sample(facts, recipe.fact_batch)
-        fact_batch = [forms[0] if step == 1 else rng.choice(forms) for forms in chosen]
+        if recipe.with_original:  # the user's own wording every step, plus one rewording
+            fact_batch = [forms[0] for forms in chosen] + [rng.choice(forms[1:]) for forms in chosen if len(forms) > 1]
+        else:
+            fact_batch = [forms[0] if step == 1 else rng.choice(forms) for forms in chosen]
         replay_batch = rng.sample(replay, min(recipe.replay_batch, len(replay))) if replay and recipe.replay_batch else []
         optimizer.zero_grad(set_to_none=True)
         # Two passes, facts then replay, each backpropagated at once: the same summed loss as
@@ -246,7 +249,8 @@ def train(
             loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
-        recent_worst = (recent_worst + [float(fact_tok.max().detach())])[-rounds:]
+        judged = fact_tok[: len(chosen)] if recipe.with_original else fact_tok  # stop on the user's wordings
+        recent_worst = (recent_worst + [float(judged.max().detach())])[-rounds:]
         losses.append(float(fact_tok.mean().detach()))
         elapsed = time.monotonic() - start
         progress(step, recipe.max_steps, losses[-1], elapsed / step * (recipe.max_steps - step))
