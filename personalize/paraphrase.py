@@ -75,7 +75,8 @@ def _content_words(text: str) -> set[str]:
     return {_stem(w) for w in _WORD.findall(text) if w.lower() not in _STOP}
 
 
-def _norm(text: str) -> str:
+def normalize_question(text: str) -> str:
+    """Lower case, words only: two wordings that differ in case or punctuation are one."""
     return " ".join(_WORD.findall(text.lower()))
 
 
@@ -87,7 +88,7 @@ def clean(candidate: str, question: str, answer: str) -> str | None:
         return None
     if re.search(r"\byou\b|\b(call|calls|to|for|with) I\b", text, re.IGNORECASE) or words[0].lower() == "how":
         return None  # an object "you" the swap cannot place; "how" asks for a procedure, not a fact
-    if _norm(text) == _norm(question):
+    if normalize_question(text) == normalize_question(question):
         return None
     known = {w.lower() for w in _WORD.findall(question + " " + answer)}
     for i, w in enumerate(words):
@@ -111,7 +112,7 @@ def generate(complete: Callable[[str, int], str], question: str, answer: str,
     found: dict[str, None] = {}
     for seed in range(samples):
         text = clean(complete(prompt, seed), question, answer)
-        if text and _norm(text) not in {_norm(f) for f in found}:
+        if text and normalize_question(text) not in {normalize_question(f) for f in found}:
             found[text] = None
     return list(found)
 
@@ -120,7 +121,7 @@ def keep_distinct(found: dict[str, list[str]], pairs: Sequence[tuple[str, str]])
     """Drop paraphrases that look more like another taught pair than their own (a model asked
     to reword "What is my job?" sometimes writes "What is my name?"): two facts must never
     be trained on the same wording."""
-    taught = {_norm(q) for q, _ in pairs}
+    taught = {normalize_question(q) for q, _ in pairs}
     words = [(_content_words(q), _content_words(q + " " + a)) for q, a in pairs]
     kept: dict[str, list[str]] = {}
     for i, (q, _) in enumerate(pairs):
@@ -128,7 +129,7 @@ def keep_distinct(found: dict[str, list[str]], pairs: Sequence[tuple[str, str]])
         mine = []
         for text in found.get(q, []):
             cw = _content_words(text)
-            if _norm(text) in taught:
+            if normalize_question(text) in taught:
                 continue
             own = len(cw & own_q)
             if any(len(cw & other_qa) > own for j, (_, other_qa) in enumerate(words) if j != i):
@@ -136,6 +137,13 @@ def keep_distinct(found: dict[str, list[str]], pairs: Sequence[tuple[str, str]])
             mine.append(text)
         kept[q] = mine
     return kept
+
+
+def without_questions(found: dict[str, list[str]], questions: Sequence[str], limit: int) -> dict[str, list[str]]:
+    """At most ``limit`` rewordings per taught question, none of them one of ``questions``
+    (the evaluation's: a held-out paraphrase must never be trained on)."""
+    asked = {normalize_question(q) for q in questions}
+    return {q: [f for f in forms if normalize_question(f) not in asked][:limit] for q, forms in found.items()}
 
 
 def paraphrases(

@@ -75,7 +75,7 @@ def run(job_dir: Path, reporter: Reporter) -> dict:
 
             rewordings = paraphrase.paraphrases(base_gguf, fingerprint, pairs,
                                                 lambda done, total: reporter.progress("paraphrase", done, total))
-            rewordings = {q: forms[: recipe.paraphrases] for q, forms in rewordings.items()}
+            rewordings = paraphrase.without_questions(rewordings, eval_questions, recipe.paraphrases)
 
     with timings.phase(reporter, "load", f"base weights on {device}"):
         model, tokenizer = base_mod.load_base(folder, device, "float32")

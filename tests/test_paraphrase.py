@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from personalize.paraphrase import clean, generate, keep_distinct, to_first_person
+from personalize.paraphrase import clean, generate, keep_distinct, to_first_person, without_questions
 
 Q, A = "What is my favorite drink?", "Your favorite drink is mint tea."
 
@@ -47,3 +47,9 @@ def test_generate_dedupes_and_uses_every_seed():
     out = generate(complete, Q, A, samples=6)
     assert out == ["Which beverage do I prefer?", "What do I like to drink?"]
     assert seen_seeds == list(range(6))
+
+
+def test_held_out_questions_are_never_trained_and_the_limit_holds():
+    found = {"What is my cat's name?": ["What do I call my cat?", "What is my cat called?", "Which cat is mine?"]}
+    kept = without_questions(found, ["what do I call my cat", "Who am I?"], limit=1)
+    assert kept == {"What is my cat's name?": ["What is my cat called?"]}
