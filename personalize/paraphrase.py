@@ -9,6 +9,7 @@ and names nobody new. They are cached per base file and pair, so a fact pays onc
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -153,7 +154,9 @@ def paraphrases(
     progress: Callable[[int, int], None] = lambda done, total: None,
 ) -> dict[str, list[str]]:
     """Paraphrases per taught question, from the cache where possible."""
-    cache = paths.cache_dir() / f"paraphrases-{fingerprint[:16]}.json"
+    # The few-shot examples are part of the key: new examples mean new rewordings.
+    shots_key = hashlib.sha256(json.dumps(shots()).encode()).hexdigest()[:8]
+    cache = paths.cache_dir() / f"paraphrases-{fingerprint[:16]}-{shots_key}.json"
     known: dict[str, list[str]] = {}
     if cache.is_file():
         try:
