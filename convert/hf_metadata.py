@@ -17,11 +17,10 @@ from typing import Callable, Mapping, Sequence
 import gguf
 
 from convert.architectures import ArchSpec, gguf_arch_name
+from convert.verify import TOKENIZER_PROBE
 
 # llama.cpp pre-tokenizer names, most common llama-family first.
 PRE_TOKENIZERS = ("smollm", "qwen2", "llama3", "gpt-2", "default", "starcoder", "refact", "deepseek-llm", "olmo")
-PROBE_TEXT = ("Hello world! 123,456.78 and 3.14159; it's  two  spaces\tand a tab.\n\nNew lines, "
-              "naïve café, Grüße, 東京, ☕ x²+y², don't won't I'll <tag> 1000000 ")
 
 
 class TokenizerError(Exception):
@@ -108,13 +107,13 @@ def choose_pre_tokenizer(
     folder: Path, config: Mapping, spec: ArchSpec, reference_ids: Sequence[int],
     llama_tokenize: Callable[[Path, str], list[int]], workdir: Path, add_bos: bool | None = None,
 ) -> str:
-    """The first pre-tokenizer under which llama.cpp tokenizes ``PROBE_TEXT`` into
+    """The first pre-tokenizer under which llama.cpp tokenizes ``TOKENIZER_PROBE`` into
     ``reference_ids`` (the HF tokenizer's ids for it)."""
     for name in PRE_TOKENIZERS:
         path = workdir / f"vocab-{name}.gguf"
         write_vocab_only(folder, config, spec, name, path, add_bos)
         try:
-            if list(llama_tokenize(path, PROBE_TEXT)) == list(reference_ids):
+            if list(llama_tokenize(path, TOKENIZER_PROBE)) == list(reference_ids):
                 return name
         finally:
             path.unlink(missing_ok=True)

@@ -13,6 +13,11 @@ import numpy as np
 
 from convert.header import read_header
 
+# Text on which llama.cpp and the training tokenizer must give the same ids: digits and
+# number formats, symbols, accents, CJK, emoji, repeated spaces, tabs, newlines, contractions.
+TOKENIZER_PROBE = ("Grüße 123,456.78 — naïve café ☕ <tag> x²+y² = z²; 東京 3.14159 \tdone! It's 42%. Hello world! "
+                   "it's  two  spaces\tand a tab.\n\nNew lines, don't won't I'll 1000000 ")
+
 # Keys that decide how text becomes tokens and how chats are rendered: must match the base.
 TOKENIZER_PREFIX = "tokenizer."
 

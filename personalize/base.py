@@ -27,6 +27,11 @@ def file_fingerprint(path: Path) -> str:
     return h.hexdigest()
 
 
+def require_hf_folder(folder: Path) -> None:
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"{folder} is not a Hugging Face model folder (no config.json).")
+
+
 def folder_fingerprint(folder: Path) -> str:
     """sha256 over an HF folder's config and weight files."""
     h = hashlib.sha256()
@@ -40,13 +45,13 @@ def gguf_of_folder(folder: Path, progress: Callable[[str], None] = lambda _: Non
     """The unmodified HF-folder base written once as an f16 GGUF (cached): the chat, the
     baseline answers and the converter's metadata all start from it, as from any GGUF base."""
     from convert.architectures import spec_for
-    from convert.hf_metadata import PROBE_TEXT, choose_pre_tokenizer
+    from convert.hf_metadata import choose_pre_tokenizer
+    from convert.verify import TOKENIZER_PROBE
     from convert.writer import write_gguf
     from tunechat.atomic import atomic_path
     from tunechat.engine import tokenize_with_vocab
 
-    if not (folder / "config.json").is_file():
-        raise FileNotFoundError(f"{folder} is not a Hugging Face model folder (no config.json).")
+    require_hf_folder(folder)
     target = paths.cache_dir() / f"gguf-{folder_fingerprint(folder)[:16]}" / "base.gguf"
     if target.is_file():
         return target
@@ -57,7 +62,7 @@ def gguf_of_folder(folder: Path, progress: Callable[[str], None] = lambda _: Non
     config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     spec = spec_for(str(config.get("model_type")))
     tokenizer = load_tokenizer(folder)
-    reference = tokenizer(PROBE_TEXT, add_special_tokens=False)["input_ids"]
+    reference = tokenizer(TOKENIZER_PROBE, add_special_tokens=False)["input_ids"]
     plain, framed = tokenizer("x", add_special_tokens=False)["input_ids"], tokenizer("x")["input_ids"]
     add_bos = len(framed) > len(plain) and framed[0] == tokenizer.bos_token_id
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -73,8 +78,7 @@ def gguf_of_folder(folder: Path, progress: Callable[[str], None] = lambda _: Non
 def cached_base_folder(base: Path, progress: Callable[[str], None] = lambda _: None) -> Path:
     """An HF model folder for ``base``: the folder itself, or the cache of a GGUF file."""
     if base.is_dir():
-        if not (base / "config.json").is_file():
-            raise FileNotFoundError(f"{base} is not a Hugging Face model folder (no config.json).")
+        require_hf_folder(base)
         return base
     folder = paths.cache_dir() / f"base-{file_fingerprint(base)[:16]}"
     if (folder / CACHE_MARKER).is_file():

@@ -11,7 +11,6 @@ from convert import verify
 from convert.verify import CheckResult
 from personalize.evaluate import similarity
 
-PROBE_TEXT = "Grüße 123,456.78 — naïve café ☕ <tag> x²+y² = z²; 東京 3.14159 \tdone! It's 42%."
 
 
 def torch_last_logits(model, token_lists: Sequence[list[int]], device: str) -> np.ndarray:
@@ -65,9 +64,9 @@ def run_checks(
     """All checks of the personalize issue; ``prompts`` are rendered taught questions and
     ``torch_reproduced`` says which taught answers the merged torch model gives greedily."""
     results = [verify.check_metadata(base_gguf, new_gguf)]
-    llama_ids = engine.llm.tokenize(PROBE_TEXT.encode("utf-8"), add_bos=False, special=True)
-    ref_ids = tokenizer(PROBE_TEXT, add_special_tokens=False)["input_ids"]
-    results.append(verify.check_token_ids(list(llama_ids), list(ref_ids), PROBE_TEXT))
+    llama_ids = engine.llm.tokenize(verify.TOKENIZER_PROBE.encode("utf-8"), add_bos=False, special=True)
+    ref_ids = tokenizer(verify.TOKENIZER_PROBE, add_special_tokens=False)["input_ids"]
+    results.append(verify.check_token_ids(list(llama_ids), list(ref_ids), verify.TOKENIZER_PROBE))
     token_lists = [list(engine.llm.tokenize(p.encode("utf-8"), add_bos=False, special=True)) for p in prompts]
     results.append(verify.check_logits(gguf_last_logits(engine.llm, token_lists),
                                        torch_last_logits(model, token_lists, device), outtype))

@@ -72,6 +72,10 @@ def _stem(word: str) -> str:
     return w[:-1] if len(w) > 3 and w.endswith("s") else w
 
 
+def _stems(text: str) -> set[str]:
+    return {_stem(w) for w in _WORD.findall(text)}
+
+
 def _content_words(text: str) -> set[str]:
     return {_stem(w) for w in _WORD.findall(text) if w.lower() not in _STOP}
 
@@ -96,8 +100,7 @@ def clean(candidate: str, question: str, answer: str) -> str | None:
         # Nobody and nothing new: no numbers or proper names the pair does not contain.
         if (any(c.isdigit() for c in w) or (i > 0 and w[0].isupper() and w not in ("I", "I'm"))) and w.lower() not in known:
             return None
-    people = {_stem(w) for w in _WORD.findall(text.lower())} & _PEOPLE
-    if people - {_stem(w) for w in _WORD.findall((question + " " + answer).lower())}:
+    if (_stems(text) & _PEOPLE) - _stems(question + " " + answer):
         return None
     # A question that contains the answer gives it away ("How do I learn Japanese?").
     if (_content_words(answer) - _content_words(question)) & _content_words(text):
@@ -110,12 +113,12 @@ def generate(complete: Callable[[str, int], str], question: str, answer: str,
     """Distinct cleaned paraphrases from ``samples`` sampled completions; ``complete(prompt,
     seed)`` returns one line of model text."""
     prompt = few_shot_prompt(question, answer)
-    found: dict[str, None] = {}
+    found: dict[str, str] = {}  # normalized wording -> the first text that had it
     for seed in range(samples):
         text = clean(complete(prompt, seed), question, answer)
-        if text and normalize_question(text) not in {normalize_question(f) for f in found}:
-            found[text] = None
-    return list(found)
+        if text:
+            found.setdefault(normalize_question(text), text)
+    return list(found.values())
 
 
 def keep_distinct(found: dict[str, list[str]], pairs: Sequence[tuple[str, str]]) -> dict[str, list[str]]:

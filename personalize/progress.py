@@ -12,6 +12,9 @@ import os
 import sys
 from typing import IO, Any
 
+# The parent passes its pid to the worker in this variable (the worker exits when orphaned).
+PARENT_ENV = "TUNECHAT_WORKER_PARENT"
+
 # The worker's phases, in order (the TUI draws one progress bar over them).
 PHASES = ["prepare", "baseline", "paraphrase", "load", "train", "merge", "convert", "verify", "evaluate"]
 

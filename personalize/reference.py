@@ -38,11 +38,10 @@ class ReferenceCache:
                 tensors = load_file(str(path))
             except Exception:  # a damaged cache is rebuilt, never trusted
                 tensors = {}
-            for name, tensor in tensors.items():
-                key, kind = name.rsplit(".", 1)
-                idx, lp = self._items.get(key, (None, None))
-                self._items[key] = (tensor.long(), lp) if kind == "idx" else (idx, tensor.float())
-            self._items = {k: v for k, v in self._items.items() if v[0] is not None and v[1] is not None}
+            for name, idx in tensors.items():
+                key = name.removesuffix(".idx")
+                if key != name and f"{key}.lp" in tensors:
+                    self._items[key] = (idx.long(), tensors[f"{key}.lp"].float())
 
     def __len__(self) -> int:
         return len(self._items)

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from personalize.progress import Reporter
+from personalize.progress import PARENT_ENV, Reporter
 
 
 class Timings(dict):
@@ -202,9 +202,6 @@ def _questions(probes) -> list[str]:
     for p in probes.taught + probes.paraphrases + probes.locality:
         seen.setdefault(p.question, None)
     return list(seen)
-
-
-PARENT_ENV = "TUNECHAT_WORKER_PARENT"
 
 
 def _exit_when_orphaned(poll_s: float = 1.0) -> None:
