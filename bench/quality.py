@@ -41,11 +41,20 @@ def probes_json(probes: ProbeSet) -> dict:
     return {"taught": as_list(probes.taught), "paraphrases": as_list(probes.paraphrases), "locality": as_list(probes.locality)}
 
 
-def run_worker(pairs, probes: ProbeSet, method: str, seed: int, outtype: str) -> dict:
+def misses(probes: ProbeSet, answers: dict) -> list[list[str]]:
+    """[kind, question, answer] for every probe the personal model got wrong (what to look at)."""
+    from personalize.evaluate import contains_key
+
+    kinds = {"taught": probes.taught, "paraphrases": probes.paraphrases, "locality": probes.locality}
+    return [[kind, p.question, answers[kind][p.question]] for kind, items in kinds.items() for p in items
+            if p.question in answers.get(kind, {}) and not contains_key(answers[kind][p.question], p.key)]
+
+
+def run_worker(pairs, probes: ProbeSet, method: str, seed: int, outtype: str, overrides: dict | None = None) -> dict:
     base = embedded_model_path()
     with tempfile.TemporaryDirectory(dir=os.environ.get("TUNECHAT_HOME")) as tmp:
         job = {"pairs": pairs, "base_path": str(base), "recipe": method, "seed": seed,
-               "outtype": outtype, "probes": probes_json(probes)}
+               "outtype": outtype, "probes": probes_json(probes), "recipe_overrides": overrides or {}}
         Path(tmp, "job.json").write_text(json.dumps(job))
         start = time.monotonic()
         proc = subprocess.run([sys.executable, "-m", "personalize.worker", tmp], cwd=ROOT,
@@ -57,7 +66,10 @@ def run_worker(pairs, probes: ProbeSet, method: str, seed: int, outtype: str) ->
                 result = event["result"]
                 after = result["metrics"]["after"]
                 return {**{k: after[k] for k in KEYS}, "seconds": seconds, "steps": result["train"]["steps"],
-                        "checks_passed": all(c["passed"] for c in result["checks"])}
+                        "train_seconds": result["timings"].get("train"),
+                        "losses": [round(x, 3) for x in result["train"]["losses"]],
+                        "checks_passed": all(c["passed"] for c in result["checks"]),
+                        "misses": misses(probes, result["answers"] or {})}
             if event["event"] == "error":
                 raise RuntimeError(event["message"])
         raise RuntimeError(f"worker failed: {proc.stderr[-2000:]}")
@@ -77,13 +89,13 @@ def run_prompt_baseline(path: Path) -> dict:
     return {**{k: getattr(scores, k) for k in KEYS}, "seconds": time.monotonic() - start, "steps": 0, "checks_passed": True}
 
 
-def run_sequential(path: Path, method: str, seed: int, outtype: str) -> dict:
+def run_sequential(path: Path, method: str, seed: int, outtype: str, overrides: dict | None = None) -> dict:
     """Teach the first half, then personalize again with every pair (as the app does: each
     personalization trains from the base on all kept pairs), and score all facts."""
     pairs = persona_pairs(path)
     probes = load_persona(path)
-    first = run_worker(pairs[: len(pairs) // 2], probes, method, seed, outtype)
-    second = run_worker(pairs, probes, method, seed, outtype)
+    first = run_worker(pairs[: len(pairs) // 2], probes, method, seed, outtype, overrides)
+    second = run_worker(pairs, probes, method, seed, outtype, overrides)
     second["seconds"] += first["seconds"]
     return second
 
@@ -96,7 +108,11 @@ def main() -> int:
     parser.add_argument("--outtype", default="f16")
     parser.add_argument("--sequential", action="store_true", help="also run the teach-half-then-rest experiment")
     parser.add_argument("--json", type=Path, help="write every run's numbers here")
+    parser.add_argument("--set", nargs="+", default=[], metavar="KNOB=VALUE",
+                        help="override recipe knobs for this run (e.g. kl_weight=3 replay_batch=12)")
     args = parser.parse_args()
+    overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
+    variant = "".join(f" {k}={v}" for k, v in overrides.items())
 
     rows = []
     for persona in args.personas:
@@ -107,23 +123,24 @@ def main() -> int:
                 if method == "prompt":
                     result = run_prompt_baseline(path)
                 else:
-                    result = run_worker(persona_pairs(path), load_persona(path), method, seed, args.outtype)
-                rows.append({"persona": persona, "method": method, "seed": seed, **result})
+                    result = run_worker(persona_pairs(path), load_persona(path), method, seed, args.outtype, overrides)
+                rows.append({"persona": persona, "method": method + (variant if method != "prompt" else ""),
+                             "seed": seed, **result})
                 print(json.dumps(rows[-1]), flush=True)
             if args.sequential and method != "prompt":
-                result = run_sequential(path, method, args.seeds[0], args.outtype)
-                rows.append({"persona": persona, "method": f"{method} (sequential)", "seed": args.seeds[0], **result})
+                result = run_sequential(path, method, args.seeds[0], args.outtype, overrides)
+                rows.append({"persona": persona, "method": f"{method}{variant} (sequential)", "seed": args.seeds[0], **result})
                 print(json.dumps(rows[-1]), flush=True)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
     print()
-    print(f"{'method':24} {'persona':8} {'reliab.':>8} {'general.':>8} {'locality':>8} {'soft loc.':>9} {'seconds':>8}")
+    print(f"{'method':40} {'persona':8} {'reliab.':>8} {'general.':>8} {'locality':>8} {'soft loc.':>9} {'seconds':>8}")
     groups: dict[tuple[str, str], list[dict]] = {}
     for r in rows:
         groups.setdefault((r["method"], r["persona"]), []).append(r)
     for (method, persona), items in groups.items():
         mean = lambda k: statistics.mean(i[k] for i in items if i[k] is not None)  # noqa: E731
-        print(f"{method:24} {persona:8} {mean('reliability'):8.0%} {mean('generalization'):8.0%} "
+        print(f"{method:40} {persona:8} {mean('reliability'):8.0%} {mean('generalization'):8.0%} "
               f"{mean('locality'):8.0%} {mean('soft_locality'):9.2f} {mean('seconds'):8.0f}")
     return 0
 

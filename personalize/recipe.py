@@ -21,6 +21,7 @@ class Recipe:
     replay_batch: int = 0  # general prompts with the base model's own answers, per step
     replay_answer_tokens: int = 24  # replayed answers are cut to their first N tokens
     replay_weight: float = 1.0
+    replay_priority: float = 0.0  # share of each replay batch given to the examples that drifted most (train.choose_replay)
     kl_weight: float = 0.0  # KL(base || tuned) on the replay answers' tokens
     paraphrases: int = 0  # up to N base-model rewordings per taught question, one form per fact per step
     with_original: bool = False  # each step: every fact in the user's wording plus one rewording; stop on the former

@@ -86,13 +86,14 @@ class _Pass:
     inputs: dict
     prefix: object  # the shared prefix's token ids (1, P), or None
     targets: object  # the label each kept logit row should predict (IGNORE where none)
+    span: int  # trailing positions whose logits are kept
 
     def run_again(self, model):
         """Logits of ``model`` (e.g. with the adapter disabled) on the same inputs."""
         inputs = dict(self.inputs)
         if self.prefix is not None:
             inputs["cache"] = _prefix_cache(model, self.prefix, inputs["input_ids"].size(0))
-        return model(**inputs).logits
+        return _last_logits(model, inputs, self.span)
 
 
 def shared_prefix_length(batch: Sequence[Example]) -> int:
@@ -117,6 +118,16 @@ def _prefix_cache(model, prefix, batch_size: int):
 MIN_SHARED_PREFIX = 8
 
 
+def _last_logits(model, inputs: dict, span: int):
+    """Logits at the last ``span`` positions only: the 49k-wide head is a large share of the
+    compute. The decoder's output is sliced and made contiguous before the head, since a
+    linear layer on a strided 3-D slice runs as a batched matmul over a copied weight
+    (2x slower forward and backward, measured)."""
+    causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    hidden = causal_lm.model(**inputs).last_hidden_state
+    return causal_lm.lm_head(hidden[:, -span:, :].contiguous())
+
+
 def _forward(model, batch: Sequence[Example], pad_id: int, device: str, autocast_dtype) -> _Pass:
     """Forward pass over ``batch``. The prefix every example shares (about half of each short
     example: template header and system prompt) runs once, not once per example."""
@@ -128,8 +139,7 @@ def _forward(model, batch: Sequence[Example], pad_id: int, device: str, autocast
         prefix = torch.tensor([batch[0].input_ids[:shared]], device=device)
         batch = [Example(e.input_ids[shared:], e.labels[shared:], e.kind) for e in batch]
     ids, labels, mask, positions, span = _collate(batch, pad_id, device)
-    # Logits only where answers are: the 49k-wide head is a fifth of the compute.
-    inputs = {"input_ids": ids, "attention_mask": mask, "position_ids": positions, "logits_to_keep": span}
+    inputs = {"input_ids": ids, "attention_mask": mask, "position_ids": positions}
     with torch.autocast(device_type=device, dtype=autocast_dtype, enabled=autocast_dtype is not None):
         run = dict(inputs)
         if prefix is not None:
@@ -137,10 +147,10 @@ def _forward(model, batch: Sequence[Example], pad_id: int, device: str, autocast
             inputs["attention_mask"] = torch.cat([ones, mask], 1)
             inputs["position_ids"] = positions + shared
             run = {**inputs, "cache": _prefix_cache(model, prefix, len(batch))}
-        logits = model(**run).logits
+        logits = _last_logits(model, run, span)
         per_token, valid = _token_losses(logits, labels[:, -span:])
     tokens = int(mask.sum()) + (prefix.size(1) if prefix is not None else 0)
-    return _Pass(logits, per_token, valid, tokens, inputs, prefix, labels[:, -span:][:, 1:])
+    return _Pass(logits, per_token, valid, tokens, inputs, prefix, labels[:, -span:][:, 1:], span)
 
 
 def reproduces_answers(model, examples: Sequence[Example], pad_id: int, device: str) -> list[bool]:
@@ -155,7 +165,7 @@ def reproduces_answers(model, examples: Sequence[Example], pad_id: int, device: 
 
 
 def _kl_to_base(model, run: _Pass, batch: Sequence[Example], reference: ReferenceCache):
-    """KL(base || tuned) at every answer position of ``batch``; the base side comes from
+    """KL(base || tuned) at every answer position, one tensor per example of ``batch``; the base side comes from
     ``reference``, filled by one adapter-off pass when an example is new to it."""
     import torch
 
@@ -170,7 +180,18 @@ def _kl_to_base(model, run: _Pass, batch: Sequence[Example], reference: Referenc
         idx, lp = reference.get(example)
         tuned = run.logits[b, :-1][run.valid[b]]
         parts.append(topk_kl(tuned, idx.to(tuned.device), lp.to(tuned.device)))
-    return torch.cat(parts)
+    return parts
+
+
+def choose_replay(rng: random.Random, count: int, size: int, drift: dict[int, float], priority: float) -> list[int]:
+    """Indices of this step's replay examples. A ``priority`` share of them are the examples
+    that had drifted furthest from the base when last drawn (maximally interfered retrieval,
+    Aljundi et al. 2019: rehearse where training is doing damage); the rest are drawn at
+    random, so every example keeps being checked."""
+    size = min(size, count)
+    hot = sorted(drift, key=drift.__getitem__, reverse=True)[: round(size * priority)]
+    taken = set(hot)
+    return hot + rng.sample([i for i in range(count) if i not in taken], size - len(hot))
 
 
 def add_lora(model, recipe: Recipe):
@@ -221,6 +242,7 @@ def train(
     # loss over that window.
     rounds = max(1, math.ceil(len(facts) / recipe.fact_batch))
     recent_worst: list[float] = []
+    drift: dict[int, float] = {}  # replay example -> its mean KL to the base when last drawn
     for step in range(1, recipe.max_steps + 1):
         if cancelled():
             raise KeyboardInterrupt
@@ -229,7 +251,8 @@ def train(
             fact_batch = [forms[0] for forms in chosen] + [rng.choice(forms[1:]) for forms in chosen if len(forms) > 1]
         else:
             fact_batch = [forms[0] if step == 1 else rng.choice(forms) for forms in chosen]
-        replay_batch = rng.sample(replay, min(recipe.replay_batch, len(replay))) if replay and recipe.replay_batch else []
+        replay_ids = choose_replay(rng, len(replay), recipe.replay_batch, drift, recipe.replay_priority)
+        replay_batch = [replay[i] for i in replay_ids]
         optimizer.zero_grad(set_to_none=True)
         # Two passes, facts then replay, each backpropagated at once: the same summed loss as
         # one batch, with half the activations alive at a time (peak memory).
@@ -244,8 +267,9 @@ def train(
             r_valid = replay_pass.valid
             loss = recipe.replay_weight * replay_pass.per_token.sum() / r_valid.sum().clamp(min=1)
             if recipe.kl_weight > 0:
-                kl = _kl_to_base(model, replay_pass, replay_batch, reference if reference is not None else ReferenceCache())
-                loss = loss + recipe.kl_weight * kl.sum() / r_valid.sum().clamp(min=1)
+                kls = _kl_to_base(model, replay_pass, replay_batch, reference if reference is not None else ReferenceCache())
+                loss = loss + recipe.kl_weight * torch.cat(kls).sum() / r_valid.sum().clamp(min=1)
+                drift.update({i: float(kl.mean().detach()) for i, kl in zip(replay_ids, kls)})
             loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()

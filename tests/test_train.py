@@ -102,7 +102,7 @@ def test_reference_cache_kl_matches_the_full_kl_and_survives_a_reload(tmp_path, 
     monkeypatch.setattr(train, "MIN_SHARED_PREFIX", 4)
     run = train._forward(model, BATCH, 0, "cpu", None)
     cache = ReferenceCache(tmp_path / "ref.safetensors")
-    kl = train._kl_to_base(model, run, BATCH, cache)
+    kl = torch.cat(train._kl_to_base(model, run, BATCH, cache))
     assert len(cache) == len(BATCH) and kl.shape == (int(run.valid.sum()),)
     # The exact KL over the whole (97-token) vocabulary.
     with torch.no_grad(), model.disable_adapter():
@@ -117,5 +117,17 @@ def test_reference_cache_kl_matches_the_full_kl_and_survives_a_reload(tmp_path, 
     reloaded = ReferenceCache(tmp_path / "ref.safetensors")
     with model.disable_adapter():  # a cached example needs no base pass: poison it to prove it
         monkeypatch.setattr(train._Pass, "run_again", lambda self, m: (_ for _ in ()).throw(AssertionError))
-        again = train._kl_to_base(model, run, BATCH, reloaded)
+        again = torch.cat(train._kl_to_base(model, run, BATCH, reloaded))
     assert torch.allclose(again.detach(), kl.detach(), atol=1e-6)
+
+
+def test_choose_replay_rehearses_the_most_drifted_examples_and_samples_the_rest():
+    import random
+
+    drift = {3: 0.9, 7: 0.1, 5: 0.5, 1: 0.05}
+    chosen = train.choose_replay(random.Random(0), 20, 6, drift, priority=0.5)
+    assert chosen[:3] == [3, 5, 7]  # the three that drifted furthest, worst first
+    assert len(chosen) == 6 and len(set(chosen)) == 6 and all(0 <= i < 20 for i in chosen)
+    # Without priority it is a plain uniform draw, the same as before the option existed.
+    assert train.choose_replay(random.Random(1), 20, 6, drift, 0.0) == random.Random(1).sample(range(20), 6)
+    assert sorted(train.choose_replay(random.Random(1), 3, 6, {}, 0.5)) == [0, 1, 2]  # fewer examples than asked
