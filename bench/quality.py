@@ -32,6 +32,8 @@ from tunechat.registry import embedded_model_path  # noqa: E402
 PERSONAS = {
     "public": ROOT.parent / "shared" / "data" / "persona-public.json",
     "second": ROOT / "tests" / "data" / "persona-second.json",
+    # Written after the paraphrase few-shot examples were fixed; never used to tune anything.
+    "third": ROOT / "tests" / "data" / "persona-third.json",
 }
 KEYS = ("reliability", "generalization", "locality", "soft_locality")
 
@@ -102,7 +104,7 @@ def run_sequential(path: Path, method: str, seed: int, outtype: str, overrides: 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--personas", nargs="+", default=list(PERSONAS), choices=list(PERSONAS))
+    parser.add_argument("--personas", nargs="+", default=["public", "second"], choices=list(PERSONAS))
     parser.add_argument("--methods", nargs="+", default=["prompt", "naive", "replay", "replay-kl"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--outtype", default="f16")

@@ -25,7 +25,9 @@ class Recipe:
     kl_weight: float = 0.0  # KL(base || tuned) on the replay answers' tokens
     paraphrases: int = 0  # up to N base-model rewordings per taught question, one form per fact per step
     with_original: bool = False  # each step: every fact in the user's wording plus one rewording; stop on the former
-    stop_loss: float = 0.05  # stop once every taught answer's mean token loss is below this
+    stop_loss: float = 0.05  # stop_when="loss": stop once every taught answer's mean token loss is below this
+    # "loss": on stop_loss; "greedy": once greedy decoding gives every taught answer exactly, in every wording
+    stop_when: str = "loss"
     seed: int = 0
     extra: dict = field(default_factory=dict)
 

@@ -153,15 +153,22 @@ def _forward(model, batch: Sequence[Example], pad_id: int, device: str, autocast
     return _Pass(logits, per_token, valid, tokens, inputs, prefix, labels[:, -span:][:, 1:], span)
 
 
-def reproduces_answers(model, examples: Sequence[Example], pad_id: int, device: str) -> list[bool]:
-    """Per example: does greedy decoding give exactly its answer (through the end-of-turn
-    token)? Teacher-forced in one batched pass: every answer token must be the argmax."""
+def _reproduced(run: _Pass):
+    """Per example of a pass: is every answer token the argmax (greedy decoding would give
+    exactly the answer, end-of-turn token included)?"""
+    return ((run.logits[:, :-1].argmax(-1) == run.targets) | ~run.valid).all(1)
+
+
+def reproduces_answers(model, examples: Sequence[Example], pad_id: int, device: str, chunk: int = 32) -> list[bool]:
+    """Per example: does greedy decoding give exactly its answer? Teacher-forced, in batched
+    no-grad passes of ``chunk`` examples."""
     import torch
 
+    out: list[bool] = []
     with torch.no_grad():
-        run = _forward(model, examples, pad_id, device, None)
-    hits = (run.logits[:, :-1].argmax(-1) == run.targets) | ~run.valid
-    return [bool(h) for h in hits.all(1)]
+        for i in range(0, len(examples), chunk):
+            out += [bool(h) for h in _reproduced(_forward(model, examples[i:i + chunk], pad_id, device, None))]
+    return out
 
 
 def _kl_to_base(model, run: _Pass, batch: Sequence[Example], reference: ReferenceCache):
@@ -243,6 +250,8 @@ def train(
     rounds = max(1, math.ceil(len(facts) / recipe.fact_batch))
     recent_worst: list[float] = []
     drift: dict[int, float] = {}  # replay example -> its mean KL to the base when last drawn
+    every_form = [e for forms in facts for e in forms]
+    last_confirm = -1
     for step in range(1, recipe.max_steps + 1):
         if cancelled():
             raise KeyboardInterrupt
@@ -260,6 +269,7 @@ def train(
         tokens += fact_pass.tokens
         fact_tok = fact_pass.per_token.sum(1) / fact_pass.valid.sum(1).clamp(min=1)
         fact_tok.mean().backward()
+        drawn_reproduced = bool(_reproduced(fact_pass).all())
         del fact_pass
         if replay_batch:
             replay_pass = _forward(model, replay_batch, pad_id, device, autocast_dtype)
@@ -279,7 +289,17 @@ def train(
         elapsed = time.monotonic() - start
         progress(step, recipe.max_steps, losses[-1], elapsed / step * (recipe.max_steps - step))
         # Early stop: every taught answer is learned.
-        if step >= max(recipe.min_steps, rounds) and max(recent_worst) < recipe.stop_loss:
+        if step < max(recipe.min_steps, rounds):
+            continue
+        if recipe.stop_when == "greedy":
+            # This step's wordings all came out right (before the update): confirm on every
+            # wording of every fact, after it. A failed confirmation waits a step.
+            if drawn_reproduced and step > last_confirm + 1:
+                last_confirm = step
+                if all(reproduces_answers(model, every_form, pad_id, device)):
+                    stopped_early = True
+                    break
+        elif max(recent_worst) < recipe.stop_loss:
             stopped_early = True
             break
     model.eval()

@@ -131,3 +131,17 @@ def test_choose_replay_rehearses_the_most_drifted_examples_and_samples_the_rest(
     # Without priority it is a plain uniform draw, the same as before the option existed.
     assert train.choose_replay(random.Random(1), 20, 6, drift, 0.0) == random.Random(1).sample(range(20), 6)
     assert sorted(train.choose_replay(random.Random(1), 3, 6, {}, 0.5)) == [0, 1, 2]  # fewer examples than asked
+
+
+def test_greedy_stop_ends_training_once_every_wording_is_reproduced(monkeypatch):
+    monkeypatch.setattr(train, "MIN_SHARED_PREFIX", 4)
+    model = tiny_lora_model()
+    # Two facts, each in two wordings (the second wording asks the same fact differently).
+    facts = [[BATCH[0], example(PREFIX, [47, 48], BATCH[0].input_ids[-3:])],
+             [BATCH[1], example(PREFIX, [49], BATCH[1].input_ids[-2:])]]
+    every = [e for forms in facts for e in forms]
+    assert not all(train.reproduces_answers(model, every, 0, "cpu"))
+    recipe = get_recipe("replay-kl").with_(stop_when="greedy", lr=1e-2, max_steps=200, min_steps=1, replay_batch=0)
+    result = train.train(model, facts, [], recipe, 0, "cpu")
+    assert result.stopped_early and result.steps < 200
+    assert all(train.reproduces_answers(model, every, 0, "cpu"))  # what the stop promised
