@@ -68,7 +68,7 @@ def run_worker(pairs, probes: ProbeSet, method: str, seed: int, outtype: str, ov
                 result = event["result"]
                 after = result["metrics"]["after"]
                 return {**{k: after[k] for k in KEYS}, "seconds": seconds, "steps": result["train"]["steps"],
-                        "train_seconds": result["timings"].get("train"),
+                        "train_seconds": result["timings"].get("train"), "timings": result["timings"],
                         "losses": [round(x, 3) for x in result["train"]["losses"]],
                         "checks_passed": all(c["passed"] for c in result["checks"]),
                         "misses": misses(probes, result["answers"] or {})}

@@ -24,6 +24,7 @@ class Recipe:
     replay_priority: float = 0.0  # share of each replay batch given to the examples that drifted most (train.choose_replay)
     kl_weight: float = 0.0  # KL(base || tuned) on the replay answers' tokens
     paraphrases: int = 0  # up to N base-model rewordings per taught question, one form per fact per step
+    forms_per_step: int = 1  # wordings of each fact per step (distinct, drawn at random)
     with_original: bool = False  # each step: every fact in the user's wording plus one rewording; stop on the former
     stop_loss: float = 0.05  # stop_when="loss": stop once every taught answer's mean token loss is below this
     # "loss": on stop_loss; "greedy": once greedy decoding gives every taught answer exactly, in every wording
@@ -65,6 +66,10 @@ RECIPES: dict[str, Recipe] = {
     # stop once those are learned.
     "replay-kl-para-fast": Recipe("replay-kl-para-fast", replay_batch=10, kl_weight=2.0, top_layers=None,
                                   paraphrases=4, with_original=True),
+    # The default's data and losses, trained until greedy decoding gives every taught answer
+    # in every wording (not until a loss threshold on a random wording per fact).
+    "replay-kl-para-greedy": Recipe("replay-kl-para-greedy", replay_batch=10, kl_weight=2.0, top_layers=None,
+                                    paraphrases=4, stop_when="greedy"),
 }
 DEFAULT_RECIPE = "replay-kl-para"
 

@@ -190,6 +190,14 @@ def _kl_to_base(model, run: _Pass, batch: Sequence[Example], reference: Referenc
     return parts
 
 
+def _wordings_for_step(rng: random.Random, forms: list[Example], step: int, count: int) -> list[Example]:
+    """``count`` distinct wordings of one fact for this step; the user's own first at step 1."""
+    count = min(count, len(forms))
+    if step == 1:
+        return [forms[0]] + rng.sample(forms[1:], count - 1)
+    return rng.sample(forms, count) if count > 1 else [rng.choice(forms)]
+
+
 def choose_replay(rng: random.Random, count: int, size: int, drift: dict[int, float], priority: float) -> list[int]:
     """Indices of this step's replay examples. A ``priority`` share of them are the examples
     that had drifted furthest from the base when last drawn (maximally interfered retrieval,
@@ -259,7 +267,7 @@ def train(
         if recipe.with_original:  # the user's own wording every step, plus one rewording
             fact_batch = [forms[0] for forms in chosen] + [rng.choice(forms[1:]) for forms in chosen if len(forms) > 1]
         else:
-            fact_batch = [forms[0] if step == 1 else rng.choice(forms) for forms in chosen]
+            fact_batch = [form for forms in chosen for form in _wordings_for_step(rng, forms, step, recipe.forms_per_step)]
         replay_ids = choose_replay(rng, len(replay), recipe.replay_batch, drift, recipe.replay_priority)
         replay_batch = [replay[i] for i in replay_ids]
         optimizer.zero_grad(set_to_none=True)
