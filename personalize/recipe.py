@@ -24,8 +24,7 @@ class Recipe:
     replay_priority: float = 0.0  # share of each replay batch given to the examples that drifted most (train.choose_replay)
     kl_weight: float = 0.0  # KL(base || tuned) on the replay answers' tokens
     paraphrases: int = 0  # up to N base-model rewordings per taught question, one form per fact per step
-    forms_per_step: int = 1  # wordings of each fact per step (distinct, drawn at random)
-    with_original: bool = False  # each step: every fact in the user's wording plus one rewording; stop on the former
+    wording_priority: bool = False  # ask each fact in the wording it knew worst when last asked (train.pick_wording)
     stop_loss: float = 0.05  # stop_when="loss": stop once every taught answer's mean token loss is below this
     # "loss": on stop_loss; "greedy": once greedy decoding gives every taught answer exactly, in every wording
     stop_when: str = "loss"
@@ -55,17 +54,9 @@ RECIPES: dict[str, Recipe] = {
     # (personalize/paraphrase.py).
     "replay-kl-para-light": Recipe("replay-kl-para-light", replay_batch=6, kl_weight=1.0, top_layers=None,
                                    paraphrases=4),
-    # The same, but every step also asks each fact in the user's own wording, and training
-    # stops once those are learned (fewer steps).
-    "replay-kl-para2": Recipe("replay-kl-para2", replay_batch=6, kl_weight=1.0, top_layers=None, paraphrases=4,
-                              with_original=True),
     # Rewordings, with more replay (10 general answers per step) and twice the KL weight to
     # hold the rest of the model in place: the default, chosen by bench/quality.py (README).
     "replay-kl-para": Recipe("replay-kl-para", replay_batch=10, kl_weight=2.0, top_layers=None, paraphrases=4),
-    # The default's data and losses, with para2's schedule: the user's wording every step,
-    # stop once those are learned.
-    "replay-kl-para-fast": Recipe("replay-kl-para-fast", replay_batch=10, kl_weight=2.0, top_layers=None,
-                                  paraphrases=4, with_original=True),
     # The default's data and losses, trained until greedy decoding gives every taught answer
     # in every wording (not until a loss threshold on a random wording per fact).
     "replay-kl-para-greedy": Recipe("replay-kl-para-greedy", replay_batch=10, kl_weight=2.0, top_layers=None,

@@ -190,12 +190,16 @@ def _kl_to_base(model, run: _Pass, batch: Sequence[Example], reference: Referenc
     return parts
 
 
-def _wordings_for_step(rng: random.Random, forms: list[Example], step: int, count: int) -> list[Example]:
-    """``count`` distinct wordings of one fact for this step; the user's own first at step 1."""
-    count = min(count, len(forms))
+def pick_wording(rng: random.Random, count: int, step: int, losses: dict[int, float] | None = None) -> int:
+    """Which of a fact's ``count`` wordings this step asks: the user's own at step 1, then one
+    at random, or, given each wording's loss when last asked (``losses``), the one learned
+    worst, a wording never asked counting as worst of all."""
     if step == 1:
-        return [forms[0]] + rng.sample(forms[1:], count - 1)
-    return rng.sample(forms, count) if count > 1 else [rng.choice(forms)]
+        return 0
+    if losses is None:
+        return rng.randrange(count)
+    worst = max(losses.get(w, math.inf) for w in range(count))
+    return rng.choice([w for w in range(count) if losses.get(w, math.inf) == worst])
 
 
 def choose_replay(rng: random.Random, count: int, size: int, drift: dict[int, float], priority: float) -> list[int]:
@@ -259,15 +263,15 @@ def train(
     recent_worst: list[float] = []
     drift: dict[int, float] = {}  # replay example -> its mean KL to the base when last drawn
     every_form = [e for forms in facts for e in forms]
+    form_loss: list[dict[int, float]] = [{} for _ in facts]  # per fact: wording -> its loss when last asked
     last_confirm = -1
     for step in range(1, recipe.max_steps + 1):
         if cancelled():
             raise KeyboardInterrupt
-        chosen = facts if len(facts) <= recipe.fact_batch else rng.sample(facts, recipe.fact_batch)
-        if recipe.with_original:  # the user's own wording every step, plus one rewording
-            fact_batch = [forms[0] for forms in chosen] + [rng.choice(forms[1:]) for forms in chosen if len(forms) > 1]
-        else:
-            fact_batch = [form for forms in chosen for form in _wordings_for_step(rng, forms, step, recipe.forms_per_step)]
+        chosen = range(len(facts)) if len(facts) <= recipe.fact_batch else rng.sample(range(len(facts)), recipe.fact_batch)
+        picks = [(i, pick_wording(rng, len(facts[i]), step, form_loss[i] if recipe.wording_priority else None))
+                 for i in chosen]
+        fact_batch = [facts[i][w] for i, w in picks]
         replay_ids = choose_replay(rng, len(replay), recipe.replay_batch, drift, recipe.replay_priority)
         replay_batch = [replay[i] for i in replay_ids]
         optimizer.zero_grad(set_to_none=True)
@@ -277,6 +281,8 @@ def train(
         tokens += fact_pass.tokens
         fact_tok = fact_pass.per_token.sum(1) / fact_pass.valid.sum(1).clamp(min=1)
         fact_tok.mean().backward()
+        for (i, w), value in zip(picks, fact_tok.detach().tolist()):
+            form_loss[i][w] = value
         drawn_reproduced = bool(_reproduced(fact_pass).all())
         del fact_pass
         if replay_batch:
@@ -291,8 +297,7 @@ def train(
             loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
-        judged = fact_tok[: len(chosen)] if recipe.with_original else fact_tok  # stop on the user's wordings
-        recent_worst = (recent_worst + [float(judged.max().detach())])[-rounds:]
+        recent_worst = (recent_worst + [float(fact_tok.max().detach())])[-rounds:]
         losses.append(float(fact_tok.mean().detach()))
         elapsed = time.monotonic() - start
         progress(step, recipe.max_steps, losses[-1], elapsed / step * (recipe.max_steps - step))

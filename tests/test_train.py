@@ -145,3 +145,14 @@ def test_greedy_stop_ends_training_once_every_wording_is_reproduced(monkeypatch)
     result = train.train(model, facts, [], recipe, 0, "cpu")
     assert result.stopped_early and result.steps < 200
     assert all(train.reproduces_answers(model, every, 0, "cpu"))  # what the stop promised
+
+
+def test_pick_wording_asks_unseen_wordings_then_the_worst_learned():
+    import random
+
+    rng = random.Random(0)
+    assert train.pick_wording(rng, 5, step=1, losses={}) == 0  # the user's own wording first
+    assert train.pick_wording(rng, 5, step=2, losses={0: 0.1, 1: 0.2, 2: 0.3, 4: 0.9}) == 3  # never asked
+    assert train.pick_wording(rng, 5, step=3, losses={0: 0.1, 1: 2.0, 2: 0.3, 3: 0.2, 4: 0.9}) == 1  # worst
+    # Without losses: uniform, the same draw as before the option existed.
+    assert train.pick_wording(random.Random(7), 5, step=4) == random.Random(7).choice(range(5))
