@@ -169,3 +169,26 @@ def test_a_missing_base_is_refused_clearly(store, home, tmp_path):
     result = run_cli("personalize", "--base", str(tmp_path / "nowhere"))
     assert result.returncode == 1
     assert "neither a GGUF file nor a Hugging Face model folder" in result.stderr and "Traceback" not in result.stderr
+
+
+async def test_shift_f6_runs_the_quick_method_and_esc_cancels_it(store):
+    from personalize.recipe import QUICK_RECIPE
+    from tui.app import TunechatApp
+    from tui.screens.personalize import PersonalizeScreen
+    from tunechat.registry import Registry
+
+    _add_facts(store)
+    current = Registry(store).current()
+    app = TunechatApp(store=store)
+    async with app.run_test(size=(110, 40)) as pilot:
+        await pilot.press("shift+f6")
+        screen = app.screen
+        assert isinstance(screen, PersonalizeScreen) and screen.recipe == QUICK_RECIPE
+        spec = json.loads((screen.job.job_dir / "job.json").read_text())
+        assert spec["recipe"] == QUICK_RECIPE  # the worker is told to run the quick method
+        job_dir = screen.job.job_dir
+        await wait_until(lambda: str(screen.query_one("#phase").render()).startswith(("prepare", "baseline")),
+                         pilot, timeout=120)
+        await pilot.press("escape")
+        await wait_until(lambda: not isinstance(app.screen, PersonalizeScreen), pilot, timeout=30)
+    assert Registry(store).current() == current and not job_dir.exists()

@@ -48,13 +48,16 @@ class TunechatApp(App[int]):
         Binding("f4", "add_pair", "Add pair", id="add_pair"),
         Binding("f5", "system_prompt", "System", id="system_prompt"),
         Binding("f6", "personalize", "Personalize", id="personalize", priority=True),
+        Binding("shift+f6", "personalize_quick", "Quick personalize", id="personalize_quick", show=False,
+                priority=True),
         Binding("f7", "models", "Models", id="models", priority=True),
     ]
 
     # Chat actions that make no sense (and must not steal keys) while a dialog is open.
     CHAT_ACTIONS = {
         "stop_generation", "regenerate", "keep_answer", "correct_answer", "copy_message", "new_chat",
-        "chats", "pairs", "add_pair", "system_prompt", "personalize", "models",
+        "chats", "pairs", "add_pair", "system_prompt", "personalize", "personalize_quick",
+        "models",
     }
 
     class EngineReady(Message):
@@ -376,10 +379,15 @@ class TunechatApp(App[int]):
 
         self.push_screen(ModelsScreen(self.registry, self.engine.model_path if self.engine else None), chosen)
 
-    def action_personalize(self) -> None:
+    def action_personalize(self, quick: bool = False) -> None:
+        from personalize.recipe import QUICK_RECIPE
         from tui.screens.personalize import PersonalizeScreen
 
-        self.push_screen(PersonalizeScreen(self.store), lambda _: self.refresh_status())
+        screen = PersonalizeScreen(self.store, recipe=QUICK_RECIPE if quick else None)
+        self.push_screen(screen, lambda _: self.refresh_status())
+
+    def action_personalize_quick(self) -> None:
+        self.action_personalize(quick=True)
 
     def use_model(self, path: Path) -> None:
         """Switch to another model in the background; the current one answers until it is ready."""

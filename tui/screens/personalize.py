@@ -24,9 +24,10 @@ class PersonalizeScreen(ModalScreen[str | None]):
         Binding("y", "consent", "Use anyway", show=False),
     ]
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, recipe: str | None = None) -> None:
         super().__init__()
         self.store = store
+        self.recipe = recipe  # None: the default method
         self.job: PersonalizeJob | None = None
         self.losses: list[float] = []
         self.installed: str | None = None
@@ -34,7 +35,7 @@ class PersonalizeScreen(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="panel"):
-            yield Label("Personalize", classes="dialog-title")
+            yield Label(f"Personalize (quick: {self.recipe})" if self.recipe else "Personalize", classes="dialog-title")
             yield Label("", id="phase")
             with Horizontal(id="progress-row"):
                 yield ProgressBar(total=len(PHASES), show_eta=False, id="phases")
@@ -48,7 +49,7 @@ class PersonalizeScreen(ModalScreen[str | None]):
 
     def on_mount(self) -> None:
         try:
-            self.job = PersonalizeJob(self.store)
+            self.job = PersonalizeJob(self.store, recipe=self.recipe)
         except (StoreError, ValueError, OSError) as exc:
             self._finish(str(exc))
             return
