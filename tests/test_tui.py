@@ -173,11 +173,12 @@ async def test_help_and_palette_list_every_action(store):
     app = TunechatApp(store=store, settings=GREEDY)
     async with app.run_test(size=(100, 40)) as pilot:
         titles = [c.title for c in app.get_system_commands(app.screen)]
-        for action in ("Keep", "Correct", "Regenerate", "Chats", "Pairs", "Add pair", "System", "Personalize", "Models", "Help"):
+        for action in ("Keep", "Correct", "Regenerate", "Chats", "Pairs", "Add pair", "System", "Personalize", "Quick personalize", "Models", "Help"):
             assert action in titles
         await pilot.press("f1")
         text = app.screen.query_one("Markdown").source
         assert "Ctrl+K" in text and "Keep" in text and "Shift+Enter" in text
+        assert "Shift+F6" in text and "Quick personalize" in text
 
 
 def test_chat_screen_snapshot(snap_compare, home):
