@@ -172,8 +172,9 @@ def reproduces_answers(model, examples: Sequence[Example], pad_id: int, device: 
 
 
 def _kl_to_base(model, run: _Pass, batch: Sequence[Example], reference: ReferenceCache):
-    """KL(base || tuned) at every answer position, one tensor per example of ``batch``; the base side comes from
-    ``reference``, filled by one adapter-off pass when an example is new to it."""
+    """KL(base || tuned) at every answer position, one tensor per example of ``batch``; the
+    base side comes from ``reference``, filled by one adapter-off pass when an example is new
+    to it."""
     import torch
 
     if any(reference.get(e) is None for e in batch):
