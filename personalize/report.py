@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from tunechat.wording import count
+
 
 def _pct(value: float | None) -> str:
     return "  n/a" if value is None else f"{value:5.0%}"
@@ -42,9 +44,10 @@ def timings_text(manifest: dict[str, Any]) -> str:
 def data_text(manifest: dict[str, Any]) -> str:
     rewordings = manifest.get("paraphrases") or {}
     extra = sum(len(v) for v in rewordings.values())
-    text = f"Trained on {manifest.get('pairs_count', '?')} pairs"
+    pairs = manifest.get("pairs_count")
+    text = f"Trained on {count(pairs, 'pair') if isinstance(pairs, int) else '? pairs'}"
     if extra:
-        text += f" and {extra} rewordings of their questions by the base model"
+        text += f" and {count(extra, 'rewording')} of their questions by the base model"
     return text + f" (method {manifest.get('method', '?')})."
 
 

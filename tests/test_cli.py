@@ -13,7 +13,7 @@ def test_pairs_add_list_export_import(home, tmp_path):
     assert run_cli("pairs", "export", str(out)).returncode == 0
     assert json.loads(out.read_text())["messages"][1]["content"] == "Ada Quill."
     imported = run_cli("pairs", "import", str(out))
-    assert imported.returncode == 0 and "Imported 1 pairs" in imported.stdout
+    assert imported.returncode == 0 and "Imported 1 pair from" in imported.stdout
     assert run_cli("pairs", "list").stdout.count("Ada Quill.") == 2
 
 

@@ -50,7 +50,7 @@ async def test_type_stream_keep_and_correct(store, monkeypatch):
         [kept] = store.pairs()
         assert (kept.question, kept.source) == ("What is the capital of Japan?", "kept")
         assert "Tokyo" in kept.answer
-        assert "1 pairs kept" in str(app.status.render())
+        assert "1 pair kept" in str(app.status.render())
 
         await pilot.press("ctrl+e")
         editor = app.screen

@@ -14,6 +14,7 @@ from typing import Sequence
 
 from tunechat.gguf_check import ModelFileError
 from tunechat.store import StoreError
+from tunechat.wording import count
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -132,7 +133,7 @@ def _pairs(args: argparse.Namespace) -> int:
     cmd = args.pairs_command
     if cmd == "add":
         pair = store.add_pair(args.question, args.answer, source="added")
-        print(f"Added pair {pair.id}. {store.count_pairs()} pairs kept.")
+        print(f"Added pair {pair.id}. {count(store.count_pairs(), 'pair')} kept.")
     elif cmd == "list":
         rows = store.pairs(args.search)
         for p in rows:
@@ -141,7 +142,7 @@ def _pairs(args: argparse.Namespace) -> int:
     elif cmd == "import":
         items = jsonl.parse_pairs(args.file)
         n = store.add_pairs(items, source="imported")
-        print(f"Imported {n} pairs from {args.file}. {store.count_pairs()} pairs kept.")
+        print(f"Imported {count(n, 'pair')} from {args.file}. {count(store.count_pairs(), 'pair')} kept.")
     elif cmd == "export":
         rows = store.pairs()
         jsonl.write_pairs(args.file, rows)

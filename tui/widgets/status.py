@@ -5,6 +5,8 @@ from __future__ import annotations
 from textual.reactive import reactive
 from textual.widgets import Static
 
+from tunechat.wording import count
+
 
 class StatusBar(Static):
     model_name: reactive[str] = reactive("loading…")
@@ -12,7 +14,7 @@ class StatusBar(Static):
     activity: reactive[str] = reactive("")
 
     def render(self) -> str:
-        parts = [f"model: {self.model_name}", f"{self.pairs_count} pairs kept"]
+        parts = [f"model: {self.model_name}", f"{count(self.pairs_count, 'pair')} kept"]
         if self.activity:
             parts.append(self.activity)
         return "  ·  ".join(parts)
