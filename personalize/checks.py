@@ -12,7 +12,6 @@ from convert.verify import CheckResult
 from personalize.evaluate import similarity
 
 
-
 def torch_last_logits(model, token_lists: Sequence[list[int]], device: str) -> np.ndarray:
     import torch
 
