@@ -110,9 +110,19 @@ def shared_prefix_length(batch: Sequence[Example]) -> int:
 def _prefix_cache(model, prefix, batch_size: int):
     """Keys and values of the shared prefix, computed once and repeated over the batch;
     gradients flow back through them into the prefix pass."""
-    cache = model(input_ids=prefix, use_cache=True).cache
+    out = model(input_ids=prefix, use_cache=True)
+    cache = out.cache if hasattr(out, "cache") else out.past_key_values
     cache.batch_repeat_interleave(batch_size)
     return cache
+
+
+def _cache_argument(model) -> str:
+    """The keyword a decoder takes its KV cache by: "cache" in transformers 5.2x,
+    "past_key_values" before (the CUDA machine's 5.17)."""
+    import inspect
+
+    causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(causal_lm.model.forward).parameters else "past_key_values"
 
 
 MIN_SHARED_PREFIX = 8
@@ -146,7 +156,7 @@ def _forward(model, batch: Sequence[Example], pad_id: int, device: str, autocast
             ones = torch.ones((len(batch), shared), dtype=mask.dtype, device=device)
             inputs["attention_mask"] = torch.cat([ones, mask], 1)
             inputs["position_ids"] = positions + shared
-            run = {**inputs, "cache": _prefix_cache(model, prefix, len(batch))}
+            run = {**inputs, _cache_argument(model): _prefix_cache(model, prefix, len(batch))}
         logits = _last_logits(model, run, span)
         per_token, valid = _token_losses(logits, labels[:, -span:])
     tokens = int(mask.sum()) + (prefix.size(1) if prefix is not None else 0)

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The CUDA benchmark, as one prepared run on a machine with an NVIDIA GPU (issue 3):
+# bench/personalize.py (per-phase seconds, key press to answer, peak RSS and GPU memory,
+# tokens/s) and bench/quality.py on the default method, 3 seeds, every persona.
+#
+#   bench/gpu.sh [OUTDIR]          # PYTHON=python3, PERSONALIZE_LIMIT / QUALITY_LIMIT in seconds
+#
+# Each part has a time limit so a slow machine still returns what finished; every quality
+# run is printed as one JSON line the moment it ends.
+set -u
+out=${1:-bench/results/gpu}
+py=${PYTHON:-python3}
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1
+export TUNECHAT_CACHE=${TUNECHAT_CACHE:-$(mktemp -d)/cache}  # shared by both benches: one warm-up
+cd "$(dirname "$0")/.."
+
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 | tee "$out/gpu.txt"
+$py - <<'PY' 2>&1 | tee -a "$out/gpu.txt"
+import os, torch, transformers, peft
+print("torch", torch.__version__, "cuda", torch.version.cuda, "available", torch.cuda.is_available(),
+      torch.cuda.get_device_name(0) if torch.cuda.is_available() else "-")
+print("transformers", transformers.__version__, "peft", peft.__version__, "cpus", len(os.sched_getaffinity(0)))
+PY
+timeout "${PERSONALIZE_LIMIT:-240}" $py bench/personalize.py 2>&1 | tee "$out/personalize.txt"
+timeout "${QUALITY_LIMIT:-300}" $py bench/quality.py --methods replay-kl-para-greedy \
+    --personas public second third --json "$out/quality.json" 2>&1 | tee "$out/quality.txt"
