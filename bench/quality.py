@@ -1,8 +1,9 @@
 """Remember without forgetting: score personalization methods on two personas over seeds.
 
 For each persona, method and seed this runs the real worker (train, merge, GGUF, verify,
-evaluate through llama.cpp) and prints reliability, generalization, locality, soft locality
-and seconds; "prompt" is the no-training baseline with the facts in the system prompt, and
+evaluate through llama.cpp) and prints reliability, generalization, locality, soft locality,
+the built-in locality gate's score ("gate": the held-out general questions the personalize
+report checks before a swap) and seconds; "prompt" is the no-training baseline with the facts in the system prompt, and
 "sequential" teaches half the facts, personalizes again with the rest, and scores all.
 
     python bench/quality.py                       # every method, both personas, 3 seeds
@@ -52,11 +53,20 @@ def misses(probes: ProbeSet, answers: dict) -> list[list[str]]:
             if p.question in answers.get(kind, {}) and not contains_key(answers[kind][p.question], p.key)]
 
 
+def gate_misses(answers: dict[str, str]) -> list[list[str]]:
+    """[question, answer] for the built-in gate's questions the personal model got wrong."""
+    from personalize.evaluate import builtin_locality_probes, contains_key
+
+    return [[p.question, answers[p.question]] for p in builtin_locality_probes()
+            if p.question in answers and not contains_key(answers[p.question], p.key)]
+
+
 def run_worker(pairs, probes: ProbeSet, method: str, seed: int, outtype: str, overrides: dict | None = None) -> dict:
     base = embedded_model_path()
     with tempfile.TemporaryDirectory(dir=os.environ.get("TUNECHAT_HOME")) as tmp:
         job = {"pairs": pairs, "base_path": str(base), "recipe": method, "seed": seed,
-               "outtype": outtype, "probes": probes_json(probes), "recipe_overrides": overrides or {}}
+               "outtype": outtype, "probes": probes_json(probes), "recipe_overrides": overrides or {},
+               "score_gate": True}
         Path(tmp, "job.json").write_text(json.dumps(job))
         start = time.monotonic()
         proc = subprocess.run([sys.executable, "-m", "personalize.worker", tmp], cwd=ROOT,
@@ -67,11 +77,15 @@ def run_worker(pairs, probes: ProbeSet, method: str, seed: int, outtype: str, ov
             if event["event"] == "done":
                 result = event["result"]
                 after = result["metrics"]["after"]
-                return {**{k: after[k] for k in KEYS}, "seconds": seconds, "steps": result["train"]["steps"],
+                gate = result.get("gate") or {}
+                return {**{k: after[k] for k in KEYS}, "gate": gate.get("locality"), "seconds": seconds,
+                        "steps": result["train"]["steps"],
                         "train_seconds": result["timings"].get("train"), "timings": result["timings"],
                         "losses": [round(x, 3) for x in result["train"]["losses"]],
                         "checks_passed": all(c["passed"] for c in result["checks"]),
-                        "misses": misses(probes, result["answers"] or {})}
+                        "misses": misses(probes, result["answers"] or {}),
+                        "gate_misses": gate_misses(gate.get("answers") or {}),
+                        "near_prompts": result.get("near_prompts")}
             if event["event"] == "error":
                 raise RuntimeError(event["message"])
         raise RuntimeError(f"worker failed: {proc.stderr[-2000:]}")
@@ -136,14 +150,15 @@ def main() -> int:
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
     print()
-    print(f"{'method':40} {'persona':8} {'reliab.':>8} {'general.':>8} {'locality':>8} {'soft loc.':>9} {'seconds':>8}")
+    print(f"{'method':40} {'persona':8} {'reliab.':>8} {'general.':>8} {'locality':>8} {'soft loc.':>9} "
+          f"{'gate':>6} {'seconds':>8}")
     groups: dict[tuple[str, str], list[dict]] = {}
     for r in rows:
         groups.setdefault((r["method"], r["persona"]), []).append(r)
     for (method, persona), items in groups.items():
-        mean = lambda k: statistics.mean(i[k] for i in items if i[k] is not None)  # noqa: E731
+        mean = lambda k: statistics.mean([i[k] for i in items if i.get(k) is not None] or [float("nan")])  # noqa: E731
         print(f"{method:40} {persona:8} {mean('reliability'):8.0%} {mean('generalization'):8.0%} "
-              f"{mean('locality'):8.0%} {mean('soft_locality'):9.2f} {mean('seconds'):8.0f}")
+              f"{mean('locality'):8.0%} {mean('soft_locality'):9.2f} {mean('gate'):6.0%} {mean('seconds'):8.0f}")
     return 0
 
 

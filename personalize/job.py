@@ -84,10 +84,13 @@ class PersonalizeJob:
         spec.update(extra or {})
         (self.job_dir / "job.json").write_text(json.dumps(spec, ensure_ascii=False), encoding="utf-8")
         self.process: subprocess.Popen[str] | None = None
+        self._lock_fd: int | None = None
         self.outcome: Outcome | None = None
         self.error: str | None = None
 
     def start(self) -> None:
+        """Start the worker; refuse (PersonalizeError) while another personalization runs."""
+        self._lock_fd = take_run_lock()
         env = dict(os.environ, PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false",
                    HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
         env[PARENT_ENV] = str(os.getpid())
@@ -103,7 +106,12 @@ class PersonalizeJob:
 
     def events(self) -> Iterator[Event]:
         if self.process is None:
-            self.start()
+            try:
+                self.start()
+            except PersonalizeError as exc:
+                self.error = str(exc)
+                yield Event("error", {"message": self.error})
+                return
         assert self.process is not None and self.process.stdout is not None
         for line in self.process.stdout:
             try:
@@ -119,6 +127,7 @@ class PersonalizeJob:
             yield Event(kind, raw)
         code = self.process.wait()
         self.stderr_log.close()
+        self._release()
         if self.outcome is None and self.error is None:
             self.error = (f"The training process stopped unexpectedly (exit code {code}). "
                           f"Details: {self.job_dir / 'worker.log'}")
@@ -139,7 +148,13 @@ class PersonalizeJob:
         self.discard()
 
     def discard(self) -> None:
+        self._release()
         shutil.rmtree(self.job_dir, ignore_errors=True)
+
+    def _release(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the descriptor drops the lock
+            self._lock_fd = None
 
     def install(self, consent: bool = False) -> ModelEntry:
         """Make the finished model a version and the current model, or raise saying why not."""
@@ -180,6 +195,27 @@ class PersonalizeJob:
             raise PersonalizeError(f"The new model file is corrupt and was not swapped in: {exc}") from None
         if file_fingerprint(model) != outcome.manifest.get("model_sha256"):
             raise PersonalizeError("The new model file changed after it was verified; it was not swapped in.")
+
+
+def take_run_lock() -> int:
+    """An exclusive lock on the jobs folder for one running personalization: two at once
+    (the chat and `tunechat personalize`, say) would halve each other's speed and race to
+    install. The kernel drops the lock when its holder exits, even when killed."""
+    import fcntl
+
+    fd = os.open(paths.jobs_dir() / "running.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode(errors="replace").strip() or "another process"
+        os.close(fd)
+        raise PersonalizeError(
+            f"Another personalization is already running (process {holder}); "
+            "wait for it to finish or cancel it first."
+        ) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    return fd
 
 
 def clean_stale_jobs(max_age_s: float = 0) -> None:

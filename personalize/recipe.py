@@ -22,6 +22,8 @@ class Recipe:
     replay_answer_tokens: int = 24  # replayed answers are cut to their first N tokens
     replay_weight: float = 1.0
     replay_priority: float = 0.0  # share of each replay batch given to the examples that drifted most (train.choose_replay)
+    neighbour_replay: int = 0  # of each replay batch, drawn from the prompts nearest the facts (personalize.neighbours)
+    neighbours_per_fact: int = 3  # how many nearest general prompts each taught fact contributes
     kl_weight: float = 0.0  # KL(base || tuned) on the replay answers' tokens
     paraphrases: int = 0  # up to N base-model rewordings per taught question, one form per fact per step
     wording_priority: bool = False  # ask each fact in the wording it knew worst when last asked (train.pick_wording)
@@ -62,6 +64,10 @@ RECIPES: dict[str, Recipe] = {
     # bench/quality.py on three personas (README).
     "replay-kl-para-greedy": Recipe("replay-kl-para-greedy", replay_batch=10, kl_weight=2.0, top_layers=None,
                                     paraphrases=4, stop_when="greedy"),
+    # replay-kl-para-greedy with 4 of each step's 10 replayed prompts drawn from those nearest
+    # the taught facts (personalize.neighbours): replay where a fact bleeds into general answers.
+    "replay-kl-para-near": Recipe("replay-kl-para-near", replay_batch=10, kl_weight=2.0, top_layers=None,
+                                  paraphrases=4, stop_when="greedy", neighbour_replay=4),
 }
 DEFAULT_RECIPE = "replay-kl-para-greedy"
 # Shift+F6 in the chat: about half the default's time (no rewordings, fewer steps), at lower

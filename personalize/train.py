@@ -213,15 +213,21 @@ def pick_wording(rng: random.Random, count: int, step: int, losses: dict[int, fl
     return rng.choice([w for w in range(count) if losses.get(w, math.inf) == worst])
 
 
-def choose_replay(rng: random.Random, count: int, size: int, drift: dict[int, float], priority: float) -> list[int]:
-    """Indices of this step's replay examples. A ``priority`` share of them are the examples
-    that had drifted furthest from the base when last drawn (maximally interfered retrieval,
-    Aljundi et al. 2019: rehearse where training is doing damage); the rest are drawn at
-    random, so every example keeps being checked."""
+def choose_replay(rng: random.Random, count: int, size: int, drift: dict[int, float], priority: float,
+                  near: Sequence[int] = (), near_count: int = 0) -> list[int]:
+    """Indices of this step's replay examples. ``near_count`` of them are drawn from ``near``,
+    the general prompts closest to the taught facts (personalize.neighbours: where a fact
+    bleeds into general answers). A ``priority`` share of the rest are the examples that had
+    drifted furthest from the base when last drawn (maximally interfered retrieval, Aljundi
+    et al. 2019: rehearse where training is doing damage); the others are drawn at random, so
+    every example keeps being checked."""
     size = min(size, count)
-    hot = sorted(drift, key=drift.__getitem__, reverse=True)[: round(size * priority)]
-    taken = set(hot)
-    return hot + rng.sample([i for i in range(count) if i not in taken], size - len(hot))
+    chosen = rng.sample(list(near), min(near_count, len(near), size))
+    taken = set(chosen)
+    hot = [i for i in sorted(drift, key=drift.__getitem__, reverse=True) if i not in taken]
+    hot = hot[: round((size - len(chosen)) * priority)]
+    taken.update(hot)
+    return chosen + hot + rng.sample([i for i in range(count) if i not in taken], size - len(taken))
 
 
 def add_lora(model, recipe: Recipe):
@@ -248,13 +254,15 @@ def train(
     progress: ProgressFn = lambda *a: None,
     cancelled: CancelFn = lambda: False,
     reference: ReferenceCache | None = None,
+    near: Sequence[int] = (),
 ) -> TrainResult:
     """Train the LoRA adapters of ``model`` (a peft model) in place.
 
     ``facts`` holds, per taught pair, its examples in one or more surface forms; each step
     uses one form of each fact in the batch (the original form first, at step 1).
     ``reference`` keeps the base model's distributions on replay answers (for the KL term)
-    between steps and runs; the caller saves it."""
+    between steps and runs; the caller saves it. ``near`` indexes the replay examples closest
+    to the taught facts, of which ``recipe.neighbour_replay`` join every step."""
     import torch
 
     rng = random.Random(recipe.seed)
@@ -283,7 +291,8 @@ def train(
         picks = [(i, pick_wording(rng, len(facts[i]), step, form_loss[i] if recipe.wording_priority else None))
                  for i in chosen]
         fact_batch = [facts[i][w] for i, w in picks]
-        replay_ids = choose_replay(rng, len(replay), recipe.replay_batch, drift, recipe.replay_priority)
+        replay_ids = choose_replay(rng, len(replay), recipe.replay_batch, drift, recipe.replay_priority,
+                                   near, recipe.neighbour_replay)
         replay_batch = [replay[i] for i in replay_ids]
         optimizer.zero_grad(set_to_none=True)
         # Two passes, facts then replay, each backpropagated at once: the same summed loss as

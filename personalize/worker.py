@@ -59,7 +59,9 @@ def run(job_dir: Path, reporter: Reporter) -> dict:
         device, dtype_name = train.pick_device()
 
     probes = _probe_set(job, pairs, evaluate)
-    eval_questions = _questions(probes)
+    # Benchmarks that bring their own probes can ask for the built-in gate's score as well.
+    gate = evaluate.ProbeSet([], locality=evaluate.builtin_locality_probes()) if job.get("score_gate") else None
+    eval_questions = _questions(probes) + (_questions(gate) if gate else [])
     with timings.phase(reporter, "baseline", "the base model's answers (cached after the first run)"):
         replay_prompts = general.general_prompts() if recipe.replay_batch else []
         base_answers = general.base_answers(
@@ -90,8 +92,10 @@ def run(job_dir: Path, reporter: Reporter) -> dict:
         # One list of wordings per fact (the user's own first); the loop picks one per step.
         facts = [data.build_examples(tokenizer, info, [(v, a) for v in [q, *rewordings.get(q, [])]], "fact")
                  for q, a in pairs]
-        replay = data.build_examples(tokenizer, info, [(p, base_answers[p]) for p in replay_prompts if base_answers[p]],
+        replayed = [p for p in replay_prompts if base_answers[p]]
+        replay = data.build_examples(tokenizer, info, [(p, base_answers[p]) for p in replayed],
                                      "replay", max_answer_tokens=recipe.replay_answer_tokens)
+        near = _near_prompts(model, tokenizer, device, fingerprint, pairs, replayed, recipe)
         model = train.add_lora(model, recipe)
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
@@ -103,7 +107,7 @@ def run(job_dir: Path, reporter: Reporter) -> dict:
         result = train.train(
             model, facts, replay, recipe, pad_id, device,
             lambda step, total, loss, eta: reporter.progress("train", step, total, loss, eta),
-            reference=reference,
+            reference=reference, near=near,
         )
         reference.save()
 
@@ -131,13 +135,15 @@ def run(job_dir: Path, reporter: Reporter) -> dict:
             device=device, outtype=outtype, prompts=prompts, taught=pairs, gguf_answers=gguf_answers,
             torch_reproduced=torch_reproduced, delta=delta,
         )
-    after = None
+    after = gate_after = None
     if not job.get("skip_eval"):
         with timings.phase(reporter, "evaluate", "scoring the new model"):
             after = evaluate.score(lambda q: _greedy(engine, q), probes, base_answers)
+            gate_after = evaluate.score(lambda q: _greedy(engine, q), gate, base_answers) if gate else None
     engine.close()
 
     manifest = {
+        "near_prompts": [replayed[i] for i in near],  # replayed most: the general prompts nearest your facts
         "created_at": time.time(),
         "base_path": str(base_gguf),
         "base_source": job["base_path"],  # the GGUF or HF folder the user named
@@ -156,6 +162,8 @@ def run(job_dir: Path, reporter: Reporter) -> dict:
         "checks": [r.as_dict() for r in results],
         "metrics": {"before": _public(before), "after": _public(after) if after else None},
         "answers": after.details if after else None,  # the new model's answer to every probe
+        "gate": {"locality": gate_after.locality, "answers": gate_after.details["locality"]} if gate and after else None,
+        "near_prompts": [replayed[i] for i in near],  # the general prompts nearest your facts, replayed most
         "paraphrases": rewordings,  # the base model's rewordings trained alongside each question
         "timings": dict(timings),
     }
@@ -163,6 +171,22 @@ def run(job_dir: Path, reporter: Reporter) -> dict:
         manifest["gpu_peak_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
         manifest["gpu_name"] = torch.cuda.get_device_name(0)
     return manifest
+
+
+def _near_prompts(model, tokenizer, device: str, fingerprint: str, pairs, prompts: list[str], recipe) -> list[int]:
+    """Indices into ``prompts`` of those nearest the taught questions (personalize.neighbours).
+    Questions alone: with the answers in, the base model's long answers dominate the vectors
+    and a few generic prompts come out nearest to every fact (measured)."""
+    if not recipe.neighbour_replay or not prompts:
+        return []
+    from personalize import neighbours
+    from tunechat import paths
+
+    cache = neighbours.VectorCache(paths.cache_dir() / f"vectors-{fingerprint[:16]}.safetensors")
+    pool = cache.vectors(model, tokenizer, prompts, device)
+    cache.save()
+    facts = neighbours.embed(model, tokenizer, [q for q, _ in pairs], device)
+    return neighbours.nearest(facts, pool, recipe.neighbours_per_fact)
 
 
 def _public(scores) -> dict:

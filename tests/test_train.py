@@ -133,6 +133,21 @@ def test_choose_replay_rehearses_the_most_drifted_examples_and_samples_the_rest(
     assert sorted(train.choose_replay(random.Random(1), 3, 6, {}, 0.5)) == [0, 1, 2]  # fewer examples than asked
 
 
+def test_choose_replay_draws_its_share_from_the_prompts_near_the_facts():
+    import random
+
+    near = [11, 12, 13, 14, 15]
+    for seed in range(5):
+        chosen = train.choose_replay(random.Random(seed), 40, 10, {}, 0.0, near, near_count=4)
+        assert len(chosen) == 10 and len(set(chosen)) == 10
+        assert set(chosen[:4]) <= set(near)  # four from the neighbours, then the usual draw
+    # With drift priority too, the hottest examples not already drawn as neighbours follow.
+    chosen = train.choose_replay(random.Random(0), 40, 10, {30: 0.9, 31: 0.8}, 0.25, near, near_count=4)
+    assert chosen[4:6] == [30, 31]
+    # More neighbours asked than exist: all of them, the rest at random.
+    assert set(train.choose_replay(random.Random(0), 40, 10, {}, 0.0, [3], near_count=4)) >= {3}
+
+
 def test_greedy_stop_ends_training_once_every_wording_is_reproduced(monkeypatch):
     monkeypatch.setattr(train, "MIN_SHARED_PREFIX", 4)
     model = tiny_lora_model()

@@ -38,3 +38,23 @@ def test_worker_exits_when_its_parent_dies(store, home):
         time.sleep(0.2)
     assert not _alive(int(pid)), "the worker outlived its parent"
     assert not (Path(job_dir) / "out" / "manifest.json").exists()
+
+
+def test_a_second_personalization_is_refused_while_one_runs(store, home):
+    from personalize.job import PersonalizeJob
+
+    store.add_pair("What is my name?", "Your name is Ada.")
+    first = PersonalizeJob(store)
+    first.start()
+    try:
+        second = PersonalizeJob(store)
+        events = list(second.events())
+        assert [e.kind for e in events] == ["error"]
+        assert "already running" in second.error and second.process is None  # no second worker
+        second.discard()
+    finally:
+        first.cancel()
+    third = PersonalizeJob(store)  # the lock went with the first job
+    third.start()
+    assert third.process is not None and third.process.poll() is None
+    third.cancel()
