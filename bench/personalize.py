@@ -77,6 +77,8 @@ def main() -> int:
     print(f"  key press to the new model answering: {total:.1f} s (target <= 90 s warm)")
     print(f"  answer to {facts[0]['q']!r}: {answer!r}")
     print(f"  tokens trained per second: {m['train']['tokens_per_second']:.0f}")
+    if m["train"].get("confirms"):
+        print(f"  greedy-stop confirmations: {m['train']['confirms']}, {m['train']['confirm_seconds']:.1f} s of training")
     print(f"  peak RSS of the worker: {resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024:.0f} MiB "
           f"(target <= 3072 MiB)")
     if "gpu_peak_mib" in m:

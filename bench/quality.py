@@ -80,7 +80,8 @@ def run_worker(pairs, probes: ProbeSet, method: str, seed: int, outtype: str, ov
                 gate = result.get("gate") or {}
                 return {**{k: after[k] for k in KEYS}, "gate": gate.get("locality"), "seconds": seconds,
                         "steps": result["train"]["steps"],
-                        "train_seconds": result["timings"].get("train"), "timings": result["timings"],
+                        "train_seconds": result["timings"].get("train"),
+                        "confirm_seconds": result["train"].get("confirm_seconds"), "timings": result["timings"],
                         "losses": [round(x, 3) for x in result["train"]["losses"]],
                         "checks_passed": all(c["passed"] for c in result["checks"]),
                         "misses": misses(probes, result["answers"] or {}),

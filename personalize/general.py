@@ -16,9 +16,18 @@ from tunechat.atomic import write_json_atomic
 REPLAY_MAX_TOKENS = 48
 
 
+def _prompt_file() -> dict:
+    return json.loads((Path(__file__).parent / "data" / "general_prompts.json").read_text(encoding="utf-8"))
+
+
 def general_prompts() -> list[str]:
-    text = (Path(__file__).parent / "data" / "general_prompts.json").read_text(encoding="utf-8")
-    return list(json.loads(text)["prompts"])
+    """Replayed at random every personalization."""
+    return list(_prompt_file()["prompts"])
+
+
+def neighbour_prompts() -> list[str]:
+    """Everyday-topic prompts replayed only where they are near a taught fact (personalize.neighbours)."""
+    return list(_prompt_file().get("neighbour_prompts", []))
 
 
 def base_answers(

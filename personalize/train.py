@@ -29,6 +29,8 @@ class TrainResult:
     seconds: float
     tokens: int
     stopped_early: bool
+    confirm_seconds: float = 0.0  # spent in the greedy stop's confirmation passes
+    confirms: int = 0
 
 
 def pick_device() -> tuple[str, str]:
@@ -214,20 +216,22 @@ def pick_wording(rng: random.Random, count: int, step: int, losses: dict[int, fl
 
 
 def choose_replay(rng: random.Random, count: int, size: int, drift: dict[int, float], priority: float,
-                  near: Sequence[int] = (), near_count: int = 0) -> list[int]:
+                  near: Sequence[int] = (), near_count: int = 0, random_pool: int | None = None) -> list[int]:
     """Indices of this step's replay examples. ``near_count`` of them are drawn from ``near``,
     the general prompts closest to the taught facts (personalize.neighbours: where a fact
     bleeds into general answers). A ``priority`` share of the rest are the examples that had
     drifted furthest from the base when last drawn (maximally interfered retrieval, Aljundi
     et al. 2019: rehearse where training is doing damage); the others are drawn at random, so
-    every example keeps being checked."""
+    every example keeps being checked: the first ``random_pool`` examples (all by default;
+    the neighbour-only prompts come after them)."""
     size = min(size, count)
     chosen = rng.sample(list(near), min(near_count, len(near), size))
     taken = set(chosen)
     hot = [i for i in sorted(drift, key=drift.__getitem__, reverse=True) if i not in taken]
     hot = hot[: round((size - len(chosen)) * priority)]
     taken.update(hot)
-    return chosen + hot + rng.sample([i for i in range(count) if i not in taken], size - len(taken))
+    rest = [i for i in range(count if random_pool is None else random_pool) if i not in taken]
+    return chosen + hot + rng.sample(rest, min(len(rest), size - len(taken)))
 
 
 def add_lora(model, recipe: Recipe):
@@ -255,6 +259,7 @@ def train(
     cancelled: CancelFn = lambda: False,
     reference: ReferenceCache | None = None,
     near: Sequence[int] = (),
+    random_pool: int | None = None,
 ) -> TrainResult:
     """Train the LoRA adapters of ``model`` (a peft model) in place.
 
@@ -262,7 +267,8 @@ def train(
     uses one form of each fact in the batch (the original form first, at step 1).
     ``reference`` keeps the base model's distributions on replay answers (for the KL term)
     between steps and runs; the caller saves it. ``near`` indexes the replay examples closest
-    to the taught facts, of which ``recipe.neighbour_replay`` join every step."""
+    to the taught facts, of which ``recipe.neighbour_replay`` join every step; the rest of a
+    replay batch is drawn from the first ``random_pool`` examples."""
     import torch
 
     rng = random.Random(recipe.seed)
@@ -284,6 +290,7 @@ def train(
     every_form = [e for forms in facts for e in forms]
     form_loss: list[dict[int, float]] = [{} for _ in facts]  # per fact: wording -> its loss when last asked
     last_confirm = -1
+    confirms, confirm_seconds = 0, 0.0
     for step in range(1, recipe.max_steps + 1):
         if cancelled():
             raise KeyboardInterrupt
@@ -292,7 +299,7 @@ def train(
                  for i in chosen]
         fact_batch = [facts[i][w] for i, w in picks]
         replay_ids = choose_replay(rng, len(replay), recipe.replay_batch, drift, recipe.replay_priority,
-                                   near, recipe.neighbour_replay)
+                                   near, recipe.neighbour_replay, random_pool)
         replay_batch = [replay[i] for i in replay_ids]
         optimizer.zero_grad(set_to_none=True)
         # Two passes, facts then replay, each backpropagated at once: the same summed loss as
@@ -329,11 +336,16 @@ def train(
             # wording of every fact, after it. A failed confirmation waits a step.
             if drawn_reproduced and step > last_confirm + 1:
                 last_confirm = step
-                if all(reproduces_answers(model, every_form, pad_id, device)):
+                confirm_start = time.monotonic()
+                confirmed = all(reproduces_answers(model, every_form, pad_id, device))
+                confirms += 1
+                confirm_seconds += time.monotonic() - confirm_start
+                if confirmed:
                     stopped_early = True
                     break
         elif max(recent_worst) < recipe.stop_loss:
             stopped_early = True
             break
     model.eval()
-    return TrainResult(step, losses[-1] if losses else math.nan, losses, time.monotonic() - start, tokens, stopped_early)
+    return TrainResult(step, losses[-1] if losses else math.nan, losses, time.monotonic() - start, tokens, stopped_early,
+                       round(confirm_seconds, 2), confirms)

@@ -63,7 +63,8 @@ def run(job_dir: Path, reporter: Reporter) -> dict:
     gate = evaluate.ProbeSet([], locality=evaluate.builtin_locality_probes()) if job.get("score_gate") else None
     eval_questions = _questions(probes) + (_questions(gate) if gate else [])
     with timings.phase(reporter, "baseline", "the base model's answers (cached after the first run)"):
-        replay_prompts = general.general_prompts() if recipe.replay_batch else []
+        random_prompts = general.general_prompts() if recipe.replay_batch else []
+        replay_prompts = random_prompts + (general.neighbour_prompts() if recipe.neighbour_replay else [])
         base_answers = general.base_answers(
             base_gguf, fingerprint, replay_prompts + eval_questions,
             lambda done, total: reporter.progress("baseline", done, total),
@@ -92,7 +93,8 @@ def run(job_dir: Path, reporter: Reporter) -> dict:
         # One list of wordings per fact (the user's own first); the loop picks one per step.
         facts = [data.build_examples(tokenizer, info, [(v, a) for v in [q, *rewordings.get(q, [])]], "fact")
                  for q, a in pairs]
-        replayed = [p for p in replay_prompts if base_answers[p]]
+        replayed = [p for p in replay_prompts if base_answers[p]]  # the random pool first
+        random_pool = sum(1 for p in random_prompts if base_answers[p])
         replay = data.build_examples(tokenizer, info, [(p, base_answers[p]) for p in replayed],
                                      "replay", max_answer_tokens=recipe.replay_answer_tokens)
         near = _near_prompts(model, tokenizer, device, fingerprint, pairs, replayed, recipe)
@@ -107,7 +109,7 @@ def run(job_dir: Path, reporter: Reporter) -> dict:
         result = train.train(
             model, facts, replay, recipe, pad_id, device,
             lambda step, total, loss, eta: reporter.progress("train", step, total, loss, eta),
-            reference=reference, near=near,
+            reference=reference, near=near, random_pool=random_pool,
         )
         reference.save()
 
@@ -158,7 +160,8 @@ def run(job_dir: Path, reporter: Reporter) -> dict:
         "train": {"steps": result.steps, "final_loss": result.final_loss, "losses": result.losses,
                   "seconds": round(result.seconds, 2), "tokens": result.tokens,
                   "tokens_per_second": round(result.tokens / max(result.seconds, 1e-9), 1),
-                  "stopped_early": result.stopped_early},
+                  "stopped_early": result.stopped_early,
+                  "confirms": result.confirms, "confirm_seconds": result.confirm_seconds},
         "checks": [r.as_dict() for r in results],
         "metrics": {"before": _public(before), "after": _public(after) if after else None},
         "answers": after.details if after else None,  # the new model's answer to every probe

@@ -23,14 +23,34 @@ def test_nearest_gives_each_facts_closest_prompts_once_closest_first():
     assert neighbours.nearest(facts, pool[:0], per_fact=3) == []
 
 
+def test_replayed_prompts_never_include_a_question_the_evaluation_asks():
+    import json
+    from pathlib import Path
+
+    from personalize.evaluate import builtin_locality_probes
+    from personalize.general import general_prompts, neighbour_prompts
+
+    root = Path(__file__).resolve().parents[1]
+    asked = {p.question for p in builtin_locality_probes()}
+    for persona in [root.parent / "shared" / "data" / "persona-public.json", *sorted((root / "tests" / "data").glob("persona-*.json"))]:
+        if persona.is_file():
+            data = json.loads(persona.read_text(encoding="utf-8"))
+            asked |= {f["q"] for f in data["facts"]} | {p["q"] for p in data.get("paraphrases", [])}
+            asked |= set(data.get("locality", []))
+    random_pool, neighbours_only = general_prompts(), neighbour_prompts()
+    assert len(asked) > 50 and len(neighbours_only) > 100
+    assert not (set(random_pool) | set(neighbours_only)) & asked
+    assert not set(random_pool) & set(neighbours_only)  # each prompt in one role
+
+
 @pytest.mark.slow
 def test_real_model_finds_prompts_on_the_facts_topic_and_caches_their_vectors(home):
     from personalize.base import cached_base_folder, load_base
-    from personalize.general import general_prompts
+    from personalize.general import general_prompts, neighbour_prompts
     from tunechat.registry import embedded_model_path
 
     model, tokenizer = load_base(cached_base_folder(embedded_model_path()), "cpu", "float32")
-    prompts = general_prompts()
+    prompts = general_prompts() + neighbour_prompts()
     path = home / "vectors.safetensors"
     home.mkdir(parents=True, exist_ok=True)
     pool = neighbours.VectorCache(path).vectors(model, tokenizer, prompts, "cpu")

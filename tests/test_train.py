@@ -144,6 +144,10 @@ def test_choose_replay_draws_its_share_from_the_prompts_near_the_facts():
     # With drift priority too, the hottest examples not already drawn as neighbours follow.
     chosen = train.choose_replay(random.Random(0), 40, 10, {30: 0.9, 31: 0.8}, 0.25, near, near_count=4)
     assert chosen[4:6] == [30, 31]
+    # Prompts kept for neighbour duty (past ``random_pool``) come only through ``near``.
+    for seed in range(20):
+        chosen = train.choose_replay(random.Random(seed), 40, 10, {}, 0.0, [35, 36], 1, random_pool=30)
+        assert len(chosen) == 10 and chosen[0] in (35, 36) and all(i < 30 for i in chosen[1:])
     # More neighbours asked than exist: all of them, the rest at random.
     assert set(train.choose_replay(random.Random(0), 40, 10, {}, 0.0, [3], near_count=4)) >= {3}
 
