@@ -9,6 +9,7 @@ from pathlib import Path
 from personalize.job import PersonalizeError, PersonalizeJob
 from personalize.report import full_report
 from tunechat.store import Store
+from tunechat.wording import count
 
 
 def run_personalize(args: argparse.Namespace, store: Store) -> int:
@@ -26,7 +27,7 @@ def run_personalize(args: argparse.Namespace, store: Store) -> int:
     except EmptyDatasetError as exc:
         print(f"tunechat: {exc}", file=sys.stderr)
         return 2
-    print(f"Personalizing {job.base.name} on {store.count_pairs()} pairs…", file=sys.stderr)
+    print(f"Personalizing {job.base.name} on {count(store.count_pairs(), 'pair')}…", file=sys.stderr)
     try:
         for event in job.events():
             _print_event(event)

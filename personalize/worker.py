@@ -41,6 +41,7 @@ def run(job_dir: Path, reporter: Reporter) -> dict:
         from personalize import checks, data, evaluate, general, train
         from personalize.recipe import get_recipe
         from tunechat.engine import Engine
+        from tunechat.wording import count
 
         torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
         pairs = [(q, a) for q, a in job["pairs"]]
@@ -101,7 +102,7 @@ def run(job_dir: Path, reporter: Reporter) -> dict:
         model = train.add_lora(model, recipe)
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
-    with timings.phase(reporter, "train", f"{len(pairs)} pairs, method {recipe.name}"):
+    with timings.phase(reporter, "train", f"{count(len(pairs), 'pair')}, method {recipe.name}"):
         from personalize.reference import ReferenceCache
         from tunechat import paths
 

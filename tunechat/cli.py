@@ -138,7 +138,7 @@ def _pairs(args: argparse.Namespace) -> int:
         rows = store.pairs(args.search)
         for p in rows:
             print(f"{p.id}\t{one_line(p.question, 60)}\t{one_line(p.answer, 60)}")
-        print(f"{len(rows)} pairs", file=sys.stderr)
+        print(count(len(rows), "pair"), file=sys.stderr)
     elif cmd == "import":
         items = jsonl.parse_pairs(args.file)
         n = store.add_pairs(items, source="imported")
@@ -146,7 +146,7 @@ def _pairs(args: argparse.Namespace) -> int:
     elif cmd == "export":
         rows = store.pairs()
         jsonl.write_pairs(args.file, rows)
-        print(f"Exported {len(rows)} pairs to {args.file}.")
+        print(f"Exported {count(len(rows), 'pair')} to {args.file}.")
     elif cmd == "delete":
         store.delete_pair(args.id)
         print(f"Deleted pair {args.id}.")
@@ -181,7 +181,7 @@ def _model_detail(entry) -> str:
         return str(entry.path)
     m = entry.manifest
     scores = (m.get("metrics") or {}).get("after") or {}
-    parts = [f"{m.get('pairs_count', '?')} pairs", f"method {m.get('method', '?')}"]
+    parts = [count(m['pairs_count'], 'pair') if 'pairs_count' in m else '? pairs', f"method {m.get('method', '?')}"]
     for key in ("reliability", "generalization", "locality"):
         if scores.get(key) is not None:
             parts.append(f"{key} {scores[key]:.0%}")

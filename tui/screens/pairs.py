@@ -13,6 +13,7 @@ from tui.screens.confirm import Confirm
 from tui.screens.pair_editor import PairEditor
 from tunechat.store import Store, StoreError
 from tunechat.text import one_line
+from tunechat.wording import count
 
 
 class PairsScreen(ModalScreen[None]):
@@ -54,7 +55,7 @@ class PairsScreen(ModalScreen[None]):
             table.add_row(str(p.id), one_line(p.question, 40), one_line(p.answer, 50), p.source, key=str(p.id))
         total = self.store.count_pairs()
         shown = f"{len(rows)} of {total}" if search else f"{total}"
-        self.query_one("#summary", Label).update(f"{shown} pairs · a add · e edit · d delete · / search · esc close")
+        self.query_one("#summary", Label).update(f"{count(shown, 'pair')} · a add · e edit · d delete · / search · esc close")
 
     @on(Input.Changed, "#search")
     def _search_changed(self) -> None:

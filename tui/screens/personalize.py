@@ -13,6 +13,7 @@ from personalize.job import Event, PersonalizeError, PersonalizeJob
 from personalize.progress import PHASES
 from personalize.report import full_report
 from tunechat.store import Store, StoreError
+from tunechat.wording import count
 
 
 
@@ -53,7 +54,7 @@ class PersonalizeScreen(ModalScreen[str | None]):
         except (StoreError, ValueError, OSError) as exc:
             self._finish(str(exc))
             return
-        self.query_one("#phase", Label).update(f"Starting: {self.store.count_pairs()} pairs on {self.job.base.name}")
+        self.query_one("#phase", Label).update(f"Starting: {count(self.store.count_pairs(), 'pair')} on {self.job.base.name}")
         self.run_job()
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="personalize", description="Personalizing")
