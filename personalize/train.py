@@ -195,12 +195,15 @@ def _kl_to_base(model, run: _Pass, batch: Sequence[Example], reference: Referenc
         for b, example in enumerate(batch):
             if reference.get(example) is None:
                 reference.put(example, base_logits[b][run.valid[b]])
-    parts = []
-    for b, example in enumerate(batch):
-        idx, lp = reference.get(example)
-        tuned = run.logits[b, :-1][run.valid[b]]
-        parts.append(topk_kl(tuned, idx.to(tuned.device), lp.to(tuned.device)))
-    return parts
+    # Every answer position of the batch in one gather (batch-major, as the references are
+    # concatenated): slicing example by example made autograd write one logits-sized zero
+    # tensor per example on the way back (select_backward; large under the profiler, within
+    # run-to-run noise in bench/personalize.py).
+    tuned = run.logits[:, :-1][run.valid]
+    refs = [reference.get(example) for example in batch]
+    idx = torch.cat([r[0] for r in refs]).to(tuned.device)
+    lp = torch.cat([r[1] for r in refs]).to(tuned.device)
+    return list(topk_kl(tuned, idx, lp).split(run.valid.sum(1).tolist()))
 
 
 def pick_wording(rng: random.Random, count: int, step: int, losses: dict[int, float] | None = None) -> int:

@@ -102,7 +102,9 @@ def test_reference_cache_kl_matches_the_full_kl_and_survives_a_reload(tmp_path, 
     monkeypatch.setattr(train, "MIN_SHARED_PREFIX", 4)
     run = train._forward(model, BATCH, 0, "cpu", None)
     cache = ReferenceCache(tmp_path / "ref.safetensors")
-    kl = torch.cat(train._kl_to_base(model, run, BATCH, cache))
+    parts = train._kl_to_base(model, run, BATCH, cache)
+    assert [len(p) for p in parts] == run.valid.sum(1).tolist() == [3, 2, 4]  # one tensor per example, its answer
+    kl = torch.cat(parts)
     assert len(cache) == len(BATCH) and kl.shape == (int(run.valid.sum()),)
     # The exact KL over the whole (97-token) vocabulary.
     with torch.no_grad(), model.disable_adapter():
