@@ -196,3 +196,32 @@ def test_chat_screen_snapshot(snap_compare, home):
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=(90, 28), run_before=loaded)
+
+
+async def test_chat_follows_a_model_and_pairs_changed_by_another_process(store, tmp_path):
+    """`tunechat personalize` or `tunechat models use` in another terminal switches the open
+    chat too; `tunechat pairs add` shows in its count."""
+    import shutil
+
+    from tunechat.registry import Registry, embedded_model_path
+    from tunechat.store import Store
+
+    other_model = tmp_path / "other.gguf"
+    shutil.copy(embedded_model_path(), other_model)
+    app = TunechatApp(store, settings=GREEDY)
+    async with app.run_test(size=(100, 36)) as pilot:
+        await wait_until(lambda: app.engine is not None, pilot)
+        first = app.engine
+        elsewhere = Store()  # another process's own connection to the same data
+        Registry(elsewhere).use(str(other_model))
+        elsewhere.add_pair("What is my boat's name?", "Your boat is called Sea Biscuit.")
+        elsewhere.close()
+        await wait_until(lambda: app.engine is not first and app.engine.model_path == other_model.resolve(), pilot,
+                         timeout=30)
+        assert app.status.model_name == "other.gguf"
+        assert app.status.pairs_count == 1
+        # Nothing changed since: no reload on the next looks.
+        await pilot.pause(4.5)
+        assert app.engine.model_path == other_model.resolve()
+        answer = await _ask(app, pilot, "Hi")
+        assert answer.content.strip()  # the new model answers

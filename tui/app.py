@@ -31,6 +31,9 @@ from tunechat.registry import EMBEDDED_NAME, Registry
 from tunechat.store import Chat, Store, StoreError
 
 
+FOLLOW_INTERVAL_S = 2.0  # how often the chat looks for a model or pairs changed by another process
+
+
 class TunechatApp(App[int]):
     TITLE = "tunechat"
     CSS_PATH = "app.tcss"
@@ -79,6 +82,8 @@ class TunechatApp(App[int]):
         self._generating = False
         self._retired: list[Engine] = []  # replaced engines still finishing an answer
         self.exit_after_first_frame = False  # set by bench/chat.py to time start-up
+        self._requested_model: Path | None = None  # the model last asked for (loaded or loading)
+        self._seen_current: str | None = None  # the registry's current-model setting when last read
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in self.CHAT_ACTIONS and len(self.screen_stack) > 1:
@@ -101,8 +106,24 @@ class TunechatApp(App[int]):
         if self.exit_after_first_frame:
             self.call_after_refresh(self._report_first_frame)
         path = self.model_override or self.registry.current().path
+        self._requested_model = path
+        self._seen_current = self.store.get_setting("current_model")
         # After the first frame: the load (~0.3 s of CPU) must not delay the first paint.
         self.call_after_refresh(self.load_model, path)
+        self.set_interval(FOLLOW_INTERVAL_S, self._follow_outside_changes)
+
+    def _follow_outside_changes(self) -> None:
+        """Another process (`tunechat personalize`, `tunechat models use`, `tunechat pairs add`)
+        changed the current model or the pairs: follow, as if it had been done here. A model
+        named with --model stays until the user switches."""
+        self.refresh_status()
+        value = self.store.get_setting("current_model")
+        if value == self._seen_current:
+            return
+        self._seen_current = value
+        path = self.registry.current().path
+        if self.model_override is None and path != self._requested_model:
+            self.use_model(path)
 
     def _report_first_frame(self) -> None:
         import sys
@@ -392,6 +413,7 @@ class TunechatApp(App[int]):
     def use_model(self, path: Path) -> None:
         """Switch to another model in the background; the current one answers until it is ready."""
         self.model_override = None
+        self._requested_model = path
         self.load_model(path)
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
