@@ -55,10 +55,10 @@ def misses(probes: ProbeSet, answers: dict) -> list[list[str]]:
 
 def gate_misses(answers: dict[str, str]) -> list[list[str]]:
     """[question, answer] for the built-in gate's questions the personal model got wrong."""
-    from personalize.evaluate import builtin_locality_probes, contains_key
+    from personalize.evaluate import builtin_locality_probes
 
-    return [[p.question, answers[p.question]] for p in builtin_locality_probes()
-            if p.question in answers and not contains_key(answers[p.question], p.key)]
+    gate = ProbeSet([], locality=builtin_locality_probes())
+    return [miss[1:] for miss in misses(gate, {"locality": answers})]
 
 
 def run_worker(pairs, probes: ProbeSet, method: str, seed: int, outtype: str, overrides: dict | None = None) -> dict:

@@ -17,6 +17,8 @@ import hashlib
 from pathlib import Path
 from typing import Sequence
 
+from personalize.tensor_file import read_tensors, write_tensors
+
 EMBED_BATCH = 32
 
 
@@ -50,15 +52,8 @@ class VectorCache:
 
     def __init__(self, path: Path | None) -> None:
         self.path = path
-        self._items: dict[str, object] = {}
+        self._items: dict[str, object] = read_tensors(path)
         self._dirty = False
-        if path is not None and path.is_file():
-            try:
-                from safetensors.torch import load_file
-
-                self._items = dict(load_file(str(path)))
-            except Exception:
-                self._items = {}
 
     def vectors(self, model, tokenizer, texts: Sequence[str], device: str):
         import torch
@@ -73,12 +68,7 @@ class VectorCache:
     def save(self) -> None:
         if self.path is None or not self._dirty:
             return
-        from safetensors.torch import save_file
-
-        from tunechat.atomic import atomic_path
-
-        with atomic_path(self.path) as tmp:
-            save_file(self._items, str(tmp))
+        write_tensors(self.path, self._items)
         self._dirty = False
 
 

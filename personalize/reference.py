@@ -14,6 +14,7 @@ import hashlib
 from pathlib import Path
 
 from personalize.data import Example
+from personalize.tensor_file import read_tensors, write_tensors
 
 TOP_K = 64
 
@@ -31,17 +32,11 @@ class ReferenceCache:
         self.path = path
         self._items: dict[str, tuple[object, object]] = {}
         self._dirty = False
-        if path is not None and path.is_file():
-            try:
-                from safetensors.torch import load_file
-
-                tensors = load_file(str(path))
-            except Exception:  # a damaged cache is rebuilt, never trusted
-                tensors = {}
-            for name, idx in tensors.items():
-                key = name.removesuffix(".idx")
-                if key != name and f"{key}.lp" in tensors:
-                    self._items[key] = (idx.long(), tensors[f"{key}.lp"].float())
+        tensors = read_tensors(path)
+        for name, idx in tensors.items():
+            key = name.removesuffix(".idx")
+            if key != name and f"{key}.lp" in tensors:
+                self._items[key] = (idx.long(), tensors[f"{key}.lp"].float())
 
     def __len__(self) -> int:
         return len(self._items)
@@ -63,16 +58,12 @@ class ReferenceCache:
         if self.path is None or not self._dirty:
             return
         import torch
-        from safetensors.torch import save_file
-
-        from tunechat.atomic import atomic_path
 
         tensors = {}
         for key, (idx, lp) in self._items.items():
             tensors[f"{key}.idx"] = idx.to(torch.int32).contiguous()
             tensors[f"{key}.lp"] = lp.to(torch.float16).contiguous()
-        with atomic_path(self.path) as tmp:
-            save_file(tensors, str(tmp))
+        write_tensors(self.path, tensors)
         self._dirty = False
 
 

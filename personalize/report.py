@@ -44,8 +44,7 @@ def timings_text(manifest: dict[str, Any]) -> str:
 def data_text(manifest: dict[str, Any]) -> str:
     rewordings = manifest.get("paraphrases") or {}
     extra = sum(len(v) for v in rewordings.values())
-    pairs = manifest.get("pairs_count")
-    text = f"Trained on {count(pairs, 'pair') if isinstance(pairs, int) else '? pairs'}"
+    text = f"Trained on {count(manifest.get('pairs_count'), 'pair')}"
     if extra:
         text += f" and {count(extra, 'rewording')} of their questions by the base model"
     return text + f" (method {manifest.get('method', '?')})."

@@ -7,6 +7,7 @@ answer is learned.
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 import time
@@ -121,10 +122,16 @@ def _prefix_cache(model, prefix, batch_size: int):
 def _cache_argument(model) -> str:
     """The keyword a decoder takes its KV cache by: "cache" in transformers 5.2x,
     "past_key_values" before (the CUDA machine's 5.17)."""
+    causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return _cache_keyword(type(causal_lm.model))
+
+
+@functools.cache
+def _cache_keyword(decoder_class: type) -> str:
+    """Read once per decoder class: ``_forward`` runs several times a step."""
     import inspect
 
-    causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return "cache" if "cache" in inspect.signature(causal_lm.model.forward).parameters else "past_key_values"
+    return "cache" if "cache" in inspect.signature(decoder_class.forward).parameters else "past_key_values"
 
 
 MIN_SHARED_PREFIX = 8

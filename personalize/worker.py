@@ -146,7 +146,6 @@ def run(job_dir: Path, reporter: Reporter) -> dict:
     engine.close()
 
     manifest = {
-        "near_prompts": [replayed[i] for i in near],  # replayed most: the general prompts nearest your facts
         "created_at": time.time(),
         "base_path": str(base_gguf),
         "base_source": job["base_path"],  # the GGUF or HF folder the user named

@@ -25,3 +25,10 @@ def test_report_names_data_scores_checks_and_time():
     assert locality.split()[-2:] == ["100%", "75%"]
     assert "✗ answers: GGUF gives 0/2" in text and "✓ logits" in text
     assert "12s in all" in text and "7 steps" in text
+
+
+def test_counts_read_right_for_one_and_for_an_unknown_number():
+    one = full_report({**MANIFEST, "pairs_count": 1, "paraphrases": {"What is my name?": ["What am I called?"]}})
+    assert "Trained on 1 pair and 1 rewording of their questions" in one
+    unknown = {k: v for k, v in MANIFEST.items() if k != "pairs_count"}
+    assert "Trained on ? pairs" in full_report(unknown)

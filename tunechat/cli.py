@@ -181,7 +181,7 @@ def _model_detail(entry) -> str:
         return str(entry.path)
     m = entry.manifest
     scores = (m.get("metrics") or {}).get("after") or {}
-    parts = [count(m['pairs_count'], 'pair') if 'pairs_count' in m else '? pairs', f"method {m.get('method', '?')}"]
+    parts = [count(m.get('pairs_count'), 'pair'), f"method {m.get('method', '?')}"]
     for key in ("reliability", "generalization", "locality"):
         if scores.get(key) is not None:
             parts.append(f"{key} {scores[key]:.0%}")

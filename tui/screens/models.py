@@ -21,7 +21,7 @@ def describe(entry: ModelEntry) -> str:
     after = (m.get("metrics") or {}).get("after") or {}
     scores = "".join(f" {label} {after[key]:.0%}" for label, key in
                      (("reliability", "reliability"), ("locality", "locality")) if after.get(key) is not None)
-    return f"{entry.name}  [dim]{count(m['pairs_count'], 'pair') if 'pairs_count' in m else '? pairs'}{scores}[/dim]"
+    return f"{entry.name}  [dim]{count(m.get('pairs_count'), 'pair')}{scores}[/dim]"
 
 
 class ModelsScreen(ModalScreen[str | None]):
