@@ -76,3 +76,69 @@ def test_unsupported_architecture_writes_no_file(tmp_path, base_state, base_mode
     with pytest.raises(UnsupportedArchitecture):
         write_gguf(state, {**config, "model_type": "falcon"}, base_model, out, "f16")
     assert not out.exists()
+
+
+def _random_adapter(state, config, rank: int = 4, relative: float = 0.3, seed: int = 0):
+    """A peft-keyed LoRA on q_proj, k_proj (where the llama permutation matters) and down_proj
+    of every block, each product ``relative`` of its weight's norm; and the merged state."""
+    rng = np.random.default_rng(seed)
+    alpha = 2.0 * rank
+    adapter, merged = {}, dict(state)
+    for i in range(int(config["num_hidden_layers"])):
+        for module in ("self_attn.q_proj", "self_attn.k_proj", "mlp.down_proj"):
+            key = f"model.layers.{i}.{module}"
+            w = state[f"{key}.weight"]
+            a = rng.standard_normal((rank, w.shape[1])).astype(np.float32)
+            b = rng.standard_normal((w.shape[0], rank)).astype(np.float32)
+            delta = (alpha / rank) * b @ a
+            b *= relative * np.linalg.norm(w) / np.linalg.norm(delta)
+            adapter[f"base_model.model.{key}.lora_A.weight"] = a
+            adapter[f"base_model.model.{key}.lora_B.weight"] = b
+            merged[f"{key}.weight"] = w + (alpha / rank) * b @ a
+    return adapter, alpha, merged
+
+
+def test_a_lora_gguf_over_the_base_gives_the_merged_models_logits(tmp_path, base_state, base_model):
+    """llama.cpp applying the adapter at run time over the base (both f16 here, so the base
+    side runs the same kernels) against the merged weights written as f16: same top-1 on every
+    prompt, normalized error <= 0.05 (the merged file rounds base + delta to f16 once; measured
+    0.004). The adapter moves the logits far more (1.56); without the q/k permutation of
+    lora_b the error is 0.47 and top-1 agrees on 1 prompt in 4 (checked)."""
+    from convert.lora import write_lora_gguf
+    from personalize.checks import gguf_last_logits
+    from tunechat.engine import Engine
+
+    state, config = base_state
+    adapter, alpha, merged = _random_adapter(state, config)
+    base_f16, merged_f16, lora = tmp_path / "base.gguf", tmp_path / "merged.gguf", tmp_path / "lora.gguf"
+    write_gguf(state, config, base_model, base_f16, "f16")
+    write_gguf(merged, config, base_model, merged_f16, "f16")
+    assert write_lora_gguf(adapter, alpha, config, base_model, lora) == 3 * int(config["num_hidden_layers"])
+    assert lora.stat().st_size < base_f16.stat().st_size / 10
+
+    prompts = ["<|im_start|>user\nWhat is the capital of Japan?<|im_end|>\n<|im_start|>assistant\n",
+               "The quick brown fox", "def fibonacci(n):", "Once upon a time, in a land far away,"]
+    plain, applied, reference = Engine(base_f16), Engine(base_f16, lora_path=lora), Engine(merged_f16)
+    ids = [list(plain.llm.tokenize(p.encode(), add_bos=False, special=True)) for p in prompts]
+    want = gguf_last_logits(reference.llm, ids)
+    agree, worst = logit_errors(gguf_last_logits(applied.llm, ids), want)
+    assert agree == 1.0 and worst <= 0.05, (agree, worst)
+    _, moved = logit_errors(gguf_last_logits(plain.llm, ids), want)
+    assert moved > 0.3, moved  # the adapter matters, so the comparison above means something
+
+
+def test_bad_adapters_are_refused_before_any_file_is_written(tmp_path, base_state, base_model):
+    from convert.lora import write_lora_gguf
+    from convert.writer import ConversionError
+
+    state, config = base_state
+    adapter, alpha, _ = _random_adapter(state, config, seed=1)
+    out = tmp_path / "never.gguf"
+    only_a = {k: v for k, v in adapter.items() if "lora_B" not in k}
+    with pytest.raises(ConversionError, match="lacks its lora_B"):
+        write_lora_gguf(only_a, alpha, config, base_model, out)
+    with pytest.raises(ConversionError, match="Not a LoRA weight"):
+        write_lora_gguf({**adapter, "base_model.model.lm_head.weight": np.zeros(3)}, alpha, config, base_model, out)
+    with pytest.raises(UnsupportedArchitecture):
+        write_lora_gguf(adapter, alpha, {**config, "model_type": "falcon"}, base_model, out)
+    assert not out.exists()

@@ -85,9 +85,14 @@ def tokenize_with_vocab(model_path: Path, text: str) -> list[int]:
 class Engine:
     """One loaded GGUF model. Generation is not re-entrant: one stream at a time."""
 
-    def __init__(self, model_path: Path, n_ctx: int = DEFAULT_CONTEXT, n_threads: int | None = None) -> None:
+    def __init__(self, model_path: Path, n_ctx: int = DEFAULT_CONTEXT, n_threads: int | None = None,
+                 lora_path: Path | None = None) -> None:
+        """``lora_path``: a llama.cpp LoRA GGUF (convert.lora) applied over ``model_path`` at run time."""
         self.model_path = Path(model_path)
+        self.lora_path = Path(lora_path) if lora_path is not None else None
         check_gguf_file(self.model_path)
+        if self.lora_path is not None:
+            check_gguf_file(self.lora_path)
         self.n_threads = n_threads or default_threads()
         try:
             from llama_cpp import Llama
@@ -100,6 +105,7 @@ class Engine:
                     n_threads_batch=self.n_threads,
                     verbose=False,
                     logits_all=False,
+                    lora_path=str(self.lora_path) if self.lora_path is not None else None,
                 )
         except Exception as exc:
             raise ModelLoadError(f"llama.cpp could not load {self.model_path.name}: {exc}") from None
