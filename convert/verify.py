@@ -21,9 +21,14 @@ TOKENIZER_PROBE = ("Grüße 123,456.78 — naïve café ☕ <tag> x²+y² = z²;
 # Keys that decide how text becomes tokens and how chats are rendered: must match the base.
 TOKENIZER_PREFIX = "tokenizer."
 
-# Tolerances for next-token logits, GGUF (llama.cpp) against the merged torch model in float32.
-# Measured on SmolLM2-135M: f16 gives normalized error ~0.003-0.01, q8_0 ~0.01-0.03.
-LOGIT_TOLERANCE = {"f16": 0.03, "q8_0": 0.08, "f32": 0.01}
+# Tolerances for next-token logits, GGUF (llama.cpp) against the merged torch model in float32,
+# worst prompt. Measured on SmolLM2-135M (fifth session): f16 0.001-0.002; q8_0 0.01-0.03 for
+# the base, up to 0.08 for a model trained on 10 facts and 0.17 for one trained hard on 3 (the
+# taught prompts' peaked distributions; llama.cpp also rounds activations to 8 bits). A
+# conversion with one layer's q rows unpermuted reads 0.12-0.15 (last layer) to 1.3-2.8 (middle,
+# first): f16's tolerance catches every case; q8_0's, set above its measured noise, catches the
+# gross ones, and the mapping code it shares with f16 is tested at f16 (tests/test_convert.py).
+LOGIT_TOLERANCE = {"f16": 0.03, "q8_0": 0.25, "f32": 0.01}
 TOP1_AGREEMENT_MIN = 0.9
 
 

@@ -36,7 +36,7 @@ def run(job_dir: Path, reporter: Reporter) -> dict:
         import numpy as np
         import torch
 
-        from convert.writer import write_gguf
+        from convert.writer import DEFAULT_OUTTYPE, write_gguf
         from personalize import base as base_mod
         from personalize import checks, data, evaluate, general, train
         from personalize.recipe import get_recipe
@@ -122,7 +122,7 @@ def run(job_dir: Path, reporter: Reporter) -> dict:
         merged_state = {k: v.detach().float().cpu().numpy() for k, v in merged.state_dict().items()}
         delta = checks.relative_delta_to_folder(merged_state, folder)
 
-    outtype = job.get("outtype") or "f16"
+    outtype = job.get("outtype") or DEFAULT_OUTTYPE
     model_path = out / "model.gguf"
     with timings.phase(reporter, "convert", f"writing GGUF ({outtype})"):
         write_gguf(merged_state, merged.config.to_dict(), base_gguf, model_path, outtype,
