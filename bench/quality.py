@@ -122,7 +122,7 @@ def main() -> int:
     parser.add_argument("--personas", nargs="+", default=["public", "second"], choices=list(PERSONAS))
     parser.add_argument("--methods", nargs="+", default=["prompt", "naive", "replay", "replay-kl"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--outtype", default=None, help="GGUF output type (default: what personalize writes, f16)")
+    parser.add_argument("--outtype", default=None, help="GGUF output type (default: what personalize writes, q8_0)")
     parser.add_argument("--sequential", action="store_true", help="also run the teach-half-then-rest experiment")
     parser.add_argument("--json", type=Path, help="write every run's numbers here")
     parser.add_argument("--set", nargs="+", default=[], metavar="KNOB=VALUE",
