@@ -6,6 +6,7 @@ llama.cpp, so the storage form is the only difference between them:
 
 - merged f16: what personalize installs today (base + LoRA folded into every weight);
 - merged q8_0: the same merged weights, 8-bit;
+- merged Q4_K_M: the f16 file through llama.cpp's own quantizer;
 - adapter: the LoRA alone as a llama.cpp LoRA GGUF (convert/lora.py), applied at run time
   over the untouched Q4_1 base, which is exactly the weights training saw.
 
@@ -40,7 +41,7 @@ def train_once(pairs, probes, seed: int, job_dir: Path) -> dict:
     """The worker's manifest; the job folder keeps out/model.gguf and out/adapter."""
     from tunechat.registry import embedded_model_path
 
-    job = {"pairs": pairs, "base_path": str(embedded_model_path()), "seed": seed, "outtype": "f16",
+    job = {"pairs": pairs, "base_path": str(embedded_model_path()), "seed": seed, "outtype": "f16",  # the others from it
            "probes": probes_json(probes), "skip_eval": True}
     (job_dir / "job.json").write_text(json.dumps(job))
     proc = subprocess.run([sys.executable, "-m", "personalize.worker", str(job_dir)], cwd=ROOT,
@@ -69,6 +70,20 @@ def merged_state(adapter_dir: Path, base_folder: Path) -> tuple[dict, dict]:
         b = adapter[key.replace(".lora_A.", ".lora_B.")]
         state[f"{module}.weight"] = state[f"{module}.weight"] + scale * (b @ a)
     return state, json.loads((base_folder / "config.json").read_text())
+
+
+def llama_quantize(source: Path, target: Path, ftype: str = "Q4_K_M") -> None:
+    """llama.cpp's own quantizer (K-quants; tensors whose width is not a multiple of 256,
+    all of SmolLM2-135M's 576-wide ones, fall back to other types)."""
+    import ctypes
+
+    import llama_cpp
+
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{ftype}")
+    params.nthread = len(os.sched_getaffinity(0))
+    if llama_cpp.llama_model_quantize(str(source).encode(), str(target).encode(), ctypes.byref(params)) != 0:
+        raise RuntimeError(f"llama.cpp could not quantize {source.name} to {ftype}")
 
 
 def tokens_per_second(engine) -> float:
@@ -111,6 +126,7 @@ def run(persona: str, seed: int) -> list[dict]:
         job_dir = Path(tmp)
         manifest = train_once(persona_pairs(PERSONAS[persona]), probes, seed, job_dir)
         out = job_dir / "out"
+        f16_s = manifest["timings"]["convert"] + manifest["timings"]["merge"]
         folder = cached_base_folder(base)
         start = time.monotonic()
         state, config = merged_state(out / "adapter", folder)
@@ -125,8 +141,12 @@ def run(persona: str, seed: int) -> list[dict]:
         write_lora_gguf(load_file(str(out / "adapter" / "adapter_model.safetensors")), adapter_config["lora_alpha"],
                         config, base, out / "adapter.gguf", "f16")
         lora_s = time.monotonic() - start
-        forms = [("merged f16", out / "model.gguf", None, manifest["timings"]["convert"] + manifest["timings"]["merge"]),
+        start = time.monotonic()
+        llama_quantize(out / "model.gguf", out / "model-q4_k_m.gguf")
+        q4k_s = time.monotonic() - start + f16_s
+        forms = [("merged f16", out / "model.gguf", None, f16_s),
                  ("merged q8_0", out / "model-q8_0.gguf", None, q8_s),
+                 ("merged Q4_K_M (llama.cpp, from f16)", out / "model-q4_k_m.gguf", None, q4k_s),
                  ("adapter f16 over Q4_1 base", base, out / "adapter.gguf", lora_s)]
         plain = Engine(base)
         base_speed = tokens_per_second(plain)
@@ -153,14 +173,14 @@ def main() -> int:
     rows = [row for persona in args.personas for seed in args.seeds for row in run(persona, seed)]
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
-    print(f"\n{'form':28} {'persona':8} {'runs':>4} {'MB':>6} {'write s':>7} {'tok/s':>6} {'base tok/s':>10} "
+    print(f"\n{'form':36} {'persona':8} {'runs':>4} {'MB':>6} {'write s':>7} {'tok/s':>6} {'base tok/s':>10} "
           f"{'reliab.':>7} {'general.':>8} {'locality':>8} {'gate':>5}")
     groups: dict[tuple[str, str], list[dict]] = {}
     for r in rows:
         groups.setdefault((r["form"], r["persona"]), []).append(r)
     for (form, persona), items in groups.items():
         mean = lambda k: statistics.mean(i[k] for i in items)  # noqa: E731
-        print(f"{form:28} {persona:8} {len(items):4} {mean('mb'):6.1f} {mean('write_s'):7.2f} {mean('tokens_per_s'):6.1f} "
+        print(f"{form:36} {persona:8} {len(items):4} {mean('mb'):6.1f} {mean('write_s'):7.2f} {mean('tokens_per_s'):6.1f} "
               f"{mean('base_tokens_per_s'):10.1f} {mean('reliability'):7.0%} {mean('generalization'):8.0%} "
               f"{mean('locality'):8.0%} {mean('gate'):5.0%}")
     return 0
