@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     pers.add_argument("--max-steps", type=int, default=None, help="cap on optimizer steps")
     pers.add_argument("--seed", type=int, default=0)
     pers.add_argument("--method", default=None, help="training recipe (see README)")
-    pers.add_argument("--outtype", default=None, choices=["f16", "q8_0"], help="GGUF output type (default q8_0: as good as f16, half the size, faster to chat)")
+    pers.add_argument("--outtype", default=None, choices=["f16", "q8_0"], help="GGUF output type (default q8_0: half the size of f16, faster to chat)")
     pers.add_argument("--base", default=None, metavar="PATH",
                       help="start from this GGUF file or Hugging Face model folder (default: the current model's base)")
     return parser
