@@ -114,13 +114,19 @@ async def test_pairs_screen_searches_edits_and_deletes(store):
         assert isinstance(screen, PairsScreen)
         table = screen.query_one("DataTable")
         assert table.row_count == 2
+        summary = lambda: str(screen.query_one("#summary").content)  # noqa: E731
+        assert summary().startswith("2 pairs ·")
         await pilot.press("slash", *"trom")
         assert table.row_count == 1
+        assert summary().startswith("1 of 2 pairs ·")
         table.focus()
         await pilot.press("d")
         assert isinstance(app.screen, Confirm)
         await pilot.press("y")
         assert [p.question for p in store.pairs()] == ["What is my name?"]
+        screen.query_one("#search").value = ""  # the whole list again: one pair
+        await pilot.pause()
+        assert summary().startswith("1 pair ·")
 
 
 async def test_chats_are_listed_renamed_reopened_and_deleted(store):

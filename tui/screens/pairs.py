@@ -54,8 +54,8 @@ class PairsScreen(ModalScreen[None]):
         for p in rows:
             table.add_row(str(p.id), one_line(p.question, 40), one_line(p.answer, 50), p.source, key=str(p.id))
         total = self.store.count_pairs()
-        shown = f"{len(rows)} of {total}" if search else f"{total}"
-        self.query_one("#summary", Label).update(f"{count(shown, 'pair')} · a add · e edit · d delete · / search · esc close")
+        shown = f"{len(rows)} of {count(total, 'pair')}" if search else count(total, "pair")
+        self.query_one("#summary", Label).update(f"{shown} · a add · e edit · d delete · / search · esc close")
 
     @on(Input.Changed, "#search")
     def _search_changed(self) -> None:
