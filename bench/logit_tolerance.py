@@ -55,6 +55,7 @@ def main() -> int:
     args = parser.parse_args()
     os.environ.setdefault("TUNECHAT_HOME", tempfile.mkdtemp(prefix="tunechat-tolerance-"))
 
+    import torch
     from safetensors.numpy import load_file
 
     from convert.verify import LOGIT_TOLERANCE, logit_errors
@@ -75,7 +76,7 @@ def main() -> int:
         folder = cached_base_folder(base)
         state, config = merged_state(adapter, folder)
         model, _ = load_base(folder, "cpu", "float32")
-        model.load_state_dict({k: __import__("torch").from_numpy(v) for k, v in state.items()}, strict=False)
+        model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=False)
         chat = Engine(base)
         ids = [list(chat.llm.tokenize(chat.render([{"role": "user", "content": q}]).encode(), add_bos=False, special=True))
                for q, _ in pairs]

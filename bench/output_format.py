@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.quality import PERSONAS, probes_json  # noqa: E402
+from bench.quality import PERSONAS, probes_json, worker_result  # noqa: E402
 
 SPEED_PROMPT = [{"role": "user", "content": "Write a long story about a lighthouse keeper."}]
 
@@ -43,16 +42,7 @@ def train_once(pairs, probes, seed: int, job_dir: Path) -> dict:
 
     job = {"pairs": pairs, "base_path": str(embedded_model_path()), "seed": seed, "outtype": "f16",  # the others from it
            "probes": probes_json(probes), "skip_eval": True}
-    (job_dir / "job.json").write_text(json.dumps(job))
-    proc = subprocess.run([sys.executable, "-m", "personalize.worker", str(job_dir)], cwd=ROOT,
-                          capture_output=True, text=True)
-    for line in proc.stdout.splitlines():
-        event = json.loads(line)
-        if event["event"] == "done":
-            return event["result"]
-        if event["event"] == "error":
-            raise RuntimeError(event["message"])
-    raise RuntimeError(f"worker failed: {proc.stderr[-2000:]}")
+    return worker_result(job_dir, job)
 
 
 def merged_state(adapter_dir: Path, base_folder: Path) -> tuple[dict, dict]:

@@ -61,35 +61,41 @@ def gate_misses(answers: dict[str, str]) -> list[list[str]]:
     return [miss[1:] for miss in misses(gate, {"locality": answers})]
 
 
+def worker_result(job_dir: Path, job: dict) -> dict:
+    """Run the personalize worker on ``job`` in ``job_dir``: its manifest, or RuntimeError with
+    the worker's message."""
+    (job_dir / "job.json").write_text(json.dumps(job))
+    proc = subprocess.run([sys.executable, "-m", "personalize.worker", str(job_dir)], cwd=ROOT,
+                          capture_output=True, text=True)
+    for line in proc.stdout.splitlines():
+        event = json.loads(line)
+        if event["event"] == "done":
+            return event["result"]
+        if event["event"] == "error":
+            raise RuntimeError(event["message"])
+    raise RuntimeError(f"worker failed: {proc.stderr[-2000:]}")
+
+
 def run_worker(pairs, probes: ProbeSet, method: str, seed: int, outtype: str, overrides: dict | None = None) -> dict:
     base = embedded_model_path()
     with tempfile.TemporaryDirectory(dir=os.environ.get("TUNECHAT_HOME")) as tmp:
         job = {"pairs": pairs, "base_path": str(base), "recipe": method, "seed": seed,
                "outtype": outtype, "probes": probes_json(probes), "recipe_overrides": overrides or {},
                "score_gate": True}
-        Path(tmp, "job.json").write_text(json.dumps(job))
         start = time.monotonic()
-        proc = subprocess.run([sys.executable, "-m", "personalize.worker", tmp], cwd=ROOT,
-                              capture_output=True, text=True)
+        result = worker_result(Path(tmp), job)
         seconds = time.monotonic() - start
-        for line in proc.stdout.splitlines():
-            event = json.loads(line)
-            if event["event"] == "done":
-                result = event["result"]
-                after = result["metrics"]["after"]
-                gate = result.get("gate") or {}
-                return {**{k: after[k] for k in KEYS}, "gate": gate.get("locality"), "seconds": seconds,
-                        "steps": result["train"]["steps"],
-                        "train_seconds": result["timings"].get("train"),
-                        "confirm_seconds": result["train"].get("confirm_seconds"), "timings": result["timings"],
-                        "losses": [round(x, 3) for x in result["train"]["losses"]],
-                        "checks_passed": all(c["passed"] for c in result["checks"]),
-                        "misses": misses(probes, result["answers"] or {}),
-                        "gate_misses": gate_misses(gate.get("answers") or {}),
-                        "near_prompts": result.get("near_prompts")}
-            if event["event"] == "error":
-                raise RuntimeError(event["message"])
-        raise RuntimeError(f"worker failed: {proc.stderr[-2000:]}")
+    after = result["metrics"]["after"]
+    gate = result.get("gate") or {}
+    return {**{k: after[k] for k in KEYS}, "gate": gate.get("locality"), "seconds": seconds,
+            "steps": result["train"]["steps"],
+            "train_seconds": result["timings"].get("train"),
+            "confirm_seconds": result["train"].get("confirm_seconds"), "timings": result["timings"],
+            "losses": [round(x, 3) for x in result["train"]["losses"]],
+            "checks_passed": all(c["passed"] for c in result["checks"]),
+            "misses": misses(probes, result["answers"] or {}),
+            "gate_misses": gate_misses(gate.get("answers") or {}),
+            "near_prompts": result.get("near_prompts")}
 
 
 def run_prompt_baseline(path: Path) -> dict:
