@@ -17,8 +17,7 @@ import gguf
 import numpy as np
 
 from convert.architectures import gguf_arch_name, spec_for
-from convert.header import read_header
-from convert.writer import ConversionError, gguf_tensor_name, permute_for_llama_cpp
+from convert.writer import ConversionError, base_header, gguf_tensor_name, permute_for_llama_cpp
 
 LORA_OUTTYPES = {"f16": np.float16, "f32": np.float32}
 _PEFT_KEY = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+)\.lora_(?P<part>[AB])(?:\.default)?\.weight$")
@@ -38,9 +37,7 @@ def write_lora_gguf(
     spec = spec_for(str(config.get("model_type")))
     if outtype not in LORA_OUTTYPES:
         raise ConversionError(f"Unknown adapter type {outtype!r}; choose one of {', '.join(LORA_OUTTYPES)}.")
-    base_arch = read_header(base_gguf).strings.get(gguf.Keys.General.ARCHITECTURE)
-    if base_arch != gguf_arch_name(spec):
-        raise ConversionError(f"The base GGUF is {base_arch!r} but the adapter is for {gguf_arch_name(spec)!r}.")
+    base_header(base_gguf, spec, "the adapter is for")
     n_blocks = int(config["num_hidden_layers"])
     heads = {"q_proj": int(config["num_attention_heads"]),
              "k_proj": int(config.get("num_key_value_heads") or config["num_attention_heads"])}

@@ -16,7 +16,7 @@ import gguf
 import numpy as np
 
 from convert.architectures import ArchSpec, gguf_arch_name, spec_for
-from convert.header import decode_value, read_header
+from convert.header import GGUFHeader, decode_value, read_header
 from convert.hf_metadata import add_hf_metadata
 
 OUTTYPES = {
@@ -59,15 +59,20 @@ def gguf_tensor_name(hf_name: str, spec: ArchSpec, n_blocks: int) -> str:
     return name
 
 
+def base_header(base_gguf: Path, spec: ArchSpec, what: str = "the weights are") -> GGUFHeader:
+    """The base GGUF's header, once its architecture is checked to be ``spec``'s."""
+    header = read_header(base_gguf)
+    base_arch = header.strings.get(gguf.Keys.General.ARCHITECTURE)
+    if base_arch != gguf_arch_name(spec):
+        raise ConversionError(f"The base GGUF is {base_arch!r} but {what} {gguf_arch_name(spec)!r}.")
+    return header
+
+
 def _writer_copying_metadata(base_gguf: Path, out_path: Path, spec: ArchSpec) -> gguf.GGUFWriter:
     """A writer holding every metadata field of ``base_gguf`` (but the file type)."""
     # The fast header reader, not gguf.GGUFReader: the latter spends seconds on numpy views
     # of a large vocabulary that is only copied through.
-    header = read_header(base_gguf)
-    base_arch = header.strings.get(gguf.Keys.General.ARCHITECTURE)
-    if base_arch != gguf_arch_name(spec):
-        raise ConversionError(f"The base GGUF is {base_arch!r} but the weights are {gguf_arch_name(spec)!r}.")
-
+    header = base_header(base_gguf, spec)
     writer = gguf.GGUFWriter(out_path, arch=gguf_arch_name(spec))
     for key, raw in header.metadata_raw.items():
         if key in _NOT_COPIED:
