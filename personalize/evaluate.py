@@ -6,7 +6,9 @@ Three hard scores, each the share of questions whose greedy answer contains the 
 - generalization: paraphrases of them that were never trained;
 - locality: unrelated questions that the base model answered right.
 And a soft locality score: how much of the base model's answer text the personal model still
-reproduces on general prompts (difflib's ratio, averaged).
+reproduces on general prompts (difflib's ratio, averaged); and, for benchmarks, answer drift:
+how much less likely the personal model finds the base model's own answers (nats per token),
+a continuous measure of forgetting that does not wait for a greedy answer to flip.
 """
 
 from __future__ import annotations
@@ -86,6 +88,9 @@ def persona_pairs(path: Path) -> list[tuple[str, str]]:
 
 
 Answerer = Callable[[str], str]
+# (question, answer) -> the log-probability of each answer token, teacher-forced.
+AnswerScorer = Callable[[str, str], list[float]]
+DRIFT_TOKENS = 24  # the opening of an answer, as replayed in training
 
 
 def answers(ask: Answerer, questions: Sequence[str]) -> dict[str, str]:
@@ -126,6 +131,42 @@ def score(
             ratios.append(similarity(mine, base_answers.get(p.question, "")))
         soft = sum(ratios) / len(ratios)
     return Scores(reliability, generalization, locality, soft, details)
+
+
+@dataclass(frozen=True)
+class Drift:
+    """How the base model's own answers fare under the personal model, teacher-forced, in nats
+    per answer token: ``mean`` is the signed change in likelihood (negative: more confident,
+    as replay makes it on answers like those it rehearsed); ``damage`` counts only the tokens
+    that lost likelihood, which is what flips a greedy answer once its margin is used up, so it
+    moves before locality does."""
+
+    mean: float
+    damage: float
+
+
+def answer_drift(personal: AnswerScorer, base: AnswerScorer, base_answers: dict[str, str],
+                 questions: Sequence[str]) -> Drift | None:
+    """Drift over ``questions``: per question the mean over its answer tokens, then the mean
+    over questions; questions without a base answer are left out."""
+    means, damages = [], []
+    for question in questions:
+        answer = base_answers.get(question, "")
+        if not answer:
+            continue
+        drops = [theirs - mine for mine, theirs in zip(personal(question, answer), base(question, answer))]
+        if drops:
+            means.append(sum(drops) / len(drops))
+            damages.append(sum(max(0.0, d) for d in drops) / len(drops))
+    if not means:
+        return None
+    return Drift(sum(means) / len(means), sum(damages) / len(damages))
+
+
+def engine_scorer(engine) -> AnswerScorer:
+    """Teacher-forced answer log-probabilities from a loaded ``tunechat.engine.Engine``."""
+    return lambda question, answer: engine.answer_logprobs([{"role": "user", "content": question}], answer,
+                                                           DRIFT_TOKENS)
 
 
 def engine_answerer(model_path: Path, system_prompt: str | None = None) -> tuple[Answerer, Callable[[], None]]:

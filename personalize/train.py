@@ -285,6 +285,9 @@ def train(
     torch.manual_seed(recipe.seed)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=0.0)
+    # Adam moves every parameter by about the full learning rate on its first step, whatever
+    # its gradient: a warm-up keeps that first kick from landing on the whole model at once.
+    warmup = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda done: min(1.0, (done + 1) / max(1, recipe.warmup_steps)))
     autocast_dtype = torch.bfloat16 if device == "cuda" else None
     model.train()
     losses: list[float] = []
@@ -334,6 +337,7 @@ def train(
             loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
+        warmup.step()
         recent_worst = (recent_worst + [float(fact_tok.max().detach())])[-rounds:]
         losses.append(float(fact_tok.mean().detach()))
         elapsed = time.monotonic() - start

@@ -138,11 +138,12 @@ def run(job_dir: Path, reporter: Reporter) -> dict:
             device=device, outtype=outtype, prompts=prompts, taught=pairs, gguf_answers=gguf_answers,
             torch_reproduced=torch_reproduced, delta=delta,
         )
-    after = gate_after = None
+    after = gate_after = drift = None
     if not job.get("skip_eval"):
         with timings.phase(reporter, "evaluate", "scoring the new model"):
             after = evaluate.score(lambda q: _greedy(engine, q), probes, base_answers)
             gate_after = evaluate.score(lambda q: _greedy(engine, q), gate, base_answers) if gate else None
+            drift = _drift(engine, base_gguf, probes, gate, base_answers, evaluate) if job.get("score_drift") else None
     engine.close()
 
     manifest = {
@@ -166,6 +167,7 @@ def run(job_dir: Path, reporter: Reporter) -> dict:
         "metrics": {"before": _public(before), "after": _public(after) if after else None},
         "answers": after.details if after else None,  # the new model's answer to every probe
         "gate": {"locality": gate_after.locality, "answers": gate_after.details["locality"]} if gate and after else None,
+        "drift": drift,  # bench only (job "score_drift")
         "near_prompts": [replayed[i] for i in near],  # the general prompts nearest your facts, replayed most
         "paraphrases": rewordings,  # the base model's rewordings trained alongside each question
         "timings": dict(timings),
@@ -190,6 +192,22 @@ def _near_prompts(model, tokenizer, device: str, fingerprint: str, pairs, prompt
     cache.save()
     facts = neighbours.embed(model, tokenizer, [q for q, _ in pairs], device)
     return neighbours.nearest(facts, pool, recipe.neighbours_per_fact)
+
+
+def _drift(engine, base_gguf: Path, probes, gate, base_answers: dict[str, str], evaluate) -> dict:
+    """Answer drift (evaluate.answer_drift) on the probes' general questions and the gate's."""
+    from dataclasses import asdict
+
+    from tunechat.engine import Engine
+
+    base_engine = Engine(base_gguf)
+    try:
+        personal, base = evaluate.engine_scorer(engine), evaluate.engine_scorer(base_engine)
+        questions = lambda items: [p.question for p in items.locality] if items else []  # noqa: E731
+        drift = lambda items: evaluate.answer_drift(personal, base, base_answers, questions(items))  # noqa: E731
+        return {name: asdict(d) if (d := drift(items)) else None for name, items in (("locality", probes), ("gate", gate))}
+    finally:
+        base_engine.close()
 
 
 def _public(scores) -> dict:

@@ -61,3 +61,19 @@ def test_an_oversized_single_message_is_cut_from_the_front(engine):
     fitted = engine.fit(huge, 256)
     assert fitted[-1]["content"].endswith("What is the capital of Japan?")
     assert engine.count_tokens(engine.render(fitted)) + 256 <= engine.n_ctx
+
+
+def test_answer_logprobs_score_a_given_answer_token_by_token(engine):
+    question = [{"role": "user", "content": "What is the capital of Japan?"}]
+    own = engine.complete(question, GenerationSettings(max_tokens=24, temperature=0.0))
+    assert "Tokyo" in own
+    wrong = own.replace("Tokyo", "Paris")
+    own_lp, wrong_lp = engine.answer_logprobs(question, own), engine.answer_logprobs(question, wrong)
+    assert all(lp <= 0 for lp in own_lp) and len(own_lp) == len(wrong_lp)
+    first_diff = next(i for i, (a, b) in enumerate(zip(own_lp, wrong_lp)) if a != b)
+    # Teacher-forced: the same prefix scores the same, and the city the model would not say is far less likely.
+    assert own_lp[:first_diff] == wrong_lp[:first_diff]
+    assert wrong_lp[first_diff] < own_lp[first_diff] - 5
+    assert len(engine.answer_logprobs(question, own, max_tokens=2)) == 2
+    # Scoring leaves generation as it was.
+    assert engine.complete(question, GenerationSettings(max_tokens=24, temperature=0.0)) == own

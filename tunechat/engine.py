@@ -195,6 +195,27 @@ class Engine:
             finally:
                 chunks.close()
 
+    def answer_logprobs(self, messages: Sequence[ChatMessage], answer: str, max_tokens: int | None = None) -> list[float]:
+        """Log-probability of each token of ``answer`` (tokenized apart, as sampled at inference)
+        following the rendered ``messages``, teacher-forced: how likely this model finds a given
+        answer, not what it would write."""
+        import numpy as np
+
+        prompt_ids = self._tokens(self.render(messages))
+        answer_ids = self.llm.tokenize(answer.encode("utf-8"), add_bos=False, special=False)[:max_tokens]
+        n_vocab = self.llm.n_vocab()
+        out: list[float] = []
+        with self._lock:
+            self.llm.reset()
+            self.llm.eval(prompt_ids)
+            for token in answer_ids:
+                logits = np.ctypeslib.as_array(self.llm._ctx.get_logits_ith(-1), shape=(n_vocab,)).astype(np.float64)
+                top = logits.max()
+                out.append(float(logits[token] - top - np.log(np.exp(logits - top).sum())))
+                self.llm.eval([token])
+            self.llm.reset()
+        return out
+
     def complete(self, messages: Sequence[ChatMessage], settings: GenerationSettings = GenerationSettings()) -> str:
         return "".join(self.stream(messages, settings)).strip()
 
