@@ -15,6 +15,7 @@ class Recipe:
     target_modules: tuple[str, ...] = ALL_LINEAR
     top_layers: int | None = 10  # LoRA on the top N decoder layers only (None: all); halves step time
     lr: float = 1e-3
+    average: float = 0.0  # keep an exponential moving average of the adapter (this decay) and use it, not the last step's
     warmup_steps: int = 0  # learning rate ramps up linearly over the first N steps (Adam's first steps are full-size)
     max_steps: int = 40
     min_steps: int = 6

@@ -244,6 +244,32 @@ def choose_replay(rng: random.Random, count: int, size: int, drift: dict[int, fl
     return chosen + hot + rng.sample(rest, min(len(rest), size - len(taken)))
 
 
+class _Average:
+    """An exponential moving average of the trainable weights: the last steps' back-and-forth
+    on general answers averages out while what every step agrees on (the taught answers) stays.
+    ``swap`` exchanges the live weights and the average in place."""
+
+    def __init__(self, params, decay: float) -> None:
+        self.params, self.decay = params, decay
+        self.values = [p.detach().clone() for p in params]
+
+    def update(self) -> None:
+        import torch
+
+        with torch.no_grad():
+            for avg, p in zip(self.values, self.params):
+                avg.mul_(self.decay).add_(p.detach(), alpha=1 - self.decay)
+
+    def swap(self) -> None:
+        import torch
+
+        with torch.no_grad():
+            for avg, p in zip(self.values, self.params):
+                live = p.detach().clone()
+                p.copy_(avg)
+                avg.copy_(live)
+
+
 def add_lora(model, recipe: Recipe):
     from peft import LoraConfig, get_peft_model
 
@@ -303,6 +329,7 @@ def train(
     every_form = [e for forms in facts for e in forms]
     form_loss: list[dict[int, float]] = [{} for _ in facts]  # per fact: wording -> its loss when last asked
     last_confirm = -1
+    average = _Average(params, recipe.average) if recipe.average > 0 else None
     confirms, confirm_seconds = 0, 0.0
     for step in range(1, recipe.max_steps + 1):
         if cancelled():
@@ -338,6 +365,8 @@ def train(
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         warmup.step()
+        if average is not None:
+            average.update()
         recent_worst = (recent_worst + [float(fact_tok.max().detach())])[-rounds:]
         losses.append(float(fact_tok.mean().detach()))
         elapsed = time.monotonic() - start
@@ -351,7 +380,11 @@ def train(
             if drawn_reproduced and step > last_confirm + 1:
                 last_confirm = step
                 confirm_start = time.monotonic()
+                if average is not None:  # the average is what is kept: confirm on it
+                    average.swap()
                 confirmed = all(reproduces_answers(model, every_form, pad_id, device))
+                if average is not None and not confirmed:
+                    average.swap()
                 confirms += 1
                 confirm_seconds += time.monotonic() - confirm_start
                 if confirmed:
@@ -360,6 +393,8 @@ def train(
         elif max(recent_worst) < recipe.stop_loss:
             stopped_early = True
             break
+    if average is not None and not (stopped_early and recipe.stop_when == "greedy"):
+        average.swap()  # the greedy stop already holds the average in the model
     model.eval()
     return TrainResult(step, losses[-1] if losses else math.nan, losses, time.monotonic() - start, tokens, stopped_early,
                        round(confirm_seconds, 2), confirms)

@@ -177,3 +177,22 @@ def test_pick_wording_asks_unseen_wordings_then_the_worst_learned():
     assert train.pick_wording(rng, 5, step=3, losses={0: 0.1, 1: 2.0, 2: 0.3, 3: 0.2, 4: 0.9}) == 1  # worst
     # Without losses: uniform, the same draw as before the option existed.
     assert train.pick_wording(random.Random(7), 5, step=4) == random.Random(7).choice(range(5))
+
+
+def test_average_follows_the_weights_and_swaps_back_and_forth():
+    import torch
+
+    from personalize.train import _Average
+
+    w = torch.nn.Parameter(torch.zeros(3))
+    average = _Average([w], decay=0.5)
+    with torch.no_grad():
+        w.fill_(4.0)
+    average.update()  # 0.5 * 0 + 0.5 * 4
+    with torch.no_grad():
+        w.fill_(6.0)
+    average.update()  # 0.5 * 2 + 0.5 * 6
+    average.swap()
+    assert w.tolist() == [4.0, 4.0, 4.0]
+    average.swap()
+    assert w.tolist() == [6.0, 6.0, 6.0]
