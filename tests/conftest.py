@@ -48,6 +48,16 @@ def base_model() -> Path:
     return embedded_model_path()
 
 
+@pytest.fixture(scope="module")
+def engine(base_model):
+    """The embedded model loaded in llama.cpp, shared by a module's tests."""
+    from tunechat.engine import Engine
+
+    e = Engine(base_model)
+    yield e
+    e.close()
+
+
 def run_cli(*args: str, env_home: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
     """Run the real ``tunechat`` command in a subprocess with the test's environment."""
     return subprocess.run([sys.executable, "-m", "tunechat.cli", *args], capture_output=True, text=True,

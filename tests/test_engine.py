@@ -3,18 +3,7 @@
 import os
 import threading
 
-import pytest
-
-from tunechat.engine import Engine, GenerationSettings, default_threads
-
-
-@pytest.fixture(scope="module")
-def engine():
-    from tunechat.registry import embedded_model_path
-
-    e = Engine(embedded_model_path())
-    yield e
-    e.close()
+from tunechat.engine import GenerationSettings, default_threads
 
 
 def test_uses_every_core(engine):

@@ -1,20 +1,9 @@
 """Quality scores on the real embedded model."""
 
-import pytest
-
 from personalize.evaluate import Drift, answer_drift, engine_scorer
-from tunechat.engine import Engine, GenerationSettings
+from tunechat.engine import GenerationSettings
 
 QUESTIONS = ["What is the capital of Japan?", "What is 2 plus 2?", "Who wrote Romeo and Juliet?"]
-
-
-@pytest.fixture(scope="module")
-def engine():
-    from tunechat.registry import embedded_model_path
-
-    e = Engine(embedded_model_path())
-    yield e
-    e.close()
 
 
 def test_answer_drift_is_zero_for_the_base_and_positive_when_its_answers_lose_likelihood(engine):
