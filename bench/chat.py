@@ -5,7 +5,8 @@
    process (target: ratio >= 0.95).
 2. Start-up: wall time from launching `tunechat` to its first drawn frame (target <= 1.5 s),
    and whether torch/transformers were imported (they must not be).
-3. Peak memory (RSS) of the chat process: the TUI to first frame, and `tunechat ask`.
+3. Peak memory (RSS) of the chat process: the TUI to first frame, and `tunechat ask`; and
+   what scoping adds on a personal version (its base model loaded beside it).
 
     python bench/chat.py [--runs 5]
 """
@@ -88,14 +89,42 @@ def bench_startup(runs: int) -> None:
     print(f"  peak RSS of the TUI process: {resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024:.0f} MiB")
 
 
+def _ask_rss(env: dict, question: str = "What is the capital of Japan?") -> float:
+    """Peak RSS (MiB) of a `tunechat ask` process."""
+    code = (f"import resource, sys; from tunechat.cli import main; main(['ask', {question!r}]); "
+            "print('RSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)")
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=ROOT)
+    return int(next(l for l in proc.stderr.splitlines() if l.startswith("RSS")).split()[1]) / 1024
+
+
 def bench_ask_memory() -> None:
     with tempfile.TemporaryDirectory() as home:
+        rss = _ask_rss(dict(os.environ, TUNECHAT_HOME=home))
+        print(f"peak RSS of a chat process that loads the model and answers (`tunechat ask`): {rss:.0f} MiB")
+
+
+def bench_scoped_memory() -> None:
+    """What scoping (tunechat.scope) costs: a personal version keeps its base model loaded too.
+    The version here is a copy of the base file, so both sides load files of the same size."""
+    import json
+    import shutil
+
+    from tunechat.registry import embedded_model_path
+
+    with tempfile.TemporaryDirectory() as home:
         env = dict(os.environ, TUNECHAT_HOME=home)
-        code = ("import resource, sys; from tunechat.cli import main; main(['ask', 'What is the capital of Japan?']); "
-                "print('RSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)")
-        proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=ROOT)
-        rss = next(l for l in proc.stderr.splitlines() if l.startswith("RSS")).split()[1]
-        print(f"peak RSS of a chat process that loads the model and answers (`tunechat ask`): {int(rss) / 1024:.0f} MiB")
+        base = embedded_model_path()
+        version = Path(home) / "models" / "personal-bench"
+        version.mkdir(parents=True)
+        shutil.copy(base, version / "model.gguf")
+        (version / "manifest.json").write_text(json.dumps({"base_path": str(base), "created_at": 1}))
+        for argv in (["models", "use", "personal-bench"], ["scope", "off"]):
+            subprocess.run([sys.executable, "-m", "tunechat.cli", *argv], env=env, cwd=ROOT, capture_output=True, check=True)
+        alone = _ask_rss(env)
+        subprocess.run([sys.executable, "-m", "tunechat.cli", "scope", "on"], env=env, cwd=ROOT, capture_output=True, check=True)
+        scoped = _ask_rss(env)
+    print(f"peak RSS of `tunechat ask` on a personal version: scope off {alone:.0f} MiB, scope on {scoped:.0f} MiB "
+          f"(ratio {scoped / alone:.2f}; the base model is {base.stat().st_size / 2**20:.0f} MiB on disk)")
 
 
 def main() -> int:
@@ -105,6 +134,7 @@ def main() -> int:
     bench_streaming(args.runs)
     bench_startup(args.runs)
     bench_ask_memory()
+    bench_scoped_memory()
     return 0
 
 

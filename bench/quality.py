@@ -6,7 +6,8 @@ the built-in locality gate's score ("gate": the held-out general questions the p
 report checks before a swap), answer damage on the persona's general questions and the gate's
 (personalize.evaluate.answer_drift: how much likelihood the base model's own answers lost,
 nats per token; it moves before a greedy answer flips, so it separates methods in fewer runs)
-and seconds; "prompt" is the no-training baseline with the facts in the system prompt, and
+and seconds; then the same scores "in chat", as the chat answers with scoping on
+(tunechat.scope: the base model takes the questions that do not speak of the user); "prompt" is the no-training baseline with the facts in the system prompt, and
 "sequential" teaches half the facts, personalizes again with the rest, and scores all.
 
     python bench/quality.py                       # every method, both personas, 3 seeds
@@ -89,11 +90,13 @@ def run_worker(pairs, probes: ProbeSet, method: str, seed: int, outtype: str, ov
         result = worker_result(Path(tmp), job)
         seconds = time.monotonic() - start
     after = result["metrics"]["after"]
+    scoped = result["metrics"].get("scoped") or {}  # as the chat answers (tunechat.scope)
     gate = result.get("gate") or {}
     drift = (result.get("drift") or {}).get("locality") or {}
     gate_drift = (result.get("drift") or {}).get("gate") or {}
     return {**{k: after[k] for k in KEYS}, "gate": gate.get("locality"), "seconds": seconds,
             "drift": drift.get("mean"), "damage": drift.get("damage"), "gate_damage": gate_drift.get("damage"),
+            **{f"chat_{k}": scoped.get(k) for k in KEYS}, "chat_gate": gate.get("scoped_locality"),
             "steps": result["train"]["steps"],
             "train_seconds": result["timings"].get("train"),
             "confirm_seconds": result["train"].get("confirm_seconds"), "timings": result["timings"],
@@ -164,14 +167,17 @@ def main() -> int:
         args.json.write_text(json.dumps(rows, indent=1))
     print()
     print(f"{'method':40} {'persona':8} {'reliab.':>8} {'general.':>8} {'locality':>8} {'soft loc.':>9} "
-          f"{'gate':>6} {'damage':>7} {'g.damage':>8} {'seconds':>8}")
+          f"{'gate':>6} {'damage':>7} {'g.damage':>8} {'seconds':>8}  | in chat: {'reliab.':>7} {'general.':>8} "
+          f"{'locality':>8} {'gate':>5}")
     groups: dict[tuple[str, str], list[dict]] = {}
     for r in rows:
         groups.setdefault((r["method"], r["persona"]), []).append(r)
     for (method, persona), items in groups.items():
         mean = lambda k: statistics.mean([i[k] for i in items if i.get(k) is not None] or [float("nan")])  # noqa: E731
         print(f"{method:40} {persona:8} {mean('reliability'):8.0%} {mean('generalization'):8.0%} "
-              f"{mean('locality'):8.0%} {mean('soft_locality'):9.2f} {mean('gate'):6.0%} {mean('damage'):7.3f} {mean('gate_damage'):8.3f} {mean('seconds'):8.0f}")
+              f"{mean('locality'):8.0%} {mean('soft_locality'):9.2f} {mean('gate'):6.0%} {mean('damage'):7.3f} {mean('gate_damage'):8.3f} {mean('seconds'):8.0f}  | "
+              f"{'':9}{mean('chat_reliability'):7.0%} {mean('chat_generalization'):8.0%} {mean('chat_locality'):8.0%} "
+              f"{mean('chat_gate'):5.0%}")
     return 0
 
 

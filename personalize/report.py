@@ -12,19 +12,26 @@ def _pct(value: float | None) -> str:
 
 
 def score_table(manifest: dict[str, Any]) -> str:
+    """Scores before and after; with an "in chat" column where the chat scopes the personal
+    model (tunechat.scope: the base model answers what does not speak of you)."""
     metrics = manifest.get("metrics") or {}
     before, after = metrics.get("before") or {}, metrics.get("after") or {}
+    scoped = metrics.get("scoped") or {}
     rows = [
         ("reliability (taught questions)", "reliability"),
         ("generalization (paraphrases)", "generalization"),
         ("locality (general questions kept)", "locality"),
         ("soft locality (base text kept)", "soft_locality"),
     ]
-    lines = [f"{'score':36} before  after"]
+    lines = [f"{'score':36} before  after" + ("  in chat" if scoped else "")]
     for label, key in rows:
         if before.get(key) is None and after.get(key) is None:
             continue
-        lines.append(f"{label:36} {_pct(before.get(key))}  {_pct(after.get(key))}")
+        line = f"{label:36} {_pct(before.get(key))}  {_pct(after.get(key))}"
+        lines.append(line + (f"    {_pct(scoped.get(key))}" if scoped else ""))
+    if scoped:
+        lines.append("in chat: questions that do not speak of you are answered by the base model "
+                     "(`tunechat scope off` to change).")
     return "\n".join(lines)
 
 

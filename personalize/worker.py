@@ -40,6 +40,7 @@ def run(job_dir: Path, reporter: Reporter) -> dict:
         from personalize import base as base_mod
         from personalize import checks, data, evaluate, general, train
         from personalize.recipe import get_recipe
+        from tunechat import scope
         from tunechat.engine import Engine
         from tunechat.wording import count
 
@@ -138,11 +139,17 @@ def run(job_dir: Path, reporter: Reporter) -> dict:
             device=device, outtype=outtype, prompts=prompts, taught=pairs, gguf_answers=gguf_answers,
             torch_reproduced=torch_reproduced, delta=delta,
         )
-    after = gate_after = drift = None
+    names = scope.taught_names(a for _, a in pairs)
+    # As you meet it in the chat (tunechat.scope): questions that do not speak of you get the
+    # base model's own answer, which base_answers already holds.
+    scoped = lambda q: _greedy(engine, q) if scope.speaks_of_user(q, names) else base_answers[q]  # noqa: E731
+    after = scoped_after = gate_after = gate_scoped = drift = None
     if not job.get("skip_eval"):
         with timings.phase(reporter, "evaluate", "scoring the new model"):
             after = evaluate.score(lambda q: _greedy(engine, q), probes, base_answers)
+            scoped_after = evaluate.score(scoped, probes, base_answers)
             gate_after = evaluate.score(lambda q: _greedy(engine, q), gate, base_answers) if gate else None
+            gate_scoped = evaluate.score(scoped, gate, base_answers) if gate else None
             drift = _drift(engine, base_gguf, probes, gate, base_answers, evaluate) if job.get("score_drift") else None
     engine.close()
 
@@ -164,9 +171,14 @@ def run(job_dir: Path, reporter: Reporter) -> dict:
                   "stopped_early": result.stopped_early,
                   "confirms": result.confirms, "confirm_seconds": result.confirm_seconds},
         "checks": [r.as_dict() for r in results],
-        "metrics": {"before": _public(before), "after": _public(after) if after else None},
+        # "after": the personal model alone, on every question; "scoped": as the chat answers
+        # (tunechat.scope), the base model taking the questions that do not speak of you.
+        "metrics": {"before": _public(before), "after": _public(after) if after else None,
+                    "scoped": _public(scoped_after) if scoped_after else None},
+        "scope_names": names,  # words that send a question to the personal model (tunechat.scope)
         "answers": after.details if after else None,  # the new model's answer to every probe
-        "gate": {"locality": gate_after.locality, "answers": gate_after.details["locality"]} if gate and after else None,
+        "gate": {"locality": gate_after.locality, "answers": gate_after.details["locality"],
+                 "scoped_locality": gate_scoped.locality} if gate and after else None,
         "drift": drift,  # bench only (job "score_drift")
         "near_prompts": [replayed[i] for i in near],  # the general prompts nearest your facts, replayed most
         "paraphrases": rewordings,  # the base model's rewordings trained alongside each question

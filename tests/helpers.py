@@ -1,10 +1,26 @@
-"""Test helpers: poll for a condition instead of sleeping a fixed time."""
+"""Test helpers: poll for a condition instead of sleeping a fixed time; a stand-in version."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import shutil
 import time
+from pathlib import Path
 from typing import Callable
+
+
+def add_version(base_model: Path, name: str = "personal-test", **manifest) -> Path:
+    """A personal version folder whose model is a copy of ``base_model`` (what the registry
+    and the chat need from a version, without training one); returns its model file."""
+    from tunechat import paths
+
+    version = paths.models_dir() / name
+    version.mkdir()
+    shutil.copy(base_model, version / "model.gguf")
+    manifest = {"base_path": str(base_model), "created_at": 1, **manifest}
+    (version / "manifest.json").write_text(json.dumps(manifest))
+    return version / "model.gguf"
 
 
 async def wait_until(condition: Callable[[], bool], pilot=None, timeout: float = 120.0, interval: float = 0.05) -> None:

@@ -31,6 +31,8 @@ def test_personalize_then_ask_answers_a_taught_fact_then_rollback(store, home):
     cat = next(f for f in FACTS if f["key"] == "Miso")
     before = run_cli("ask", cat["q"])
     assert cat["key"] not in before.stdout  # the base model does not know it
+    general = "What is the capital of France?"
+    general_before = run_cli("ask", general)
     _add_facts(store)
     result = run_cli("personalize", "--yes", timeout=1500)  # the first run also fills a cold cache
     assert result.returncode == 0, result.stderr[-3000:]
@@ -39,7 +41,14 @@ def test_personalize_then_ask_answers_a_taught_fact_then_rollback(store, home):
     current = [line for line in listed.splitlines() if line.startswith("*")]
     assert len(current) == 1 and "personal-" in current[0]
     after = run_cli("ask", cat["q"])
-    assert cat["key"] in after.stdout
+    assert cat["key"] in after.stdout and "base model" not in after.stderr
+    # Scoping (tunechat.scope): a question that does not speak of the user gets the base
+    # model's own answer, word for word, and says so.
+    general_after = run_cli("ask", general)
+    assert general_after.stdout == general_before.stdout and "answered by the base model" in general_after.stderr
+    assert "scope off" in run_cli("scope", "off").stdout
+    assert "base model" not in run_cli("ask", general).stderr
+    assert "scope on" in run_cli("scope", "on").stdout
     version = next((home / "models").iterdir())
     manifest = json.loads((version / "manifest.json").read_text())
     assert manifest["pairs_count"] == 3 and all(c["passed"] for c in manifest["checks"])
@@ -125,8 +134,13 @@ async def test_tui_personalize_swaps_the_model_into_the_running_chat(store):
         await pilot.press("enter")
         await wait_until(lambda: not app._generating and [v for v in app.query(MessageView) if v.role == "assistant"]
                          and [v for v in app.query(MessageView) if v.role == "assistant"][-1].message_id, pilot)
-        answer = [v for v in app.query(MessageView) if v.role == "assistant"][-1].content
-        assert "Miso" in answer
+        answers = lambda: [v for v in app.query(MessageView) if v.role == "assistant"]  # noqa: E731
+        assert "Miso" in answers()[-1].content and not answers()[-1].by_base
+        await pilot.press(*"What is the capital of France?")
+        await pilot.press("enter")
+        await wait_until(lambda: not app._generating and len(answers()) == 2 and answers()[-1].message_id, pilot)
+        assert answers()[-1].by_base  # not about the user: the base model answered, and the label says so
+        assert "base model" in str(answers()[-1].query_one(".role").render())
 
 
 def test_an_hf_folder_base_personalizes_into_a_gguf_that_knows_the_fact(store, home, tmp_path):

@@ -32,3 +32,12 @@ def test_counts_read_right_for_one_and_for_an_unknown_number():
     assert "Trained on 1 pair and 1 rewording of their questions" in one
     unknown = {k: v for k, v in MANIFEST.items() if k != "pairs_count"}
     assert "Trained on ? pairs" in full_report(unknown)
+
+
+def test_scoped_scores_get_their_own_column_and_a_line_that_says_what_it_means():
+    scoped = {"reliability": 1.0, "locality": 1.0, "generalization": 0.5}
+    text = full_report({**MANIFEST, "metrics": {**MANIFEST["metrics"], "scoped": scoped}})
+    locality = next(line for line in text.splitlines() if line.startswith("locality"))
+    assert locality.split()[-3:] == ["100%", "75%", "100%"]
+    assert "answered by the base model" in text
+    assert "in chat" not in full_report(MANIFEST)  # versions from before scoping: two columns

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.helpers import wait_until
+from tests.helpers import add_version, wait_until
 from tui.app import TunechatApp
 from tui.screens.chats import ChatsScreen
 from tui.screens.confirm import Confirm
@@ -231,3 +231,25 @@ async def test_chat_follows_a_model_and_pairs_changed_by_another_process(store, 
         assert app.engine.model_path == other_model.resolve()
         answer = await _ask(app, pilot, "Hi")
         assert answer.content.strip()  # the new model answers
+
+
+@pytest.mark.parametrize("scope_setting", ["on", "off"])
+async def test_with_a_personal_model_the_base_model_answers_what_is_not_about_you(store, base_model, scope_setting):
+    from tunechat.registry import Registry
+    from tunechat.scope import ScopedEngine
+
+    add_version(base_model, scope_names=["Ada"])
+    Registry(store).use("personal-test")
+    store.set_setting("scope", scope_setting)
+    app = TunechatApp(store, settings=GREEDY)
+    async with app.run_test(size=(100, 36)) as pilot:
+        await wait_until(lambda: app.engine is not None, pilot)
+        assert isinstance(app.engine, ScopedEngine) is (scope_setting == "on")
+        general = await _ask(app, pilot, "What is the capital of Japan?")
+        assert "Tokyo" in general.content
+        assert general.by_base is (scope_setting == "on")
+        assert ("base model" in str(general.query_one(".role").render())) is (scope_setting == "on")
+        personal = await _ask(app, pilot, "Who is Ada?")  # a taught name, no first person
+        assert not personal.by_base and "base model" not in str(personal.query_one(".role").render())
+        await pilot.press("ctrl+k")  # keeping still reads right after the label changed
+        assert "✓ kept" in str(personal.query_one(".role").render())

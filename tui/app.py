@@ -25,7 +25,9 @@ from tui.widgets.message import MessageView
 from tui.widgets.prompt_input import PromptInput
 from tui.widgets.status import StatusBar
 from tunechat.chat_template import with_system
-from tunechat.engine import Engine, GenerationSettings
+from tunechat import scope
+from tunechat.engine import GenerationSettings
+from tunechat.scope import ChatEngine
 from tunechat.gguf_check import ModelFileError
 from tunechat.registry import EMBEDDED_NAME, Registry
 from tunechat.store import Chat, Store, StoreError
@@ -66,7 +68,7 @@ class TunechatApp(App[int]):
     class EngineReady(Message):
         """A model finished loading in the background; the conversation stays as it is."""
 
-        def __init__(self, engine: Engine) -> None:
+        def __init__(self, engine: ChatEngine) -> None:
             super().__init__()
             self.engine = engine
 
@@ -76,11 +78,11 @@ class TunechatApp(App[int]):
         self.registry = Registry(store)
         self.model_override = model_override
         self.settings = settings or GenerationSettings(temperature=0.2, top_p=0.9, seed=-1)
-        self.engine: Engine | None = None
+        self.engine: ChatEngine | None = None
         self.chat: Chat | None = None
         self._stop = threading.Event()
         self._generating = False
-        self._retired: list[Engine] = []  # replaced engines still finishing an answer
+        self._retired: list[ChatEngine] = []  # replaced engines still finishing an answer
         self.exit_after_first_frame = False  # set by bench/chat.py to time start-up
         self._requested_model: Path | None = None  # the model last asked for (loaded or loading)
         self._seen_current: str | None = None  # the registry's current-model setting when last read
@@ -147,7 +149,7 @@ class TunechatApp(App[int]):
     @work(thread=True, exclusive=True, exit_on_error=False, group="load", description="Loading model")
     def load_model(self, path: Path) -> None:
         self.call_from_thread(setattr, self.status, "activity", f"loading {path.name}…")
-        engine = Engine(path)
+        engine = scope.open_engine(path, self.registry, scope.scoping_enabled(self.store))
         self.post_message(self.EngineReady(engine))
 
     def on_tunechat_app_engine_ready(self, message: EngineReady) -> None:
@@ -159,7 +161,10 @@ class TunechatApp(App[int]):
                 self._retired.append(old)
             else:
                 old.close()
-            self.notify(f"Now chatting with {self.status.model_name}.", title="Model switched")
+            scoped = isinstance(message.engine, scope.ScopedEngine)
+            self.notify(f"Now chatting with {self.status.model_name}."
+                        + (" Questions that don't speak of you go to the base model it came from." if scoped else ""),
+                        title="Model switched")
 
     def _model_label(self, path: Path) -> str:
         for entry in self.registry.entries():
@@ -250,13 +255,16 @@ class TunechatApp(App[int]):
         except Exception as exc:  # shown in the chat instead of ending the app
             error = f"{type(exc).__name__}: {exc}"
         finally:
-            self.call_from_thread(self._finish_answer, view, self._stop.is_set(), error)
+            by_base = isinstance(engine, scope.ScopedEngine) and engine.last_route == "base"
+            self.call_from_thread(self._finish_answer, view, self._stop.is_set(), error, by_base)
 
-    async def _finish_answer(self, view: MessageView, stopped: bool, error: str | None) -> None:
+    async def _finish_answer(self, view: MessageView, stopped: bool, error: str | None, by_base: bool = False) -> None:
         note = "stopped" if stopped else None
         if error:
             note = f"error: {error}"
         await view.end_stream(note)
+        if by_base:
+            view.mark_by_base()
         if view.content.strip() and self.chat is not None:
             view.message_id = self.store.add_message(self.chat.id, "assistant", view.content.strip()).id
         self._generating = False

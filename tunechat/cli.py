@@ -52,6 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
     models_sub.add_parser("rollback", help="go back to the model used before the current one")
     models_sub.add_parser("list", help="list models (the default action)")
 
+    scope = sub.add_parser("scope", help="whether the personal model answers only what speaks of you (default on)")
+    scope.add_argument("state", nargs="?", choices=["on", "off"], help="on: questions that do not speak of you "
+                       "are answered by the base model; off: the personal model answers everything")
+
     pers = sub.add_parser("personalize", help="train a personal model on the pairs and make it current")
     pers.add_argument("--yes", action="store_true", help="swap in even if the locality check fails")
     pers.add_argument("--max-steps", type=int, default=None, help="cap on optimizer steps")
@@ -69,7 +73,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command is None:
             return _run_tui(args)
-        handler = {"ask": _ask, "pairs": _pairs, "models": _models, "personalize": _personalize}[args.command]
+        handler = {"ask": _ask, "pairs": _pairs, "models": _models, "scope": _scope,
+                   "personalize": _personalize}[args.command]
         return handler(args)
     except (StoreError, ModelFileError) as exc:
         print(f"tunechat: {exc}", file=sys.stderr)
@@ -107,13 +112,15 @@ def _run_tui(args: argparse.Namespace) -> int:
 
 
 def _ask(args: argparse.Namespace) -> int:
+    from tunechat import scope
     from tunechat.chat_template import with_system
-    from tunechat.engine import Engine, GenerationSettings
+    from tunechat.engine import GenerationSettings
+    from tunechat.registry import Registry
 
     store = _open_store()
     path = _model_path(args, store)
     try:
-        engine = Engine(path)
+        engine = scope.open_engine(path, Registry(store), scope.scoping_enabled(store))
     except ModelFileError as exc:
         raise ModelFileError(f"{exc}\nTo use the embedded default instead: tunechat models use smollm2-135m") from None
     messages = with_system([{"role": "user", "content": args.question}], args.system)
@@ -122,6 +129,22 @@ def _ask(args: argparse.Namespace) -> int:
         sys.stdout.write(delta)
         sys.stdout.flush()
     sys.stdout.write("\n")
+    if isinstance(engine, scope.ScopedEngine) and engine.last_route == "base":
+        print(scope.BASE_ANSWERED_NOTE, file=sys.stderr)
+    engine.close()
+    return 0
+
+
+def _scope(args: argparse.Namespace) -> int:
+    from tunechat import scope
+
+    store = _open_store()
+    if args.state:
+        store.set_setting(scope.SETTING, args.state)
+    on = scope.scoping_enabled(store)
+    print(f"scope {'on' if on else 'off'}: " + (
+        "a personal model answers what speaks of you; the base model it came from answers the rest."
+        if on else "a personal model answers everything."))
     return 0
 
 

@@ -23,6 +23,8 @@ class MessageView(Vertical, can_focus=True):
         self.role = role
         self.content = content
         self.message_id = message_id
+        self.by_base = False  # answered by the base model: the question did not speak of the user (tunechat.scope)
+        self.kept = False
         self._stream: MarkdownStream | None = None
 
     def compose(self) -> ComposeResult:
@@ -55,6 +57,15 @@ class MessageView(Vertical, can_focus=True):
             text += f"\n\n*{note}*"
         await self.body.update(text)
 
+    def _update_label(self) -> None:
+        label = "Assistant" + ("  · base model" if self.by_base else "") + ("  ✓ kept" if self.kept else "")
+        self.query_one(".role", Static).update(label)
+
+    def mark_by_base(self) -> None:
+        self.by_base = True
+        self._update_label()
+
     def mark_kept(self) -> None:
         self.add_class("kept")
-        self.query_one(".role", Static).update("Assistant  ✓ kept")
+        self.kept = True
+        self._update_label()

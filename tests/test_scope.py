@@ -1,0 +1,89 @@
+"""Scoping: the personal model answers what speaks of the user, the base model the rest."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import PUBLIC_PERSONA, ROOT, SECOND_PERSONA
+from tests.helpers import add_version
+from tunechat.scope import ScopedEngine, open_engine, speaks_of_user, taught_names
+
+PERSONAS = [PUBLIC_PERSONA, SECOND_PERSONA, ROOT / "tests" / "data" / "persona-third.json"]
+
+
+@pytest.mark.parametrize("persona", PERSONAS, ids=lambda p: p.stem)
+def test_every_taught_and_reworded_question_speaks_of_the_user_and_no_general_one_does(persona):
+    data = json.loads(persona.read_text())
+    builtin = json.loads((ROOT / "personalize" / "data" / "locality_probes.json").read_text())["probes"]
+    names = taught_names(f["a"] for f in data["facts"])
+    assert [q for q in [f["q"] for f in data["facts"]] + [p["q"] for p in data["paraphrases"]]
+            if not speaks_of_user(q, names)] == []
+    assert [q for q in [*data["locality"], *builtin] if speaks_of_user(q, names)] == []
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("Tell me the capital of France.", False),  # "me" only as the object of a request
+    ("Can you give me a yellow fruit?", False),
+    ("Tell me my name.", True),
+    ("Do you know what I'm called?", True),
+    ("Do you know what I’m called?", True),  # typographic apostrophe
+    ("What do you know about me?", True),
+    ("What is the largest planet in our solar system?", False),  # generic "our"
+    ("I wonder how many days a week has.", True),  # errs toward the personal model
+    ("What is the opposite of hot?", False),
+    ("MY DOG'S NAME?", True),
+])
+def test_first_person_rule(text, expected):
+    assert speaks_of_user(text) is expected
+
+
+def test_a_taught_name_sends_a_question_to_the_personal_model():
+    names = taught_names(["Your sister is named Ingrid. She lives in Oslo.", "Your name is Ada Quill."])
+    assert names == ["Ada", "Ingrid", "Oslo", "Quill"]  # never "She" or "Your": sentence starts
+    assert speaks_of_user("Who is Ingrid?", names) and speaks_of_user("what's the weather in oslo", names)
+    assert not speaks_of_user("Who is Ingrid?") and not speaks_of_user("Who wrote Hamlet?", names)
+
+
+def test_each_turn_goes_to_the_model_its_question_calls_for(engine, base_model):
+    from tunechat.engine import Engine, GenerationSettings
+
+    other = Engine(base_model)
+    scoped = ScopedEngine(personal=engine, base=other)
+    settings = GenerationSettings(max_tokens=12)
+    try:
+        general = [{"role": "user", "content": "What is my name?"}, {"role": "assistant", "content": "Ada."},
+                   {"role": "user", "content": "What is the capital of France?"}]
+        assert scoped.route(general) is other and scoped.last_route == "base"
+        assert scoped.complete(general, settings) == other.complete(general, settings)
+        assert scoped.last_route == "base"
+        personal = general[:1]
+        assert scoped.route(personal) is engine and scoped.last_route == "personal"
+        assert scoped.complete(personal, settings) == engine.complete(personal, settings)
+    finally:
+        other.close()
+
+
+def test_only_a_personal_version_whose_base_exists_is_scoped(store, base_model):
+    from tunechat.engine import Engine
+    from tunechat.registry import Registry
+
+    model = add_version(base_model, scope_names=["Ada"])  # any GGUF will do: no training needed to route
+    registry = Registry(store)
+
+    scoped = open_engine(model, registry, scoped=True)
+    try:
+        assert isinstance(scoped, ScopedEngine) and scoped.names == ["Ada"]
+        assert scoped.personal.model_path == model and scoped.base.model_path == base_model
+    finally:
+        scoped.close()
+    for engine in (open_engine(model, registry, scoped=False),  # scope off
+                   open_engine(base_model, registry, scoped=True)):  # not a personal version
+        assert type(engine) is Engine
+        engine.close()
+    manifest = json.loads((model.parent / "manifest.json").read_text())
+    (model.parent / "manifest.json").write_text(json.dumps({**manifest, "base_path": str(model.parent / "gone.gguf")}))
+    plain = open_engine(model, registry, scoped=True)  # base deleted: the version alone
+    assert type(plain) is Engine
+    plain.close()
