@@ -29,6 +29,9 @@ class Recipe:
     kl_weight: float = 0.0  # KL(base || tuned) on the replay answers' tokens
     paraphrases: int = 0  # up to N base-model rewordings per taught question, one form per fact per step
     wording_priority: bool = False  # ask each fact in the wording it knew worst when last asked (train.pick_wording)
+    # Early stopping on held-out rewordings: the last N rewordings of each fact are not trained;
+    # the greedy stop confirms on the user's wording and those instead of every trained wording.
+    holdout_stop: int = 0
     stop_loss: float = 0.05  # stop_when="loss": stop once every taught answer's mean token loss is below this
     # "loss": on stop_loss; "greedy": once greedy decoding gives every taught answer exactly, in every wording
     stop_when: str = "loss"

@@ -326,7 +326,13 @@ def train(
     rounds = max(1, math.ceil(len(facts) / recipe.fact_batch))
     recent_worst: list[float] = []
     drift: dict[int, float] = {}  # replay example -> its mean KL to the base when last drawn
-    every_form = [e for forms in facts for e in forms]
+    if recipe.holdout_stop:
+        # Held-out wordings (never trained) and the user's own decide the stop.
+        held = [forms[1:][-recipe.holdout_stop:] if len(forms) > 1 else [] for forms in facts]
+        facts = [forms[: len(forms) - len(h)] for forms, h in zip(facts, held)]
+        every_form = [e for forms, h in zip(facts, held) for e in [forms[0], *h]]
+    else:
+        every_form = [e for forms in facts for e in forms]
     form_loss: list[dict[int, float]] = [{} for _ in facts]  # per fact: wording -> its loss when last asked
     last_confirm = -1
     average = _Average(params, recipe.average) if recipe.average > 0 else None

@@ -196,3 +196,28 @@ def test_average_follows_the_weights_and_swaps_back_and_forth():
     assert w.tolist() == [4.0, 4.0, 4.0]
     average.swap()
     assert w.tolist() == [6.0, 6.0, 6.0]
+
+
+def test_holdout_stop_never_trains_the_held_out_wording(monkeypatch):
+    monkeypatch.setattr(train, "MIN_SHARED_PREFIX", 4)
+    model = tiny_lora_model()
+    held_out = example(PREFIX, [47, 48], BATCH[0].input_ids[-3:])
+    facts = [[BATCH[0], example(PREFIX, [49], BATCH[0].input_ids[-3:]), held_out], [BATCH[1]]]
+    trained: list = []
+    original = train._forward
+    def recording(m, batch, *args):
+        if torch.is_grad_enabled():  # a training pass, not a confirmation
+            trained.extend(batch)
+        return original(m, batch, *args)
+
+    monkeypatch.setattr(train, "_forward", recording)
+    checked: list = []
+    original_check = train.reproduces_answers
+    monkeypatch.setattr(train, "reproduces_answers", lambda m, ex, *a: checked.append(list(ex)) or original_check(m, ex, *a))
+    recipe = get_recipe("replay-kl").with_(stop_when="greedy", holdout_stop=1, lr=1e-2, max_steps=12, min_steps=1,
+                                           replay_batch=0)
+    rewording = facts[0][1]
+    train.train(model, facts, [], recipe, 0, "cpu")
+    assert held_out not in trained and all(e in (BATCH[0], rewording, BATCH[1]) for e in trained)
+    # Each confirmation asks the user's wordings and the held-out one, not the trained rewording.
+    assert checked and all(ex == [BATCH[0], held_out, BATCH[1]] for ex in checked)
