@@ -85,5 +85,11 @@ def test_only_a_personal_version_whose_base_exists_is_scoped(store, base_model):
     manifest = json.loads((model.parent / "manifest.json").read_text())
     (model.parent / "manifest.json").write_text(json.dumps({**manifest, "base_path": str(model.parent / "gone.gguf")}))
     plain = open_engine(model, registry, scoped=True)  # base deleted: the version alone
-    assert type(plain) is Engine
+    assert type(plain) is Engine and plain.model_path == model
+    plain.close()
+    broken = model.parent / "broken-base.gguf"
+    broken.write_bytes(base_model.read_bytes()[:4096])  # a truncated base file
+    (model.parent / "manifest.json").write_text(json.dumps({**manifest, "base_path": str(broken)}))
+    plain = open_engine(model, registry, scoped=True)  # a base that no longer loads: the version alone
+    assert type(plain) is Engine and plain.model_path == model
     plain.close()

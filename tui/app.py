@@ -24,12 +24,12 @@ from tui.screens.text_prompt import TextPrompt
 from tui.widgets.message import MessageView
 from tui.widgets.prompt_input import PromptInput
 from tui.widgets.status import StatusBar
-from tunechat.chat_template import with_system
 from tunechat import scope
+from tunechat.chat_template import with_system
 from tunechat.engine import GenerationSettings
-from tunechat.scope import ChatEngine
 from tunechat.gguf_check import ModelFileError
 from tunechat.registry import EMBEDDED_NAME, Registry
+from tunechat.scope import ChatEngine
 from tunechat.store import Chat, Store, StoreError
 
 

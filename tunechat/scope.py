@@ -23,6 +23,7 @@ from typing import Iterable, Iterator, Sequence
 
 from tunechat.chat_template import ChatMessage
 from tunechat.engine import Engine, GenerationSettings
+from tunechat.gguf_check import ModelFileError
 
 # Singular only: "we", "our" and "us" are mostly generic in questions ("our solar system",
 # "how do we measure"), and taught answers speak to one person ("Your name is ...").
@@ -81,16 +82,6 @@ class ScopedEngine:
         self.names = list(names)
         self.last_route = "personal"  # which model answered the last turn: "personal" or "base"
 
-    @classmethod
-    def open(cls, personal_path: Path, base_path: Path, names: Sequence[str] = ()) -> "ScopedEngine":
-        personal = Engine(personal_path)
-        try:
-            base = Engine(base_path)
-        except Exception:
-            personal.close()
-            raise
-        return cls(personal, base, names)
-
     @property
     def model_path(self) -> Path:
         return self.personal.model_path
@@ -129,8 +120,14 @@ def scoping_enabled(store) -> bool:
 
 def open_engine(path: Path, registry, scoped: bool) -> ChatEngine:
     """The chat engine for the model at ``path``: a personal version (one the registry knows,
-    whose base file still exists) is scoped when ``scoped``; anything else is a plain Engine."""
+    whose base file still exists) is scoped when ``scoped``; anything else is a plain Engine, and
+    so is a version whose base no longer loads (the personal model then answers everything)."""
     entry = next((e for e in registry.entries() if e.path == path and e.kind == "personal"), None)
     if not scoped or entry is None or entry.base_path == path or not entry.base_path.is_file():
         return Engine(path)
-    return ScopedEngine.open(path, entry.base_path, entry.manifest.get("scope_names", []))
+    personal = Engine(path)
+    try:
+        base = Engine(entry.base_path)
+    except ModelFileError:
+        return personal
+    return ScopedEngine(personal, base, entry.manifest.get("scope_names", []))
