@@ -6,7 +6,9 @@ model's rewordings of them (in scope) against the 225 built-in general prompts (
 a question is in scope when its nearest in-scope example is nearer than its nearest general
 prompt (cosine, llama.cpp mean-pooled embeddings, centred on the general prompts). Printed: the
 share each method routes right, per persona and question set (taught and paraphrases should go
-to the personal model; the persona's general questions and the built-in gate to the base).
+to the personal model; the persona's general questions and the built-in gate to the base), and
+on tests/data/scope-probes.json: phrasings about the public persona's user and general requests
+written after the rule to find its limits.
 
     python bench/scope_embeddings.py
 """
@@ -31,6 +33,7 @@ from tunechat.scope import speaks_of_user, taught_names  # noqa: E402
 PERSONAS = {"public": ROOT.parent / "shared" / "data" / "persona-public.json",
             "second": ROOT / "tests" / "data" / "persona-second.json",
             "third": ROOT / "tests" / "data" / "persona-third.json"}
+SCOPE_PROBES = ROOT / "tests" / "data" / "scope-probes.json"
 
 
 def main() -> int:
@@ -61,12 +64,18 @@ def main() -> int:
         sets = {"taught": ([f["q"] for f in persona["facts"]], True),
                 "paraphrases": ([p["q"] for p in persona["paraphrases"]], True),
                 "general": (persona["locality"], False), "gate": (gate, False)}
+        if name == "public":  # phrasings written to probe the rule's limits (tests/data/scope-probes.json)
+            probes = json.loads(SCOPE_PROBES.read_text(encoding="utf-8"))
+            sets.update({"probe-about": (probes["personal"], True), "probe-other": (probes["base"], False)})
         for label, (questions, personal) in sets.items():
             q = unit(questions)
             nearest_personal = (q @ in_scope.T).max(1) > (q @ pool_u.T).max(1)
             by_rule = np.array([speaks_of_user(text, names) for text in questions])
             print(f"{name:8} {label:12} {len(questions):3} {'personal' if personal else 'base':>13} "
                   f"{(nearest_personal == personal).mean():15.0%} {(by_rule == personal).mean():11.0%}")
+            for text, routed in zip(questions, by_rule):
+                if routed != personal:
+                    print(f"{'':26} rule sends to the {'personal' if routed else 'base'} model: {text}")
     return 0
 
 

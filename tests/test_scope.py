@@ -10,7 +10,9 @@ from tests.conftest import PUBLIC_PERSONA, ROOT, SECOND_PERSONA
 from tests.helpers import add_version
 from tunechat.scope import ScopedEngine, open_engine, speaks_of_user, taught_names
 
-PERSONAS = [PUBLIC_PERSONA, SECOND_PERSONA, ROOT / "tests" / "data" / "persona-third.json"]
+# The public persona sits beside the repository (../shared) on the team's machines, not in a clone.
+PERSONAS = [pytest.param(PUBLIC_PERSONA, marks=pytest.mark.skipif(not PUBLIC_PERSONA.is_file(), reason="no ../shared")),
+            SECOND_PERSONA, ROOT / "tests" / "data" / "persona-third.json"]
 
 
 @pytest.mark.parametrize("persona", PERSONAS, ids=lambda p: p.stem)
