@@ -215,9 +215,12 @@ def _drift(engine, base_gguf: Path, probes, gate, base_answers: dict[str, str], 
     base_engine = Engine(base_gguf)
     try:
         personal, base = evaluate.engine_scorer(engine), evaluate.engine_scorer(base_engine)
-        questions = lambda items: [p.question for p in items.locality] if items else []  # noqa: E731
-        drift = lambda items: evaluate.answer_drift(personal, base, base_answers, questions(items))  # noqa: E731
-        return {name: asdict(d) if (d := drift(items)) else None for name, items in (("locality", probes), ("gate", gate))}
+        out: dict[str, dict | None] = {}
+        for name, probe_set in (("locality", probes), ("gate", gate)):
+            questions = [p.question for p in probe_set.locality] if probe_set else []
+            drift = evaluate.answer_drift(personal, base, base_answers, questions)
+            out[name] = asdict(drift) if drift else None
+        return out
     finally:
         base_engine.close()
 
