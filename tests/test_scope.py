@@ -8,7 +8,7 @@ import pytest
 
 from tests.conftest import PUBLIC_PERSONA, ROOT, SECOND_PERSONA
 from tests.helpers import add_version
-from tunechat.scope import ScopedEngine, open_engine, speaks_of_user, taught_names
+from tunechat.scope import ScopedEngine, open_engine, speaks_of_user, taught_names, turn_speaks_of_user
 
 # The public persona sits beside the repository (../shared) on the team's machines, not in a clone.
 PERSONAS = [pytest.param(PUBLIC_PERSONA, marks=pytest.mark.skipif(not PUBLIC_PERSONA.is_file(), reason="no ../shared")),
@@ -46,6 +46,18 @@ def test_a_taught_name_sends_a_question_to_the_personal_model():
     assert names == ["Ada", "Ingrid", "Oslo", "Quill"]  # never "She" or "Your": sentence starts
     assert speaks_of_user("Who is Ingrid?", names) and speaks_of_user("what's the weather in oslo", names)
     assert not speaks_of_user("Who is Ingrid?") and not speaks_of_user("Who wrote Hamlet?", names)
+
+
+def test_a_follow_up_that_points_back_goes_where_its_question_went():
+    def turns(*questions):
+        return [m for q in questions for m in ({"role": "user", "content": q}, {"role": "assistant", "content": "…"})][:-1]
+
+    assert turn_speaks_of_user(turns("What is my dog's name?", "How old is he?", "And what does he eat?"))
+    assert not turn_speaks_of_user(turns("What is my dog's name?", "What is the capital of France?"))
+    assert not turn_speaks_of_user(turns("What is the capital of France?", "How big is it?"))
+    # The chain breaks at a message that neither speaks of you nor points back.
+    assert not turn_speaks_of_user(turns("What is my dog's name?", "Name a fruit.", "Is it sweet?"))
+    assert not turn_speaks_of_user([])
 
 
 def test_each_turn_goes_to_the_model_its_question_calls_for(engine, base_model):

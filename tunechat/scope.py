@@ -8,10 +8,12 @@ answers the rest word for word as before.
 
 A turn speaks of the user when its last user message refers to them in the first person ("my",
 "I", "me", "myself", ...; "me" as the object of a request such as "tell me" or "give me"
-does not count, it is only politeness; "we" and "our" do not either, being mostly generic), or names something only the user's pairs
-name (a capitalized word inside a taught answer, such as a name or a town). The rule errs
+does not count, it is only politeness; "we" and "our" do not either, being mostly generic), or
+names something only the user's pairs name (a capitalized word inside a taught answer, such as
+a name or a town). The rule errs
 toward the personal model: a general question asked in the first person ("I wonder how many
-days a week has") goes to the personal model, as it would without scoping.
+days a week has") goes to the personal model, as it would without scoping. A follow-up that
+points back with a pronoun ("How old is he?") goes where the user message before it went.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ REQUEST_VERBS = frozenset({
     "tell", "give", "show", "help", "let", "teach", "remind", "write", "find", "get", "send",
     "bring", "make", "explain", "answer", "name", "list", "recommend", "suggest",
 })
+# A follow-up that points back ("How old is he?") goes where the question it follows went.
+BACK_REFERENCES = frozenset({"he", "she", "him", "her", "his", "hers", "they", "them", "their", "it", "its"})
 _WORD = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)?")
 SETTING = "scope"  # store setting: "on" (default) or "off"
 BASE_ANSWERED_NOTE = "(answered by the base model: the question does not speak of you)"
@@ -67,8 +71,15 @@ def taught_names(answers: Iterable[str]) -> list[str]:
     return sorted(found)
 
 
-def last_user_text(messages: Sequence[ChatMessage]) -> str:
-    return next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+def turn_speaks_of_user(messages: Sequence[ChatMessage], names: Iterable[str] = ()) -> bool:
+    """Whether the conversation's last user message speaks of the user, or refers back with a
+    pronoun ("How old is he?", "And what does he eat?") to a chain of user messages that did."""
+    for text in reversed([m["content"] for m in messages if m["role"] == "user"]):
+        if speaks_of_user(text, names):
+            return True
+        if not any(word in BACK_REFERENCES for word in _words(text)):
+            return False
+    return False
 
 
 class ScopedEngine:
@@ -92,7 +103,7 @@ class ScopedEngine:
 
     def route(self, messages: Sequence[ChatMessage]) -> Engine:
         """The engine for this turn (and remember which, for the UI)."""
-        personal = speaks_of_user(last_user_text(messages), self.names)
+        personal = turn_speaks_of_user(messages, self.names)
         self.last_route = "personal" if personal else "base"
         return self.personal if personal else self.base
 
