@@ -255,7 +255,7 @@ class TunechatApp(App[int]):
         except Exception as exc:  # shown in the chat instead of ending the app
             error = f"{type(exc).__name__}: {exc}"
         finally:
-            by_base = isinstance(engine, scope.ScopedEngine) and engine.last_route == "base"
+            by_base = scope.answered_by_base(engine)
             self.call_from_thread(self._finish_answer, view, self._stop.is_set(), error, by_base)
 
     async def _finish_answer(self, view: MessageView, stopped: bool, error: str | None, by_base: bool = False) -> None:

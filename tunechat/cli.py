@@ -129,7 +129,7 @@ def _ask(args: argparse.Namespace) -> int:
         sys.stdout.write(delta)
         sys.stdout.flush()
     sys.stdout.write("\n")
-    if isinstance(engine, scope.ScopedEngine) and engine.last_route == "base":
+    if scope.answered_by_base(engine):
         print(scope.BASE_ANSWERED_NOTE, file=sys.stderr)
     engine.close()
     return 0

@@ -84,8 +84,9 @@ def turn_speaks_of_user(messages: Sequence[ChatMessage], names: Iterable[str] = 
 
 class ScopedEngine:
     """A personal model that answers what speaks of the user, and the base model it was trained
-    from for the rest. Same interface as ``Engine`` for chatting; both models stay loaded, so a
-    turn never waits for a load (the cost is the base model's memory once more)."""
+    from for the rest. The chat's side of ``Engine`` (stream, complete, model_path, close); both
+    models stay loaded, so a turn never waits for a load (the cost is the base model's memory
+    once more)."""
 
     def __init__(self, personal: Engine, base: Engine, names: Sequence[str] = ()) -> None:
         self.personal = personal
@@ -96,10 +97,6 @@ class ScopedEngine:
     @property
     def model_path(self) -> Path:
         return self.personal.model_path
-
-    @property
-    def name(self) -> str:
-        return self.personal.name
 
     def route(self, messages: Sequence[ChatMessage]) -> Engine:
         """The engine for this turn (and remember which, for the UI)."""
@@ -114,15 +111,17 @@ class ScopedEngine:
     def complete(self, messages: Sequence[ChatMessage], settings: GenerationSettings = GenerationSettings()) -> str:
         return self.route(messages).complete(messages, settings)
 
-    def answer_logprobs(self, messages: Sequence[ChatMessage], answer: str, max_tokens: int | None = None) -> list[float]:
-        return self.route(messages).answer_logprobs(messages, answer, max_tokens)
-
     def close(self) -> None:
         self.personal.close()
         self.base.close()
 
 
 ChatEngine = Engine | ScopedEngine
+
+
+def answered_by_base(engine: ChatEngine) -> bool:
+    """Whether the last turn ``engine`` answered went to the base model (scoping)."""
+    return isinstance(engine, ScopedEngine) and engine.last_route == "base"
 
 
 def scoping_enabled(store) -> bool:

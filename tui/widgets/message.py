@@ -24,7 +24,6 @@ class MessageView(Vertical, can_focus=True):
         self.content = content
         self.message_id = message_id
         self.by_base = False  # answered by the base model: the question did not speak of the user (tunechat.scope)
-        self.kept = False
         self._stream: MarkdownStream | None = None
 
     def compose(self) -> ComposeResult:
@@ -58,7 +57,7 @@ class MessageView(Vertical, can_focus=True):
         await self.body.update(text)
 
     def _update_label(self) -> None:
-        label = "Assistant" + ("  · base model" if self.by_base else "") + ("  ✓ kept" if self.kept else "")
+        label = "Assistant" + ("  · base model" if self.by_base else "") + ("  ✓ kept" if self.has_class("kept") else "")
         self.query_one(".role", Static).update(label)
 
     def mark_by_base(self) -> None:
@@ -67,5 +66,4 @@ class MessageView(Vertical, can_focus=True):
 
     def mark_kept(self) -> None:
         self.add_class("kept")
-        self.kept = True
         self._update_label()
