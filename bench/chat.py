@@ -26,8 +26,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tunechat.engine import Engine, GenerationSettings, _without_extra_buffer_types, default_threads  # noqa: E402
-from tunechat.registry import embedded_model_path  # noqa: E402
+from tunechat.core.engine import Engine, GenerationSettings, _without_extra_buffer_types, default_threads  # noqa: E402
+from tunechat.core.registry import embedded_model_path  # noqa: E402
 
 PROMPT = [{"role": "user", "content": "Write a short paragraph about the history of the bicycle."}]
 MAX_TOKENS = 128
@@ -106,12 +106,12 @@ def bench_ask_memory() -> None:
 
 
 def bench_scoped_memory() -> None:
-    """What scoping (tunechat.scope) costs: a personal version keeps its base model loaded too.
+    """What scoping (tunechat.core.scope) costs: a personal version keeps its base model loaded too.
     The version here is a copy of the base file, so both sides load files of the same size."""
     import json
     import shutil
 
-    from tunechat.registry import embedded_model_path
+    from tunechat.core.registry import embedded_model_path
 
     with tempfile.TemporaryDirectory() as home:
         env = dict(os.environ, TUNECHAT_HOME=home)

@@ -22,12 +22,12 @@ STEP = r"""
 import sys, torch
 sys.path.insert(0, %(root)r)
 from pathlib import Path
-from convert.header import read_header
-from personalize import base as base_mod, data, train
-from personalize.evaluate import persona_pairs
-from personalize.recipe import get_recipe
-from tunechat.engine import default_threads
-from tunechat.registry import embedded_model_path
+from tunechat.convert.header import read_header
+from tunechat.personalize import base as base_mod, data, train
+from tunechat.personalize.evaluate import persona_pairs
+from tunechat.personalize.recipe import get_recipe
+from tunechat.core.engine import default_threads
+from tunechat.core.registry import embedded_model_path
 torch.set_num_threads(default_threads())
 g = embedded_model_path()
 folder = base_mod.cached_base_folder(g)
@@ -43,8 +43,8 @@ print(r.seconds / r.steps)
 CHAT = r"""
 import sys
 sys.path.insert(0, %(root)r)
-from tunechat.engine import Engine, GenerationSettings
-from tunechat.registry import embedded_model_path
+from tunechat.core.engine import Engine, GenerationSettings
+from tunechat.core.registry import embedded_model_path
 e = Engine(embedded_model_path())
 while True:
     e.complete([{"role": "user", "content": "Write a long story about a dragon."}],

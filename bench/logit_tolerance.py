@@ -58,13 +58,13 @@ def main() -> int:
     import torch
     from safetensors.numpy import load_file
 
-    from convert.verify import LOGIT_TOLERANCE, logit_errors
-    from convert.writer import write_gguf
-    from personalize.base import cached_base_folder, load_base
-    from personalize.checks import gguf_last_logits, torch_last_logits
-    from personalize.evaluate import load_persona, persona_pairs
-    from tunechat.engine import Engine
-    from tunechat.registry import embedded_model_path
+    from tunechat.convert.verify import LOGIT_TOLERANCE, logit_errors
+    from tunechat.convert.writer import write_gguf
+    from tunechat.personalize.base import cached_base_folder, load_base
+    from tunechat.personalize.checks import gguf_last_logits, torch_last_logits
+    from tunechat.personalize.evaluate import load_persona, persona_pairs
+    from tunechat.core.engine import Engine
+    from tunechat.core.registry import embedded_model_path
 
     base = embedded_model_path()
     pairs = persona_pairs(PERSONAS["public"])[:10]

@@ -8,12 +8,12 @@ below zero, greedy decoding leaves the base answer there). One JSON line per ste
 import json, sys, torch, os
 from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from personalize import base as base_mod, data, general, train, paraphrase
-from personalize.recipe import get_recipe
-from personalize.reference import ReferenceCache
-from tunechat.registry import embedded_model_path
-from tunechat import paths
-from convert.header import read_header
+from tunechat.personalize import base as base_mod, data, general, train, paraphrase
+from tunechat.personalize.recipe import get_recipe
+from tunechat.personalize.reference import ReferenceCache
+from tunechat.core.registry import embedded_model_path
+from tunechat.core import paths
+from tunechat.convert.header import read_header
 torch.set_num_threads(2)
 seed = int(sys.argv[1]); persona_path = sys.argv[2]
 overrides = json.loads(sys.argv[3]) if len(sys.argv) > 3 else {}

@@ -38,7 +38,7 @@ SPEED_PROMPT = [{"role": "user", "content": "Write a long story about a lighthou
 
 def train_once(pairs, probes, seed: int, job_dir: Path) -> dict:
     """The worker's manifest; the job folder keeps out/model.gguf and out/adapter."""
-    from tunechat.registry import embedded_model_path
+    from tunechat.core.registry import embedded_model_path
 
     job = {"pairs": pairs, "base_path": str(embedded_model_path()), "seed": seed, "outtype": "f16",  # the others from it
            "probes": probes_json(probes), "skip_eval": True}
@@ -77,7 +77,7 @@ def llama_quantize(source: Path, target: Path, ftype: str = "Q4_K_M") -> None:
 
 
 def tokens_per_second(engine) -> float:
-    from tunechat.engine import GenerationSettings
+    from tunechat.core.engine import GenerationSettings
 
     rates = []
     for _ in range(3):
@@ -89,8 +89,8 @@ def tokens_per_second(engine) -> float:
 
 
 def score_form(engine, probes, gate, base_answers) -> dict:
-    from personalize.evaluate import EVAL_MAX_TOKENS, score
-    from tunechat.engine import GenerationSettings
+    from tunechat.personalize.evaluate import EVAL_MAX_TOKENS, score
+    from tunechat.core.engine import GenerationSettings
 
     settings = GenerationSettings(max_tokens=EVAL_MAX_TOKENS, temperature=0.0)
     ask = lambda q: engine.complete([{"role": "user", "content": q}], settings)  # noqa: E731
@@ -100,13 +100,13 @@ def score_form(engine, probes, gate, base_answers) -> dict:
 
 
 def run(persona: str, seed: int) -> list[dict]:
-    from convert.lora import write_lora_gguf
-    from convert.writer import write_gguf
-    from personalize.base import cached_base_folder, file_fingerprint
-    from personalize.evaluate import ProbeSet, builtin_locality_probes, load_persona, persona_pairs
-    from personalize.general import base_answers
-    from tunechat.engine import Engine
-    from tunechat.registry import embedded_model_path
+    from tunechat.convert.lora import write_lora_gguf
+    from tunechat.convert.writer import write_gguf
+    from tunechat.personalize.base import cached_base_folder, file_fingerprint
+    from tunechat.personalize.evaluate import ProbeSet, builtin_locality_probes, load_persona, persona_pairs
+    from tunechat.personalize.general import base_answers
+    from tunechat.core.engine import Engine
+    from tunechat.core.registry import embedded_model_path
 
     base = embedded_model_path()
     probes, gate = load_persona(PERSONAS[persona]), ProbeSet([], locality=builtin_locality_probes())

@@ -40,9 +40,9 @@ def main() -> int:
     else:
         os.environ.setdefault("TUNECHAT_CACHE", str(Path.home() / ".cache" / "tunechat-bench"))
 
-    from personalize.job import PersonalizeJob
-    from tunechat.engine import Engine, GenerationSettings
-    from tunechat.store import Store
+    from tunechat.personalize.job import PersonalizeJob
+    from tunechat.core.engine import Engine, GenerationSettings
+    from tunechat.core.store import Store
 
     facts = json.loads(args.persona.read_text(encoding="utf-8"))["facts"][:10]
     store = Store()

@@ -40,10 +40,10 @@ def main() -> int:
     import torch
     from torch.profiler import ProfilerActivity, profile, schedule
 
-    from personalize import train
-    from personalize.progress import Reporter
-    from personalize.worker import run
-    from tunechat.registry import embedded_model_path
+    from tunechat.personalize import train
+    from tunechat.personalize.progress import Reporter
+    from tunechat.personalize.worker import run
+    from tunechat.core.registry import embedded_model_path
 
     facts = json.loads(args.persona.read_text(encoding="utf-8"))["facts"][:10]
     job_dir = Path(tempfile.mkdtemp(prefix="job-", dir=os.environ["TUNECHAT_HOME"]))

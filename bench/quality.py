@@ -4,10 +4,10 @@ For each persona, method and seed this runs the real worker (train, merge, GGUF,
 evaluate through llama.cpp) and prints reliability, generalization, locality, soft locality,
 the built-in locality gate's score ("gate": the held-out general questions the personalize
 report checks before a swap), answer damage on the persona's general questions and the gate's
-(personalize.evaluate.answer_drift: how much likelihood the base model's own answers lost,
+(tunechat.personalize.evaluate.answer_drift: how much likelihood the base model's own answers lost,
 nats per token; it moves before a greedy answer flips, so it separates methods in fewer runs)
 and seconds; then the same scores "in chat", as the chat answers with scoping on
-(tunechat.scope: the base model takes the questions that do not speak of the user); "prompt" is the no-training baseline with the facts in the system prompt, and
+(tunechat.core.scope: the base model takes the questions that do not speak of the user); "prompt" is the no-training baseline with the facts in the system prompt, and
 "sequential" teaches half the facts, personalizes again with the rest, and scores all.
 
     python bench/quality.py                       # every method, both personas, 3 seeds
@@ -29,10 +29,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from personalize.evaluate import ProbeSet, engine_answerer, load_persona, persona_pairs, score  # noqa: E402
-from personalize.general import base_answers  # noqa: E402
-from personalize.base import file_fingerprint  # noqa: E402
-from tunechat.registry import embedded_model_path  # noqa: E402
+from tunechat.personalize.evaluate import ProbeSet, engine_answerer, load_persona, persona_pairs, score  # noqa: E402
+from tunechat.personalize.general import base_answers  # noqa: E402
+from tunechat.personalize.base import file_fingerprint  # noqa: E402
+from tunechat.core.registry import embedded_model_path  # noqa: E402
 
 PERSONAS = {
     "public": ROOT.parent / "shared" / "data" / "persona-public.json",
@@ -50,7 +50,7 @@ def probes_json(probes: ProbeSet) -> dict:
 
 def misses(probes: ProbeSet, answers: dict) -> list[list[str]]:
     """[kind, question, answer] for every probe the personal model got wrong (what to look at)."""
-    from personalize.evaluate import contains_key
+    from tunechat.personalize.evaluate import contains_key
 
     kinds = {"taught": probes.taught, "paraphrases": probes.paraphrases, "locality": probes.locality}
     return [[kind, p.question, answers[kind][p.question]] for kind, items in kinds.items() for p in items
@@ -59,7 +59,7 @@ def misses(probes: ProbeSet, answers: dict) -> list[list[str]]:
 
 def gate_misses(answers: dict[str, str]) -> list[list[str]]:
     """[question, answer] for the built-in gate's questions the personal model got wrong."""
-    from personalize.evaluate import builtin_locality_probes
+    from tunechat.personalize.evaluate import builtin_locality_probes
 
     gate = ProbeSet([], locality=builtin_locality_probes())
     return [miss[1:] for miss in misses(gate, {"locality": answers})]
@@ -69,7 +69,7 @@ def worker_result(job_dir: Path, job: dict) -> dict:
     """Run the personalize worker on ``job`` in ``job_dir``: its manifest, or RuntimeError with
     the worker's message."""
     (job_dir / "job.json").write_text(json.dumps(job))
-    proc = subprocess.run([sys.executable, "-m", "personalize.worker", str(job_dir)], cwd=ROOT,
+    proc = subprocess.run([sys.executable, "-m", "tunechat.personalize.worker", str(job_dir)], cwd=ROOT,
                           capture_output=True, text=True)
     for line in proc.stdout.splitlines():
         event = json.loads(line)
@@ -90,7 +90,7 @@ def run_worker(pairs, probes: ProbeSet, method: str, seed: int, outtype: str, ov
         result = worker_result(Path(tmp), job)
         seconds = time.monotonic() - start
     after = result["metrics"]["after"]
-    scoped = result["metrics"].get("scoped") or {}  # as the chat answers (tunechat.scope)
+    scoped = result["metrics"].get("scoped") or {}  # as the chat answers (tunechat.core.scope)
     gate = result.get("gate") or {}
     drift = (result.get("drift") or {}).get("locality") or {}
     gate_drift = (result.get("drift") or {}).get("gate") or {}

@@ -1,4 +1,4 @@
-"""Which questions speak of the user: the scope rule (tunechat.scope) against a nearest-neighbour
+"""Which questions speak of the user: the scope rule (tunechat.core.scope) against a nearest-neighbour
 classifier on the base model's own embeddings, on each persona's held-out questions.
 
 The classifier learns from what personalize has at hand: the taught questions and the base
@@ -24,11 +24,11 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from personalize import base as base_mod  # noqa: E402
-from personalize import general, paraphrase  # noqa: E402
-from personalize.evaluate import builtin_locality_probes  # noqa: E402
-from tunechat.registry import embedded_model_path  # noqa: E402
-from tunechat.scope import speaks_of_user, taught_names  # noqa: E402
+from tunechat.personalize import base as base_mod  # noqa: E402
+from tunechat.personalize import general, paraphrase  # noqa: E402
+from tunechat.personalize.evaluate import builtin_locality_probes  # noqa: E402
+from tunechat.core.registry import embedded_model_path  # noqa: E402
+from tunechat.core.scope import speaks_of_user, taught_names  # noqa: E402
 
 PERSONAS = {"public": ROOT.parent / "shared" / "data" / "persona-public.json",
             "second": ROOT / "tests" / "data" / "persona-second.json",

@@ -16,8 +16,8 @@ from typing import Callable, Mapping, Sequence
 
 import gguf
 
-from convert.architectures import ArchSpec, gguf_arch_name
-from convert.verify import TOKENIZER_PROBE
+from tunechat.convert.architectures import ArchSpec, gguf_arch_name
+from tunechat.convert.verify import TOKENIZER_PROBE
 
 # llama.cpp pre-tokenizer names, most common llama-family first.
 PRE_TOKENIZERS = ("smollm", "qwen2", "llama3", "gpt-2", "default", "starcoder", "refact", "deepseek-llm", "olmo")

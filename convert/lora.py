@@ -16,8 +16,8 @@ from typing import Mapping
 import gguf
 import numpy as np
 
-from convert.architectures import gguf_arch_name, spec_for
-from convert.writer import ConversionError, base_header, gguf_tensor_name, permute_for_llama_cpp
+from tunechat.convert.architectures import gguf_arch_name, spec_for
+from tunechat.convert.writer import ConversionError, base_header, gguf_tensor_name, permute_for_llama_cpp
 
 LORA_OUTTYPES = {"f16": np.float16, "f32": np.float32}
 _PEFT_KEY = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+)\.lora_(?P<part>[AB])(?:\.default)?\.weight$")

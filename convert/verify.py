@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from convert.header import read_header
+from tunechat.convert.header import read_header
 
 # Text on which llama.cpp and the training tokenizer must give the same ids: digits and
 # number formats, symbols, accents, CJK, emoji, repeated spaces, tabs, newlines, contractions.

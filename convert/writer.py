@@ -15,9 +15,9 @@ from typing import Callable, Mapping
 import gguf
 import numpy as np
 
-from convert.architectures import ArchSpec, gguf_arch_name, spec_for
-from convert.header import GGUFHeader, decode_value, read_header
-from convert.hf_metadata import add_hf_metadata
+from tunechat.convert.architectures import ArchSpec, gguf_arch_name, spec_for
+from tunechat.convert.header import GGUFHeader, decode_value, read_header
+from tunechat.convert.hf_metadata import add_hf_metadata
 
 OUTTYPES = {
     "f16": (gguf.GGMLQuantizationType.F16, gguf.LlamaFileType.MOSTLY_F16),
@@ -97,7 +97,7 @@ def write_gguf(
 
     ``base_gguf`` is the GGUF whose metadata is copied, or an HF model folder whose config
     and tokenizer give the metadata (then ``pre_tokenizer`` names llama.cpp's pre-tokenizer,
-    see ``convert.hf_metadata.choose_pre_tokenizer``, and ``add_bos`` says whether the
+    see ``tunechat.convert.hf_metadata.choose_pre_tokenizer``, and ``add_bos`` says whether the
     tokenizer starts a text with BOS)."""
     spec = spec_for(str(config.get("model_type")))
     if outtype not in OUTTYPES:

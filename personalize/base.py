@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 from typing import Callable
 
-from tunechat import paths
+from tunechat.core import paths
 
 CACHE_MARKER = "complete.json"
 
@@ -44,12 +44,12 @@ def folder_fingerprint(folder: Path) -> str:
 def gguf_of_folder(folder: Path, progress: Callable[[str], None] = lambda _: None) -> Path:
     """The unmodified HF-folder base written once as an f16 GGUF (cached): the chat, the
     baseline answers and the converter's metadata all start from it, as from any GGUF base."""
-    from convert.architectures import spec_for
-    from convert.hf_metadata import choose_pre_tokenizer
-    from convert.verify import TOKENIZER_PROBE
-    from convert.writer import write_gguf
-    from tunechat.atomic import atomic_path
-    from tunechat.engine import tokenize_with_vocab
+    from tunechat.convert.architectures import spec_for
+    from tunechat.convert.hf_metadata import choose_pre_tokenizer
+    from tunechat.convert.verify import TOKENIZER_PROBE
+    from tunechat.convert.writer import write_gguf
+    from tunechat.core.atomic import atomic_path
+    from tunechat.core.engine import tokenize_with_vocab
 
     require_hf_folder(folder)
     target = paths.cache_dir() / f"gguf-{folder_fingerprint(folder)[:16]}" / "base.gguf"

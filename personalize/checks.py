@@ -1,4 +1,4 @@
-"""Verify a written GGUF against the merged torch model (the torch side of convert.verify)."""
+"""Verify a written GGUF against the merged torch model (the torch side of tunechat.convert.verify)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from typing import Sequence
 
 import numpy as np
 
-from convert import verify
-from convert.verify import CheckResult
-from personalize.evaluate import similarity
+from tunechat.convert import verify
+from tunechat.convert.verify import CheckResult
+from tunechat.personalize.evaluate import similarity
 
 
 def torch_last_logits(model, token_lists: Sequence[list[int]], device: str) -> np.ndarray:

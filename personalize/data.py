@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from tunechat import chat_template
-from tunechat.chat_template import with_system
+from tunechat.core import chat_template
+from tunechat.core.chat_template import with_system
 
 IGNORE = -100
 

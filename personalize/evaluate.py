@@ -164,15 +164,15 @@ def answer_drift(personal: AnswerScorer, base: AnswerScorer, base_answers: dict[
 
 
 def engine_scorer(engine) -> AnswerScorer:
-    """Teacher-forced answer log-probabilities from a loaded ``tunechat.engine.Engine``."""
+    """Teacher-forced answer log-probabilities from a loaded ``tunechat.core.engine.Engine``."""
     return lambda question, answer: engine.answer_logprobs([{"role": "user", "content": question}], answer,
                                                            DRIFT_TOKENS)
 
 
 def engine_answerer(model_path: Path, system_prompt: str | None = None) -> tuple[Answerer, Callable[[], None]]:
     """Greedy answers from a GGUF through the chat's own engine; returns (ask, close)."""
-    from tunechat.chat_template import with_system
-    from tunechat.engine import Engine, GenerationSettings
+    from tunechat.core.chat_template import with_system
+    from tunechat.core.engine import Engine, GenerationSettings
 
     engine = Engine(model_path)
     settings = GenerationSettings(max_tokens=EVAL_MAX_TOKENS, temperature=0.0)

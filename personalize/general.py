@@ -10,8 +10,8 @@ import json
 from pathlib import Path
 from typing import Callable
 
-from tunechat import paths
-from tunechat.atomic import write_json_atomic
+from tunechat.core import paths
+from tunechat.core.atomic import write_json_atomic
 
 REPLAY_MAX_TOKENS = 48
 
@@ -26,7 +26,7 @@ def general_prompts() -> list[str]:
 
 
 def neighbour_prompts() -> list[str]:
-    """Everyday-topic prompts replayed only where they are near a taught fact (personalize.neighbours)."""
+    """Everyday-topic prompts replayed only where they are near a taught fact (tunechat.personalize.neighbours)."""
     return list(_prompt_file().get("neighbour_prompts", []))
 
 
@@ -46,7 +46,7 @@ def base_answers(
             known = {}
     missing = [p for p in prompts if p not in known]
     if missing:
-        from tunechat.engine import Engine, GenerationSettings
+        from tunechat.core.engine import Engine, GenerationSettings
 
         engine = Engine(base_gguf)
         settings = GenerationSettings(max_tokens=REPLAY_MAX_TOKENS, temperature=0.0)

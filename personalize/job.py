@@ -1,6 +1,6 @@
 """Run a personalization from the TUI or the CLI: a worker process, its events, the install.
 
-This module imports no torch: it spawns ``python -m personalize.worker`` in a job folder,
+This module imports no torch: it spawns ``python -m tunechat.personalize.worker`` in a job folder,
 turns its JSON lines into events, cancels it on request, and installs a finished, verified
 model atomically (rename of a complete folder into ``models/``, then the switch).
 """
@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from personalize.data import require_pairs
-from personalize.progress import PARENT_ENV
-from tunechat import paths
-from tunechat.registry import MANIFEST, ModelEntry, Registry
-from tunechat.store import Store, pairs_fingerprint
+from tunechat.personalize.data import require_pairs
+from tunechat.personalize.progress import PARENT_ENV
+from tunechat.core import paths
+from tunechat.core.registry import MANIFEST, ModelEntry, Registry
+from tunechat.core.store import Store, pairs_fingerprint
 
 LOCALITY_THRESHOLD = 0.8  # below this share of kept general answers, swapping in needs consent (README)
 
@@ -99,7 +99,7 @@ class PersonalizeJob:
         env.setdefault("GOMP_SPINCOUNT", "10000")
         self.stderr_log = open(self.job_dir / "worker.log", "w", encoding="utf-8")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "personalize.worker", str(self.job_dir)],
+            [sys.executable, "-m", "tunechat.personalize.worker", str(self.job_dir)],
             stdout=subprocess.PIPE, stderr=self.stderr_log, stdin=subprocess.DEVNULL,
             text=True, encoding="utf-8", env=env, start_new_session=True,
         )
@@ -185,8 +185,8 @@ class PersonalizeJob:
     @staticmethod
     def _check_unchanged(outcome: Outcome) -> None:
         """The file about to be swapped in is the one that passed verification, whole."""
-        from personalize.base import file_fingerprint
-        from tunechat.gguf_check import ModelFileError, check_gguf_file
+        from tunechat.personalize.base import file_fingerprint
+        from tunechat.core.gguf_check import ModelFileError, check_gguf_file
 
         model = outcome.out_dir / "model.gguf"
         try:

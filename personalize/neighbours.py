@@ -17,7 +17,7 @@ import hashlib
 from pathlib import Path
 from typing import Sequence
 
-from personalize.tensor_file import read_tensors, write_tensors
+from tunechat.personalize.tensor_file import read_tensors, write_tensors
 
 EMBED_BATCH = 32
 

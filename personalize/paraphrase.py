@@ -15,8 +15,8 @@ import re
 from pathlib import Path
 from typing import Callable, Sequence
 
-from tunechat import paths
-from tunechat.atomic import write_json_atomic
+from tunechat.core import paths
+from tunechat.core.atomic import write_json_atomic
 
 SAMPLES_PER_FACT = 6
 MAX_TOKENS = 24
@@ -169,7 +169,7 @@ def paraphrases(
     key = lambda q, a: f"{q}\n{a}"  # noqa: E731
     missing = [(q, a) for q, a in pairs if key(q, a) not in known]
     if missing:
-        from tunechat.engine import Engine
+        from tunechat.core.engine import Engine
 
         engine = Engine(base_gguf)
 

@@ -24,7 +24,7 @@ class Recipe:
     replay_answer_tokens: int = 24  # replayed answers are cut to their first N tokens
     replay_weight: float = 1.0
     replay_priority: float = 0.0  # share of each replay batch given to the examples that drifted most (train.choose_replay)
-    neighbour_replay: int = 0  # of each replay batch, drawn from the prompts nearest the facts (personalize.neighbours)
+    neighbour_replay: int = 0  # of each replay batch, drawn from the prompts nearest the facts (tunechat.personalize.neighbours)
     neighbours_per_fact: int = 3  # how many nearest general prompts each taught fact contributes
     kl_weight: float = 0.0  # KL(base || tuned) on the replay answers' tokens
     paraphrases: int = 0  # up to N base-model rewordings per taught question, one form per fact per step
@@ -70,7 +70,7 @@ RECIPES: dict[str, Recipe] = {
     "replay-kl-para-greedy": Recipe("replay-kl-para-greedy", replay_batch=10, kl_weight=2.0, top_layers=None,
                                     paraphrases=4, stop_when="greedy"),
     # replay-kl-para-greedy with 4 of each step's 10 replayed prompts drawn from those nearest
-    # the taught facts (personalize.neighbours): replay where a fact bleeds into general answers.
+    # the taught facts (tunechat.personalize.neighbours): replay where a fact bleeds into general answers.
     "replay-kl-para-near": Recipe("replay-kl-para-near", replay_batch=10, kl_weight=2.0, top_layers=None,
                                   paraphrases=4, stop_when="greedy", neighbour_replay=4),
 }

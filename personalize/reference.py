@@ -13,8 +13,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from personalize.data import Example
-from personalize.tensor_file import read_tensors, write_tensors
+from tunechat.personalize.data import Example
+from tunechat.personalize.tensor_file import read_tensors, write_tensors
 
 TOP_K = 64
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tunechat.wording import count
+from tunechat.core.wording import count
 
 
 def _pct(value: float | None) -> str:
@@ -13,7 +13,7 @@ def _pct(value: float | None) -> str:
 
 def score_table(manifest: dict[str, Any]) -> str:
     """Scores before and after; with an "in chat" column where the chat scopes the personal
-    model (tunechat.scope: the base model answers what does not speak of you)."""
+    model (tunechat.core.scope: the base model answers what does not speak of you)."""
     metrics = manifest.get("metrics") or {}
     before, after = metrics.get("before") or {}, metrics.get("after") or {}
     scoped = metrics.get("scoped") or {}

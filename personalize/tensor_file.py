@@ -21,7 +21,7 @@ def read_tensors(path: Path | None) -> dict:
 def write_tensors(path: Path, tensors: dict) -> None:
     from safetensors.torch import save_file
 
-    from tunechat.atomic import atomic_path
+    from tunechat.core.atomic import atomic_path
 
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp))

@@ -14,9 +14,9 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from personalize.data import IGNORE, Example
-from personalize.recipe import Recipe
-from personalize.reference import ReferenceCache, topk_kl
+from tunechat.personalize.data import IGNORE, Example
+from tunechat.personalize.recipe import Recipe
+from tunechat.personalize.reference import ReferenceCache, topk_kl
 
 ProgressFn = Callable[[int, int, float, float], None]  # step, total, loss, eta seconds
 CancelFn = Callable[[], bool]
@@ -228,7 +228,7 @@ def pick_wording(rng: random.Random, count: int, step: int, losses: dict[int, fl
 def choose_replay(rng: random.Random, count: int, size: int, drift: dict[int, float], priority: float,
                   near: Sequence[int] = (), near_count: int = 0, random_pool: int | None = None) -> list[int]:
     """Indices of this step's replay examples. ``near_count`` of them are drawn from ``near``,
-    the general prompts closest to the taught facts (personalize.neighbours: where a fact
+    the general prompts closest to the taught facts (tunechat.personalize.neighbours: where a fact
     bleeds into general answers). A ``priority`` share of the rest are the examples that had
     drifted furthest from the base when last drawn (maximally interfered retrieval, Aljundi
     et al. 2019: rehearse where training is doing damage); the others are drawn at random, so

@@ -1,9 +1,9 @@
 """The personalize worker process: data, base, train, merge, convert, verify, evaluate.
 
-Run as ``python -m personalize.worker JOB_DIR``. Reads ``JOB_DIR/job.json``, writes the
+Run as ``python -m tunechat.personalize.worker JOB_DIR``. Reads ``JOB_DIR/job.json``, writes the
 candidate model into ``JOB_DIR/out/`` (manifest last), and reports JSON lines on stdout
-(see ``personalize.progress``). It never touches the current model or the models folder:
-installing the result is the parent's decision (``personalize.job``).
+(see ``tunechat.personalize.progress``). It never touches the current model or the models folder:
+installing the result is the parent's decision (``tunechat.personalize.job``).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from personalize.progress import PARENT_ENV, Reporter
+from tunechat.personalize.progress import PARENT_ENV, Reporter
 
 
 class Timings(dict):
@@ -36,13 +36,13 @@ def run(job_dir: Path, reporter: Reporter) -> dict:
         import numpy as np
         import torch
 
-        from convert.writer import DEFAULT_OUTTYPE, write_gguf
-        from personalize import base as base_mod
-        from personalize import checks, data, evaluate, general, train
-        from personalize.recipe import get_recipe
-        from tunechat import scope
-        from tunechat.engine import Engine
-        from tunechat.wording import count
+        from tunechat.convert.writer import DEFAULT_OUTTYPE, write_gguf
+        from tunechat.personalize import base as base_mod
+        from tunechat.personalize import checks, data, evaluate, general, train
+        from tunechat.personalize.recipe import get_recipe
+        from tunechat.core import scope
+        from tunechat.core.engine import Engine
+        from tunechat.core.wording import count
 
         torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
         pairs = [(q, a) for q, a in job["pairs"]]
@@ -53,7 +53,7 @@ def run(job_dir: Path, reporter: Reporter) -> dict:
         # An HF folder trains as it is; its GGUF twin (written once) serves the chat, the
         # baseline answers and the converter's metadata.
         base_gguf = base_mod.gguf_of_folder(base, say) if base.is_dir() else base
-        from tunechat.gguf_check import check_gguf_file
+        from tunechat.core.gguf_check import check_gguf_file
 
         check_gguf_file(base_gguf)
         fingerprint = base_mod.file_fingerprint(base_gguf)
@@ -76,7 +76,7 @@ def run(job_dir: Path, reporter: Reporter) -> dict:
     rewordings: dict[str, list[str]] = {}
     if recipe.paraphrases:
         with timings.phase(reporter, "paraphrase", "the base model rewords your questions (cached per pair)"):
-            from personalize import paraphrase
+            from tunechat.personalize import paraphrase
 
             rewordings = paraphrase.paraphrases(base_gguf, fingerprint, pairs,
                                                 lambda done, total: reporter.progress("paraphrase", done, total))
@@ -84,11 +84,11 @@ def run(job_dir: Path, reporter: Reporter) -> dict:
 
     with timings.phase(reporter, "load", f"base weights on {device}"):
         model, tokenizer = base_mod.load_base(folder, device, "float32")
-        from convert.header import read_header
+        from tunechat.convert.header import read_header
 
         template = read_header(base_gguf).strings.get("tokenizer.chat_template")
         if not template:
-            from tunechat.chat_template import CHATML_TEMPLATE
+            from tunechat.core.chat_template import CHATML_TEMPLATE
 
             template = CHATML_TEMPLATE
         info = data.TemplateInfo(template, tokenizer.bos_token or "", tokenizer.eos_token or "")
@@ -104,8 +104,8 @@ def run(job_dir: Path, reporter: Reporter) -> dict:
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
     with timings.phase(reporter, "train", f"{count(len(pairs), 'pair')}, method {recipe.name}"):
-        from personalize.reference import ReferenceCache
-        from tunechat import paths
+        from tunechat.personalize.reference import ReferenceCache
+        from tunechat.core import paths
 
         reference = ReferenceCache(paths.cache_dir() / f"reference-{fingerprint[:16]}.safetensors")
         result = train.train(
@@ -140,7 +140,7 @@ def run(job_dir: Path, reporter: Reporter) -> dict:
             torch_reproduced=torch_reproduced, delta=delta,
         )
     names = scope.taught_names(a for _, a in pairs)
-    # As you meet it in the chat (tunechat.scope): questions that do not speak of you get the
+    # As you meet it in the chat (tunechat.core.scope): questions that do not speak of you get the
     # base model's own answer, which base_answers already holds.
     scoped = lambda q: _greedy(engine, q) if scope.speaks_of_user(q, names) else base_answers[q]  # noqa: E731
     after = scoped_after = gate_after = gate_scoped = drift = None
@@ -172,10 +172,10 @@ def run(job_dir: Path, reporter: Reporter) -> dict:
                   "confirms": result.confirms, "confirm_seconds": result.confirm_seconds},
         "checks": [r.as_dict() for r in results],
         # "after": the personal model alone, on every question; "scoped": as the chat answers
-        # (tunechat.scope), the base model taking the questions that do not speak of you.
+        # (tunechat.core.scope), the base model taking the questions that do not speak of you.
         "metrics": {"before": _public(before), "after": _public(after) if after else None,
                     "scoped": _public(scoped_after) if scoped_after else None},
-        "scope_names": names,  # words that send a question to the personal model (tunechat.scope)
+        "scope_names": names,  # words that send a question to the personal model (tunechat.core.scope)
         "answers": after.details if after else None,  # the new model's answer to every probe
         "gate": {"locality": gate_after.locality, "answers": gate_after.details["locality"],
                  "scoped_locality": gate_scoped.locality} if gate and after else None,
@@ -191,13 +191,13 @@ def run(job_dir: Path, reporter: Reporter) -> dict:
 
 
 def _near_prompts(model, tokenizer, device: str, fingerprint: str, pairs, prompts: list[str], recipe) -> list[int]:
-    """Indices into ``prompts`` of those nearest the taught questions (personalize.neighbours).
+    """Indices into ``prompts`` of those nearest the taught questions (tunechat.personalize.neighbours).
     Questions alone: with the answers in, the base model's long answers dominate the vectors
     and a few generic prompts come out nearest to every fact (measured)."""
     if not recipe.neighbour_replay or not prompts:
         return []
-    from personalize import neighbours
-    from tunechat import paths
+    from tunechat.personalize import neighbours
+    from tunechat.core import paths
 
     cache = neighbours.VectorCache(paths.cache_dir() / f"vectors-{fingerprint[:16]}.safetensors")
     pool = cache.vectors(model, tokenizer, prompts, device)
@@ -210,7 +210,7 @@ def _drift(engine, base_gguf: Path, probes, gate, base_answers: dict[str, str], 
     """Answer drift (evaluate.answer_drift) on the probes' general questions and the gate's."""
     from dataclasses import asdict
 
-    from tunechat.engine import Engine
+    from tunechat.core.engine import Engine
 
     base_engine = Engine(base_gguf)
     try:
@@ -236,8 +236,8 @@ _ANSWERS: dict[tuple[int, str], str] = {}
 
 def _greedy(engine, question: str) -> str:
     """Greedy answer of ``engine``; memoized, since verify and evaluate ask the same questions."""
-    from personalize.evaluate import EVAL_MAX_TOKENS
-    from tunechat.engine import GenerationSettings
+    from tunechat.personalize.evaluate import EVAL_MAX_TOKENS
+    from tunechat.core.engine import GenerationSettings
 
     key = (id(engine), question)
     if key not in _ANSWERS:
@@ -288,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     reporter = Reporter.take_stdout()
     try:
         manifest = run(job_dir, reporter)
-        from tunechat.atomic import write_json_atomic
+        from tunechat.core.atomic import write_json_atomic
 
         write_json_atomic(job_dir / "out" / "manifest.json", manifest)
         reporter.emit("done", result=manifest)
@@ -300,13 +300,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _is_user_error(exc: Exception) -> bool:
-    from personalize.data import EmptyDatasetError
+    from tunechat.personalize.data import EmptyDatasetError
 
     try:
-        from convert.architectures import UnsupportedArchitecture
+        from tunechat.convert.architectures import UnsupportedArchitecture
     except Exception:  # pragma: no cover
         UnsupportedArchitecture = ()  # type: ignore
-    from tunechat.gguf_check import ModelFileError
+    from tunechat.core.gguf_check import ModelFileError
 
     return isinstance(exc, (EmptyDatasetError, UnsupportedArchitecture, ModelFileError))
 

@@ -34,7 +34,7 @@ def home(tmp_path, monkeypatch, shared_cache) -> Path:
 
 @pytest.fixture()
 def store(home):
-    from tunechat.store import Store
+    from tunechat.core.store import Store
 
     s = Store()
     yield s
@@ -43,7 +43,7 @@ def store(home):
 
 @pytest.fixture(scope="session")
 def base_model() -> Path:
-    from tunechat.registry import embedded_model_path
+    from tunechat.core.registry import embedded_model_path
 
     return embedded_model_path()
 
@@ -51,7 +51,7 @@ def base_model() -> Path:
 @pytest.fixture(scope="module")
 def engine(base_model):
     """The embedded model loaded in llama.cpp, shared by a module's tests."""
-    from tunechat.engine import Engine
+    from tunechat.core.engine import Engine
 
     e = Engine(base_model)
     yield e

@@ -13,7 +13,7 @@ from typing import Callable
 def add_version(base_model: Path, name: str = "personal-test", **manifest) -> Path:
     """A personal version folder whose model is a copy of ``base_model`` (what the registry
     and the chat need from a version, without training one); returns its model file."""
-    from tunechat import paths
+    from tunechat.core import paths
 
     version = paths.models_dir() / name
     version.mkdir()

@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from convert.architectures import UnsupportedArchitecture, spec_for
-from convert.verify import check_metadata, logit_errors
-from convert.writer import permute_for_llama_cpp, write_gguf
+from tunechat.convert.architectures import UnsupportedArchitecture, spec_for
+from tunechat.convert.verify import check_metadata, logit_errors
+from tunechat.convert.writer import permute_for_llama_cpp, write_gguf
 
 pytestmark = pytest.mark.slow
 
@@ -38,8 +38,8 @@ def base_state(tmp_path_factory):
 
     from safetensors.numpy import load_file
 
-    from personalize.base import cached_base_folder
-    from tunechat.registry import embedded_model_path
+    from tunechat.personalize.base import cached_base_folder
+    from tunechat.core.registry import embedded_model_path
 
     cache = os.environ.get("TUNECHAT_TEST_CACHE") or str(tmp_path_factory.mktemp("convert-cache"))
     os.environ["TUNECHAT_CACHE"] = cache
@@ -53,8 +53,8 @@ def test_unmodified_base_written_back_gives_the_same_logits(tmp_path, base_state
     rewrite is f16 of the same dequantized weights with f16 kernels, which alone moves the
     logits by ~0.1 (measured 0.115). A wrong permutation, name or tied embedding gives errors
     near 1 and different tokens."""
-    from personalize.checks import gguf_last_logits
-    from tunechat.engine import Engine
+    from tunechat.personalize.checks import gguf_last_logits
+    from tunechat.core.engine import Engine
 
     state, config = base_state
     out = tmp_path / "base-f16.gguf"
@@ -104,9 +104,9 @@ def test_a_lora_gguf_over_the_base_gives_the_merged_models_logits(tmp_path, base
     prompt, normalized error <= 0.05 (the merged file rounds base + delta to f16 once; measured
     0.004). The adapter moves the logits far more (1.56); without the q/k permutation of
     lora_b the error is 0.47 and top-1 agrees on 1 prompt in 4 (checked)."""
-    from convert.lora import write_lora_gguf
-    from personalize.checks import gguf_last_logits
-    from tunechat.engine import Engine
+    from tunechat.convert.lora import write_lora_gguf
+    from tunechat.personalize.checks import gguf_last_logits
+    from tunechat.core.engine import Engine
 
     state, config = base_state
     adapter, alpha, merged = _random_adapter(state, config)
@@ -128,8 +128,8 @@ def test_a_lora_gguf_over_the_base_gives_the_merged_models_logits(tmp_path, base
 
 
 def test_bad_adapters_are_refused_before_any_file_is_written(tmp_path, base_state, base_model):
-    from convert.lora import write_lora_gguf
-    from convert.writer import ConversionError
+    from tunechat.convert.lora import write_lora_gguf
+    from tunechat.convert.writer import ConversionError
 
     state, config = base_state
     adapter, alpha, _ = _random_adapter(state, config, seed=1)

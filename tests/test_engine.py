@@ -3,7 +3,7 @@
 import os
 import threading
 
-from tunechat.engine import GenerationSettings, default_threads
+from tunechat.core.engine import GenerationSettings, default_threads
 
 
 def test_uses_every_core(engine):

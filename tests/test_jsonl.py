@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from tunechat.jsonl import ImportFormatError, parse_pairs, write_pairs
+from tunechat.core.jsonl import ImportFormatError, parse_pairs, write_pairs
 
 
 def _lines(path, *records):

@@ -7,7 +7,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from personalize import neighbours  # noqa: E402
+from tunechat.personalize import neighbours  # noqa: E402
 
 
 def test_nearest_gives_each_facts_closest_prompts_once_closest_first():
@@ -27,8 +27,8 @@ def test_replayed_prompts_never_include_a_question_the_evaluation_asks():
     import json
     from pathlib import Path
 
-    from personalize.evaluate import builtin_locality_probes
-    from personalize.general import general_prompts, neighbour_prompts
+    from tunechat.personalize.evaluate import builtin_locality_probes
+    from tunechat.personalize.general import general_prompts, neighbour_prompts
 
     root = Path(__file__).resolve().parents[1]
     asked = {p.question for p in builtin_locality_probes()}
@@ -45,9 +45,9 @@ def test_replayed_prompts_never_include_a_question_the_evaluation_asks():
 
 @pytest.mark.slow
 def test_real_model_finds_prompts_on_the_facts_topic_and_caches_their_vectors(home):
-    from personalize.base import cached_base_folder, load_base
-    from personalize.general import general_prompts, neighbour_prompts
-    from tunechat.registry import embedded_model_path
+    from tunechat.personalize.base import cached_base_folder, load_base
+    from tunechat.personalize.general import general_prompts, neighbour_prompts
+    from tunechat.core.registry import embedded_model_path
 
     model, tokenizer = load_base(cached_base_folder(embedded_model_path()), "cpu", "float32")
     prompts = general_prompts() + neighbour_prompts()

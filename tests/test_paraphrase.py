@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from personalize.paraphrase import clean, generate, keep_distinct, to_first_person, without_questions
+from tunechat.personalize.paraphrase import clean, generate, keep_distinct, to_first_person, without_questions
 
 Q, A = "What is my favorite drink?", "Your favorite drink is mint tea."
 

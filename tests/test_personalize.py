@@ -42,7 +42,7 @@ def test_personalize_then_ask_answers_a_taught_fact_then_rollback(store, home):
     assert len(current) == 1 and "personal-" in current[0]
     after = run_cli("ask", cat["q"])
     assert cat["key"] in after.stdout and "base model" not in after.stderr
-    # Scoping (tunechat.scope): a question that does not speak of the user gets the base
+    # Scoping (tunechat.core.scope): a question that does not speak of the user gets the base
     # model's own answer, word for word, and says so.
     general_after = run_cli("ask", general)
     assert general_after.stdout == general_before.stdout and "answered by the base model" in general_after.stderr
@@ -59,8 +59,8 @@ def test_personalize_then_ask_answers_a_taught_fact_then_rollback(store, home):
 
 
 def test_a_killed_job_leaves_models_and_pairs_intact(store, home):
-    from personalize.job import PersonalizeJob
-    from tunechat.registry import Registry
+    from tunechat.personalize.job import PersonalizeJob
+    from tunechat.core.registry import Registry
 
     _add_facts(store)
     registry = Registry(store)
@@ -78,8 +78,8 @@ def test_a_killed_job_leaves_models_and_pairs_intact(store, home):
 
 
 def test_half_written_version_is_ignored(store, home):
-    from tunechat import paths
-    from tunechat.registry import Registry
+    from tunechat.core import paths
+    from tunechat.core.registry import Registry
 
     half = paths.models_dir() / "personal-half"
     half.mkdir()
@@ -88,8 +88,8 @@ def test_half_written_version_is_ignored(store, home):
 
 
 def test_corrupt_output_is_never_swapped_in(store, home):
-    from personalize.job import PersonalizeError, PersonalizeJob
-    from tunechat.registry import Registry
+    from tunechat.personalize.job import PersonalizeError, PersonalizeJob
+    from tunechat.core.registry import Registry
 
     _add_facts(store)
     registry = Registry(store)
@@ -105,11 +105,11 @@ def test_corrupt_output_is_never_swapped_in(store, home):
 
 
 async def test_tui_personalize_swaps_the_model_into_the_running_chat(store):
-    from tui.app import TunechatApp
-    from tui.screens.personalize import PersonalizeScreen
-    from tui.widgets.message import MessageView
-    from tui.widgets.prompt_input import PromptInput
-    from tunechat.engine import GenerationSettings
+    from tunechat.tui.app import TunechatApp
+    from tunechat.tui.screens.personalize import PersonalizeScreen
+    from tunechat.tui.widgets.message import MessageView
+    from tunechat.tui.widgets.prompt_input import PromptInput
+    from tunechat.core.engine import GenerationSettings
 
     _add_facts(store)
     app = TunechatApp(store=store, settings=GenerationSettings(temperature=0.0, max_tokens=40))
@@ -149,8 +149,8 @@ def test_an_hf_folder_base_personalizes_into_a_gguf_that_knows_the_fact(store, h
     pre-tokenizer chosen by measurement, then trains, converts and verifies as for a GGUF."""
     import shutil
 
-    from personalize.base import cached_base_folder
-    from tunechat.registry import embedded_model_path
+    from tunechat.personalize.base import cached_base_folder
+    from tunechat.core.registry import embedded_model_path
 
     cache_folder = cached_base_folder(embedded_model_path())
     folder = tmp_path / "SmolLM2-hf"
@@ -168,7 +168,7 @@ def test_an_hf_folder_base_personalizes_into_a_gguf_that_knows_the_fact(store, h
     version = next((home / "models").iterdir())
     manifest = json.loads((version / "manifest.json").read_text())
     assert manifest["base_source"] == str(folder)
-    from convert.header import read_header
+    from tunechat.convert.header import read_header
 
     header = read_header(version / "model.gguf")
     assert header.strings["tokenizer.ggml.pre"] == "smollm"  # what llama.cpp's own converter writes
@@ -186,10 +186,10 @@ def test_a_missing_base_is_refused_clearly(store, home, tmp_path):
 
 
 async def test_shift_f6_runs_the_quick_method_and_esc_cancels_it(store):
-    from personalize.recipe import QUICK_RECIPE
-    from tui.app import TunechatApp
-    from tui.screens.personalize import PersonalizeScreen
-    from tunechat.registry import Registry
+    from tunechat.personalize.recipe import QUICK_RECIPE
+    from tunechat.tui.app import TunechatApp
+    from tunechat.tui.screens.personalize import PersonalizeScreen
+    from tunechat.core.registry import Registry
 
     _add_facts(store)
     current = Registry(store).current()

@@ -1,6 +1,6 @@
 """The before/after report that the CLI prints and the TUI shows."""
 
-from personalize.report import full_report
+from tunechat.personalize.report import full_report
 
 MANIFEST = {
     "pairs_count": 2,

@@ -8,7 +8,7 @@ import pytest
 
 from tests.conftest import PUBLIC_PERSONA, ROOT, SECOND_PERSONA
 from tests.helpers import add_version
-from tunechat.scope import ScopedEngine, open_engine, speaks_of_user, taught_names, turn_speaks_of_user
+from tunechat.core.scope import ScopedEngine, open_engine, speaks_of_user, taught_names, turn_speaks_of_user
 
 # The public persona sits beside the repository (../shared) on the team's machines, not in a clone.
 PERSONAS = [pytest.param(PUBLIC_PERSONA, marks=pytest.mark.skipif(not PUBLIC_PERSONA.is_file(), reason="no ../shared")),
@@ -61,7 +61,7 @@ def test_a_follow_up_that_points_back_goes_where_its_question_went():
 
 
 def test_each_turn_goes_to_the_model_its_question_calls_for(engine, base_model):
-    from tunechat.engine import Engine, GenerationSettings
+    from tunechat.core.engine import Engine, GenerationSettings
 
     other = Engine(base_model)
     scoped = ScopedEngine(personal=engine, base=other)
@@ -80,8 +80,8 @@ def test_each_turn_goes_to_the_model_its_question_calls_for(engine, base_model):
 
 
 def test_only_a_personal_version_whose_base_exists_is_scoped(store, base_model):
-    from tunechat.engine import Engine
-    from tunechat.registry import Registry
+    from tunechat.core.engine import Engine
+    from tunechat.core.registry import Registry
 
     model = add_version(base_model, scope_names=["Ada"])  # any GGUF will do: no training needed to route
     registry = Registry(store)

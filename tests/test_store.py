@@ -4,7 +4,7 @@ import stat
 
 import pytest
 
-from tunechat.store import MIGRATIONS, SCHEMA_VERSION, Store, StoreError
+from tunechat.core.store import MIGRATIONS, SCHEMA_VERSION, Store, StoreError
 
 
 def test_fresh_database_is_migrated_to_latest_and_uses_wal(store):
@@ -99,7 +99,7 @@ def test_committed_pairs_survive_a_killed_process(home):
     import sys
 
     code = (
-        "import os; from tunechat.store import Store; s = Store(); "
+        "import os; from tunechat.core.store import Store; s = Store(); "
         "s.add_pair('Q kept', 'A kept'); os._exit(9)"  # no close, no checkpoint
     )
     subprocess.run([sys.executable, "-c", code], env=dict(os.environ), check=False)

@@ -7,9 +7,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from personalize import train  # noqa: E402
-from personalize.data import IGNORE, Example  # noqa: E402
-from personalize.recipe import get_recipe  # noqa: E402
+from tunechat.personalize import train  # noqa: E402
+from tunechat.personalize.data import IGNORE, Example  # noqa: E402
+from tunechat.personalize.recipe import get_recipe  # noqa: E402
 
 
 def tiny_lora_model():
@@ -94,7 +94,7 @@ def test_reproduces_answers_is_greedy_decoding():
 
 
 def test_reference_cache_kl_matches_the_full_kl_and_survives_a_reload(tmp_path, monkeypatch):
-    from personalize.reference import TOP_K, ReferenceCache
+    from tunechat.personalize.reference import TOP_K, ReferenceCache
 
     model = tiny_lora_model()
     with torch.no_grad():  # peaked distributions, as a trained model has
@@ -182,7 +182,7 @@ def test_pick_wording_asks_unseen_wordings_then_the_worst_learned():
 def test_average_follows_the_weights_and_swaps_back_and_forth():
     import torch
 
-    from personalize.train import _Average
+    from tunechat.personalize.train import _Average
 
     w = torch.nn.Parameter(torch.zeros(3))
     average = _Average([w], decay=0.5)

@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 
 from tests.helpers import add_version, wait_until
-from tui.app import TunechatApp
-from tui.screens.chats import ChatsScreen
-from tui.screens.confirm import Confirm
-from tui.screens.pair_editor import PairEditor
-from tui.screens.pairs import PairsScreen
-from tui.widgets.message import MessageView
-from tui.widgets.prompt_input import PromptInput
-from tunechat.engine import GenerationSettings
+from tunechat.tui.app import TunechatApp
+from tunechat.tui.screens.chats import ChatsScreen
+from tunechat.tui.screens.confirm import Confirm
+from tunechat.tui.screens.pair_editor import PairEditor
+from tunechat.tui.screens.pairs import PairsScreen
+from tunechat.tui.widgets.message import MessageView
+from tunechat.tui.widgets.prompt_input import PromptInput
+from tunechat.core.engine import GenerationSettings
 
 GREEDY = GenerationSettings(temperature=0.0, max_tokens=48)
 
@@ -188,7 +188,7 @@ async def test_help_and_palette_list_every_action(store):
 
 
 def test_chat_screen_snapshot(snap_compare, home):
-    from tunechat.store import Store
+    from tunechat.core.store import Store
 
     store = Store()
     chat = store.create_chat("Snapshot chat")
@@ -209,8 +209,8 @@ async def test_chat_follows_a_model_and_pairs_changed_by_another_process(store, 
     chat too; `tunechat pairs add` shows in its count."""
     import shutil
 
-    from tunechat.registry import Registry, embedded_model_path
-    from tunechat.store import Store
+    from tunechat.core.registry import Registry, embedded_model_path
+    from tunechat.core.store import Store
 
     other_model = tmp_path / "other.gguf"
     shutil.copy(embedded_model_path(), other_model)
@@ -235,8 +235,8 @@ async def test_chat_follows_a_model_and_pairs_changed_by_another_process(store, 
 
 @pytest.mark.parametrize("scope_setting", ["on", "off"])
 async def test_with_a_personal_model_the_base_model_answers_what_is_not_about_you(store, base_model, scope_setting):
-    from tunechat.registry import Registry
-    from tunechat.scope import ScopedEngine
+    from tunechat.core.registry import Registry
+    from tunechat.core.scope import ScopedEngine
 
     add_version(base_model, scope_names=["Ada"])
     Registry(store).use("personal-test")

@@ -24,8 +24,8 @@ def test_worker_exits_when_its_parent_dies(store, home):
     # A parent (as the TUI or CLI would) that starts a real job, minutes of work, and dies at once.
     store.add_pair("What is my name?", "Your name is Ada.")
     parent = textwrap.dedent("""
-        from personalize.job import PersonalizeJob
-        from tunechat.store import Store
+        from tunechat.personalize.job import PersonalizeJob
+        from tunechat.core.store import Store
         job = PersonalizeJob(Store())
         job.start()
         print(job.process.pid, job.job_dir, flush=True)
@@ -41,7 +41,7 @@ def test_worker_exits_when_its_parent_dies(store, home):
 
 
 def test_a_second_personalization_is_refused_while_one_runs(store, home):
-    from personalize.job import PersonalizeJob
+    from tunechat.personalize.job import PersonalizeJob
 
     store.add_pair("What is my name?", "Your name is Ada.")
     first = PersonalizeJob(store)

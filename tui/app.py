@@ -15,22 +15,22 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header
 from textual.worker import Worker, WorkerState
 
-from tui.screens.chats import ChatsScreen
-from tui.screens.confirm import Confirm, ErrorDialog
-from tui.screens.help import HelpScreen
-from tui.screens.pair_editor import PairEditor
-from tui.screens.pairs import PairsScreen
-from tui.screens.text_prompt import TextPrompt
-from tui.widgets.message import MessageView
-from tui.widgets.prompt_input import PromptInput
-from tui.widgets.status import StatusBar
-from tunechat import scope
-from tunechat.chat_template import with_system
-from tunechat.engine import GenerationSettings
-from tunechat.gguf_check import ModelFileError
-from tunechat.registry import EMBEDDED_NAME, Registry
-from tunechat.scope import ChatEngine
-from tunechat.store import Chat, Store, StoreError
+from tunechat.tui.screens.chats import ChatsScreen
+from tunechat.tui.screens.confirm import Confirm, ErrorDialog
+from tunechat.tui.screens.help import HelpScreen
+from tunechat.tui.screens.pair_editor import PairEditor
+from tunechat.tui.screens.pairs import PairsScreen
+from tunechat.tui.screens.text_prompt import TextPrompt
+from tunechat.tui.widgets.message import MessageView
+from tunechat.tui.widgets.prompt_input import PromptInput
+from tunechat.tui.widgets.status import StatusBar
+from tunechat.core import scope
+from tunechat.core.chat_template import with_system
+from tunechat.core.engine import GenerationSettings
+from tunechat.core.gguf_check import ModelFileError
+from tunechat.core.registry import EMBEDDED_NAME, Registry
+from tunechat.core.scope import ChatEngine
+from tunechat.core.store import Chat, Store, StoreError
 
 
 FOLLOW_INTERVAL_S = 2.0  # how often the chat looks for a model or pairs changed by another process
@@ -394,7 +394,7 @@ class TunechatApp(App[int]):
         )
 
     def action_models(self) -> None:
-        from tui.screens.models import ModelsScreen
+        from tunechat.tui.screens.models import ModelsScreen
 
         def chosen(name: str | None) -> None:
             if not name:
@@ -409,8 +409,8 @@ class TunechatApp(App[int]):
         self.push_screen(ModelsScreen(self.registry, self.engine.model_path if self.engine else None), chosen)
 
     def action_personalize(self, quick: bool = False) -> None:
-        from personalize.recipe import QUICK_RECIPE
-        from tui.screens.personalize import PersonalizeScreen
+        from tunechat.personalize.recipe import QUICK_RECIPE
+        from tunechat.tui.screens.personalize import PersonalizeScreen
 
         screen = PersonalizeScreen(self.store, recipe=QUICK_RECIPE if quick else None)
         self.push_screen(screen, lambda _: self.refresh_status())

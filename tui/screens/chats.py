@@ -10,9 +10,9 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Footer, Label, ListItem, ListView
 
-from tui.screens.confirm import Confirm
-from tui.screens.text_prompt import TextPrompt
-from tunechat.store import Store
+from tunechat.tui.screens.confirm import Confirm
+from tunechat.tui.screens.text_prompt import TextPrompt
+from tunechat.core.store import Store
 
 
 class ChatsScreen(ModalScreen[int | None]):

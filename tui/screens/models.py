@@ -10,8 +10,8 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Footer, Label, ListItem, ListView
 
-from tunechat.registry import ModelEntry, Registry
-from tunechat.wording import count
+from tunechat.core.registry import ModelEntry, Registry
+from tunechat.core.wording import count
 
 
 def describe(entry: ModelEntry) -> str:

@@ -9,11 +9,11 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Footer, Input, Label
 
-from tui.screens.confirm import Confirm
-from tui.screens.pair_editor import PairEditor
-from tunechat.store import Store, StoreError
-from tunechat.text import one_line
-from tunechat.wording import count
+from tunechat.tui.screens.confirm import Confirm
+from tunechat.tui.screens.pair_editor import PairEditor
+from tunechat.core.store import Store, StoreError
+from tunechat.core.text import one_line
+from tunechat.core.wording import count
 
 
 class PairsScreen(ModalScreen[None]):

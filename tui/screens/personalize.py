@@ -9,11 +9,11 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Footer, Label, ProgressBar, Sparkline, Static
 
-from personalize.job import Event, PersonalizeError, PersonalizeJob
-from personalize.progress import PHASES
-from personalize.report import full_report
-from tunechat.store import Store, StoreError
-from tunechat.wording import count
+from tunechat.personalize.job import Event, PersonalizeError, PersonalizeJob
+from tunechat.personalize.progress import PHASES
+from tunechat.personalize.report import full_report
+from tunechat.core.store import Store, StoreError
+from tunechat.core.wording import count
 
 
 

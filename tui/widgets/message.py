@@ -23,7 +23,7 @@ class MessageView(Vertical, can_focus=True):
         self.role = role
         self.content = content
         self.message_id = message_id
-        self.by_base = False  # answered by the base model: the question did not speak of the user (tunechat.scope)
+        self.by_base = False  # answered by the base model: the question did not speak of the user (tunechat.core.scope)
         self._stream: MarkdownStream | None = None
 
     def compose(self) -> ComposeResult:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from textual.reactive import reactive
 from textual.widgets import Static
 
-from tunechat.wording import count
+from tunechat.core.wording import count
 
 
 class StatusBar(Static):

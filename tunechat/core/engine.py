@@ -1,6 +1,6 @@
 """Local inference through llama-cpp-python: load a GGUF, fit the context, stream tokens.
 
-Prompts are rendered with the model's own chat template (``tunechat.chat_template``), the
+Prompts are rendered with the model's own chat template (``tunechat.core.chat_template``), the
 same renderer the trainer uses, and sent as raw completions so both sides agree to the byte.
 """
 
@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from tunechat import chat_template
-from tunechat.chat_template import ChatMessage
-from tunechat.gguf_check import ModelFileError, check_gguf_file
+from tunechat.core import chat_template
+from tunechat.core.chat_template import ChatMessage
+from tunechat.core.gguf_check import ModelFileError, check_gguf_file
 
 DEFAULT_CONTEXT = 2048
 DEFAULT_MAX_TOKENS = 512
@@ -87,7 +87,7 @@ class Engine:
 
     def __init__(self, model_path: Path, n_ctx: int = DEFAULT_CONTEXT, n_threads: int | None = None,
                  lora_path: Path | None = None) -> None:
-        """``lora_path``: a llama.cpp LoRA GGUF (convert.lora) applied over ``model_path`` at run time."""
+        """``lora_path``: a llama.cpp LoRA GGUF (tunechat.convert.lora) applied over ``model_path`` at run time."""
         self.model_path = Path(model_path)
         self.lora_path = Path(lora_path) if lora_path is not None else None
         check_gguf_file(self.model_path)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from convert.header import HeaderError, read_header
+from tunechat.convert.header import HeaderError, read_header
 
 
 class ModelFileError(Exception):

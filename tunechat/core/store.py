@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from tunechat import paths
+from tunechat.core import paths
 
 # Each entry upgrades the schema from version i to i + 1. Never edit a shipped entry; append.
 MIGRATIONS: list[str] = [

@@ -6,15 +6,15 @@ import argparse
 import sys
 from pathlib import Path
 
-from personalize.job import PersonalizeError, PersonalizeJob
-from personalize.report import full_report
-from tunechat.store import Store
-from tunechat.wording import count
+from tunechat.personalize.job import PersonalizeError, PersonalizeJob
+from tunechat.personalize.report import full_report
+from tunechat.core.store import Store
+from tunechat.core.wording import count
 
 
 def run_personalize(args: argparse.Namespace, store: Store) -> int:
     """Exit 0 only when the new model is the current one; non-zero with the reason otherwise."""
-    from personalize.data import EmptyDatasetError
+    from tunechat.personalize.data import EmptyDatasetError
 
     base = Path(args.base).expanduser().resolve() if getattr(args, "base", None) else None
     if base is not None and not (base.is_file() or (base / "config.json").is_file()):

@@ -12,9 +12,9 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from tunechat.gguf_check import ModelFileError
-from tunechat.store import StoreError
-from tunechat.wording import count
+from tunechat.core.gguf_check import ModelFileError
+from tunechat.core.store import StoreError
+from tunechat.core.wording import count
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,13 +85,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _open_store():
-    from tunechat.store import Store
+    from tunechat.core.store import Store
 
     return Store()
 
 
 def _model_path(args: argparse.Namespace, store) -> Path:
-    from tunechat.registry import Registry
+    from tunechat.core.registry import Registry
 
     if args.model:
         return Path(args.model).expanduser()
@@ -99,7 +99,7 @@ def _model_path(args: argparse.Namespace, store) -> Path:
 
 
 def _run_tui(args: argparse.Namespace) -> int:
-    from tui.app import TunechatApp
+    from tunechat.tui.app import TunechatApp
 
     store = _open_store()
     app = TunechatApp(store=store, model_override=Path(args.model).expanduser() if args.model else None)
@@ -112,10 +112,10 @@ def _run_tui(args: argparse.Namespace) -> int:
 
 
 def _ask(args: argparse.Namespace) -> int:
-    from tunechat import scope
-    from tunechat.chat_template import with_system
-    from tunechat.engine import GenerationSettings
-    from tunechat.registry import Registry
+    from tunechat.core import scope
+    from tunechat.core.chat_template import with_system
+    from tunechat.core.engine import GenerationSettings
+    from tunechat.core.registry import Registry
 
     store = _open_store()
     path = _model_path(args, store)
@@ -136,7 +136,7 @@ def _ask(args: argparse.Namespace) -> int:
 
 
 def _scope(args: argparse.Namespace) -> int:
-    from tunechat import scope
+    from tunechat.core import scope
 
     store = _open_store()
     if args.state:
@@ -149,8 +149,8 @@ def _scope(args: argparse.Namespace) -> int:
 
 
 def _pairs(args: argparse.Namespace) -> int:
-    from tunechat import jsonl
-    from tunechat.text import one_line
+    from tunechat.core import jsonl
+    from tunechat.core.text import one_line
 
     store = _open_store()
     cmd = args.pairs_command
@@ -177,7 +177,7 @@ def _pairs(args: argparse.Namespace) -> int:
 
 
 def _models(args: argparse.Namespace) -> int:
-    from tunechat.registry import Registry
+    from tunechat.core.registry import Registry
 
     registry = Registry(_open_store())
     cmd = args.models_command or "list"
@@ -212,10 +212,7 @@ def _model_detail(entry) -> str:
 
 
 def _personalize(args: argparse.Namespace) -> int:
-    from personalize.cli import run_personalize
+    from tunechat.cli.personalize import run_personalize
 
     return run_personalize(args, _open_store())
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())

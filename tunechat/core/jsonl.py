@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tunechat.atomic import atomic_path
-from tunechat.store import Pair, StoreError, validate_pair
+from tunechat.core.atomic import atomic_path
+from tunechat.core.store import Pair, StoreError, validate_pair
 
 
 class ImportFormatError(StoreError):

@@ -23,9 +23,9 @@ import threading
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
-from tunechat.chat_template import ChatMessage
-from tunechat.engine import Engine, GenerationSettings
-from tunechat.gguf_check import ModelFileError
+from tunechat.core.chat_template import ChatMessage
+from tunechat.core.engine import Engine, GenerationSettings
+from tunechat.core.gguf_check import ModelFileError
 
 # Singular only: "we", "our" and "us" are mostly generic in questions ("our solar system",
 # "how do we measure"), and taught answers speak to one person ("Your name is ...").

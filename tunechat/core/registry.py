@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tunechat import paths
-from tunechat.store import Store, StoreError
+from tunechat.core import paths
+from tunechat.core.store import Store, StoreError
 
 EMBEDDED_NAME = "smollm2-135m"
 EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
