@@ -83,7 +83,6 @@ class TunechatApp(App[int]):
         self._stop = threading.Event()
         self._generating = False
         self._retired: list[ChatEngine] = []  # replaced engines still finishing an answer
-        self.exit_after_first_frame = False  # set by bench/chat.py to time start-up
         self._requested_model: Path | None = None  # the model last asked for (loaded or loading)
         self._seen_current: str | None = None  # the registry's current-model setting when last read
 
@@ -105,8 +104,6 @@ class TunechatApp(App[int]):
         await self.open_chat(chats[0].id if chats else None)
         self.refresh_status()
         self.query_one(PromptInput).focus()
-        if self.exit_after_first_frame:
-            self.call_after_refresh(self._report_first_frame)
         path = self.model_override or self.registry.current().path
         self._requested_model = path
         self._seen_current = self.store.get_setting("current_model")
@@ -126,13 +123,6 @@ class TunechatApp(App[int]):
         path = self.registry.current().path
         if self.model_override is None and path != self._requested_model:
             self.use_model(path)
-
-    def _report_first_frame(self) -> None:
-        import sys
-
-        heavy = sorted(m for m in ("torch", "transformers", "peft") if m in sys.modules)
-        print(f"FIRST_FRAME heavy_imports={','.join(heavy) or 'none'}", file=sys.__stderr__, flush=True)
-        self.exit(0)
 
     @property
     def conversation(self) -> VerticalScroll:

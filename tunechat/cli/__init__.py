@@ -103,11 +103,7 @@ def _run_tui(args: argparse.Namespace) -> int:
 
     store = _open_store()
     app = TunechatApp(store=store, model_override=Path(args.model).expanduser() if args.model else None)
-    if os.environ.get("TUNECHAT_BENCH_FIRST_FRAME"):  # bench/chat.py: exit once the first frame is drawn
-        app.exit_after_first_frame = True
-        app.run(headless=True)
-    else:
-        app.run()
+    app.run()
     return app.return_code or 0
 
 
