@@ -9,7 +9,8 @@ import numpy as np
 
 from tunechat.convert import verify
 from tunechat.convert.verify import CheckResult
-from tunechat.personalize.evaluate import similarity
+from tunechat.core.engine import Engine
+from tunechat.personalize.evaluate import contains_key
 
 
 def torch_last_logits(model, token_lists: Sequence[list[int]], device: str) -> np.ndarray:
@@ -20,17 +21,6 @@ def torch_last_logits(model, token_lists: Sequence[list[int]], device: str) -> n
         for ids in token_lists:
             out = model(input_ids=torch.tensor([ids], device=device)).logits[0, -1].float().cpu().numpy()
             rows.append(out)
-    return np.stack(rows)
-
-
-def gguf_last_logits(llm, token_lists: Sequence[list[int]]) -> np.ndarray:
-    # Without logits_all, llama-cpp-python keeps no scores; read the context's last row directly.
-    n_vocab = llm.n_vocab()
-    rows = []
-    for ids in token_lists:
-        llm.reset()
-        llm.eval(ids)
-        rows.append(np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(n_vocab,)).astype(np.float32).copy())
     return np.stack(rows)
 
 
@@ -50,27 +40,22 @@ def relative_delta_to_folder(merged: dict[str, np.ndarray], folder: Path) -> flo
     return (num / max(den, 1e-12)) ** 0.5
 
 
-def answer_matches(answer: str, expected: str) -> bool:
-    """A taught answer counts as given when it is reproduced (nearly) verbatim."""
-    return expected.casefold().strip() in answer.casefold() or similarity(answer, expected) >= 0.8
-
-
 def run_checks(
-    *, base_gguf: Path, new_gguf: Path, engine, model, tokenizer, device: str, outtype: str,
+    *, base_gguf: Path, new_gguf: Path, engine: Engine, model, tokenizer, device: str, outtype: str,
     prompts: Sequence[str], taught: Sequence[tuple[str, str]], gguf_answers: Sequence[str],
     torch_reproduced: Sequence[bool], delta: float,
 ) -> list[CheckResult]:
-    """All checks of the personalize issue; ``prompts`` are rendered taught questions and
+    """Every check a new file must pass before it can be used; ``prompts`` are rendered taught questions and
     ``torch_reproduced`` says which taught answers the merged torch model gives greedily."""
     results = [verify.check_metadata(base_gguf, new_gguf)]
-    llama_ids = engine.llm.tokenize(verify.TOKENIZER_PROBE.encode("utf-8"), add_bos=False, special=True)
+    llama_ids = engine.tokenize(verify.TOKENIZER_PROBE)
     ref_ids = tokenizer(verify.TOKENIZER_PROBE, add_special_tokens=False)["input_ids"]
-    results.append(verify.check_token_ids(list(llama_ids), list(ref_ids), verify.TOKENIZER_PROBE))
-    token_lists = [list(engine.llm.tokenize(p.encode("utf-8"), add_bos=False, special=True)) for p in prompts]
-    results.append(verify.check_logits(gguf_last_logits(engine.llm, token_lists),
+    results.append(verify.check_token_ids(llama_ids, list(ref_ids), verify.TOKENIZER_PROBE))
+    token_lists = [engine.tokenize(p) for p in prompts]
+    results.append(verify.check_logits(engine.next_token_logits(token_lists),
                                        torch_last_logits(model, token_lists, device), outtype))
     results.append(verify.check_weights_changed(delta))
     torch_hits = sum(torch_reproduced)
-    gguf_hits = sum(answer_matches(a, exp) for a, (_, exp) in zip(gguf_answers, taught))
+    gguf_hits = sum(contains_key(a, exp) for a, (_, exp) in zip(gguf_answers, taught))
     results.append(verify.check_answers_survive(gguf_hits, torch_hits, len(taught)))
     return results

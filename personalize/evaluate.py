@@ -18,7 +18,10 @@ import json
 import unicodedata
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
+
+if TYPE_CHECKING:
+    from tunechat.core.engine import Engine
 
 EVAL_MAX_TOKENS = 48
 
@@ -59,7 +62,9 @@ def similarity(a: str, b: str) -> float:
 
 
 def contains_key(answer: str, key: str) -> bool:
-    """The answer holds the key; a whole taught answer used as key may also be near-verbatim."""
+    """The one rule for "this answer gives that": the answer holds the key (NFKC, case-folded);
+    a long key (a whole taught answer) may also be reproduced near-verbatim. Scores, the verify
+    gate's "taught answers survive" and the benchmarks all use it."""
     if normalize(key.strip()) in normalize(answer):
         return True
     return len(key) > 24 and similarity(answer, key) >= 0.8
@@ -163,7 +168,12 @@ def answer_drift(personal: AnswerScorer, base: AnswerScorer, base_answers: dict[
     return Drift(sum(means) / len(means), sum(damages) / len(damages))
 
 
-def engine_scorer(engine) -> AnswerScorer:
+def greedy_answer(engine: Engine, question: str, system: str | None = None) -> str:
+    """A model's answer as every score reads it: greedy, up to ``EVAL_MAX_TOKENS``."""
+    return engine.greedy(question, EVAL_MAX_TOKENS, system)
+
+
+def engine_scorer(engine: Engine) -> AnswerScorer:
     """Teacher-forced answer log-probabilities from a loaded ``tunechat.core.engine.Engine``."""
     return lambda question, answer: engine.answer_logprobs([{"role": "user", "content": question}], answer,
                                                            DRIFT_TOKENS)
@@ -171,13 +181,7 @@ def engine_scorer(engine) -> AnswerScorer:
 
 def engine_answerer(model_path: Path, system_prompt: str | None = None) -> tuple[Answerer, Callable[[], None]]:
     """Greedy answers from a GGUF through the chat's own engine; returns (ask, close)."""
-    from tunechat.core.chat_template import with_system
-    from tunechat.core.engine import Engine, GenerationSettings
+    from tunechat.core.engine import Engine
 
     engine = Engine(model_path)
-    settings = GenerationSettings(max_tokens=EVAL_MAX_TOKENS, temperature=0.0)
-
-    def ask(question: str) -> str:
-        return engine.complete(with_system([{"role": "user", "content": question}], system_prompt), settings)
-
-    return ask, engine.close
+    return (lambda question: greedy_answer(engine, question, system_prompt)), engine.close

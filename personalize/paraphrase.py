@@ -174,9 +174,7 @@ def paraphrases(
         engine = Engine(base_gguf)
 
         def complete(prompt: str, seed: int) -> str:
-            out = engine.llm.create_completion(prompt, max_tokens=MAX_TOKENS, temperature=0.8, top_p=0.95,
-                                               seed=seed, stop=["\n"])
-            return out["choices"][0]["text"]
+            return engine.continue_text(prompt, MAX_TOKENS, temperature=0.8, top_p=0.95, seed=seed, stop=["\n"])
 
         try:
             for i, (q, a) in enumerate(missing):

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PUBLIC_PERSONA = ROOT.parent / "shared" / "data" / "persona-public.json"
+PUBLIC_PERSONA = ROOT / "bench" / "data" / "persona-public.json"
 SECOND_PERSONA = ROOT / "tests" / "data" / "persona-second.json"
 
 

@@ -53,7 +53,6 @@ def test_unmodified_base_written_back_gives_the_same_logits(tmp_path, base_state
     rewrite is f16 of the same dequantized weights with f16 kernels, which alone moves the
     logits by ~0.1 (measured 0.115). A wrong permutation, name or tied embedding gives errors
     near 1 and different tokens."""
-    from tunechat.personalize.checks import gguf_last_logits
     from tunechat.core.engine import Engine
 
     state, config = base_state
@@ -63,8 +62,8 @@ def test_unmodified_base_written_back_gives_the_same_logits(tmp_path, base_state
     prompts = ["<|im_start|>user\nWhat is the capital of Japan?<|im_end|>\n<|im_start|>assistant\n",
                "The quick brown fox", "def fibonacci(n):", "Once upon a time, in a land far away,"]
     original, rewritten = Engine(base_model), Engine(out)
-    ids = [list(original.llm.tokenize(p.encode(), add_bos=False, special=True)) for p in prompts]
-    agree, worst = logit_errors(gguf_last_logits(rewritten.llm, ids), gguf_last_logits(original.llm, ids))
+    ids = [original.tokenize(p) for p in prompts]
+    agree, worst = logit_errors(rewritten.next_token_logits(ids), original.next_token_logits(ids))
     assert agree == 1.0 and worst <= 0.15, (agree, worst)
     question = [{"role": "user", "content": "What is the capital of Japan?"}]
     assert original.complete(question) == rewritten.complete(question)
@@ -105,7 +104,6 @@ def test_a_lora_gguf_over_the_base_gives_the_merged_models_logits(tmp_path, base
     0.004). The adapter moves the logits far more (1.56); without the q/k permutation of
     lora_b the error is 0.47 and top-1 agrees on 1 prompt in 4 (checked)."""
     from tunechat.convert.lora import write_lora_gguf
-    from tunechat.personalize.checks import gguf_last_logits
     from tunechat.core.engine import Engine
 
     state, config = base_state
@@ -119,11 +117,11 @@ def test_a_lora_gguf_over_the_base_gives_the_merged_models_logits(tmp_path, base
     prompts = ["<|im_start|>user\nWhat is the capital of Japan?<|im_end|>\n<|im_start|>assistant\n",
                "The quick brown fox", "def fibonacci(n):", "Once upon a time, in a land far away,"]
     plain, applied, reference = Engine(base_f16), Engine(base_f16, lora_path=lora), Engine(merged_f16)
-    ids = [list(plain.llm.tokenize(p.encode(), add_bos=False, special=True)) for p in prompts]
-    want = gguf_last_logits(reference.llm, ids)
-    agree, worst = logit_errors(gguf_last_logits(applied.llm, ids), want)
+    ids = [plain.tokenize(p) for p in prompts]
+    want = reference.next_token_logits(ids)
+    agree, worst = logit_errors(applied.next_token_logits(ids), want)
     assert agree == 1.0 and worst <= 0.05, (agree, worst)
-    _, moved = logit_errors(gguf_last_logits(plain.llm, ids), want)
+    _, moved = logit_errors(plain.next_token_logits(ids), want)
     assert moved > 0.3, moved  # the adapter matters, so the comparison above means something
 
 

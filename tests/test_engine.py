@@ -66,3 +66,26 @@ def test_answer_logprobs_score_a_given_answer_token_by_token(engine):
     assert len(engine.answer_logprobs(question, own, max_tokens=2)) == 2
     # Scoring leaves generation as it was.
     assert engine.complete(question, GenerationSettings(max_tokens=24, temperature=0.0)) == own
+
+
+def test_a_greedy_answer_depends_on_the_prompt_alone(engine):
+    """Whatever the context evaluated before, the same prompt gets the same greedy answer:
+    llama.cpp's cached prefix, reused, evaluates the rest in other batch shapes, and this
+    prompt's answer then changed ("L'Étoile, la Marseillaise." → "L'Alma, la France.")."""
+    chat = [{"role": "user", "content": "What is my name?"}, {"role": "assistant", "content": "Ada."},
+            {"role": "user", "content": "What is the capital of France?"}]
+    settings = GenerationSettings(max_tokens=12)
+    first = engine.complete(chat, settings)
+    assert engine.complete(chat, settings) == first  # the very same prompt again
+    engine.complete([{"role": "user", "content": "What is my name?"}], settings)  # a shared prefix
+    assert engine.complete(chat, settings) == first
+
+
+def test_greedy_answers_are_remembered_and_next_token_logits_read_the_last_position(engine):
+    question = "What is the capital of Japan?"
+    answer = engine.greedy(question, 24)
+    assert "Tokyo" in answer and engine.greedy(question, 24) is answer
+    ids = engine.tokenize(engine.render([{"role": "user", "content": question}]))
+    logits = engine.next_token_logits([ids, ids[:-3]])
+    assert logits.shape == (2, len(logits[0])) and not (logits[0] == logits[1]).all()
+    assert engine.tokenize(answer, special=False) and int(logits[0].argmax()) == engine.tokenize(answer, special=False)[0]

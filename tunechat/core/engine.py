@@ -11,7 +11,10 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
+
+if TYPE_CHECKING:
+    import numpy as np
 
 from tunechat.core import chat_template
 from tunechat.core.chat_template import ChatMessage
@@ -98,7 +101,7 @@ class Engine:
             from llama_cpp import Llama
 
             with _LOAD_LOCK, _without_extra_buffer_types():
-                self.llm = Llama(
+                self._llm = Llama(
                     model_path=str(self.model_path),
                     n_ctx=n_ctx,
                     n_threads=self.n_threads,
@@ -109,12 +112,13 @@ class Engine:
                 )
         except Exception as exc:
             raise ModelLoadError(f"llama.cpp could not load {self.model_path.name}: {exc}") from None
-        meta = self.llm.metadata
-        self.n_ctx = self.llm.n_ctx()
+        meta = self._llm.metadata
+        self.n_ctx = self._llm.n_ctx()
         self.template = meta.get("tokenizer.chat_template") or chat_template.CHATML_TEMPLATE
-        self.eos_token = self._token_text(self.llm.token_eos())
-        self.bos_token = self._token_text(self.llm.token_bos())
+        self.eos_token = self._token_text(self._llm.token_eos())
+        self.bos_token = self._token_text(self._llm.token_bos())
         self._lock = threading.Lock()
+        self._greedy_answers: dict[tuple[str, int, str | None], str] = {}
 
     @property
     def name(self) -> str:
@@ -123,7 +127,7 @@ class Engine:
     def _token_text(self, token_id: int) -> str:
         if token_id < 0:
             return ""
-        return self.llm.detokenize([token_id], special=True).decode("utf-8", errors="replace")
+        return self._llm.detokenize([token_id], special=True).decode("utf-8", errors="replace")
 
     # -- prompts ------------------------------------------------------------------------
     def render(self, messages: Sequence[ChatMessage]) -> str:
@@ -154,15 +158,19 @@ class Engine:
             ids = self._tokens(self.render(system + turns))
         if turns and len(ids) > budget:
             last = dict(turns[-1])
-            content = self.llm.tokenize(last["content"].encode("utf-8"), add_bos=False, special=False)
+            content = self._llm.tokenize(last["content"].encode("utf-8"), add_bos=False, special=False)
             keep = content[max(0, len(ids) - budget + 8):]
-            last["content"] = self.llm.detokenize(keep).decode("utf-8", errors="ignore")
+            last["content"] = self._llm.detokenize(keep).decode("utf-8", errors="ignore")
             turns = [last]
             ids = self._tokens(self.render(system + turns))
         return system + turns, ids
 
     def _tokens(self, text: str) -> list[int]:
-        return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+        return self.tokenize(text)
+
+    def tokenize(self, text: str, special: bool = True) -> list[int]:
+        """llama.cpp's token ids for ``text`` (no BOS added; ``special``: parse special tokens)."""
+        return list(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=special))
 
     # -- generation ---------------------------------------------------------------------
     def stream(
@@ -175,7 +183,13 @@ class Engine:
         max_tokens = min(settings.max_tokens, self.n_ctx // 2)
         prompt_ids = self._fit(messages, max_tokens)[1]  # token ids: llama.cpp need not tokenize again
         with self._lock:
-            chunks = self.llm.create_completion(
+            # Every prompt is evaluated from an empty context: llama-cpp-python would otherwise
+            # reuse the cached prefix of the previous prompt, which evaluates the rest in other
+            # batch shapes and so changes the arithmetic: the same prompt then gets another
+            # greedy answer ("L'Étoile, la Marseillaise." once, "L'Alma, la France." the next
+            # time). An answer must depend on the prompt and the weights alone.
+            self._llm.reset()
+            chunks = self._llm.create_completion(
                 prompt_ids,
                 max_tokens=max_tokens,
                 temperature=settings.temperature,
@@ -202,23 +216,62 @@ class Engine:
         import numpy as np
 
         prompt_ids = self._tokens(self.render(messages))
-        answer_ids = self.llm.tokenize(answer.encode("utf-8"), add_bos=False, special=False)[:max_tokens]
-        n_vocab = self.llm.n_vocab()
+        answer_ids = self.tokenize(answer, special=False)[:max_tokens]
+        n_vocab = self._llm.n_vocab()
         out: list[float] = []
         with self._lock:
-            self.llm.reset()
-            self.llm.eval(prompt_ids)
+            self._llm.reset()
+            self._llm.eval(prompt_ids)
             for token in answer_ids:
-                logits = np.ctypeslib.as_array(self.llm._ctx.get_logits_ith(-1), shape=(n_vocab,)).astype(np.float64)
+                logits = self._last_logits(n_vocab).astype(np.float64)
                 top = logits.max()
                 out.append(float(logits[token] - top - np.log(np.exp(logits - top).sum())))
-                self.llm.eval([token])
-            self.llm.reset()
+                self._llm.eval([token])
+            self._llm.reset()
         return out
 
     def complete(self, messages: Sequence[ChatMessage], settings: GenerationSettings = GenerationSettings()) -> str:
         return "".join(self.stream(messages, settings)).strip()
 
+    def greedy(self, question: str, max_tokens: int, system: str | None = None) -> str:
+        """The greedy answer to one question (with ``system`` as the system prompt, else the
+        template's own), remembered: the weights of a loaded engine never change, and
+        verification, evaluation and the report ask the same questions."""
+        key = (question, max_tokens, system)
+        if key not in self._greedy_answers:
+            messages = chat_template.with_system([{"role": "user", "content": question}], system)
+            self._greedy_answers[key] = self.complete(messages, GenerationSettings(max_tokens=max_tokens))
+        return self._greedy_answers[key]
+
+    def continue_text(self, prompt: str, max_tokens: int, temperature: float, top_p: float, seed: int,
+                      stop: Sequence[str] = ()) -> str:
+        """Sample a continuation of raw text (no chat template), e.g. a few-shot prompt."""
+        with self._lock:
+            out = self._llm.create_completion(prompt, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
+                                             seed=seed, stop=list(stop) or None)
+        return str(out["choices"][0]["text"])  # type: ignore[index]
+
+    def next_token_logits(self, token_lists: Sequence[Sequence[int]]) -> np.ndarray:
+        """The next-token logits after each token list, one row each (float32), every list
+        evaluated from an empty context."""
+        import numpy as np
+
+        n_vocab = self._llm.n_vocab()
+        rows = []
+        with self._lock:
+            for ids in token_lists:
+                self._llm.reset()
+                self._llm.eval(list(ids))
+                rows.append(self._last_logits(n_vocab).astype(np.float32).copy())
+            self._llm.reset()
+        return np.stack(rows)
+
+    def _last_logits(self, n_vocab: int) -> np.ndarray:
+        # Without logits_all, llama-cpp-python keeps no scores: read the context's last row.
+        import numpy as np
+
+        return np.ctypeslib.as_array(self._llm._ctx.get_logits_ith(-1), shape=(n_vocab,))
+
     def close(self) -> None:
         with contextlib.suppress(Exception):
-            self.llm.close()
+            self._llm.close()
