@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
+import threading
+from pathlib import Path
+
 import pytest
 
 from tests.helpers import add_version, wait_until
@@ -25,7 +29,7 @@ async def _ask(app, pilot, text: str) -> MessageView:
     app.query_one(PromptInput).focus()
     await pilot.press(*text)
     await pilot.press("enter")
-    await wait_until(lambda: _answers(app) and not app._generating and _answers(app)[-1].message_id, pilot)
+    await wait_until(lambda: _answers(app) and not app.generating and _answers(app)[-1].message_id, pilot)
     return _answers(app)[-1]
 
 
@@ -73,7 +77,7 @@ async def test_escape_stops_and_keeps_partial_answer(store):
         await pilot.press("enter")
         await wait_until(lambda: _answers(app) and len(_answers(app)[-1].content) > 30, pilot)
         await pilot.press("escape")
-        await wait_until(lambda: not app._generating, pilot)
+        await wait_until(lambda: not app.generating, pilot)
         saved = store.messages(app.chat.id)[-1]
         assert saved.role == "assistant" and len(saved.content) > 30
         assert app.engine.count_tokens(saved.content) < 300  # stopped well before the limit
@@ -85,7 +89,7 @@ async def test_regenerate_replaces_the_last_answer(store):
         await wait_until(lambda: app.engine is not None, pilot)
         await _ask(app, pilot, "Name a fruit that is yellow.")
         await pilot.press("ctrl+r")
-        await wait_until(lambda: not app._generating and _answers(app)[-1].message_id, pilot)
+        await wait_until(lambda: not app.generating and _answers(app)[-1].message_id, pilot)
         assert len(_answers(app)) == 1
         assert [m.role for m in store.messages(app.chat.id)] == ["user", "assistant"]
 
@@ -129,9 +133,17 @@ async def test_pairs_screen_searches_edits_and_deletes(store):
         assert summary().startswith("1 pair ·")
 
 
-async def test_chats_are_listed_renamed_reopened_and_deleted(store):
+async def test_chats_are_listed_renamed_reopened_and_deleted(store, monkeypatch):
     first = store.create_chat("first chat")
     store.add_message(first.id, "user", "hello from the first chat")
+    deleting_threads: list[threading.Thread] = []
+    delete_chat = store.delete_chat
+
+    def recording_delete(chat_id: int) -> None:
+        deleting_threads.append(threading.current_thread())
+        delete_chat(chat_id)
+
+    monkeypatch.setattr(store, "delete_chat", recording_delete)
     app = TunechatApp(store=store, settings=GREEDY)
     async with app.run_test(size=(100, 36)) as pilot:
         assert app.chat.id == first.id  # the most recent chat is reopened
@@ -148,12 +160,17 @@ async def test_chats_are_listed_renamed_reopened_and_deleted(store):
         await wait_until(lambda: app.chat.id == first.id, pilot)
         assert [v.content for v in app.query(MessageView)] == ["hello from the first chat"]
         await pilot.press("f2")
-        view = app.screen.query_one("ListView")
+        chats = app.screen
+        view = chats.query_one("ListView")
         view.index = [item.name for item in view.children].index(str(first.id))
         await pilot.press("d", "y")
-        await pilot.press("escape")
-        await wait_until(lambda: app.chat.id != first.id, pilot)
+        # The store runs VACUUM: the deletion runs in a thread, and the list is refreshed after it.
+        await wait_until(lambda: str(first.id) not in [item.name for item in view.children], pilot)
+        assert deleting_threads and threading.main_thread() not in deleting_threads
         assert first.id not in [c.id for c in store.list_chats()]
+        await pilot.press("escape")
+        await wait_until(lambda: app.chat.id != first.id, pilot)  # the open chat was the deleted one
+        assert not chats.is_attached and app.screen is app.chat_screen
 
 
 async def test_system_prompt_is_saved_for_the_chat(store):
@@ -207,8 +224,6 @@ def test_chat_screen_snapshot(snap_compare, home):
 async def test_chat_follows_a_model_and_pairs_changed_by_another_process(store, tmp_path):
     """`tunechat personalize` or `tunechat models use` in another terminal switches the open
     chat too; `tunechat pairs add` shows in its count."""
-    import shutil
-
     from tunechat.core.registry import Registry, embedded_model_path
     from tunechat.core.store import Store
 
@@ -253,3 +268,92 @@ async def test_with_a_personal_model_the_base_model_answers_what_is_not_about_yo
         assert not personal.by_base and "base model" not in str(personal.query_one(".role").render())
         await pilot.press("ctrl+k")  # keeping still reads right after the label changed
         assert "✓ kept" in str(personal.query_one(".role").render())
+
+
+async def test_a_model_load_overtaken_by_a_newer_request_is_dropped(store, tmp_path, base_model):
+    """Ask for model A, then for B, and let A's load finish last: the chat keeps B's engine, and
+    A's engine, loaded for nothing, is closed rather than swapped in."""
+    slow, fast = tmp_path / "slow.gguf", tmp_path / "fast.gguf"
+    for path in (slow, fast):
+        shutil.copy(base_model, path)
+    slow_started, release_slow = threading.Event(), threading.Event()
+    opened: dict[Path, object] = {}
+    closed: list[object] = []
+
+    class SlowFirstLoad(TunechatApp):
+        """The real app and engines; the load of ``slow`` waits until released, and every
+        engine's close is recorded on its way to the real one."""
+
+        def open_engine(self, path: Path):
+            if path == slow:
+                slow_started.set()
+                release_slow.wait(60)
+            engine = super().open_engine(path)
+            real_close = engine.close
+
+            def close() -> None:
+                closed.append(engine)
+                real_close()
+
+            engine.close = close
+            opened[path] = engine
+            return engine
+
+    app = SlowFirstLoad(store, settings=GREEDY)
+    try:
+        async with app.run_test(size=(100, 36)) as pilot:
+            await wait_until(lambda: app.engine is not None, pilot)
+            first = app.engine
+            app.use_model(slow)
+            await wait_until(slow_started.is_set, pilot)  # A's load is under way in its thread
+            app.use_model(fast)
+            await wait_until(lambda: fast in opened and app.engine is opened[fast], pilot, timeout=60)
+            assert first in closed and slow not in opened  # A is still loading
+            release_slow.set()
+            # A's engine is either dropped (closed) or, wrongly, swapped in
+            await wait_until(lambda: slow in opened and (opened[slow] in closed or app.engine is opened[slow]),
+                             pilot, timeout=30)
+            await pilot.pause(0.3)
+            assert app.engine is opened[fast], "the stale load was swapped in"
+            assert opened[slow] in closed and opened[fast] not in closed
+            assert app.status.model_name == "fast.gguf"
+            answer = await _ask(app, pilot, "Hi")  # B, never closed under the chat, answers
+            assert answer.content.strip()
+    finally:
+        release_slow.set()
+
+
+async def test_models_screen_switches_and_rolls_back(store, base_model):
+    from tunechat.core.registry import EMBEDDED_NAME
+    from tunechat.tui.screens.models import ModelsScreen
+
+    version = add_version(base_model)
+    store.set_setting("scope", "off")  # one engine per model is enough here
+    app = TunechatApp(store, settings=GREEDY)
+    async with app.run_test(size=(100, 36)) as pilot:
+        await wait_until(lambda: app.engine is not None, pilot)
+        embedded = app.engine.model_path
+        await pilot.press("f7")
+        assert isinstance(app.screen, ModelsScreen)
+        view = app.screen.query_one("ListView")
+        view.index = [item.name for item in view.children].index("personal-test")
+        await pilot.press("enter")
+        await wait_until(lambda: app.engine.model_path == version, pilot, timeout=60)
+        assert app.registry.current().name == "personal-test" and app.status.model_name == "personal-test"
+        await pilot.press("f7", "b")
+        await wait_until(lambda: app.engine.model_path == embedded, pilot, timeout=60)
+        assert app.registry.current().name == EMBEDDED_NAME and app.screen is app.chat_screen
+
+
+async def test_chat_keys_do_not_reach_through_a_dialog(store):
+    app = TunechatApp(store=store, settings=GREEDY)
+    async with app.run_test(size=(100, 36)) as pilot:
+        await pilot.press("f4")
+        editor = app.screen
+        assert isinstance(editor, PairEditor)
+        await pilot.press("f3", "f7", "f2", "ctrl+n")
+        assert app.screen is editor
+        assert "Pairs" not in [c.title for c in app.get_system_commands(editor)]
+        assert "Roll back model" in [c.title for c in app.get_system_commands(editor)]
+        await pilot.press("escape")
+        assert app.screen is app.chat_screen

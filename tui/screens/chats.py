@@ -3,20 +3,32 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 
+from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Footer, Label, ListItem, ListView
+from textual.worker import Worker, WorkerState
 
 from tunechat.tui.screens.confirm import Confirm
 from tunechat.tui.screens.text_prompt import TextPrompt
 from tunechat.core.store import Store
 
 
-class ChatsScreen(ModalScreen[int | None]):
-    """Dismisses with the id of the chat to open, or None."""
+@dataclass(frozen=True)
+class ChatsClosed:
+    """How the chat list was left: a chat to open (or None), and whether the chat that was open
+    is deleted (its deletion may still be running: the chat must not go on writing to it)."""
+
+    open_chat: int | None = None
+    current_deleted: bool = False
+
+
+class ChatsScreen(ModalScreen[ChatsClosed]):
+    """Dismisses with a :class:`ChatsClosed`. Deleting runs in a thread (the store runs VACUUM)."""
 
     BINDINGS = [
         Binding("escape", "close", "Close"),
@@ -28,6 +40,7 @@ class ChatsScreen(ModalScreen[int | None]):
         super().__init__()
         self.store = store
         self.current_chat_id = current_chat_id
+        self.current_deleted = False
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="panel"):
@@ -37,12 +50,17 @@ class ChatsScreen(ModalScreen[int | None]):
         yield Footer()
 
     async def on_mount(self) -> None:
+        await self._fill(0)
+        self.query_one(ListView).focus()
+
+    async def _fill(self, index: int) -> None:
+        """(Re)list the chats, newest first, highlighting the row at ``index`` (or the last)."""
         view = self.query_one(ListView)
+        await view.clear()
         for chat in self.store.list_chats():
             await view.append(ListItem(Label(self._label(chat.id)), name=str(chat.id)))
         if len(view.children):
-            view.index = 0
-        view.focus()
+            view.index = min(index, len(view.children) - 1)
 
     def _label(self, chat_id: int) -> str:
         chat = self.store.get_chat(chat_id)
@@ -57,7 +75,7 @@ class ChatsScreen(ModalScreen[int | None]):
 
     def on_list_view_selected(self, event: ListView.Selected) -> None:
         if event.item.name:
-            self.dismiss(int(event.item.name))
+            self.dismiss(ChatsClosed(int(event.item.name), self.current_deleted))
 
     def action_rename(self) -> None:
         chat_id = self._selected()
@@ -82,15 +100,29 @@ class ChatsScreen(ModalScreen[int | None]):
         view = self.query_one(ListView)
         item = view.highlighted_child
 
-        async def confirmed(yes: bool | None) -> None:
+        def confirmed(yes: bool | None) -> None:
             if yes and item is not None:
-                self.store.delete_chat(chat_id)
                 if chat_id == self.current_chat_id:
-                    self.current_chat_id = None
-                await item.remove()
+                    self.current_chat_id, self.current_deleted = None, True
+                item.disabled = True  # not openable while it goes
                 view.focus()
+                self._delete(chat_id)
 
         self.app.push_screen(Confirm(f"Delete the chat “{title}” and all its messages?", yes="Delete"), confirmed)
 
+    @work(thread=True, exit_on_error=False, group="delete-chat", description="Deleting chat")
+    def _delete(self, chat_id: int) -> None:
+        self.store.delete_chat(chat_id)
+
+    async def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.worker.group != "delete-chat":
+            return
+        if event.state == WorkerState.SUCCESS:
+            view = self.query_one(ListView)
+            await self._fill(view.index or 0)
+        elif event.state == WorkerState.ERROR:
+            self.notify(f"The chat could not be deleted: {event.worker.error}", severity="error")
+            await self._fill(self.query_one(ListView).index or 0)
+
     def action_close(self) -> None:
-        self.dismiss(None)
+        self.dismiss(ChatsClosed(None, self.current_deleted))

@@ -16,6 +16,12 @@ EXTRA_KEYS = [
 ]
 
 
+def key_label(key: str) -> str:
+    """How a binding's key reads in the help: "f6" as "F6", "ctrl+k" as "Ctrl+K", "shift+f6" as "Shift+F6"."""
+    key = key.replace("ctrl+", "Ctrl+")
+    return key.upper() if key.startswith("f") else key.title()
+
+
 class HelpScreen(ModalScreen[None]):
     BINDINGS = [Binding("escape,f1,q", "close", "Close")]
 

@@ -12,6 +12,7 @@ from textual.widgets import Footer, Label, ListItem, ListView
 
 from tunechat.core.registry import ModelEntry, Registry
 from tunechat.core.wording import count
+from tunechat.tui.messages import ModelChosen, RollbackRequested
 
 
 def describe(entry: ModelEntry) -> str:
@@ -24,8 +25,8 @@ def describe(entry: ModelEntry) -> str:
     return f"{entry.name}  [dim]{count(m.get('pairs_count'), 'pair')}{scores}[/dim]"
 
 
-class ModelsScreen(ModalScreen[str | None]):
-    """Dismisses with the name of the model to use, "__rollback__", or None."""
+class ModelsScreen(ModalScreen[None]):
+    """Posts ModelChosen (enter) or RollbackRequested (b) to the app, then closes."""
 
     BINDINGS = [Binding("escape", "close", "Close"), Binding("b", "rollback", "Roll back")]
 
@@ -49,10 +50,13 @@ class ModelsScreen(ModalScreen[str | None]):
         view.focus()
 
     def on_list_view_selected(self, event: ListView.Selected) -> None:
-        self.dismiss(event.item.name)
+        if event.item.name:
+            self.app.post_message(ModelChosen(event.item.name))
+        self.dismiss(None)
 
     def action_rollback(self) -> None:
-        self.dismiss("__rollback__")
+        self.app.post_message(RollbackRequested())
+        self.dismiss(None)
 
     def action_close(self) -> None:
         self.dismiss(None)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -9,6 +11,7 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Footer, Input, Label
 
+from tunechat.tui.messages import PairsChanged
 from tunechat.tui.screens.confirm import Confirm
 from tunechat.tui.screens.pair_editor import PairEditor
 from tunechat.core.store import Store, StoreError
@@ -85,7 +88,7 @@ class PairsScreen(ModalScreen[None]):
         pair = self.store.get_pair(pair_id)
         self.app.push_screen(PairEditor(f"Edit pair {pair_id}", pair.question, pair.answer), self._after_edit(pair_id))
 
-    def _after_edit(self, pair_id: int | None):
+    def _after_edit(self, pair_id: int | None) -> Callable[[tuple[str, str] | None], None]:
         def done(result: tuple[str, str] | None) -> None:
             if not result:
                 return
@@ -97,7 +100,7 @@ class PairsScreen(ModalScreen[None]):
             except StoreError as exc:
                 self.notify(str(exc), severity="error")
             self.refresh_rows()
-            self.app.refresh_status()  # type: ignore[attr-defined]
+            self.app.post_message(PairsChanged())
 
         return done
 
@@ -110,7 +113,7 @@ class PairsScreen(ModalScreen[None]):
             if yes:
                 self.store.delete_pair(pair_id)
                 self.refresh_rows()
-                self.app.refresh_status()  # type: ignore[attr-defined]
+                self.app.post_message(PairsChanged())
 
         self.app.push_screen(Confirm(f"Delete pair {pair_id}?", yes="Delete"), confirmed)
 

@@ -14,6 +14,7 @@ from tunechat.personalize.progress import PHASES
 from tunechat.personalize.report import full_report
 from tunechat.core.store import Store, StoreError
 from tunechat.core.wording import count
+from tunechat.tui.messages import PersonalizeFinished
 
 
 
@@ -107,7 +108,7 @@ class PersonalizeScreen(ModalScreen[str | None]):
             self._finish(f"{report}\n\n{exc}")
             return
         self.installed = entry.name
-        self.app.use_model(entry.path)  # type: ignore[attr-defined]
+        self.app.post_message(PersonalizeFinished(entry.name, entry.path))
         self._finish(f"{report}\n\nNow using {entry.name}; the chat switches as soon as it is loaded. "
                      "Roll back any time from Models (F7).")
 

@@ -13,9 +13,9 @@ class MessageView(Vertical, can_focus=True):
     """A user or assistant message. Assistant messages stream in and can be kept as pairs."""
 
     BINDINGS = [
-        Binding("k", "app.keep_answer", "Keep", show=False),
-        Binding("e", "app.correct_answer", "Correct", show=False),
-        Binding("c", "app.copy_message", "Copy", show=False),
+        Binding("k", "screen.keep_answer", "Keep", show=False),
+        Binding("e", "screen.correct_answer", "Correct", show=False),
+        Binding("c", "screen.copy_message", "Copy", show=False),
     ]
 
     def __init__(self, role: str, content: str = "", message_id: int | None = None) -> None:

@@ -1,0 +1,343 @@
+"""The chat screen: the conversation, the message box, the status bar and every chat key.
+
+Its bindings live here, not on the app, so a dialog pushed over the chat never sees them.
+The app loads models and hands each one to :meth:`ChatScreen.use_engine`.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Footer, Header
+from textual.worker import Worker, WorkerState
+
+from tunechat.core import scope
+from tunechat.core.chat_template import with_system
+from tunechat.core.engine import GenerationSettings
+from tunechat.core.registry import Registry
+from tunechat.core.scope import ChatEngine
+from tunechat.core.store import Chat, Store, StoreError
+from tunechat.tui.screens.chats import ChatsClosed, ChatsScreen
+from tunechat.tui.screens.confirm import ErrorDialog
+from tunechat.tui.screens.help import HelpScreen, key_label
+from tunechat.tui.screens.pair_editor import PairEditor
+from tunechat.tui.screens.pairs import PairsScreen
+from tunechat.tui.screens.text_prompt import TextPrompt
+from tunechat.tui.widgets.message import MessageView
+from tunechat.tui.widgets.prompt_input import PromptInput
+from tunechat.tui.widgets.status import StatusBar
+
+GENERATING = "generating… (esc stops)"
+
+
+class ChatScreen(Screen[None]):
+    """One chat at a time with the engine the app last handed over."""
+
+    BINDINGS = [
+        Binding("escape", "stop_generation", "Stop", id="stop"),
+        Binding("ctrl+r", "regenerate", "Regenerate", id="regenerate"),
+        # priority: the message box (a TextArea) would take these keys for line editing
+        Binding("ctrl+k", "keep_answer", "Keep", id="keep", priority=True),
+        Binding("ctrl+e", "correct_answer", "Correct", id="correct", priority=True),
+        Binding("ctrl+y", "copy_message", "Copy", id="copy", show=False, priority=True),
+        Binding("ctrl+n", "new_chat", "New chat", id="new_chat"),
+        Binding("f1", "help", "Help", id="help"),
+        Binding("f2", "chats", "Chats", id="chats"),
+        Binding("f3", "pairs", "Pairs", id="pairs"),
+        Binding("f4", "add_pair", "Add pair", id="add_pair"),
+        Binding("f5", "system_prompt", "System", id="system_prompt"),
+        Binding("f6", "personalize", "Personalize", id="personalize", priority=True),
+        Binding("shift+f6", "personalize_quick", "Quick personalize", id="personalize_quick", show=False,
+                priority=True),
+        Binding("f7", "models", "Models", id="models", priority=True),
+    ]
+
+    def __init__(self, store: Store, registry: Registry, settings: GenerationSettings) -> None:
+        super().__init__()
+        self.store = store
+        self.registry = registry
+        self.settings = settings
+        self.engine: ChatEngine | None = None
+        self.chat: Chat | None = None
+        self.generating = False
+        self._stop = threading.Event()
+        self._retired: list[ChatEngine] = []  # replaced engines still finishing an answer
+
+    # -- layout -------------------------------------------------------------------------
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield VerticalScroll(id="conversation")
+        yield PromptInput(id="prompt")
+        yield StatusBar(id="status")
+        yield Footer()
+
+    async def on_mount(self) -> None:
+        chats = self.store.list_chats()  # reopen the most recent chat, as the user left it
+        await self.open_chat(chats[0].id if chats else None)
+        self.refresh_status()
+        self.query_one(PromptInput).focus()
+
+    @property
+    def conversation(self) -> VerticalScroll:
+        return self.query_one("#conversation", VerticalScroll)
+
+    @property
+    def status(self) -> StatusBar:
+        return self.query_one(StatusBar)
+
+    def refresh_status(self) -> None:
+        self.status.pairs_count = self.store.count_pairs()
+
+    # -- the engine ---------------------------------------------------------------------
+    def use_engine(self, engine: ChatEngine) -> None:
+        """Chat with ``engine`` from the next turn; an answer in flight finishes on the old one."""
+        old, self.engine = self.engine, engine
+        self.status.model_name = self._model_label(engine.model_path)
+        self.status.activity = GENERATING if self.generating else "ready"
+        if old is None or old is engine:
+            return
+        if self.generating:
+            self._retired.append(old)
+        else:
+            old.close()
+        scoped = isinstance(engine, scope.ScopedEngine)
+        self.notify(f"Now chatting with {self.status.model_name}."
+                    + (" Questions that don't speak of you go to the base model it came from." if scoped else ""),
+                    title="Model switched")
+
+    def _model_label(self, path: Path) -> str:
+        for entry in self.registry.entries():
+            if entry.path == path:
+                return entry.name
+        return path.name
+
+    @on(Worker.StateChanged)
+    def _worker_failed(self, event: Worker.StateChanged) -> None:
+        if event.state != WorkerState.ERROR:
+            return
+        error = event.worker.error
+        self.status.activity = "error"
+        self.app.push_screen(ErrorDialog("Something went wrong", f"{type(error).__name__}: {error}"))
+
+    # -- chats --------------------------------------------------------------------------
+    async def open_chat(self, chat_id: int | None) -> None:
+        """Show the chat ``chat_id``, or a new one when None."""
+        self.action_stop_generation()
+        self.chat = self.store.get_chat(chat_id) if chat_id is not None else self.store.create_chat()
+        self.sub_title = self.chat.title
+        await self.conversation.remove_children()
+        views = [MessageView(m.role, m.content, m.id) for m in self.store.messages(self.chat.id)]
+        if views:
+            await self.conversation.mount_all(views)
+        self.conversation.scroll_end(animate=False)
+        self.conversation.anchor()
+
+    def _history(self) -> list[dict[str, str]]:
+        assert self.chat is not None
+        chat = self.store.get_chat(self.chat.id)
+        turns = [{"role": m.role, "content": m.content} for m in self.store.messages(chat.id)]
+        return with_system(turns, chat.system_prompt)
+
+    # -- sending and streaming ----------------------------------------------------------
+    @on(PromptInput.Submitted)
+    async def _submitted(self, event: PromptInput.Submitted) -> None:
+        if self.generating:
+            self.notify("Wait for the answer, or press Esc to stop it.", severity="warning")
+            return
+        if self.engine is None:
+            self.notify("The model is still loading.", severity="warning")
+            return
+        assert self.chat is not None
+        text = event.text.strip()
+        self.query_one(PromptInput).clear()
+        message = self.store.add_message(self.chat.id, "user", text)
+        if self.chat.title == "New chat":
+            self.store.rename_chat(self.chat.id, text.splitlines()[0][:40])
+            self.chat = self.store.get_chat(self.chat.id)
+            self.sub_title = self.chat.title
+        await self.conversation.mount(MessageView("user", text, message.id))
+        await self._answer()
+
+    async def _answer(self) -> None:
+        view = MessageView("assistant")
+        await self.conversation.mount(view)
+        await view.begin_stream()
+        self.conversation.scroll_end(animate=False)
+        self.conversation.anchor()
+        self._stop.clear()
+        self.generating = True
+        self.status.activity = GENERATING
+        self.generate(view, self._history())
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="generate", description="Generating")
+    def generate(self, view: MessageView, messages: list[dict[str, str]]) -> None:
+        engine = self.engine
+        assert engine is not None
+        error: str | None = None
+        try:
+            for delta in engine.stream(messages, self.settings, self._stop):
+                self.app.call_from_thread(view.append, delta)
+        except Exception as exc:  # shown in the chat instead of ending the app
+            error = f"{type(exc).__name__}: {exc}"
+        finally:
+            by_base = scope.answered_by_base(engine)
+            self.app.call_from_thread(self._finish_answer, view, self._stop.is_set(), error, by_base)
+
+    async def _finish_answer(self, view: MessageView, stopped: bool, error: str | None, by_base: bool = False) -> None:
+        note = "stopped" if stopped else None
+        if error:
+            note = f"error: {error}"
+        await view.end_stream(note)
+        if by_base:
+            view.mark_by_base()
+        if view.content.strip() and self.chat is not None:
+            view.message_id = self.store.add_message(self.chat.id, "assistant", view.content.strip()).id
+        self.generating = False
+        self.status.activity = "ready"
+        while self._retired:
+            self._retired.pop().close()
+
+    def action_stop_generation(self) -> None:
+        if self.generating:
+            self._stop.set()
+
+    async def action_regenerate(self) -> None:
+        if self.generating or self.engine is None:
+            return
+        views = list(self.conversation.query(MessageView))
+        if not views or views[-1].role != "assistant":
+            self.notify("There is no answer to regenerate.", severity="warning")
+            return
+        last = views[-1]
+        if last.message_id is not None:
+            self.store.delete_message(last.message_id)
+        await last.remove()
+        await self._answer()
+
+    # -- keeping pairs ------------------------------------------------------------------
+    def _target_answer(self) -> tuple[MessageView, str] | None:
+        """The focused assistant message, else the last one, with the question it answers."""
+        views = list(self.conversation.query(MessageView))
+        focused = self.focused if isinstance(self.focused, MessageView) else None
+        target = focused if focused is not None and focused.role == "assistant" else None
+        if target is None:
+            answers = [v for v in views if v.role == "assistant"]
+            target = answers[-1] if answers else None
+        if target is None or target.message_id is None:
+            self.notify("There is no finished answer to keep yet.", severity="warning")
+            return None
+        index = views.index(target)
+        question = next((v.content for v in reversed(views[:index]) if v.role == "user"), "")
+        return target, question
+
+    def action_keep_answer(self) -> None:
+        found = self._target_answer()
+        if found is None:
+            return
+        view, question = found
+        try:
+            self.store.add_pair(question, view.content, source="kept")
+        except StoreError as exc:
+            self.notify(str(exc), severity="error")
+            return
+        view.mark_kept()
+        self.refresh_status()
+        self.notify("Kept as a training pair.")
+
+    def action_correct_answer(self) -> None:
+        found = self._target_answer()
+        if found is None:
+            return
+        view, question = found
+
+        def save(result: tuple[str, str] | None) -> None:
+            if result:
+                self.store.add_pair(*result, source="corrected")
+                view.mark_kept()
+                self.refresh_status()
+                self.notify("Kept the corrected answer as a training pair.")
+
+        self.app.push_screen(PairEditor("Correct the answer, then keep it", question, view.content, focus_answer=True),
+                             save)
+
+    def action_add_pair(self) -> None:
+        def save(result: tuple[str, str] | None) -> None:
+            if result:
+                self.store.add_pair(*result, source="added")
+                self.refresh_status()
+                self.notify("Pair added.")
+
+        self.app.push_screen(PairEditor("Add a fact or a question/answer pair"), save)
+
+    def action_copy_message(self) -> None:
+        focused = self.focused if isinstance(self.focused, MessageView) else None
+        views = list(self.conversation.query(MessageView))
+        target = focused or (views[-1] if views else None)
+        if target is None:
+            return
+        self.app.copy_to_clipboard(target.content)
+        self.notify("Copied to the clipboard.")
+
+    # -- other screens ------------------------------------------------------------------
+    def action_help(self) -> None:
+        keys = [(key_label(b.key), b.description) for b in self.BINDINGS if isinstance(b, Binding)]
+        self.app.push_screen(HelpScreen(keys))
+
+    async def action_new_chat(self) -> None:
+        await self.open_chat(None)
+        self.query_one(PromptInput).focus()
+
+    def action_chats(self) -> None:
+        self.app.push_screen(ChatsScreen(self.store, self.chat.id if self.chat else None),
+                             lambda closed: self.call_later(self._after_chats, closed))
+
+    async def _after_chats(self, closed: ChatsClosed | None) -> None:
+        try:
+            if closed is not None and closed.open_chat is not None:
+                await self.open_chat(closed.open_chat)
+            elif closed is not None and closed.current_deleted:
+                await self.open_chat(None)
+            elif self.chat is not None:
+                self.store.get_chat(self.chat.id)
+        except StoreError:  # the open chat was deleted
+            await self.open_chat(None)
+
+    def action_pairs(self) -> None:
+        self.app.push_screen(PairsScreen(self.store), lambda _: self.refresh_status())
+
+    def action_system_prompt(self) -> None:
+        assert self.chat is not None
+        chat = self.store.get_chat(self.chat.id)
+
+        def saved(text: str | None) -> None:
+            if text is not None and self.chat is not None:
+                self.store.set_system_prompt(self.chat.id, text)
+                self.notify("System prompt saved." if text else "System prompt cleared: the model's default applies.")
+
+        self.app.push_screen(
+            TextPrompt("System prompt for this chat", chat.system_prompt or "",
+                       hint="Leave empty to use the model's own default.", allow_empty=True),
+            saved,
+        )
+
+    def action_models(self) -> None:
+        from tunechat.tui.screens.models import ModelsScreen  # posts ModelChosen / RollbackRequested
+
+        self.app.push_screen(ModelsScreen(self.registry, self.engine.model_path if self.engine else None))
+
+    def action_personalize(self, quick: bool = False) -> None:
+        # Imported when used: the personalize screen pulls in the job runner, not needed to chat.
+        from tunechat.personalize.recipe import QUICK_RECIPE
+        from tunechat.tui.screens.personalize import PersonalizeScreen
+
+        screen = PersonalizeScreen(self.store, recipe=QUICK_RECIPE if quick else None)
+        self.app.push_screen(screen, lambda _: self.refresh_status())
+
+    def action_personalize_quick(self) -> None:
+        self.action_personalize(quick=True)
