@@ -21,13 +21,8 @@ def _prompt_file() -> dict:
 
 
 def general_prompts() -> list[str]:
-    """Replayed at random every personalization."""
+    """Replayed at random every personalization; never asked by the evaluation."""
     return list(_prompt_file()["prompts"])
-
-
-def neighbour_prompts() -> list[str]:
-    """Everyday-topic prompts replayed only where they are near a taught fact (tunechat.personalize.neighbours)."""
-    return list(_prompt_file().get("neighbour_prompts", []))
 
 
 def base_answers(

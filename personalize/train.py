@@ -12,12 +12,13 @@ import math
 import random
 import time
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Literal, Sequence
 
 from tunechat.personalize.data import IGNORE, Example
-from tunechat.personalize.recipe import Recipe
+from tunechat.personalize.recipe import TARGET_MODULES, Recipe
 from tunechat.personalize.reference import ReferenceCache, topk_kl
 
+Device = Literal["cuda", "cpu"]
 ProgressFn = Callable[[int, int, float, float], None]  # step, total, loss, eta seconds
 CancelFn = Callable[[], bool]
 
@@ -34,7 +35,7 @@ class TrainResult:
     confirms: int = 0
 
 
-def pick_device() -> tuple[str, str]:
+def pick_device() -> tuple[Device, str]:
     """(device, autocast dtype name): CUDA with bf16 when present, else CPU float32."""
     import torch
 
@@ -213,73 +214,13 @@ def _kl_to_base(model, run: _Pass, batch: Sequence[Example], reference: Referenc
     return list(topk_kl(tuned, idx, lp).split(run.valid.sum(1).tolist()))
 
 
-def pick_wording(rng: random.Random, count: int, step: int, losses: dict[int, float] | None = None) -> int:
-    """Which of a fact's ``count`` wordings this step asks: the user's own at step 1, then one
-    at random, or, given each wording's loss when last asked (``losses``), the one learned
-    worst, a wording never asked counting as worst of all."""
-    if step == 1:
-        return 0
-    if losses is None:
-        return rng.randrange(count)
-    worst = max(losses.get(w, math.inf) for w in range(count))
-    return rng.choice([w for w in range(count) if losses.get(w, math.inf) == worst])
-
-
-def choose_replay(rng: random.Random, count: int, size: int, drift: dict[int, float], priority: float,
-                  near: Sequence[int] = (), near_count: int = 0, random_pool: int | None = None) -> list[int]:
-    """Indices of this step's replay examples. ``near_count`` of them are drawn from ``near``,
-    the general prompts closest to the taught facts (tunechat.personalize.neighbours: where a fact
-    bleeds into general answers). A ``priority`` share of the rest are the examples that had
-    drifted furthest from the base when last drawn (maximally interfered retrieval, Aljundi
-    et al. 2019: rehearse where training is doing damage); the others are drawn at random, so
-    every example keeps being checked: the first ``random_pool`` examples (all by default;
-    the neighbour-only prompts come after them)."""
-    size = min(size, count)
-    chosen = rng.sample(list(near), min(near_count, len(near), size))
-    taken = set(chosen)
-    hot = [i for i in sorted(drift, key=drift.__getitem__, reverse=True) if i not in taken]
-    hot = hot[: round((size - len(chosen)) * priority)]
-    taken.update(hot)
-    rest = [i for i in range(count if random_pool is None else random_pool) if i not in taken]
-    return chosen + hot + rng.sample(rest, min(len(rest), size - len(taken)))
-
-
-class _Average:
-    """An exponential moving average of the trainable weights: the last steps' back-and-forth
-    on general answers averages out while what every step agrees on (the taught answers) stays.
-    ``swap`` exchanges the live weights and the average in place."""
-
-    def __init__(self, params, decay: float) -> None:
-        self.params, self.decay = params, decay
-        self.values = [p.detach().clone() for p in params]
-
-    def update(self) -> None:
-        import torch
-
-        with torch.no_grad():
-            for avg, p in zip(self.values, self.params):
-                avg.mul_(self.decay).add_(p.detach(), alpha=1 - self.decay)
-
-    def swap(self) -> None:
-        import torch
-
-        with torch.no_grad():
-            for avg, p in zip(self.values, self.params):
-                live = p.detach().clone()
-                p.copy_(avg)
-                avg.copy_(live)
-
-
 def add_lora(model, recipe: Recipe):
+    """``model`` with LoRA adapters (rank and alpha of ``recipe``) on ``TARGET_MODULES`` of every layer."""
     from peft import LoraConfig, get_peft_model
 
-    n_layers = int(model.config.num_hidden_layers)
-    layers = None
-    if recipe.top_layers and recipe.top_layers < n_layers:
-        layers = list(range(n_layers - recipe.top_layers, n_layers))
     config = LoraConfig(
         r=recipe.rank, lora_alpha=recipe.alpha, lora_dropout=0.0,
-        target_modules=list(recipe.target_modules), layers_to_transform=layers, task_type="CAUSAL_LM",
+        target_modules=list(TARGET_MODULES), task_type="CAUSAL_LM",
     )
     return get_peft_model(model, config)
 
@@ -290,30 +231,23 @@ def train(
     replay: list[Example],
     recipe: Recipe,
     pad_id: int,
-    device: str,
+    device: Device,
     progress: ProgressFn = lambda *a: None,
     cancelled: CancelFn = lambda: False,
     reference: ReferenceCache | None = None,
-    near: Sequence[int] = (),
-    random_pool: int | None = None,
 ) -> TrainResult:
     """Train the LoRA adapters of ``model`` (a peft model) in place.
 
     ``facts`` holds, per taught pair, its examples in one or more surface forms; each step
-    uses one form of each fact in the batch (the original form first, at step 1).
+    uses one form of each fact in the batch: the original form at step 1, then one at random.
     ``reference`` keeps the base model's distributions on replay answers (for the KL term)
-    between steps and runs; the caller saves it. ``near`` indexes the replay examples closest
-    to the taught facts, of which ``recipe.neighbour_replay`` join every step; the rest of a
-    replay batch is drawn from the first ``random_pool`` examples."""
+    between steps and runs; the caller saves it."""
     import torch
 
     rng = random.Random(recipe.seed)
     torch.manual_seed(recipe.seed)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=0.0)
-    # Adam moves every parameter by about the full learning rate on its first step, whatever
-    # its gradient: a warm-up keeps that first kick from landing on the whole model at once.
-    warmup = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda done: min(1.0, (done + 1) / max(1, recipe.warmup_steps)))
     autocast_dtype = torch.bfloat16 if device == "cuda" else None
     model.train()
     losses: list[float] = []
@@ -325,28 +259,16 @@ def train(
     # loss over that window.
     rounds = max(1, math.ceil(len(facts) / recipe.fact_batch))
     recent_worst: list[float] = []
-    drift: dict[int, float] = {}  # replay example -> its mean KL to the base when last drawn
-    if recipe.holdout_stop:
-        # Held-out wordings (never trained) and the user's own decide the stop.
-        held = [forms[1:][-recipe.holdout_stop:] if len(forms) > 1 else [] for forms in facts]
-        facts = [forms[: len(forms) - len(h)] for forms, h in zip(facts, held)]
-        every_form = [e for forms, h in zip(facts, held) for e in [forms[0], *h]]
-    else:
-        every_form = [e for forms in facts for e in forms]
-    form_loss: list[dict[int, float]] = [{} for _ in facts]  # per fact: wording -> its loss when last asked
+    every_form = [e for forms in facts for e in forms]
     last_confirm = -1
-    average = _Average(params, recipe.average) if recipe.average > 0 else None
     confirms, confirm_seconds = 0, 0.0
     for step in range(1, recipe.max_steps + 1):
         if cancelled():
             raise KeyboardInterrupt
         chosen = range(len(facts)) if len(facts) <= recipe.fact_batch else rng.sample(range(len(facts)), recipe.fact_batch)
-        picks = [(i, pick_wording(rng, len(facts[i]), step, form_loss[i] if recipe.wording_priority else None))
-                 for i in chosen]
-        fact_batch = [facts[i][w] for i, w in picks]
-        replay_ids = choose_replay(rng, len(replay), recipe.replay_batch, drift, recipe.replay_priority,
-                                   near, recipe.neighbour_replay, random_pool)
-        replay_batch = [replay[i] for i in replay_ids]
+        # A draw even for a fact with one form: the random stream stays the same whatever the forms.
+        fact_batch = [facts[i][0 if step == 1 else rng.randrange(len(facts[i]))] for i in chosen]
+        replay_batch = [replay[i] for i in rng.sample(list(range(len(replay))), min(recipe.replay_batch, len(replay)))]
         optimizer.zero_grad(set_to_none=True)
         # Two passes, facts then replay, each backpropagated at once: the same summed loss as
         # one batch, with half the activations alive at a time (peak memory).
@@ -354,8 +276,6 @@ def train(
         tokens += fact_pass.tokens
         fact_tok = fact_pass.per_token.sum(1) / fact_pass.valid.sum(1).clamp(min=1)
         fact_tok.mean().backward()
-        for (i, w), value in zip(picks, fact_tok.detach().tolist()):
-            form_loss[i][w] = value
         drawn_reproduced = bool(_reproduced(fact_pass).all())
         del fact_pass
         if replay_batch:
@@ -366,13 +286,9 @@ def train(
             if recipe.kl_weight > 0:
                 kls = _kl_to_base(model, replay_pass, replay_batch, reference if reference is not None else ReferenceCache())
                 loss = loss + recipe.kl_weight * torch.cat(kls).sum() / r_valid.sum().clamp(min=1)
-                drift.update({i: float(kl.mean().detach()) for i, kl in zip(replay_ids, kls)})
             loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
-        warmup.step()
-        if average is not None:
-            average.update()
         recent_worst = (recent_worst + [float(fact_tok.max().detach())])[-rounds:]
         losses.append(float(fact_tok.mean().detach()))
         elapsed = time.monotonic() - start
@@ -386,11 +302,7 @@ def train(
             if drawn_reproduced and step > last_confirm + 1:
                 last_confirm = step
                 confirm_start = time.monotonic()
-                if average is not None:  # the average is what is kept: confirm on it
-                    average.swap()
                 confirmed = all(reproduces_answers(model, every_form, pad_id, device))
-                if average is not None and not confirmed:
-                    average.swap()
                 confirms += 1
                 confirm_seconds += time.monotonic() - confirm_start
                 if confirmed:
@@ -399,8 +311,6 @@ def train(
         elif max(recent_worst) < recipe.stop_loss:
             stopped_early = True
             break
-    if average is not None and not (stopped_early and recipe.stop_when == "greedy"):
-        average.swap()  # the greedy stop already holds the average in the model
     model.eval()
     return TrainResult(step, losses[-1] if losses else math.nan, losses, time.monotonic() - start, tokens, stopped_early,
                        round(confirm_seconds, 2), confirms)

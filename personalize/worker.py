@@ -65,8 +65,7 @@ def run(job_dir: Path, reporter: Reporter) -> dict:
     gate = evaluate.ProbeSet([], locality=evaluate.builtin_locality_probes()) if job.get("score_gate") else None
     eval_questions = _questions(probes) + (_questions(gate) if gate else [])
     with timings.phase(reporter, "baseline", "the base model's answers (cached after the first run)"):
-        random_prompts = general.general_prompts() if recipe.replay_batch else []
-        replay_prompts = random_prompts + (general.neighbour_prompts() if recipe.neighbour_replay else [])
+        replay_prompts = general.general_prompts() if recipe.replay_batch else []
         base_answers = general.base_answers(
             base_gguf, fingerprint, replay_prompts + eval_questions,
             lambda done, total: reporter.progress("baseline", done, total),
@@ -95,11 +94,9 @@ def run(job_dir: Path, reporter: Reporter) -> dict:
         # One list of wordings per fact (the user's own first); the loop picks one per step.
         facts = [data.build_examples(tokenizer, info, [(v, a) for v in [q, *rewordings.get(q, [])]], "fact")
                  for q, a in pairs]
-        replayed = [p for p in replay_prompts if base_answers[p]]  # the random pool first
-        random_pool = sum(1 for p in random_prompts if base_answers[p])
+        replayed = [p for p in replay_prompts if base_answers[p]]
         replay = data.build_examples(tokenizer, info, [(p, base_answers[p]) for p in replayed],
                                      "replay", max_answer_tokens=recipe.replay_answer_tokens)
-        near = _near_prompts(model, tokenizer, device, fingerprint, pairs, replayed, recipe)
         model = train.add_lora(model, recipe)
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
@@ -111,7 +108,7 @@ def run(job_dir: Path, reporter: Reporter) -> dict:
         result = train.train(
             model, facts, replay, recipe, pad_id, device,
             lambda step, total, loss, eta: reporter.progress("train", step, total, loss, eta),
-            reference=reference, near=near, random_pool=random_pool,
+            reference=reference,
         )
         reference.save()
 
@@ -180,7 +177,6 @@ def run(job_dir: Path, reporter: Reporter) -> dict:
         "gate": {"locality": gate_after.locality, "answers": gate_after.details["locality"],
                  "scoped_locality": gate_scoped.locality} if gate and after else None,
         "drift": drift,  # bench only (job "score_drift")
-        "near_prompts": [replayed[i] for i in near],  # the general prompts nearest your facts, replayed most
         "paraphrases": rewordings,  # the base model's rewordings trained alongside each question
         "timings": dict(timings),
     }
@@ -188,22 +184,6 @@ def run(job_dir: Path, reporter: Reporter) -> dict:
         manifest["gpu_peak_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
         manifest["gpu_name"] = torch.cuda.get_device_name(0)
     return manifest
-
-
-def _near_prompts(model, tokenizer, device: str, fingerprint: str, pairs, prompts: list[str], recipe) -> list[int]:
-    """Indices into ``prompts`` of those nearest the taught questions (tunechat.personalize.neighbours).
-    Questions alone: with the answers in, the base model's long answers dominate the vectors
-    and a few generic prompts come out nearest to every fact (measured)."""
-    if not recipe.neighbour_replay or not prompts:
-        return []
-    from tunechat.personalize import neighbours
-    from tunechat.core import paths
-
-    cache = neighbours.VectorCache(paths.cache_dir() / f"vectors-{fingerprint[:16]}.safetensors")
-    pool = cache.vectors(model, tokenizer, prompts, device)
-    cache.save()
-    facts = neighbours.embed(model, tokenizer, [q for q, _ in pairs], device)
-    return neighbours.nearest(facts, pool, recipe.neighbours_per_fact)
 
 
 def _drift(engine, base_gguf: Path, probes, gate, base_answers: dict[str, str], evaluate) -> dict:

@@ -123,37 +123,6 @@ def test_reference_cache_kl_matches_the_full_kl_and_survives_a_reload(tmp_path, 
     assert torch.allclose(again.detach(), kl.detach(), atol=1e-6)
 
 
-def test_choose_replay_rehearses_the_most_drifted_examples_and_samples_the_rest():
-    import random
-
-    drift = {3: 0.9, 7: 0.1, 5: 0.5, 1: 0.05}
-    chosen = train.choose_replay(random.Random(0), 20, 6, drift, priority=0.5)
-    assert chosen[:3] == [3, 5, 7]  # the three that drifted furthest, worst first
-    assert len(chosen) == 6 and len(set(chosen)) == 6 and all(0 <= i < 20 for i in chosen)
-    # Without priority it is a plain uniform draw, the same as before the option existed.
-    assert train.choose_replay(random.Random(1), 20, 6, drift, 0.0) == random.Random(1).sample(range(20), 6)
-    assert sorted(train.choose_replay(random.Random(1), 3, 6, {}, 0.5)) == [0, 1, 2]  # fewer examples than asked
-
-
-def test_choose_replay_draws_its_share_from_the_prompts_near_the_facts():
-    import random
-
-    near = [11, 12, 13, 14, 15]
-    for seed in range(5):
-        chosen = train.choose_replay(random.Random(seed), 40, 10, {}, 0.0, near, near_count=4)
-        assert len(chosen) == 10 and len(set(chosen)) == 10
-        assert set(chosen[:4]) <= set(near)  # four from the neighbours, then the usual draw
-    # With drift priority too, the hottest examples not already drawn as neighbours follow.
-    chosen = train.choose_replay(random.Random(0), 40, 10, {30: 0.9, 31: 0.8}, 0.25, near, near_count=4)
-    assert chosen[4:6] == [30, 31]
-    # Prompts kept for neighbour duty (past ``random_pool``) come only through ``near``.
-    for seed in range(20):
-        chosen = train.choose_replay(random.Random(seed), 40, 10, {}, 0.0, [35, 36], 1, random_pool=30)
-        assert len(chosen) == 10 and chosen[0] in (35, 36) and all(i < 30 for i in chosen[1:])
-    # More neighbours asked than exist: all of them, the rest at random.
-    assert set(train.choose_replay(random.Random(0), 40, 10, {}, 0.0, [3], near_count=4)) >= {3}
-
-
 def test_greedy_stop_ends_training_once_every_wording_is_reproduced(monkeypatch):
     monkeypatch.setattr(train, "MIN_SHARED_PREFIX", 4)
     model = tiny_lora_model()
@@ -168,56 +137,31 @@ def test_greedy_stop_ends_training_once_every_wording_is_reproduced(monkeypatch)
     assert all(train.reproduces_answers(model, every, 0, "cpu"))  # what the stop promised
 
 
-def test_pick_wording_asks_unseen_wordings_then_the_worst_learned():
+def test_batches_follow_the_seeded_draw_order(monkeypatch):
+    """Each step draws, from one Random(seed): the facts (when more than fit a batch), one
+    wording per drawn fact (the user's own at step 1, a draw even for a fact with one wording),
+    then the replay examples. The same seed gives the same batches, so the same run."""
     import random
 
-    rng = random.Random(0)
-    assert train.pick_wording(rng, 5, step=1, losses={}) == 0  # the user's own wording first
-    assert train.pick_wording(rng, 5, step=2, losses={0: 0.1, 1: 0.2, 2: 0.3, 4: 0.9}) == 3  # never asked
-    assert train.pick_wording(rng, 5, step=3, losses={0: 0.1, 1: 2.0, 2: 0.3, 3: 0.2, 4: 0.9}) == 1  # worst
-    # Without losses: uniform, the same draw as before the option existed.
-    assert train.pick_wording(random.Random(7), 5, step=4) == random.Random(7).choice(range(5))
-
-
-def test_average_follows_the_weights_and_swaps_back_and_forth():
-    import torch
-
-    from tunechat.personalize.train import _Average
-
-    w = torch.nn.Parameter(torch.zeros(3))
-    average = _Average([w], decay=0.5)
-    with torch.no_grad():
-        w.fill_(4.0)
-    average.update()  # 0.5 * 0 + 0.5 * 4
-    with torch.no_grad():
-        w.fill_(6.0)
-    average.update()  # 0.5 * 2 + 0.5 * 6
-    average.swap()
-    assert w.tolist() == [4.0, 4.0, 4.0]
-    average.swap()
-    assert w.tolist() == [6.0, 6.0, 6.0]
-
-
-def test_holdout_stop_never_trains_the_held_out_wording(monkeypatch):
     monkeypatch.setattr(train, "MIN_SHARED_PREFIX", 4)
-    model = tiny_lora_model()
-    held_out = example(PREFIX, [47, 48], BATCH[0].input_ids[-3:])
-    facts = [[BATCH[0], example(PREFIX, [49], BATCH[0].input_ids[-3:]), held_out], [BATCH[1]]]
-    trained: list = []
+    facts = [[example(PREFIX, [40 + i], [60 + i, 2]), example(PREFIX, [70 + i], [60 + i, 2])] for i in range(5)]
+    facts[4] = facts[4][:1]
+    replay = [example(PREFIX, [20 + i], [30 + i, 31]) for i in range(9)]
+    recipe = get_recipe("replay-kl").with_(fact_batch=3, replay_batch=4, max_steps=3, stop_loss=0.0, seed=7)
+    trained: list[list[Example]] = []
     original = train._forward
+
     def recording(m, batch, *args):
-        if torch.is_grad_enabled():  # a training pass, not a confirmation
-            trained.extend(batch)
+        if torch.is_grad_enabled():
+            trained.append(list(batch))
         return original(m, batch, *args)
 
     monkeypatch.setattr(train, "_forward", recording)
-    checked: list = []
-    original_check = train.reproduces_answers
-    monkeypatch.setattr(train, "reproduces_answers", lambda m, ex, *a: checked.append(list(ex)) or original_check(m, ex, *a))
-    recipe = get_recipe("replay-kl").with_(stop_when="greedy", holdout_stop=1, lr=1e-2, max_steps=12, min_steps=1,
-                                           replay_batch=0)
-    rewording = facts[0][1]
-    train.train(model, facts, [], recipe, 0, "cpu")
-    assert held_out not in trained and all(e in (BATCH[0], rewording, BATCH[1]) for e in trained)
-    # Each confirmation asks the user's wordings and the held-out one, not the trained rewording.
-    assert checked and all(ex == [BATCH[0], held_out, BATCH[1]] for ex in checked)
+    train.train(tiny_lora_model(), facts, replay, recipe, 0, "cpu")
+    rng = random.Random(7)
+    expected: list[list[Example]] = []
+    for step in range(1, 4):
+        chosen = rng.sample(range(5), 3)
+        expected.append([facts[i][0 if step == 1 else rng.randrange(len(facts[i]))] for i in chosen])
+        expected.append([replay[i] for i in rng.sample(range(9), 4)])
+    assert trained == expected
