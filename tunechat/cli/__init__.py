@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Sequence
 
 from tunechat.core.gguf_check import ModelFileError
+from tunechat.personalize.recipe import RECIPES
 from tunechat.core.store import StoreError
 from tunechat.core.wording import count
 
@@ -60,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     pers.add_argument("--yes", action="store_true", help="swap in even if the locality check fails")
     pers.add_argument("--max-steps", type=int, default=None, help="cap on optimizer steps")
     pers.add_argument("--seed", type=int, default=0)
-    pers.add_argument("--method", default=None, help="training recipe (see README)")
+    pers.add_argument("--method", default=None, choices=list(RECIPES), metavar="METHOD",
+                      help="training recipe: " + "; ".join(f"{r.name}: {r.description}" for r in RECIPES.values()))
     pers.add_argument("--outtype", default=None, choices=["f16", "q8_0"], help="GGUF output type (default q8_0: half the size of f16, faster to chat)")
     pers.add_argument("--base", default=None, metavar="PATH",
                       help="start from this GGUF file or Hugging Face model folder (default: the current model's base)")
