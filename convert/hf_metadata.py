@@ -11,8 +11,8 @@ the HF tokenizer's on a probe text (``choose_pre_tokenizer``).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
 
 import gguf
 
@@ -48,6 +48,7 @@ def add_tokenizer(writer: gguf.GGUFWriter, folder: Path, vocab_size: int, pre_to
                   add_bos: bool | None = None) -> None:
     """``add_bos``: whether the HF tokenizer puts BOS in front of a text (measured by the
     caller); None leaves it to tokenizer_config.json."""
+    vocab: gguf.vocab.BpeVocab | gguf.vocab.LlamaHfVocab
     try:
         vocab = gguf.vocab.BpeVocab(folder)
         model = "gpt2"
@@ -71,10 +72,10 @@ def add_tokenizer(writer: gguf.GGUFWriter, folder: Path, vocab_size: int, pre_to
     writer.add_tokenizer_pre(pre_tokenizer)
     writer.add_token_list(tokens[:vocab_size])
     writer.add_token_types(types[:vocab_size])
-    special = gguf.SpecialVocab(folder, load_merges=model == "gpt2", n_vocab=vocab_size)
+    special_vocab = gguf.SpecialVocab(folder, load_merges=model == "gpt2", n_vocab=vocab_size)
     if add_bos is not None:
-        special.add_special_token["bos"] = add_bos
-    special.add_to_gguf(writer)
+        special_vocab.add_special_token["bos"] = add_bos
+    special_vocab.add_to_gguf(writer)
 
 
 def _added_tokens(folder: Path) -> dict[int, bool]:

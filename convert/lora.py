@@ -10,8 +10,8 @@ scales the product by alpha / rank, as peft does. The llama q/k row permutation 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import gguf
 import numpy as np

@@ -58,8 +58,10 @@ def check_metadata(base: Path, new: Path) -> CheckResult:
 def check_token_ids(llama_ids: list[int], reference_ids: list[int], probe: str) -> CheckResult:
     if llama_ids == reference_ids:
         return CheckResult("tokenizer", True, f"same {len(llama_ids)} token ids on the probe text")
-    first = next((i for i, (x, y) in enumerate(zip(llama_ids, reference_ids)) if x != y), min(len(llama_ids), len(reference_ids)))
-    return CheckResult("tokenizer", False, f"llama.cpp and the training tokenizer disagree from token {first} of {probe!r}")
+    shorter = min(len(llama_ids), len(reference_ids))
+    first = next((i for i, (x, y) in enumerate(zip(llama_ids, reference_ids)) if x != y), shorter)
+    return CheckResult("tokenizer", False,
+                       f"llama.cpp and the training tokenizer disagree from token {first} of {probe!r}")
 
 
 def logit_errors(gguf_logits: np.ndarray, reference: np.ndarray) -> tuple[float, float]:

@@ -8,9 +8,9 @@ GGUF); 1-D tensors (norms, biases) stay F32; a tied embedding stays tied (no out
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Mapping
 
 import gguf
 import numpy as np
@@ -118,7 +118,8 @@ def write_gguf(
     tensors = dict(state_dict)
     if tied:  # one matrix serves both; safetensors may have kept it under either name
         embedding = tensors.pop("lm_head.weight", None)
-        tensors.setdefault("model.embed_tokens.weight", embedding)
+        if embedding is not None:
+            tensors.setdefault("model.embed_tokens.weight", embedding)
     names = list(tensors)
     for i, hf_name in enumerate(names):
         data = np.asarray(tensors[hf_name], dtype=np.float32)

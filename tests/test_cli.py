@@ -19,7 +19,8 @@ def test_pairs_add_list_export_import(home, tmp_path):
 
 def test_import_with_a_broken_line_names_it_and_imports_nothing(home, tmp_path):
     bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}\nnot json\n')
+    good = '{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}'
+    bad.write_text(good + "\nnot json\n")
     result = run_cli("pairs", "import", str(bad))
     assert result.returncode == 1
     assert "line 2" in result.stderr and "Traceback" not in result.stderr

@@ -38,8 +38,8 @@ def base_state(tmp_path_factory):
 
     from safetensors.numpy import load_file
 
-    from tunechat.personalize.base import cached_base_folder
     from tunechat.core.registry import embedded_model_path
+    from tunechat.personalize.base import cached_base_folder
 
     cache = os.environ.get("TUNECHAT_TEST_CACHE") or str(tmp_path_factory.mktemp("convert-cache"))
     os.environ["TUNECHAT_CACHE"] = cache

@@ -1,7 +1,7 @@
 """Quality scores on the real embedded model."""
 
-from tunechat.personalize.evaluate import Drift, answer_drift, engine_scorer
 from tunechat.core.engine import GenerationSettings
+from tunechat.personalize.evaluate import Drift, answer_drift, engine_scorer
 
 QUESTIONS = ["What is the capital of Japan?", "What is 2 plus 2?", "Who wrote Romeo and Juliet?"]
 

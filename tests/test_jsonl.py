@@ -37,7 +37,8 @@ def test_system_turns_are_ignored_and_multi_turn_gives_several_pairs(tmp_path):
 @pytest.mark.parametrize("bad, message", [
     ('{"messages": [', "line 2: not valid JSON"),
     ('{"foo": 1}', 'line 2: expected an object with a "messages" list'),
-    ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "  "}]}, "line 2: The answer is empty"),
+    ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "  "}]},
+     "line 2: The answer is empty"),
     ({"messages": [{"role": "assistant", "content": "a"}]}, "line 2: an assistant message comes before"),
     ({"messages": [{"role": "robot", "content": "a"}]}, "line 2: unknown role 'robot'"),
     ({"messages": [{"role": "user", "content": "q"}]}, "line 2: no user message followed"),

@@ -96,9 +96,11 @@ def test_the_checker_catches_a_bad_import():
     assert violations("tunechat.core.store", imported_modules("from tunechat.tui.app import TunechatApp",
                                                                 "tunechat.core.store"))
     assert violations("tunechat.core.engine", imported_modules("def f():\n    import torch\n", "tunechat.core.engine"))
-    assert violations("tunechat.convert.writer", imported_modules("from ..core import paths", "tunechat.convert.writer"))
+    assert violations("tunechat.convert.writer",
+                      imported_modules("from ..core import paths", "tunechat.convert.writer"))
     assert violations("tunechat.personalize.train", imported_modules("import textual", "tunechat.personalize.train"))
-    assert violations("tunechat.tui.app", imported_modules("from tunechat.personalize import train", "tunechat.tui.app"))
+    assert violations("tunechat.tui.app",
+                      imported_modules("from tunechat.personalize import train", "tunechat.tui.app"))
     assert violations("tunechat.cli", imported_modules("import convert.writer", "tunechat.cli"))
     assert not violations("tunechat.tui.app", imported_modules("from tunechat.personalize.job import PersonalizeJob",
                                                                "tunechat.tui.app"))

@@ -50,7 +50,8 @@ def test_a_taught_name_sends_a_question_to_the_personal_model():
 
 def test_a_follow_up_that_points_back_goes_where_its_question_went():
     def turns(*questions):
-        return [m for q in questions for m in ({"role": "user", "content": q}, {"role": "assistant", "content": "…"})][:-1]
+        return [m for q in questions
+                for m in ({"role": "user", "content": q}, {"role": "assistant", "content": "…"})][:-1]
 
     assert turn_speaks_of_user(turns("What is my dog's name?", "How old is he?", "And what does he eat?"))
     assert not turn_speaks_of_user(turns("What is my dog's name?", "What is the capital of France?"))

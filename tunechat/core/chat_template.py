@@ -6,8 +6,8 @@ so the text a personal model is trained on is exactly the text it will see when 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import lru_cache
-from typing import Sequence
 
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment

@@ -9,9 +9,10 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import numpy as np
@@ -57,7 +58,7 @@ def _without_extra_buffer_types() -> Iterator[None]:
 
     original = native.llama_model_default_params
 
-    def patched():  # type: ignore[no-untyped-def]
+    def patched():  # llama.cpp's ctypes params struct
         params = original()
         if hasattr(params, "use_extra_bufts"):
             params.use_extra_bufts = False
@@ -199,6 +200,7 @@ class Engine:
                 stop=[self.eos_token] if self.eos_token else None,
                 stream=True,
             )
+            assert isinstance(chunks, Generator)  # stream=True: a generator of chunks
             try:
                 for chunk in chunks:
                     if stop is not None and stop.is_set():
@@ -209,7 +211,8 @@ class Engine:
             finally:
                 chunks.close()
 
-    def answer_logprobs(self, messages: Sequence[ChatMessage], answer: str, max_tokens: int | None = None) -> list[float]:
+    def answer_logprobs(self, messages: Sequence[ChatMessage], answer: str,
+                        max_tokens: int | None = None) -> list[float]:
         """Log-probability of each token of ``answer`` (tokenized apart, as sampled at inference)
         following the rendered ``messages``, teacher-forced: how likely this model finds a given
         answer, not what it would write."""

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
 
 from tunechat.core.chat_template import ChatMessage
 from tunechat.core.engine import Engine, GenerationSettings

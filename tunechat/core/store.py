@@ -12,9 +12,9 @@ import json
 import sqlite3
 import threading
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from tunechat.core import paths
 
@@ -156,7 +156,7 @@ class Store:
         with self._lock:
             self._db.close()
 
-    def _tx(self) -> "_Transaction":
+    def _tx(self) -> _Transaction:
         return _Transaction(self._db, self._lock)
 
     # -- chats --------------------------------------------------------------------------
@@ -167,7 +167,7 @@ class Store:
                 "INSERT INTO chats(title, system_prompt, created_at, updated_at) VALUES (?,?,?,?)",
                 (title, system_prompt, now, now),
             )
-        return self.get_chat(int(cur.lastrowid))
+        return self.get_chat(_row_id(cur))
 
     def get_chat(self, chat_id: int) -> Chat:
         row = self._db.execute("SELECT * FROM chats WHERE id=?", (chat_id,)).fetchone()
@@ -208,7 +208,7 @@ class Store:
                 (chat_id, role, content, now),
             )
             db.execute("UPDATE chats SET updated_at=? WHERE id=?", (now, chat_id))
-        return Message(int(cur.lastrowid), chat_id, role, content)
+        return Message(_row_id(cur), chat_id, role, content)
 
     def update_message(self, message_id: int, content: str) -> None:
         with self._tx() as db:
@@ -235,7 +235,7 @@ class Store:
                 "INSERT INTO pairs(question, answer, source, created_at, updated_at) VALUES (?,?,?,?,?)",
                 (q, a, source, now, now),
             )
-        return self.get_pair(int(cur.lastrowid))
+        return self.get_pair(_row_id(cur))
 
     def add_pairs(self, items: list[tuple[str, str]], source: str = "imported") -> int:
         """Add many pairs in one transaction: all of them or none."""
@@ -325,3 +325,10 @@ class _Transaction:
             self._lock.release()
         if isinstance(exc, sqlite3.IntegrityError):
             raise StoreError(f"Refused: {exc}") from exc
+
+
+def _row_id(cursor: sqlite3.Cursor) -> int:
+    """The id SQLite gave the row an INSERT just wrote."""
+    if cursor.lastrowid is None:  # pragma: no cover - an INSERT always sets it
+        raise StoreError("The database did not report the new row's id.")
+    return cursor.lastrowid
