@@ -22,15 +22,13 @@ TOKENIZER_PROBE = ("Grüße 123,456.78 — naïve café ☕ <tag> x²+y² = z²;
 TOKENIZER_PREFIX = "tokenizer."
 
 # Tolerances for next-token logits, GGUF (llama.cpp) against the merged torch model in float32,
-# worst prompt. Measured on SmolLM2-135M (fifth session): f16 0.001-0.002; q8_0 0.01-0.03 for
-# the base, up to 0.08 for a model trained on 10 facts and 0.17 for one trained hard on 3 (the
-# taught prompts' peaked distributions; llama.cpp also rounds activations to 8 bits); the sixth
-# session's CI saw a good one at 0.35 (the end-to-end TUI test's 3 facts: top-1 100 %, every
-# taught answer right in the GGUF), so the q8_0 line is 0.5, still under half the mildest
-# all-layer bug. Mapping
-# bugs, which hit every layer alike, read 0.91 (q rows unpermuted), 1.30 (k), 2.04 (gate and up
-# swapped), 1.63 (base weights written instead of the merged ones), top-1 agreement 0-20 %
-# (bench/logit_tolerance.py). One last layer alone unpermuted reads 0.12: only f16's sees that.
+# worst prompt (docs/design.md, "The verify gate"). Good files on SmolLM2-135M: f16 0.001-0.002;
+# q8_0 0.01-0.03 for the base, up to 0.35 for a model trained hard on 3 facts (peaked
+# distributions on the taught prompts; llama.cpp rounds activations to 8 bits). Mapping bugs,
+# which hit every layer alike, read 0.91 (q rows unpermuted), 1.30 (k), 2.04 (gate and up
+# swapped), 1.63 (base weights instead of the merged ones), top-1 agreement 0-20 %. So q8_0's
+# line is 0.5, under half the mildest of those bugs; a break in one last layer alone (0.12) is
+# seen only at f16.
 LOGIT_TOLERANCE = {"f16": 0.03, "q8_0": 0.5, "f32": 0.01}
 TOP1_AGREEMENT_MIN = 0.9
 
