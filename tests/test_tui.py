@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import add_version, wait_until
+from tunechat.core.engine import GenerationSettings
 from tunechat.tui.app import TunechatApp
 from tunechat.tui.screens.chats import ChatsScreen
 from tunechat.tui.screens.confirm import Confirm
@@ -16,7 +17,6 @@ from tunechat.tui.screens.pair_editor import PairEditor
 from tunechat.tui.screens.pairs import PairsScreen
 from tunechat.tui.widgets.message import MessageView
 from tunechat.tui.widgets.prompt_input import PromptInput
-from tunechat.core.engine import GenerationSettings
 
 GREEDY = GenerationSettings(temperature=0.0, max_tokens=48)
 
@@ -196,7 +196,8 @@ async def test_help_and_palette_list_every_action(store):
     app = TunechatApp(store=store, settings=GREEDY)
     async with app.run_test(size=(100, 40)) as pilot:
         titles = [c.title for c in app.get_system_commands(app.screen)]
-        for action in ("Keep", "Correct", "Regenerate", "Chats", "Pairs", "Add pair", "System", "Personalize", "Quick personalize", "Models", "Help"):
+        for action in ("Keep", "Correct", "Regenerate", "Chats", "Pairs", "Add pair", "System", "Personalize",
+                       "Quick personalize", "Models", "Help"):
             assert action in titles
         await pilot.press("f1")
         text = app.screen.query_one("Markdown").source

@@ -6,8 +6,8 @@ what they need through the messages in :mod:`tunechat.tui.messages`.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 from textual import on, work
 from textual.app import App, SystemCommand
@@ -41,7 +41,8 @@ class TunechatApp(App[int]):
             self.engine = engine
             self.request = request
 
-    def __init__(self, store: Store, model_override: Path | None = None, settings: GenerationSettings | None = None) -> None:
+    def __init__(self, store: Store, model_override: Path | None = None,
+                 settings: GenerationSettings | None = None) -> None:
         super().__init__()
         self.store = store
         self.registry = Registry(store)

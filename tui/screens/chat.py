@@ -189,7 +189,7 @@ class ChatScreen(Screen[None]):
             by_base = scope.answered_by_base(engine)
             self.app.call_from_thread(self._finish_answer, view, self._stop.is_set(), error, by_base)
 
-    async def _finish_answer(self, view: MessageView, stopped: bool, error: str | None, by_base: bool = False) -> None:
+    async def _finish_answer(self, view: MessageView, stopped: bool, error: str | None, by_base: bool) -> None:
         note = "stopped" if stopped else None
         if error:
             note = f"error: {error}"
@@ -294,8 +294,10 @@ class ChatScreen(Screen[None]):
         self.query_one(PromptInput).focus()
 
     def action_chats(self) -> None:
-        self.app.push_screen(ChatsScreen(self.store, self.chat.id if self.chat else None),
-                             lambda closed: self.call_later(self._after_chats, closed))
+        def closed(result: ChatsClosed | None) -> None:
+            self.call_later(self._after_chats, result)  # once the list is off the screen stack
+
+        self.app.push_screen(ChatsScreen(self.store, self.chat.id if self.chat else None), closed)
 
     async def _after_chats(self, closed: ChatsClosed | None) -> None:
         try:

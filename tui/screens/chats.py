@@ -13,9 +13,9 @@ from textual.screen import ModalScreen
 from textual.widgets import Footer, Label, ListItem, ListView
 from textual.worker import Worker, WorkerState
 
+from tunechat.core.store import Store
 from tunechat.tui.screens.confirm import Confirm
 from tunechat.tui.screens.text_prompt import TextPrompt
-from tunechat.core.store import Store
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,7 @@ class ChatsScreen(ModalScreen[ChatsClosed]):
         self.store = store
         self.current_chat_id = current_chat_id
         self.current_deleted = False
+        self._deleting: dict[Worker[None], int] = {}  # deletions under way, and their chat
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="panel"):
@@ -57,8 +58,9 @@ class ChatsScreen(ModalScreen[ChatsClosed]):
         """(Re)list the chats, newest first, highlighting the row at ``index`` (or the last)."""
         view = self.query_one(ListView)
         await view.clear()
+        going = set(self._deleting.values())
         for chat in self.store.list_chats():
-            await view.append(ListItem(Label(self._label(chat.id)), name=str(chat.id)))
+            await view.append(ListItem(Label(self._label(chat.id)), name=str(chat.id), disabled=chat.id in going))
         if len(view.children):
             view.index = min(index, len(view.children) - 1)
 
@@ -71,10 +73,10 @@ class ChatsScreen(ModalScreen[ChatsClosed]):
     def _selected(self) -> int | None:
         view = self.query_one(ListView)
         item = view.highlighted_child
-        return int(item.name) if item is not None and item.name else None
+        return int(item.name) if item is not None and item.name and not item.disabled else None
 
     def on_list_view_selected(self, event: ListView.Selected) -> None:
-        if event.item.name:
+        if event.item.name and not event.item.disabled:  # disabled: being deleted
             self.dismiss(ChatsClosed(int(event.item.name), self.current_deleted))
 
     def action_rename(self) -> None:
@@ -106,7 +108,7 @@ class ChatsScreen(ModalScreen[ChatsClosed]):
                     self.current_chat_id, self.current_deleted = None, True
                 item.disabled = True  # not openable while it goes
                 view.focus()
-                self._delete(chat_id)
+                self._deleting[self._delete(chat_id)] = chat_id
 
         self.app.push_screen(Confirm(f"Delete the chat “{title}” and all its messages?", yes="Delete"), confirmed)
 
@@ -115,14 +117,12 @@ class ChatsScreen(ModalScreen[ChatsClosed]):
         self.store.delete_chat(chat_id)
 
     async def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
-        if event.worker.group != "delete-chat":
+        if event.worker.group != "delete-chat" or event.state not in (WorkerState.SUCCESS, WorkerState.ERROR):
             return
-        if event.state == WorkerState.SUCCESS:
-            view = self.query_one(ListView)
-            await self._fill(view.index or 0)
-        elif event.state == WorkerState.ERROR:
+        self._deleting.pop(event.worker, None)
+        if event.state == WorkerState.ERROR:
             self.notify(f"The chat could not be deleted: {event.worker.error}", severity="error")
-            await self._fill(self.query_one(ListView).index or 0)
+        await self._fill(self.query_one(ListView).index or 0)
 
     def action_close(self) -> None:
         self.dismiss(ChatsClosed(None, self.current_deleted))

@@ -10,6 +10,7 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Footer, Label, ListItem, ListView
 
+from tunechat.core.manifest import Manifest, Scores
 from tunechat.core.registry import ModelEntry, Registry
 from tunechat.core.wording import count
 from tunechat.tui.messages import ModelChosen, RollbackRequested
@@ -18,11 +19,11 @@ from tunechat.tui.messages import ModelChosen, RollbackRequested
 def describe(entry: ModelEntry) -> str:
     if entry.kind != "personal":
         return f"{entry.name}  [dim]{entry.kind}[/dim]"
-    m = entry.manifest
-    after = (m.get("metrics") or {}).get("after") or {}
-    scores = "".join(f" {label} {after[key]:.0%}" for label, key in
-                     (("reliability", "reliability"), ("locality", "locality")) if after.get(key) is not None)
-    return f"{entry.name}  [dim]{count(m.get('pairs_count'), 'pair')}{scores}[/dim]"
+    m = entry.manifest or Manifest()
+    after = m.metrics.after or Scores()
+    scores = "".join(f" {key} {getattr(after, key):.0%}" for key in ("reliability", "locality")
+                     if getattr(after, key) is not None)
+    return f"{entry.name}  [dim]{count(m.pairs_count, 'pair')}{scores}[/dim]"
 
 
 class ModelsScreen(ModalScreen[None]):

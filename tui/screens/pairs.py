@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from textual import on
 from textual.app import ComposeResult
@@ -11,12 +11,12 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Footer, Input, Label
 
-from tunechat.tui.messages import PairsChanged
-from tunechat.tui.screens.confirm import Confirm
-from tunechat.tui.screens.pair_editor import PairEditor
 from tunechat.core.store import Store, StoreError
 from tunechat.core.text import one_line
 from tunechat.core.wording import count
+from tunechat.tui.messages import PairsChanged
+from tunechat.tui.screens.confirm import Confirm
+from tunechat.tui.screens.pair_editor import PairEditor
 
 
 class PairsScreen(ModalScreen[None]):
