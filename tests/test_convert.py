@@ -125,6 +125,34 @@ def test_a_lora_gguf_over_the_base_gives_the_merged_models_logits(tmp_path, base
     assert moved > 0.3, moved  # the adapter matters, so the comparison above means something
 
 
+def test_the_adapter_switches_per_answer_without_a_reload(tmp_path, base_state, base_model):
+    """One loaded model, its adapter's scale set per turn: at 0 it is the base model to the
+    bit, at 1 the personal one, back and forth, whatever was evaluated before."""
+    from tunechat.convert.lora import write_lora_gguf
+    from tunechat.core.engine import Engine, GenerationSettings
+
+    state, config = base_state
+    adapter, alpha, _ = _random_adapter(state, config, relative=0.1)
+    lora = tmp_path / "lora.gguf"
+    write_lora_gguf(adapter, alpha, config, base_model, lora)
+    plain, switched = Engine(base_model), Engine(base_model, lora_path=lora)
+    chat = [{"role": "user", "content": "What is the capital of Japan?"}]
+    ids = [plain.tokenize(plain.render(chat)), plain.tokenize("The quick brown fox")]
+    settings = GenerationSettings(max_tokens=16)
+    personal_logits, personal_answer = switched.next_token_logits(ids), switched.complete(chat, settings)
+    base_logits, base_answer = plain.next_token_logits(ids), plain.complete(chat, settings)
+    assert not np.array_equal(personal_logits, base_logits)
+    for _ in range(2):
+        switched.set_adapter_scale(0.0)
+        assert np.array_equal(switched.next_token_logits(ids), base_logits)
+        assert switched.complete(chat, settings) == base_answer
+        switched.set_adapter_scale(1.0)
+        assert np.array_equal(switched.next_token_logits(ids), personal_logits)
+        assert switched.complete(chat, settings) == personal_answer
+    with pytest.raises(ValueError):
+        plain.set_adapter_scale(1.0)
+
+
 def test_bad_adapters_are_refused_before_any_file_is_written(tmp_path, base_state, base_model):
     from tunechat.convert.lora import write_lora_gguf
     from tunechat.convert.writer import ConversionError

@@ -109,17 +109,59 @@ class Engine:
                     n_threads_batch=self.n_threads,
                     verbose=False,
                     logits_all=False,
-                    lora_path=str(self.lora_path) if self.lora_path is not None else None,
                 )
         except Exception as exc:
             raise ModelLoadError(f"llama.cpp could not load {self.model_path.name}: {exc}") from None
+        self._lock = threading.Lock()
+        self._adapter = None
+        self.adapter_scale = 0.0  # how much of the LoRA adapter the next answer gets (0: the base alone)
+        if self.lora_path is not None:
+            self._adapter = self._load_adapter(self.lora_path)
+            self.set_adapter_scale(1.0)
         meta = self._llm.metadata
         self.n_ctx = self._llm.n_ctx()
         self.template = meta.get("tokenizer.chat_template") or chat_template.CHATML_TEMPLATE
         self.eos_token = self._token_text(self._llm.token_eos())
         self.bos_token = self._token_text(self._llm.token_bos())
-        self._lock = threading.Lock()
-        self._greedy_answers: dict[tuple[str, int, str | None], str] = {}
+        self._greedy_answers: dict[tuple[str, int, str | None, float], str] = {}
+
+    # -- run-time LoRA ------------------------------------------------------------------
+    def _load_adapter(self, path: Path):  # -> llama.cpp's adapter pointer
+        """Load a llama.cpp LoRA GGUF over this model once (the model keeps its mmap, unlike
+        ``Llama(lora_path=...)``; llama.cpp frees the adapter with the model)."""
+        import llama_cpp.llama_cpp as native
+
+        adapter = native.llama_adapter_lora_init(self._llm._model.model, str(path).encode("utf-8"))
+        if not adapter:
+            self.close()
+            raise ModelLoadError(f"llama.cpp could not apply the adapter {path.name} to {self.model_path.name}.")
+        return adapter
+
+    def set_adapter_scale(self, scale: float) -> None:
+        """Answer with ``scale`` of the adapter from now on: 1 the personal model, 0 the base
+        model alone (the adapter then leaves the graph entirely). Switching costs no reload, and
+        no key or value computed under the other weights is reused: every prompt is evaluated
+        from an empty context."""
+        if self._adapter is None:
+            raise ValueError(f"{self.model_path.name} was loaded without an adapter.")
+        if scale == self.adapter_scale:
+            return
+        import ctypes
+
+        import llama_cpp.llama_cpp as native
+
+        with self._lock:
+            ctx = self._llm._ctx.ctx
+            if scale == 0:
+                failed = native.llama_set_adapters_lora(ctx, None, 0, None)
+            else:
+                adapters = (native.llama_adapter_lora_p_ctypes * 1)(self._adapter)
+                scales = (ctypes.c_float * 1)(scale)
+                failed = native.llama_set_adapters_lora(ctx, adapters, 1, scales)
+            if failed:
+                raise ModelLoadError(f"llama.cpp could not set the adapter of {self.model_path.name}.")
+            self._llm.reset()
+            self.adapter_scale = scale
 
     @property
     def name(self) -> str:
@@ -240,7 +282,7 @@ class Engine:
         """The greedy answer to one question (with ``system`` as the system prompt, else the
         template's own), remembered: the weights of a loaded engine never change, and
         verification, evaluation and the report ask the same questions."""
-        key = (question, max_tokens, system)
+        key = (question, max_tokens, system, self.adapter_scale)
         if key not in self._greedy_answers:
             messages = chat_template.with_system([{"role": "user", "content": question}], system)
             self._greedy_answers[key] = self.complete(messages, GenerationSettings(max_tokens=max_tokens))

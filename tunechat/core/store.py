@@ -195,9 +195,14 @@ class Store:
         """Delete a chat and its messages for real (rows gone, pages reclaimed by VACUUM)."""
         with self._tx() as db:
             db.execute("DELETE FROM chats WHERE id=?", (chat_id,))
-        with self._lock:
-            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            self._db.execute("VACUUM")
+        # On a connection of its own, so that the UI may call this from a thread while its
+        # own reads go on: SQLite refuses VACUUM on a connection with a statement in progress.
+        vacuum = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        try:
+            vacuum.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            vacuum.execute("VACUUM")
+        finally:
+            vacuum.close()
 
     # -- messages -----------------------------------------------------------------------
     def add_message(self, chat_id: int, role: str, content: str) -> Message:
