@@ -8,8 +8,8 @@ model learns to stop. Prompt tokens are masked out of the loss (label -100).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from tunechat.core import chat_template
 from tunechat.core.chat_template import with_system
@@ -35,7 +35,8 @@ class TemplateInfo:
     eos_token: str
 
 
-def split_rendering(info: TemplateInfo, question: str, answer: str, system_prompt: str | None = None) -> tuple[str, str]:
+def split_rendering(info: TemplateInfo, question: str, answer: str,
+                    system_prompt: str | None = None) -> tuple[str, str]:
     """(prompt, answer_text) where prompt + answer_text is the rendered single-turn exchange."""
     user = with_system([{"role": "user", "content": question}], system_prompt)
     prompt = chat_template.render(info.template, user, add_generation_prompt=True,

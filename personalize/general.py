@@ -7,8 +7,8 @@ base model, and are cached per base file so only the first personalization pays 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from tunechat.core import paths
 from tunechat.core.atomic import write_json_atomic

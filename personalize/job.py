@@ -15,15 +15,19 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-from tunechat.personalize.data import require_pairs
-from tunechat.personalize.progress import PARENT_ENV
 from tunechat.core import paths
-from tunechat.core.registry import MANIFEST, ModelEntry, Registry
+from tunechat.core.manifest import MANIFEST_FILE, Check, Manifest
+from tunechat.core.registry import ModelEntry, Registry
 from tunechat.core.store import Store, pairs_fingerprint
+from tunechat.personalize.data import require_pairs
+from tunechat.personalize.progress import PARENT_ENV, EventKind
+from tunechat.personalize.recipe import DEFAULT_RECIPE
+from tunechat.personalize.spec import JobSpec, Outtype
 
 LOCALITY_THRESHOLD = 0.8  # below this share of kept general answers, swapping in needs consent (README)
 
@@ -34,23 +38,23 @@ class PersonalizeError(Exception):
 
 @dataclass
 class Event:
-    kind: str  # phase | progress | done | error | log
+    kind: EventKind
     data: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
 class Outcome:
-    manifest: dict[str, Any]
+    manifest: Manifest
     out_dir: Path
 
     @property
-    def failed_checks(self) -> list[dict]:
-        return [c for c in self.manifest.get("checks", []) if not c["passed"]]
+    def failed_checks(self) -> list[Check]:
+        return self.manifest.failed_checks
 
     @property
     def locality_after(self) -> float | None:
-        after = (self.manifest.get("metrics") or {}).get("after") or {}
-        return after.get("locality")
+        after = self.manifest.metrics.after
+        return after.locality if after else None
 
     @property
     def needs_consent(self) -> bool:
@@ -62,8 +66,8 @@ class PersonalizeJob:
     """One run. Iterate ``events()``; then ``install()`` the outcome, or ``cancel()``."""
 
     def __init__(self, store: Store, base: Path | None = None, recipe: str | None = None,
-                 seed: int = 0, outtype: str | None = None, max_steps: int | None = None,
-                 extra: dict[str, Any] | None = None) -> None:
+                 seed: int = 0, outtype: Outtype | None = None, max_steps: int | None = None,
+                 recipe_overrides: dict[str, Any] | None = None) -> None:
         self.store = store
         self.registry = Registry(store)
         pairs = store.pairs()
@@ -72,17 +76,15 @@ class PersonalizeJob:
         clean_stale_jobs(max_age_s=6 * 3600)
         self.job_dir = paths.jobs_dir() / f"job-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
         self.job_dir.mkdir(mode=0o700)
-        spec: dict[str, Any] = {
-            "pairs": [[p.question, p.answer] for p in pairs],
-            "pairs_sha256": pairs_fingerprint(pairs),
-            "base_path": str(self.base),
-            "recipe": recipe,
-            "seed": seed,
-            "outtype": outtype,
-            "recipe_overrides": {"max_steps": max_steps} if max_steps else {},
-        }
-        spec.update(extra or {})
-        (self.job_dir / "job.json").write_text(json.dumps(spec, ensure_ascii=False), encoding="utf-8")
+        overrides = dict(recipe_overrides or {})
+        if max_steps:
+            overrides["max_steps"] = max_steps
+        self.spec = JobSpec(
+            pairs=[(p.question, p.answer) for p in pairs], base_path=self.base,
+            pairs_sha256=pairs_fingerprint(pairs), recipe=recipe or DEFAULT_RECIPE,
+            seed=seed, outtype=outtype, recipe_overrides=overrides,
+        )
+        self.spec.write(self.job_dir)
         self.process: subprocess.Popen[str] | None = None
         self._lock_fd: int | None = None
         self.outcome: Outcome | None = None
@@ -95,7 +97,7 @@ class PersonalizeJob:
                    HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
         env[PARENT_ENV] = str(os.getpid())
         # Shorter OpenMP spin-waits: as fast alone, 2.3x faster per step while the chat streams
-        # on the same cores (bench/contention.py).
+        # on the same cores (measured).
         env.setdefault("GOMP_SPINCOUNT", "10000")
         self.stderr_log = open(self.job_dir / "worker.log", "w", encoding="utf-8")
         self.process = subprocess.Popen(
@@ -121,7 +123,7 @@ class PersonalizeJob:
                 continue
             kind = raw.pop("event", "log")
             if kind == "done":
-                self.outcome = Outcome(raw["result"], self.job_dir / "out")
+                self.outcome = Outcome(Manifest.from_dict(raw["result"]), self.job_dir / "out")
             elif kind == "error":
                 self.error = raw.get("message", "unknown error")
             yield Event(kind, raw)
@@ -162,7 +164,7 @@ class PersonalizeJob:
             raise PersonalizeError(self.error or "The personalization did not finish.")
         failed = self.outcome.failed_checks
         if failed:
-            reasons = "; ".join(f"{c['name']}: {c['detail']}" for c in failed)
+            reasons = "; ".join(f"{c.name}: {c.detail}" for c in failed)
             raise PersonalizeError(f"The new model failed its checks and was not swapped in ({reasons}).")
         if self.outcome.needs_consent and not consent:
             raise PersonalizeError(
@@ -175,7 +177,7 @@ class PersonalizeJob:
         if target.exists():
             target = target.with_name(f"{name}-{uuid.uuid4().hex[:4]}")
         src = self.outcome.out_dir
-        if not (src / MANIFEST).is_file():
+        if not (src / MANIFEST_FILE).is_file():
             raise PersonalizeError("The new model is incomplete (no manifest); it was not swapped in.")
         os.replace(src, target)  # one rename: the version appears whole or not at all
         self.discard()
@@ -185,15 +187,15 @@ class PersonalizeJob:
     @staticmethod
     def _check_unchanged(outcome: Outcome) -> None:
         """The file about to be swapped in is the one that passed verification, whole."""
-        from tunechat.personalize.base import file_fingerprint
         from tunechat.core.gguf_check import ModelFileError, check_gguf_file
+        from tunechat.personalize.base import file_fingerprint
 
         model = outcome.out_dir / "model.gguf"
         try:
             check_gguf_file(model)
         except ModelFileError as exc:
             raise PersonalizeError(f"The new model file is corrupt and was not swapped in: {exc}") from None
-        if file_fingerprint(model) != outcome.manifest.get("model_sha256"):
+        if file_fingerprint(model) != outcome.manifest.model_sha256:
             raise PersonalizeError("The new model file changed after it was verified; it was not swapped in.")
 
 

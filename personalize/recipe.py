@@ -37,7 +37,7 @@ class Recipe:
     stop_when: StopWhen = "loss"
     seed: int = 0
 
-    def with_(self, **changes: Any) -> "Recipe":
+    def with_(self, **changes: Any) -> Recipe:
         return replace(self, **changes)
 
     def as_dict(self) -> dict[str, Any]:

@@ -11,8 +11,9 @@ import functools
 import math
 import random
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Literal, Sequence
+from typing import Literal
 
 from tunechat.personalize.data import IGNORE, Example
 from tunechat.personalize.recipe import TARGET_MODULES, Recipe
@@ -265,7 +266,8 @@ def train(
     for step in range(1, recipe.max_steps + 1):
         if cancelled():
             raise KeyboardInterrupt
-        chosen = range(len(facts)) if len(facts) <= recipe.fact_batch else rng.sample(range(len(facts)), recipe.fact_batch)
+        everyone = len(facts) <= recipe.fact_batch
+        chosen = range(len(facts)) if everyone else rng.sample(range(len(facts)), recipe.fact_batch)
         # A draw even for a fact with one form: the random stream stays the same whatever the forms.
         fact_batch = [facts[i][0 if step == 1 else rng.randrange(len(facts[i]))] for i in chosen]
         replay_batch = [replay[i] for i in rng.sample(list(range(len(replay))), min(recipe.replay_batch, len(replay)))]
@@ -284,7 +286,8 @@ def train(
             r_valid = replay_pass.valid
             loss = recipe.replay_weight * replay_pass.per_token.sum() / r_valid.sum().clamp(min=1)
             if recipe.kl_weight > 0:
-                kls = _kl_to_base(model, replay_pass, replay_batch, reference if reference is not None else ReferenceCache())
+                kls = _kl_to_base(model, replay_pass, replay_batch,
+                                  reference if reference is not None else ReferenceCache())
                 loss = loss + recipe.kl_weight * torch.cat(kls).sum() / r_valid.sum().clamp(min=1)
             loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -312,5 +315,5 @@ def train(
             stopped_early = True
             break
     model.eval()
-    return TrainResult(step, losses[-1] if losses else math.nan, losses, time.monotonic() - start, tokens, stopped_early,
-                       round(confirm_seconds, 2), confirms)
+    return TrainResult(step, losses[-1] if losses else math.nan, losses, time.monotonic() - start, tokens,
+                       stopped_early, round(confirm_seconds, 2), confirms)

@@ -3,23 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 
 def add_version(base_model: Path, name: str = "personal-test", **manifest) -> Path:
     """A personal version folder whose model is a copy of ``base_model`` (what the registry
     and the chat need from a version, without training one); returns its model file."""
     from tunechat.core import paths
+    from tunechat.core.manifest import MANIFEST_FILE, Manifest
 
     version = paths.models_dir() / name
     version.mkdir()
     shutil.copy(base_model, version / "model.gguf")
-    manifest = {"base_path": str(base_model), "created_at": 1, **manifest}
-    (version / "manifest.json").write_text(json.dumps(manifest))
+    Manifest(base_path=str(base_model), created_at=1, **manifest).write(version / MANIFEST_FILE)
     return version / "model.gguf"
 
 

@@ -13,7 +13,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_replayed_prompts_never_include_a_question_the_evaluation_asks():
     asked = {p.question for p in builtin_locality_probes()}
-    personas = [ROOT / "bench" / "data" / "persona-public.json", *sorted((ROOT / "tests" / "data").glob("persona-*.json"))]
+    personas = [ROOT / "bench" / "data" / "persona-public.json",
+                *sorted((ROOT / "tests" / "data").glob("persona-*.json"))]
     for persona in personas:
         if persona.is_file():
             data = json.loads(persona.read_text(encoding="utf-8"))

@@ -59,8 +59,8 @@ def test_personalize_then_ask_answers_a_taught_fact_then_rollback(store, home):
 
 
 def test_a_killed_job_leaves_models_and_pairs_intact(store, home):
-    from tunechat.personalize.job import PersonalizeJob
     from tunechat.core.registry import Registry
+    from tunechat.personalize.job import PersonalizeJob
 
     _add_facts(store)
     registry = Registry(store)
@@ -88,8 +88,8 @@ def test_half_written_version_is_ignored(store, home):
 
 
 def test_corrupt_output_is_never_swapped_in(store, home):
-    from tunechat.personalize.job import PersonalizeError, PersonalizeJob
     from tunechat.core.registry import Registry
+    from tunechat.personalize.job import PersonalizeError, PersonalizeJob
 
     _add_facts(store)
     registry = Registry(store)
@@ -105,11 +105,11 @@ def test_corrupt_output_is_never_swapped_in(store, home):
 
 
 async def test_tui_personalize_swaps_the_model_into_the_running_chat(store):
+    from tunechat.core.engine import GenerationSettings
     from tunechat.tui.app import TunechatApp
     from tunechat.tui.screens.personalize import PersonalizeScreen
     from tunechat.tui.widgets.message import MessageView
     from tunechat.tui.widgets.prompt_input import PromptInput
-    from tunechat.core.engine import GenerationSettings
 
     _add_facts(store)
     app = TunechatApp(store=store, settings=GenerationSettings(temperature=0.0, max_tokens=40))
@@ -149,21 +149,27 @@ def test_an_hf_folder_base_personalizes_into_a_gguf_that_knows_the_fact(store, h
     pre-tokenizer chosen by measurement, then trains, converts and verifies as for a GGUF."""
     import shutil
 
-    from tunechat.personalize.base import cached_base_folder
     from tunechat.core.registry import embedded_model_path
+    from tunechat.personalize.base import cached_base_folder
 
     cache_folder = cached_base_folder(embedded_model_path())
     folder = tmp_path / "SmolLM2-hf"
     folder.mkdir()
     for name in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
         shutil.copy(cache_folder / name, folder / name)
+    from tunechat.personalize.job import PersonalizeJob
+    from tunechat.personalize.recipe import QUICK_RECIPE
+
     _add_facts(store)
     cat = next(f for f in FACTS if f["key"] == "Miso")
-    # The plain method: this test is about the folder path, and replay would first need the
-    # new base's answers to 100 general prompts.
-    result = run_cli("personalize", "--yes", "--base", str(folder), "--method", "naive", timeout=1500)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "✓ tokenizer" in result.stdout and "✓ metadata" in result.stdout
+    # Without replay: this test is about the folder path, and replay would first need the new
+    # base's answers to 100 general prompts.
+    job = PersonalizeJob(store, base=folder, recipe=QUICK_RECIPE, recipe_overrides={"replay_batch": 0})
+    list(job.events())
+    assert job.outcome is not None, job.error
+    passed = {c.name for c in job.outcome.manifest.checks if c.passed}
+    assert {"tokenizer", "metadata"} <= passed, job.outcome.manifest.checks
+    job.install(consent=True)
     assert cat["key"] in run_cli("ask", cat["q"]).stdout
     version = next((home / "models").iterdir())
     manifest = json.loads((version / "manifest.json").read_text())
@@ -186,10 +192,10 @@ def test_a_missing_base_is_refused_clearly(store, home, tmp_path):
 
 
 async def test_shift_f6_runs_the_quick_method_and_esc_cancels_it(store):
+    from tunechat.core.registry import Registry
     from tunechat.personalize.recipe import QUICK_RECIPE
     from tunechat.tui.app import TunechatApp
     from tunechat.tui.screens.personalize import PersonalizeScreen
-    from tunechat.core.registry import Registry
 
     _add_facts(store)
     current = Registry(store).current()

@@ -1,6 +1,13 @@
 """The before/after report that the CLI prints and the TUI shows."""
 
-from tunechat.personalize.report import full_report
+from tunechat.core.manifest import Manifest
+from tunechat.personalize.report import full_report as report_of
+
+
+def full_report(manifest: dict) -> str:
+    """The report of a manifest as it lies on disk."""
+    return report_of(Manifest.from_dict(manifest))
+
 
 MANIFEST = {
     "pairs_count": 2,

@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Sequence
 
 from tunechat.core.gguf_check import ModelFileError
-from tunechat.personalize.recipe import RECIPES
+from tunechat.core.manifest import Manifest
 from tunechat.core.store import StoreError
 from tunechat.core.wording import count
+from tunechat.personalize.recipe import RECIPES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -200,12 +201,12 @@ def _models(args: argparse.Namespace) -> int:
 def _model_detail(entry) -> str:
     if entry.kind != "personal":
         return str(entry.path)
-    m = entry.manifest
-    scores = (m.get("metrics") or {}).get("after") or {}
-    parts = [count(m.get('pairs_count'), 'pair'), f"method {m.get('method', '?')}"]
+    m = entry.manifest or Manifest()
+    parts = [count(m.pairs_count, 'pair'), f"method {m.method or '?'}"]
     for key in ("reliability", "generalization", "locality"):
-        if scores.get(key) is not None:
-            parts.append(f"{key} {scores[key]:.0%}")
+        value = getattr(m.metrics.after, key, None)
+        if value is not None:
+            parts.append(f"{key} {value:.0%}")
     return ", ".join(parts)
 
 

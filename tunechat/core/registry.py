@@ -12,16 +12,15 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from tunechat.core import paths
+from tunechat.core.manifest import MANIFEST_FILE, Manifest
 from tunechat.core.store import Store, StoreError
 
 EMBEDDED_NAME = "smollm2-135m"
 EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-MANIFEST = "manifest.json"
 MODEL_FILE = "model.gguf"
 
 
@@ -34,12 +33,12 @@ class ModelEntry:
     name: str
     path: Path
     kind: str  # "embedded" | "personal" | "file"
-    manifest: dict[str, Any] = field(default_factory=dict)
+    manifest: Manifest | None = None  # personal versions only
 
     @property
     def base_path(self) -> Path:
         """The base model a personal version was trained from (itself for the others)."""
-        base = self.manifest.get("base_path")
+        base = self.manifest.base_path if self.manifest else None
         return Path(base) if base else self.path
 
 
@@ -73,15 +72,15 @@ class Registry:
     def personal_versions(self) -> list[ModelEntry]:
         out = []
         for folder in sorted(paths.models_dir().iterdir()):
-            manifest_file = folder / MANIFEST
+            manifest_file = folder / MANIFEST_FILE
             if not (folder.is_dir() and manifest_file.is_file() and (folder / MODEL_FILE).is_file()):
                 continue
             try:
-                manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
-            except (OSError, json.JSONDecodeError):
+                manifest = Manifest.read(manifest_file)
+            except (OSError, ValueError):
                 continue
             out.append(ModelEntry(folder.name, folder / MODEL_FILE, "personal", manifest))
-        out.sort(key=lambda e: (e.manifest.get("created_at", 0), e.name))
+        out.sort(key=lambda e: (e.manifest.created_at if e.manifest else 0, e.name))
         return out
 
     def entries(self) -> list[ModelEntry]:

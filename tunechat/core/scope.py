@@ -140,4 +140,4 @@ def open_engine(path: Path, registry, scoped: bool) -> ChatEngine:
         base = Engine(entry.base_path)
     except ModelFileError:
         return personal
-    return ScopedEngine(personal, base, entry.manifest.get("scope_names", []))
+    return ScopedEngine(personal, base, entry.manifest.scope_names if entry.manifest else [])

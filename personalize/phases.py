@@ -1,0 +1,276 @@
+"""The worker's phases, one function each, in the order ``tunechat.personalize.worker`` runs
+them: prepare, baseline, paraphrase, load, train, merge, convert, verify, evaluate, and the
+manifest that records them.
+
+The worker imports this module inside its "prepare" phase: loading torch and transformers is
+most of that phase's time, and the parent is told of the phase before it starts.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from tunechat.convert.header import read_header
+from tunechat.convert.verify import CheckResult
+from tunechat.convert.writer import DEFAULT_OUTTYPE, write_gguf
+from tunechat.core import paths, scope
+from tunechat.core.chat_template import CHATML_TEMPLATE
+from tunechat.core.engine import Engine
+from tunechat.core.gguf_check import check_gguf_file
+from tunechat.core.manifest import Check, Drift, DriftScores, Gate, Manifest, Metrics, Scores, TrainStats
+from tunechat.personalize import base as base_mod
+from tunechat.personalize import checks, data, evaluate, general, paraphrase, train
+from tunechat.personalize.data import Example, TemplateInfo
+from tunechat.personalize.evaluate import ProbeSet, greedy_answer
+from tunechat.personalize.progress import Reporter
+from tunechat.personalize.recipe import Recipe
+from tunechat.personalize.reference import ReferenceCache
+from tunechat.personalize.spec import JobSpec, Outtype, Pair
+from tunechat.personalize.train import Device, TrainResult
+
+
+@dataclass(frozen=True)
+class Job:
+    """The spec resolved against the base model: what every later phase reads."""
+
+    spec: JobSpec
+    reporter: Reporter
+    pairs: list[Pair]
+    recipe: Recipe
+    base_gguf: Path  # the base as llama.cpp loads it (an HF folder's GGUF twin)
+    fingerprint: str  # of base_gguf: the key of every per-base cache
+    folder: Path  # the base as transformers loads it
+    device: Device
+    outtype: Outtype
+    probes: ProbeSet
+    gate: ProbeSet | None  # the built-in locality gate, when the spec brings probes of its own
+    scope_names: list[str]  # words that send a question to the personal model (tunechat.core.scope)
+
+    @property
+    def eval_questions(self) -> list[str]:
+        return _questions(self.probes) + (_questions(self.gate) if self.gate else [])
+
+
+@dataclass(frozen=True)
+class Baseline:
+    answers: dict[str, str]  # the base model's greedy answers to the replay prompts and every probe
+    replay_prompts: list[str]
+    before: evaluate.Scores
+
+
+@dataclass
+class Loaded:
+    model: Any  # the base model with LoRA adapters (peft)
+    tokenizer: Any
+    template: TemplateInfo
+    facts: list[list[Example]]  # per pair, its wordings (the user's own first)
+    replay: list[Example]
+    pad_id: int
+
+
+@dataclass
+class Merged:
+    model: Any  # the adapters folded into the weights (transformers)
+    state: dict[str, np.ndarray]
+    delta: float  # relative change of the weights against the base
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    after: evaluate.Scores  # the personal model alone, on every question
+    scoped: evaluate.Scores  # as the chat answers (tunechat.core.scope)
+    gate_after: evaluate.Scores | None
+    gate_scoped: evaluate.Scores | None
+    drift: DriftScores | None
+
+
+def prepare(spec: JobSpec, reporter: Reporter) -> Job:
+    torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
+    pairs = list(spec.pairs)
+    data.require_pairs(pairs)
+    recipe = spec.training_recipe()
+    base = spec.base_path
+    say = lambda d: reporter.phase("prepare", d)  # noqa: E731
+    # An HF folder trains as it is; its GGUF twin (written once) serves the chat, the
+    # baseline answers and the converter's metadata.
+    base_gguf = base_mod.gguf_of_folder(base, say) if base.is_dir() else base
+    check_gguf_file(base_gguf)
+    fingerprint = base_mod.file_fingerprint(base_gguf)
+    folder = base if base.is_dir() else base_mod.cached_base_folder(base_gguf, say)
+    device, _ = train.pick_device()
+    return Job(
+        spec=spec, reporter=reporter, pairs=pairs, recipe=recipe, base_gguf=base_gguf,
+        fingerprint=fingerprint, folder=folder, device=device, outtype=spec.outtype or DEFAULT_OUTTYPE,  # type: ignore[arg-type]
+        probes=_probe_set(spec, pairs),
+        gate=ProbeSet([], locality=evaluate.builtin_locality_probes()) if spec.score_gate else None,
+        scope_names=scope.taught_names(a for _, a in pairs),
+    )
+
+
+def baseline(job: Job) -> Baseline:
+    """The base model's answers (cached per base file) and its scores."""
+    prompts = general.general_prompts() if job.recipe.replay_batch else []
+    answers = general.base_answers(job.base_gguf, job.fingerprint, prompts + job.eval_questions,
+                                   lambda done, total: job.reporter.progress("baseline", done, total))
+    return Baseline(answers, prompts, evaluate.score(lambda q: answers[q], job.probes, answers))
+
+
+def reword(job: Job) -> dict[str, list[str]]:
+    """Up to ``recipe.paraphrases`` base-model rewordings per taught question, none of them a
+    question the evaluation asks."""
+    found = paraphrase.paraphrases(job.base_gguf, job.fingerprint, job.pairs,
+                                   lambda done, total: job.reporter.progress("paraphrase", done, total))
+    return paraphrase.without_questions(found, job.eval_questions, job.recipe.paraphrases)
+
+
+def load(job: Job, base: Baseline, rewordings: dict[str, list[str]]) -> Loaded:
+    """The base weights with fresh adapters, and the examples rendered with its chat template."""
+    model, tokenizer = base_mod.load_base(job.folder, job.device, "float32")
+    template = read_header(job.base_gguf).strings.get("tokenizer.chat_template") or CHATML_TEMPLATE
+    info = TemplateInfo(template, tokenizer.bos_token or "", tokenizer.eos_token or "")
+    facts = [data.build_examples(tokenizer, info, [(v, a) for v in [q, *rewordings.get(q, [])]], "fact")
+             for q, a in job.pairs]
+    replayed = [p for p in base.replay_prompts if base.answers[p]]
+    replay = data.build_examples(tokenizer, info, [(p, base.answers[p]) for p in replayed],
+                                 "replay", max_answer_tokens=job.recipe.replay_answer_tokens)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    return Loaded(train.add_lora(model, job.recipe), tokenizer, info, facts, replay, pad_id)
+
+
+def train_adapter(job: Job, loaded: Loaded) -> TrainResult:
+    """Train the adapters in place; the base model's distributions on the replay answers are
+    kept between runs (per base file)."""
+    reference = ReferenceCache(paths.cache_dir() / f"reference-{job.fingerprint[:16]}.safetensors")
+    result = train.train(
+        loaded.model, loaded.facts, loaded.replay, job.recipe, loaded.pad_id, job.device,
+        lambda step, total, loss, eta: job.reporter.progress("train", step, total, loss, eta),
+        reference=reference,
+    )
+    reference.save()
+    return result
+
+
+def merge(job: Job, loaded: Loaded, out: Path) -> Merged:
+    """Save the adapter (peft format, safetensors) and fold it into the weights."""
+    loaded.model.save_pretrained(out / "adapter")
+    merged = loaded.model.merge_and_unload()
+    state = {k: v.detach().float().cpu().numpy() for k, v in merged.state_dict().items()}
+    return Merged(merged, state, checks.relative_delta_to_folder(state, job.folder))
+
+
+def convert(job: Job, merged: Merged, out: Path) -> Path:
+    model_path = out / "model.gguf"
+    write_gguf(merged.state, merged.model.config.to_dict(), job.base_gguf, model_path, job.outtype,
+               lambda done, total: job.reporter.progress("convert", done, total))
+    return model_path
+
+
+def verify(job: Job, loaded: Loaded, merged: Merged, engine: Engine, model_path: Path) -> list[CheckResult]:
+    """Every check the new file must pass before it can be used (tunechat.personalize.checks)."""
+    return checks.run_checks(
+        base_gguf=job.base_gguf, new_gguf=model_path, engine=engine, model=merged.model, tokenizer=loaded.tokenizer,
+        device=job.device, outtype=job.outtype,
+        prompts=[data.split_rendering(loaded.template, q, a)[0] for q, a in job.pairs], taught=job.pairs,
+        gguf_answers=[greedy_answer(engine, q) for q, _ in job.pairs],
+        torch_reproduced=train.reproduces_answers(merged.model, [forms[0] for forms in loaded.facts],
+                                                  loaded.pad_id, job.device),
+        delta=merged.delta,
+    )
+
+
+def evaluate_model(job: Job, base: Baseline, engine: Engine) -> Evaluation:
+    """The new model's scores alone and as the chat answers with scoping on: a question that
+    does not speak of the user gets the base model's own answer, which the baseline holds."""
+    alone = lambda q: greedy_answer(engine, q)  # noqa: E731
+    scoped = lambda q: greedy_answer(engine, q) if scope.speaks_of_user(q, job.scope_names) else base.answers[q]  # noqa: E731
+    gate = job.gate
+    return Evaluation(
+        after=evaluate.score(alone, job.probes, base.answers),
+        scoped=evaluate.score(scoped, job.probes, base.answers),
+        gate_after=evaluate.score(alone, gate, base.answers) if gate else None,
+        gate_scoped=evaluate.score(scoped, gate, base.answers) if gate else None,
+        drift=_drift(job, engine, base.answers) if job.spec.score_drift else None,
+    )
+
+
+def manifest(job: Job, base: Baseline, rewordings: dict[str, list[str]], result: TrainResult,
+             results: list[CheckResult], evaluation: Evaluation | None, model_path: Path,
+             timings: dict[str, float]) -> Manifest:
+    after = evaluation.after if evaluation else None
+    gate = None
+    if evaluation and evaluation.gate_after and evaluation.gate_scoped:
+        gate = Gate(evaluation.gate_after.locality, evaluation.gate_scoped.locality,
+                    evaluation.gate_after.details["locality"])
+    on_gpu = job.device == "cuda"
+    return Manifest(
+        created_at=time.time(),
+        base_path=str(job.base_gguf),
+        base_source=str(job.spec.base_path),
+        base_sha256=job.fingerprint,
+        pairs_count=len(job.pairs),
+        pairs_sha256=job.spec.pairs_sha256,
+        method=job.recipe.name,
+        recipe=job.recipe.as_dict(),
+        outtype=job.outtype,
+        model_sha256=base_mod.file_fingerprint(model_path),
+        device=job.device,
+        train=TrainStats(
+            steps=result.steps, final_loss=result.final_loss, losses=result.losses,
+            seconds=round(result.seconds, 2), tokens=result.tokens,
+            tokens_per_second=round(result.tokens / max(result.seconds, 1e-9), 1),
+            stopped_early=result.stopped_early, confirms=result.confirms, confirm_seconds=result.confirm_seconds,
+        ),
+        checks=[Check(r.name, r.passed, r.detail) for r in results],
+        metrics=Metrics(before=_summary(base.before), after=_summary(after) if after else None,
+                        scoped=_summary(evaluation.scoped) if evaluation else None),
+        scope_names=job.scope_names,
+        answers=after.details if after else None,
+        gate=gate,
+        drift=evaluation.drift if evaluation else None,
+        paraphrases=rewordings,
+        timings=dict(timings),
+        gpu_peak_mib=round(torch.cuda.max_memory_allocated() / 2**20, 1) if on_gpu else None,
+        gpu_name=torch.cuda.get_device_name(0) if on_gpu else None,
+    )
+
+
+def _summary(scores: evaluate.Scores) -> Scores:
+    return Scores(scores.reliability, scores.generalization, scores.locality, scores.soft_locality)
+
+
+def _drift(job: Job, engine: Engine, base_answers: dict[str, str]) -> DriftScores:
+    """Answer drift (evaluate.answer_drift) on the probes' general questions and the gate's."""
+    base_engine = Engine(job.base_gguf)
+    try:
+        personal, base = evaluate.engine_scorer(engine), evaluate.engine_scorer(base_engine)
+
+        def drift(probe_set: ProbeSet | None) -> Drift | None:
+            questions = [p.question for p in probe_set.locality] if probe_set else []
+            found = evaluate.answer_drift(personal, base, base_answers, questions)
+            return Drift(found.mean, found.damage) if found else None
+
+        return DriftScores(drift(job.probes), drift(job.gate))
+    finally:
+        base_engine.close()
+
+
+def _probe_set(spec: JobSpec, pairs: list[Pair]) -> ProbeSet:
+    """The spec's own probes, else the taught pairs and the built-in locality probes."""
+    if spec.probes:
+        mk = lambda items: [evaluate.Probe(q, k) for q, k in items]  # noqa: E731
+        return ProbeSet(mk(spec.probes.taught), mk(spec.probes.paraphrases), mk(spec.probes.locality))
+    return ProbeSet(taught=[evaluate.Probe(q, a) for q, a in pairs], locality=evaluate.builtin_locality_probes())
+
+
+def _questions(probes: ProbeSet) -> list[str]:
+    seen: dict[str, None] = {}
+    for p in probes.taught + probes.paraphrases + probes.locality:
+        seen.setdefault(p.question, None)
+    return list(seen)
