@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The CUDA benchmark, as one prepared run on a machine with an NVIDIA GPU (issue 3):
+# The CUDA benchmark, as one prepared run on a machine with an NVIDIA GPU:
 # bench/personalize.py (per-phase seconds, key press to answer, peak RSS and GPU memory,
 # tokens/s) and bench/quality.py on the default method, 3 seeds, every persona.
 #
@@ -24,4 +24,4 @@ print("transformers", transformers.__version__, "peft", peft.__version__, "cpus"
 PY
 timeout "${PERSONALIZE_LIMIT:-240}" $py bench/personalize.py 2>&1 | tee "$out/personalize.txt"
 timeout "${QUALITY_LIMIT:-300}" $py bench/quality.py --methods replay-kl-para-greedy \
-    --personas public second third --json "$out/quality.json" 2>&1 | tee "$out/quality.txt"
+    --personas public second third --out "$out/quality.json" 2>&1 | tee "$out/quality.txt"
