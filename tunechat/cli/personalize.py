@@ -6,10 +6,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from tunechat.personalize.job import PersonalizeError, PersonalizeJob
-from tunechat.personalize.report import full_report
 from tunechat.core.store import Store
 from tunechat.core.wording import count
+from tunechat.personalize.job import PersonalizeError, PersonalizeJob
+from tunechat.personalize.report import full_report
 
 
 def run_personalize(args: argparse.Namespace, store: Store) -> int:
