@@ -107,7 +107,7 @@ def prepare(spec: JobSpec, reporter: Reporter) -> Job:
     device, _ = train.pick_device()
     return Job(
         spec=spec, reporter=reporter, pairs=pairs, recipe=recipe, base_gguf=base_gguf,
-        fingerprint=fingerprint, folder=folder, device=device, outtype=spec.outtype or DEFAULT_OUTTYPE,  # type: ignore[arg-type]
+        fingerprint=fingerprint, folder=folder, device=device, outtype=spec.outtype or DEFAULT_OUTTYPE,
         probes=_probe_set(spec, pairs),
         gate=ProbeSet([], locality=evaluate.builtin_locality_probes()) if spec.score_gate else None,
         scope_names=scope.taught_names(a for _, a in pairs),

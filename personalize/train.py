@@ -13,7 +13,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from tunechat.personalize.data import IGNORE, Example
 from tunechat.personalize.recipe import TARGET_MODULES, Recipe
@@ -84,13 +84,13 @@ def _token_losses(logits, labels):
 class _Pass:
     """One forward pass over a micro-batch, with what the losses need."""
 
-    logits: object
-    per_token: object
-    valid: object
+    logits: Any  # torch tensors: torch is imported only where the loop runs
+    per_token: Any
+    valid: Any
     tokens: int
     inputs: dict
-    prefix: object  # the shared prefix's token ids (1, P), or None
-    targets: object  # the label each kept logit row should predict (IGNORE where none)
+    prefix: Any  # the shared prefix's token ids (1, P), or None
+    targets: Any  # the label each kept logit row should predict (IGNORE where none)
     span: int  # trailing positions whose logits are kept
 
     def run_again(self, model):
