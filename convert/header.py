@@ -135,3 +135,16 @@ def _read(fh: BinaryIO) -> GGUFHeader:
         fh.seek(start)
         header.metadata_raw[key] = fh.read(end - start)
     return header
+
+
+def read_tensor_bytes(path: Path, header: GGUFHeader, name: str) -> tuple[TensorInfo, bytes]:
+    """One tensor's index entry and its stored bytes (in the tensor's own GGML type)."""
+    info = next((t for t in header.tensors if t.name == name), None)
+    if info is None:
+        raise HeaderError(f"no tensor {name!r}")
+    with open(path, "rb") as fh:
+        fh.seek(header.data_start + info.offset)
+        data = fh.read(info.n_bytes)
+    if len(data) != info.n_bytes:
+        raise HeaderError(f"tensor {name!r} is truncated")
+    return info, data

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import gguf
 
-from tunechat.convert.architectures import ArchSpec, gguf_arch_name
+from tunechat.convert.architectures import ArchSpec, gguf_arch_name, head_dim, rope_parameters
 from tunechat.convert.verify import TOKENIZER_PROBE
 
 # llama.cpp pre-tokenizer names, most common llama-family first.
@@ -28,20 +28,31 @@ class TokenizerError(Exception):
 
 
 def add_hparams(writer: gguf.GGUFWriter, config: Mapping, spec: ArchSpec) -> None:
+    """The hyperparameters llama.cpp reads for ``spec``'s family, from config.json (as
+    convert_hf_to_gguf.py writes them)."""
     n_head = int(config["num_attention_heads"])
-    hidden = int(config["hidden_size"])
+    dim = head_dim(config)
+    rope = rope_parameters(config)
     writer.add_name(str(config.get("_name_or_path") or "personal model").rsplit("/", 1)[-1])
     writer.add_block_count(int(config["num_hidden_layers"]))
     writer.add_context_length(int(config.get("max_position_embeddings") or 4096))
-    writer.add_embedding_length(hidden)
+    writer.add_embedding_length(int(config["hidden_size"]))
     writer.add_feed_forward_length(int(config["intermediate_size"]))
     writer.add_head_count(n_head)
     writer.add_head_count_kv(int(config.get("num_key_value_heads") or n_head))
-    rope = config.get("rope_parameters") or {}
-    writer.add_rope_freq_base(float(rope.get("rope_theta") or config.get("rope_theta") or 10000.0))
+    writer.add_key_length(dim)
+    writer.add_value_length(dim)
+    writer.add_rope_freq_base(float(rope.get("rope_theta") or 10000.0))
     writer.add_layer_norm_rms_eps(float(config.get("rms_norm_eps") or 1e-6))
     writer.add_vocab_size(int(config["vocab_size"]))
-    writer.add_rope_dimension_count(int(config.get("head_dim") or hidden // n_head))
+    writer.add_rope_dimension_count(int(dim * float(rope.get("partial_rotary_factor") or 1.0)))
+    if spec.softcapping:
+        for key, add in (("attn_logit_softcapping", writer.add_attn_logit_softcapping),
+                         ("final_logit_softcapping", writer.add_final_logit_softcapping)):
+            if config.get(key) is not None:
+                add(float(config[key]))
+    if spec.sliding_window and config.get("sliding_window") is not None:
+        writer.add_sliding_window(int(config["sliding_window"]))
 
 
 def add_tokenizer(writer: gguf.GGUFWriter, folder: Path, vocab_size: int, pre_tokenizer: str,

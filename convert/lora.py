@@ -16,7 +16,7 @@ from pathlib import Path
 import gguf
 import numpy as np
 
-from tunechat.convert.architectures import gguf_arch_name, spec_for
+from tunechat.convert.architectures import gguf_arch_name, spec_for_config
 from tunechat.convert.writer import ConversionError, base_header, gguf_tensor_name, permute_for_llama_cpp
 
 LORA_OUTTYPES = {"f16": np.float16, "f32": np.float32}
@@ -34,7 +34,7 @@ def write_lora_gguf(
     """Write ``adapter`` (peft's safetensors keys -> arrays) for the base model ``base_gguf``
     (whose architecture it must match; ``config`` is the base's HF config). Returns the number
     of adapted weights."""
-    spec = spec_for(str(config.get("model_type")))
+    spec = spec_for_config(config)
     if outtype not in LORA_OUTTYPES:
         raise ConversionError(f"Unknown adapter type {outtype!r}; choose one of {', '.join(LORA_OUTTYPES)}.")
     base_header(base_gguf, spec, "the adapter is for")

@@ -20,6 +20,8 @@ TOKENIZER_PROBE = ("Grüße 123,456.78 — naïve café ☕ <tag> x²+y² = z²;
 
 # Keys that decide how text becomes tokens and how chats are rendered: must match the base.
 TOKENIZER_PREFIX = "tokenizer."
+# The only metadata a written model may differ from its base in: how its tensors are stored.
+MAY_DIFFER = frozenset({"general.file_type", "general.quantization_version"})
 
 # Tolerances for next-token logits, GGUF (llama.cpp) against the merged torch model in float32,
 # worst prompt (docs/design.md, "The verify gate"). Good files on SmolLM2-135M: f16 0.001-0.002;
@@ -44,13 +46,28 @@ class CheckResult:
 
 
 def check_metadata(base: Path, new: Path) -> CheckResult:
-    """The chat template and every tokenizer field equal the base's, byte for byte."""
-    a, b = read_header(base).metadata_raw, read_header(new).metadata_raw
-    keys = sorted(k for k in set(a) | set(b) if k.startswith(TOKENIZER_PREFIX))
+    """Every metadata field (the chat template, the tokenizer, every hyperparameter llama.cpp
+    reads: RoPE, norm epsilon, head sizes, sliding window, soft-capping) equals the base's byte
+    for byte, but the file type; and the file holds the same tensors by name (a dropped
+    ``rope_freqs`` changes the model as surely as a changed field)."""
+    base_header, new_header = read_header(base), read_header(new)
+    a, b = base_header.metadata_raw, new_header.metadata_raw
+    keys = sorted(k for k in set(a) | set(b) if k not in MAY_DIFFER)
     different = [k for k in keys if a.get(k) != b.get(k)]
+    base_names = {t.name for t in base_header.tensors}
+    new_names = {t.name for t in new_header.tensors}
+    problems = []
     if different:
-        return CheckResult("metadata", False, "differs from the base: " + ", ".join(different))
-    return CheckResult("metadata", True, f"{len(keys)} tokenizer and template fields equal the base's byte for byte")
+        problems.append("differs from the base: " + ", ".join(different))
+    if base_names - new_names:
+        problems.append("lacks the base's tensors " + ", ".join(sorted(base_names - new_names)))
+    if new_names - base_names:
+        problems.append("has tensors the base lacks: " + ", ".join(sorted(new_names - base_names)))
+    if problems:
+        return CheckResult("metadata", False, "; ".join(problems))
+    n_tokenizer = sum(k.startswith(TOKENIZER_PREFIX) for k in keys)
+    return CheckResult("metadata", True, f"{len(keys)} metadata fields ({n_tokenizer} tokenizer and template) "
+                                         f"and {len(base_names)} tensor names equal the base's")
 
 
 def check_token_ids(llama_ids: list[int], reference_ids: list[int], probe: str) -> CheckResult:

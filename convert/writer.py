@@ -1,9 +1,12 @@
-"""Write a (merged) Hugging Face llama/qwen2 state dict as a GGUF file.
+"""Write a (merged) Hugging Face state dict of a supported family as a GGUF file.
 
 Metadata, tokenizer and chat template are copied field by field from the base GGUF, so the
 result chats exactly like the base. Tensor names come from gguf's tensor map; llama q/k are
 permuted back into llama.cpp's RoPE layout (transformers un-permutes them when it loads a
-GGUF); 1-D tensors (norms, biases) stay F32; a tied embedding stays tied (no output.weight).
+GGUF); gemma's norms get back the +1 transformers subtracts; 1-D tensors (norms, biases) stay
+F32; a tied embedding stays tied (no output.weight). Tensors that are no weights of the HF
+model (llama 3's ``rope_freqs``) are copied from the base GGUF, or computed from the config
+when the base is an HF folder.
 """
 
 from __future__ import annotations
@@ -15,8 +18,8 @@ from pathlib import Path
 import gguf
 import numpy as np
 
-from tunechat.convert.architectures import ArchSpec, gguf_arch_name, spec_for
-from tunechat.convert.header import GGUFHeader, decode_value, read_header
+from tunechat.convert.architectures import ArchSpec, gguf_arch_name, head_dim, rope_parameters, spec_for_config
+from tunechat.convert.header import GGUFHeader, decode_value, read_header, read_tensor_bytes
 from tunechat.convert.hf_metadata import add_hf_metadata
 
 OUTTYPES = {
@@ -31,6 +34,9 @@ OUTTYPES = {
 DEFAULT_OUTTYPE = "q8_0"
 # Written by GGUFWriter itself or describing the old tensors: never copied from the base.
 _NOT_COPIED = {gguf.Keys.General.ARCHITECTURE, gguf.Keys.General.FILE_TYPE}
+# GGUF tensors with no counterpart among the HF model's weights (transformers drops them when
+# it loads a GGUF): carried over from the base as they are.
+COPIED_TENSORS = ("rope_freqs.weight", "rope_factors_long.weight", "rope_factors_short.weight")
 
 
 class ConversionError(Exception):
@@ -68,11 +74,10 @@ def base_header(base_gguf: Path, spec: ArchSpec, what: str = "the weights are") 
     return header
 
 
-def _writer_copying_metadata(base_gguf: Path, out_path: Path, spec: ArchSpec) -> gguf.GGUFWriter:
-    """A writer holding every metadata field of ``base_gguf`` (but the file type)."""
+def _writer_copying_metadata(header: GGUFHeader, out_path: Path, spec: ArchSpec) -> gguf.GGUFWriter:
+    """A writer holding every metadata field of the base GGUF ``header`` (but the file type)."""
     # The fast header reader, not gguf.GGUFReader: the latter spends seconds on numpy views
     # of a large vocabulary that is only copied through.
-    header = base_header(base_gguf, spec)
     writer = gguf.GGUFWriter(out_path, arch=gguf_arch_name(spec))
     for key, raw in header.metadata_raw.items():
         if key in _NOT_COPIED:
@@ -81,6 +86,44 @@ def _writer_copying_metadata(base_gguf: Path, out_path: Path, spec: ArchSpec) ->
         writer.add_key_value(key, value, gguf.GGUFValueType(val_type),
                              sub_type=gguf.GGUFValueType(sub_type) if sub_type is not None else None)
     return writer
+
+
+def llama3_rope_factors(config: Mapping) -> np.ndarray:
+    """llama.cpp's ``rope_freqs`` for a llama 3 RoPE scaling: the divisor of each rotary
+    frequency, as convert_hf_to_gguf.py computes it from transformers' llama3 rule."""
+    rope = rope_parameters(config)
+    dim = head_dim(config)
+    base = float(rope.get("rope_theta") or 10000.0)
+    factor = float(rope.get("factor", 8.0))
+    low, high = float(rope.get("low_freq_factor", 1.0)), float(rope.get("high_freq_factor", 4.0))
+    old_context = float(rope.get("original_max_position_embeddings", 8192))
+    freqs = 1.0 / (base ** (np.arange(0, dim, 2, dtype=np.float32) / dim))
+    factors = []
+    for freq in freqs:
+        wavelen = 2 * np.pi / freq
+        if wavelen < old_context / high:
+            factors.append(1.0)
+        elif wavelen > old_context / low:
+            factors.append(factor)
+        else:
+            smooth = (old_context / wavelen - low) / (high - low)
+            factors.append(1 / ((1 - smooth) / factor + smooth))
+    return np.asarray(factors, dtype=np.float32)
+
+
+def _extra_tensors(config: Mapping, base_gguf: Path, header: GGUFHeader | None) -> dict[str, np.ndarray]:
+    """The non-weight tensors the GGUF needs: the base's own, else those the config implies."""
+    out: dict[str, np.ndarray] = {}
+    if header is not None:
+        for info in header.tensors:
+            if info.name in COPIED_TENSORS:
+                if info.type_id != gguf.GGMLQuantizationType.F32:
+                    raise ConversionError(f"The base's {info.name} is not stored as F32.")
+                _, data = read_tensor_bytes(base_gguf, header, info.name)
+                out[info.name] = np.frombuffer(data, dtype=np.float32).reshape(tuple(reversed(info.shape)))
+    if "rope_freqs.weight" not in out and rope_parameters(config)["rope_type"] == "llama3":
+        out["rope_freqs.weight"] = llama3_rope_factors(config)
+    return out
 
 
 def write_gguf(
@@ -98,8 +141,8 @@ def write_gguf(
     ``base_gguf`` is the GGUF whose metadata is copied, or an HF model folder whose config
     and tokenizer give the metadata (then ``pre_tokenizer`` names llama.cpp's pre-tokenizer,
     see ``tunechat.convert.hf_metadata.choose_pre_tokenizer``, and ``add_bos`` says whether the
-    tokenizer starts a text with BOS)."""
-    spec = spec_for(str(config.get("model_type")))
+    tokenizer starts a text with BOS). Every check runs before the file is created."""
+    spec = spec_for_config(config)
     if outtype not in OUTTYPES:
         raise ConversionError(f"Unknown output type {outtype!r}; choose one of {', '.join(OUTTYPES)}.")
     tensor_type, file_type = OUTTYPES[outtype]
@@ -108,26 +151,33 @@ def write_gguf(
     n_head_kv = int(config.get("num_key_value_heads") or n_head)
     tied = bool(config.get("tie_word_embeddings"))
 
-    if Path(base_gguf).is_dir():
-        writer = gguf.GGUFWriter(out_path, arch=gguf_arch_name(spec))
-        add_hf_metadata(writer, Path(base_gguf), config, spec, pre_tokenizer, add_bos)
-    else:
-        writer = _writer_copying_metadata(base_gguf, out_path, spec)
-    writer.add_file_type(file_type)
-
     tensors = dict(state_dict)
     if tied:  # one matrix serves both; safetensors may have kept it under either name
         embedding = tensors.pop("lm_head.weight", None)
         if embedding is not None:
             tensors.setdefault("model.embed_tokens.weight", embedding)
-    names = list(tensors)
-    for i, hf_name in enumerate(names):
+    names = {hf_name: gguf_tensor_name(hf_name, spec, n_blocks) for hf_name in tensors}
+    from_folder = Path(base_gguf).is_dir()
+    header = None if from_folder else base_header(base_gguf, spec)
+    extra = _extra_tensors(config, Path(base_gguf), header)
+
+    if header is None:
+        writer = gguf.GGUFWriter(out_path, arch=gguf_arch_name(spec))
+        add_hf_metadata(writer, Path(base_gguf), config, spec, pre_tokenizer, add_bos)
+    else:
+        writer = _writer_copying_metadata(header, out_path, spec)
+    writer.add_file_type(file_type)
+
+    for name, data in extra.items():
+        writer.add_tensor(name, data)
+    for i, (hf_name, name) in enumerate(names.items()):
         data = np.asarray(tensors[hf_name], dtype=np.float32)
-        if spec.permute_qk and hf_name.endswith("q_proj.weight"):
+        if spec.permute_qk and hf_name.endswith(("q_proj.weight", "q_proj.bias")):
             data = permute_for_llama_cpp(data, n_head)
-        elif spec.permute_qk and hf_name.endswith("k_proj.weight"):
+        elif spec.permute_qk and hf_name.endswith(("k_proj.weight", "k_proj.bias")):
             data = permute_for_llama_cpp(data, n_head_kv)
-        name = gguf_tensor_name(hf_name, spec, n_blocks)
+        if spec.norm_offset and hf_name.endswith("norm.weight"):
+            data = data + np.float32(spec.norm_offset)
         if data.ndim <= 1 or tensor_type == gguf.GGMLQuantizationType.F32:
             writer.add_tensor(name, data)
         elif tensor_type == gguf.GGMLQuantizationType.F16:

@@ -1,0 +1,311 @@
+"""A zoo of tiny random-weight models, one per supported family, built locally (no downloads).
+
+Each is a real Hugging Face folder (config.json, model.safetensors, tokenizer files, the chat
+template that family ships) with the embedded model's BPE tokenizer plus that family's special
+tokens, 2 layers and hidden size 256 (the smallest row K-quants accept), and weights drawn so the
+next-token distribution is peaked: logits spread ~12 wide, attention scores ~2, every norm
+weight off 1. A flat model would let a logit check pass on noise; ``peakedness`` measures it.
+
+``Zoo`` builds a family on first use and keeps every file it writes for the session.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import math
+import shutil
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from tunechat.convert.architectures import spec_for, spec_for_config
+from tunechat.convert.hf_metadata import choose_pre_tokenizer
+from tunechat.convert.verify import TOKENIZER_PROBE
+from tunechat.convert.writer import write_gguf
+
+from .zoo_templates import TEMPLATES
+
+HIDDEN = 256
+COMMON = {"hidden_size": HIDDEN, "intermediate_size": 512, "num_hidden_layers": 2, "num_attention_heads": 4,
+          "num_key_value_heads": 2, "max_position_embeddings": 4096}
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    config: dict
+    template: str | None  # a key of TEMPLATES; None: the embedded model's own (SmolLM2's ChatML)
+    bos: str
+    eos: str
+    specials: tuple[str, ...] = ()
+    qk_gain: float = 2.0  # scale of q/k weights: how sharp attention is
+    output_scale: float = 0.04  # scale of the output matrix: how wide the logits spread
+
+    @property
+    def model_type(self) -> str:
+        return str(self.config["model_type"])
+
+
+LLAMA3_ROPE = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+               "original_max_position_embeddings": 64, "rope_theta": 500000.0}
+
+FAMILIES: dict[str, Family] = {f.name: f for f in (
+    Family("llama", {"model_type": "llama", "tie_word_embeddings": True, "rms_norm_eps": 1e-5,
+                     "rope_theta": 10000.0}, None, "<|im_start|>", "<|im_end|>"),
+    Family("llama3", {"model_type": "llama", "tie_word_embeddings": False, "rms_norm_eps": 1e-5,
+                      "rope_parameters": LLAMA3_ROPE}, "llama3",
+           "<|begin_of_text|>", "<|eot_id|>", ("<|start_header_id|>", "<|end_header_id|>")),
+    Family("mistral", {"model_type": "mistral", "tie_word_embeddings": False, "rms_norm_eps": 1e-5, "head_dim": 64,
+                       "sliding_window": 4096, "rope_theta": 1000000.0}, "mistral",
+           "<s>", "</s>", ("[INST]", "[/INST]")),
+    Family("qwen2", {"model_type": "qwen2", "tie_word_embeddings": True, "rms_norm_eps": 1e-6,
+                     "rope_theta": 1000000.0}, "qwen2", "<|im_start|>", "<|im_end|>"),
+    Family("qwen2-untied", {"model_type": "qwen2", "tie_word_embeddings": False, "rms_norm_eps": 1e-6,
+                            "rope_theta": 1000000.0}, "qwen2", "<|im_start|>", "<|im_end|>"),
+    Family("qwen3", {"model_type": "qwen3", "tie_word_embeddings": True, "rms_norm_eps": 1e-6, "head_dim": 128,
+                     "rope_theta": 1000000.0}, "qwen2", "<|im_start|>", "<|im_end|>"),
+    Family("gemma2", {"model_type": "gemma2", "tie_word_embeddings": True, "rms_norm_eps": 1e-6, "head_dim": 128,
+                      "query_pre_attn_scalar": 128, "sliding_window": 16, "attn_logit_softcapping": 10.0,
+                      "final_logit_softcapping": 30.0, "hidden_activation": "gelu_pytorch_tanh"}, "gemma",
+           "<bos>", "<eos>", ("<start_of_turn>", "<end_of_turn>"), qk_gain=4.0, output_scale=0.008),
+    Family("phi3", {"model_type": "phi3", "tie_word_embeddings": False, "rms_norm_eps": 1e-5,
+                    "sliding_window": 2047, "rope_theta": 10000.0, "pad_token_id": None}, "phi3",
+           "<s>", "<|endoftext|>", ("<|user|>", "<|assistant|>", "<|end|>", "<|system|>")),
+)}
+
+# Plain texts of several lengths (gemma2's 16-token window is passed by the longer ones) and a
+# chat turn rendered with the family's template (``Zoo.prompts``).
+TEXTS = (
+    "The quick brown fox",
+    "def fibonacci(n):\n    return",
+    "Once upon a time, in a land far away, there lived a king who had three daughters and a",
+    "Grüße aus Köln: 3.14159 ist ungefähr π, und 東京 liegt in Japan, wo man",
+    "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,",
+)
+CHAT = ({"role": "user", "content": "What is the capital of Japan?"},)
+
+
+def base_tokenizer_folder(cache: Path) -> Path:
+    """The embedded model's tokenizer as an HF tokenizer folder (built once: ~7 s)."""
+    folder = cache / "smollm2-tokenizer"
+    if (folder / "tokenizer.json").is_file():
+        return folder
+    from transformers import AutoTokenizer
+
+    from tunechat.core.registry import embedded_model_path
+
+    gguf_path = embedded_model_path()
+    tmp = folder.with_name(folder.name + ".part")
+    shutil.rmtree(tmp, ignore_errors=True)
+    AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name).save_pretrained(tmp)
+    tmp.rename(folder)
+    return folder
+
+
+def _write_tokenizer(family: Family, source: Path, folder: Path) -> int:
+    """The base tokenizer with the family's special tokens, BOS/EOS and chat template; returns
+    the vocabulary size."""
+    from tokenizers import AddedToken, Tokenizer
+
+    tok = Tokenizer.from_file(str(source / "tokenizer.json"))
+    new = [t for t in (family.bos, family.eos, *family.specials) if tok.token_to_id(t) is None]
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in new])
+    tok.save(str(folder / "tokenizer.json"))
+    chat = TEMPLATES[family.template] if family.template else (source / "chat_template.jinja").read_text("utf-8")
+    (folder / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "PreTrainedTokenizerFast", "bos_token": family.bos, "eos_token": family.eos,
+        "pad_token": family.eos, "chat_template": chat, "model_max_length": 4096,
+    }, indent=1))
+    return int(tok.get_vocab_size(with_added_tokens=True))
+
+
+def _init_weights(model, family: Family, seed: int) -> None:
+    """Peaked random weights (see the module docstring). Gemma stores norm weights as w - 1."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    offset = spec_for(family.model_type).norm_offset
+    tied = bool(family.config.get("tie_word_embeddings"))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            noise = torch.randn(p.shape, generator=gen)
+            if name == "model.norm.weight":
+                value = 4.0 + 0.3 * noise
+            elif name.endswith("norm.weight"):
+                value = 1.0 + 0.2 * noise
+            elif name.endswith(".bias"):
+                value = 0.5 * noise
+            elif "embed_tokens" in name or name == "lm_head.weight":
+                # Rows of log-normal length: a heavy-tailed logit distribution, whose top token
+                # stands clear of the next (Gaussian rows leave near-ties among 49k tokens).
+                rows = torch.exp(0.8 * torch.randn((p.shape[0], 1), generator=gen))
+                output = name == "lm_head.weight" or tied
+                value = noise * (rows * family.output_scale if output else 1.0)
+            else:
+                short = name.rsplit(".", 2)[-2]
+                gain = family.qk_gain if short in ("q_proj", "k_proj") else 1.0
+                value = noise * gain / math.sqrt(p.shape[1])
+                if short == "qkv_proj":  # phi3: q and k rows sharpened, v rows as they are
+                    n_q = family.config.get("num_attention_heads", 4) * (HIDDEN // 4)
+                    n_k = COMMON["num_key_value_heads"] * (HIDDEN // 4)
+                    value[: n_q + n_k] *= family.qk_gain
+            if name.endswith("norm.weight"):
+                value = value - offset
+            p.copy_(value)
+
+
+@dataclass
+class ZooModel:
+    family: Family
+    folder: Path
+    work: Path  # where this model's GGUFs go
+    _ggufs: dict[str, Path] = field(default_factory=dict)
+
+    @cached_property
+    def config(self) -> dict:
+        return json.loads((self.folder / "config.json").read_text(encoding="utf-8"))
+
+    @cached_property
+    def state(self) -> dict[str, np.ndarray]:
+        from safetensors.numpy import load_file
+
+        return {k: v.astype(np.float32) for k, v in load_file(self.folder / "model.safetensors").items()}
+
+    @cached_property
+    def tokenizer(self):
+        from tunechat.personalize.base import load_tokenizer
+
+        return load_tokenizer(self.folder)
+
+    @cached_property
+    def hf_model(self):
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(self.folder, dtype=torch.float32, attn_implementation="eager")
+        return model.eval()
+
+    @cached_property
+    def prompts(self) -> list[list[int]]:
+        return zoo_prompts(self.tokenizer)
+
+    @cached_property
+    def hf_logits(self) -> np.ndarray:
+        return hf_next_token_logits(self.hf_model, self.prompts)
+
+    @cached_property
+    def pre_tokenizer(self) -> tuple[str, bool]:
+        """(llama.cpp pre-tokenizer, add BOS?), chosen as ``gguf_of_folder`` chooses them."""
+        from tunechat.core.engine import tokenize_with_vocab
+
+        tok = self.tokenizer
+        reference = tok(TOKENIZER_PROBE, add_special_tokens=False)["input_ids"]
+        plain, framed = tok("x", add_special_tokens=False)["input_ids"], tok("x")["input_ids"]
+        add_bos = len(framed) > len(plain) and framed[0] == tok.bos_token_id
+        spec = spec_for_config(self.config)
+        pre = choose_pre_tokenizer(self.folder, self.config, spec, reference, tokenize_with_vocab, self.work, add_bos)
+        return pre, add_bos
+
+    def write(self, out: Path, outtype: str = "f16", state: dict | None = None, config: dict | None = None) -> Path:
+        """This model (or ``state``/``config`` standing for it) written from its HF folder as GGUF."""
+        pre, add_bos = self.pre_tokenizer
+        write_gguf(self.state if state is None else state, self.config if config is None else config,
+                   self.folder, out, outtype, pre_tokenizer=pre, add_bos=add_bos)
+        return out
+
+    def gguf(self, outtype: str) -> Path:
+        """The HF folder as a GGUF: f16 / q8_0 / f32 by our writer, Q4_K_M by llama.cpp's quantizer."""
+        if outtype not in self._ggufs:
+            out = self.work / f"{self.family.name}-{outtype}.gguf"
+            if outtype == "Q4_K_M":
+                quantize_q4_k_m(self.gguf("f16"), out)
+            else:
+                self.write(out, outtype)
+            self._ggufs[outtype] = out
+        return self._ggufs[outtype]
+
+
+def hf_next_token_logits(model, prompts: list[list[int]]) -> np.ndarray:
+    import torch
+
+    rows = []
+    with torch.no_grad():
+        for ids in prompts:
+            out = model(input_ids=torch.tensor([ids]))
+            rows.append(out.logits[0, -1].float().numpy())
+    return np.stack(rows)
+
+
+def peakedness(logits: np.ndarray) -> tuple[float, float]:
+    """(smallest top-1 probability, smallest top-1 minus top-2 logit) over the rows."""
+    shifted = logits - logits.max(-1, keepdims=True)
+    probs = np.exp(shifted) / np.exp(shifted).sum(-1, keepdims=True)
+    top2 = np.sort(logits, axis=-1)[:, -2:]
+    return float(probs.max(-1).min()), float((top2[:, 1] - top2[:, 0]).min())
+
+
+def quantize_q4_k_m(source: Path, out: Path) -> None:
+    import llama_cpp
+
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M
+    params.nthread = 2
+    failed = llama_cpp.llama_model_quantize(str(source).encode(), str(out).encode(), ctypes.byref(params))
+    if failed:
+        raise RuntimeError(f"llama.cpp could not quantize {source.name} to Q4_K_M")
+
+
+# What every zoo model must give on every zoo prompt (HF, float32): the top token's probability
+# and its lead over the runner-up in logits. Seeds are tried in order until one does.
+MIN_TOP1_PROB, MIN_TOP1_MARGIN = 0.5, 1.0
+
+
+def zoo_prompts(tokenizer) -> list[list[int]]:
+    """Token ids of the chat turn (rendered by the family's template) and the plain texts."""
+    chat = tokenizer.apply_chat_template(list(CHAT), tokenize=False, add_generation_prompt=True)
+    return [list(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in (chat, *TEXTS)]
+
+
+def build_folder(family: Family, tokenizer_source: Path, folder: Path, max_seeds: int = 32) -> Path:
+    """The family's tiny model saved as an HF folder (config, safetensors, tokenizer, template):
+    the first seed whose weights are peaked on every zoo prompt."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from tunechat.personalize.base import load_tokenizer
+
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = _write_tokenizer(family, tokenizer_source, folder)
+    prompts = zoo_prompts(load_tokenizer(folder))
+    settings = {**COMMON, **family.config, "vocab_size": vocab}
+    model_type = settings.pop("model_type")
+    config = AutoConfig.for_model(model_type, **settings)
+    config._name_or_path = f"zoo-{family.name}"
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32, attn_implementation="eager").eval()
+    for seed in range(max_seeds):
+        _init_weights(model, family, seed)
+        prob, margin = peakedness(hf_next_token_logits(model, prompts))
+        if prob >= MIN_TOP1_PROB and margin >= MIN_TOP1_MARGIN:
+            model.save_pretrained(folder)
+            return folder
+    raise RuntimeError(f"no seed below {max_seeds} gives a peaked {family.name} model")
+
+
+class Zoo:
+    """The session's models, each built on first use."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._models: dict[str, ZooModel] = {}
+
+    def __getitem__(self, name: str) -> ZooModel:
+        if name not in self._models:
+            family = FAMILIES[name]
+            folder = build_folder(family, base_tokenizer_folder(self.root), self.root / name / "hf")
+            work = self.root / name / "gguf"
+            work.mkdir(parents=True, exist_ok=True)
+            self._models[name] = ZooModel(family, folder, work)
+        return self._models[name]
+
