@@ -16,9 +16,10 @@ from __future__ import annotations
 import difflib
 import json
 import unicodedata
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from tunechat.core.engine import Engine
@@ -77,7 +78,7 @@ def builtin_locality_probes() -> list[Probe]:
 
 
 def load_persona(path: Path) -> ProbeSet:
-    """A persona file as in ../shared/data/persona-public.json."""
+    """A persona file as in bench/data/persona-public.json."""
     data = json.loads(path.read_text(encoding="utf-8"))
     keys = data.get("locality_keys", {})
     return ProbeSet(
@@ -122,7 +123,8 @@ def score(
             hits += contains_key(answer, probe.key)
         return hits / len(items)
 
-    counted = [p for p in probes.locality if base_answers is None or contains_key(base_answers.get(p.question, ""), p.key)]
+    counted = [p for p in probes.locality
+               if base_answers is None or contains_key(base_answers.get(p.question, ""), p.key)]
     reliability = share("taught", probes.taught)
     generalization = share("paraphrases", probes.paraphrases)
     locality = share("locality", counted)

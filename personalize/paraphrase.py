@@ -12,8 +12,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 from tunechat.core import paths
 from tunechat.core.atomic import write_json_atomic
@@ -98,7 +98,8 @@ def clean(candidate: str, question: str, answer: str) -> str | None:
     known = {w.lower() for w in _WORD.findall(question + " " + answer)}
     for i, w in enumerate(words):
         # Nobody and nothing new: no numbers or proper names the pair does not contain.
-        if (any(c.isdigit() for c in w) or (i > 0 and w[0].isupper() and w not in ("I", "I'm"))) and w.lower() not in known:
+        named = i > 0 and w[0].isupper() and w not in ("I", "I'm")
+        if (any(c.isdigit() for c in w) or named) and w.lower() not in known:
             return None
     if (_stems(text) & _PEOPLE) - _stems(question + " " + answer):
         return None

@@ -44,7 +44,7 @@ class ModelsScreen(ModalScreen[None]):
 
     def on_mount(self) -> None:
         view = self.query_one(ListView)
-        for i, entry in enumerate(self.registry.entries()):
+        for entry in self.registry.entries():
             mark = "▶ " if entry.path == self.in_use else "  "
             item = ListItem(Label(mark + describe(entry)), name=entry.name)
             view.append(item)

@@ -9,13 +9,12 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Footer, Label, ProgressBar, Sparkline, Static
 
+from tunechat.core.store import Store, StoreError
+from tunechat.core.wording import count
 from tunechat.personalize.job import Event, PersonalizeError, PersonalizeJob
 from tunechat.personalize.progress import PHASES
 from tunechat.personalize.report import full_report
-from tunechat.core.store import Store, StoreError
-from tunechat.core.wording import count
 from tunechat.tui.messages import PersonalizeFinished
-
 
 
 class PersonalizeScreen(ModalScreen[str | None]):
@@ -55,7 +54,8 @@ class PersonalizeScreen(ModalScreen[str | None]):
         except (StoreError, ValueError, OSError) as exc:
             self._finish(str(exc))
             return
-        self.query_one("#phase", Label).update(f"Starting: {count(self.store.count_pairs(), 'pair')} on {self.job.base.name}")
+        pairs = count(self.store.count_pairs(), "pair")
+        self.query_one("#phase", Label).update(f"Starting: {pairs} on {self.job.base.name}")
         self.run_job()
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="personalize", description="Personalizing")
@@ -78,7 +78,8 @@ class PersonalizeScreen(ModalScreen[str | None]):
                 self.losses.append(data["loss"])
                 self.query_one("#loss", Sparkline).data = list(self.losses)
                 self.query_one("#phase", Label).update(
-                    f"train: step {data['step']}/{data['total']}, loss {data['loss']:.4f}, about {data.get('eta', 0):.0f}s left")
+                    f"train: step {data['step']}/{data['total']}, loss {data['loss']:.4f}, "
+                    f"about {data.get('eta', 0):.0f}s left")
 
     def _on_job_end(self) -> None:
         job = self.job

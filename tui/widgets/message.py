@@ -57,7 +57,8 @@ class MessageView(Vertical, can_focus=True):
         await self.body.update(text)
 
     def _update_label(self) -> None:
-        label = "Assistant" + ("  · base model" if self.by_base else "") + ("  ✓ kept" if self.has_class("kept") else "")
+        label = "Assistant" + ("  · base model" if self.by_base else "")
+        label += "  ✓ kept" if self.has_class("kept") else ""
         self.query_one(".role", Static).update(label)
 
     def mark_by_base(self) -> None:

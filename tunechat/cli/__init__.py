@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from tunechat.core.gguf_check import ModelFileError
 from tunechat.core.manifest import Manifest
@@ -64,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     pers.add_argument("--seed", type=int, default=0)
     pers.add_argument("--method", default=None, choices=list(RECIPES), metavar="METHOD",
                       help="training recipe: " + "; ".join(f"{r.name}: {r.description}" for r in RECIPES.values()))
-    pers.add_argument("--outtype", default=None, choices=["f16", "q8_0"], help="GGUF output type (default q8_0: half the size of f16, faster to chat)")
+    pers.add_argument("--outtype", default=None, choices=["f16", "q8_0"],
+                      help="GGUF output type (default q8_0: half the size of f16, faster to chat)")
     pers.add_argument("--base", default=None, metavar="PATH",
                       help="start from this GGUF file or Hugging Face model folder (default: the current model's base)")
     return parser
