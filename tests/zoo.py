@@ -69,7 +69,7 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("gemma2", {"model_type": "gemma2", "tie_word_embeddings": True, "rms_norm_eps": 1e-6, "head_dim": 128,
                       "query_pre_attn_scalar": 128, "sliding_window": 16, "attn_logit_softcapping": 10.0,
                       "final_logit_softcapping": 30.0, "hidden_activation": "gelu_pytorch_tanh"}, "gemma",
-           "<bos>", "<eos>", ("<start_of_turn>", "<end_of_turn>"), qk_gain=4.0, output_scale=0.008),
+           "<bos>", "<eos>", ("<start_of_turn>", "<end_of_turn>"), qk_gain=4.0, output_scale=0.03),
     Family("phi3", {"model_type": "phi3", "tie_word_embeddings": False, "rms_norm_eps": 1e-5,
                     "sliding_window": 2047, "rope_theta": 10000.0, "pad_token_id": None}, "phi3",
            "<s>", "<|endoftext|>", ("<|user|>", "<|assistant|>", "<|end|>", "<|system|>")),
@@ -140,7 +140,7 @@ def _init_weights(model, family: Family, seed: int) -> None:
             elif "embed_tokens" in name or name == "lm_head.weight":
                 # Rows of log-normal length: a heavy-tailed logit distribution, whose top token
                 # stands clear of the next (Gaussian rows leave near-ties among 49k tokens).
-                rows = torch.exp(0.8 * torch.randn((p.shape[0], 1), generator=gen))
+                rows = torch.exp(0.5 * torch.randn((p.shape[0], 1), generator=gen))
                 output = name == "lm_head.weight" or tied
                 value = noise * (rows * family.output_scale if output else 1.0)
             else:
@@ -258,8 +258,15 @@ def quantize_q4_k_m(source: Path, out: Path) -> None:
 
 
 # What every zoo model must give on every zoo prompt (HF, float32): the top token's probability
-# and its lead over the runner-up in logits. Seeds are tried in order until one does.
+# and its lead over the runner-up in logits; and the prompts' top tokens must differ (all but
+# one pair), so the model reads its input. Seeds are tried in order until one does.
 MIN_TOP1_PROB, MIN_TOP1_MARGIN = 0.5, 1.0
+
+
+def is_peaked(logits: np.ndarray) -> bool:
+    prob, margin = peakedness(logits)
+    distinct = len(set(logits.argmax(-1).tolist()))
+    return prob >= MIN_TOP1_PROB and margin >= MIN_TOP1_MARGIN and distinct >= len(logits) - 1
 
 
 def zoo_prompts(tokenizer) -> list[list[int]]:
@@ -286,8 +293,7 @@ def build_folder(family: Family, tokenizer_source: Path, folder: Path, max_seeds
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32, attn_implementation="eager").eval()
     for seed in range(max_seeds):
         _init_weights(model, family, seed)
-        prob, margin = peakedness(hf_next_token_logits(model, prompts))
-        if prob >= MIN_TOP1_PROB and margin >= MIN_TOP1_MARGIN:
+        if is_peaked(hf_next_token_logits(model, prompts)):
             model.save_pretrained(folder)
             return folder
     raise RuntimeError(f"no seed below {max_seeds} gives a peaked {family.name} model")
@@ -299,13 +305,48 @@ class Zoo:
     def __init__(self, root: Path) -> None:
         self.root = root
         self._models: dict[str, ZooModel] = {}
+        self._failed: dict[str, str] = {}
 
     def __getitem__(self, name: str) -> ZooModel:
+        if name in self._failed:  # not built again for every test of the family
+            raise RuntimeError(self._failed[name])
         if name not in self._models:
             family = FAMILIES[name]
-            folder = build_folder(family, base_tokenizer_folder(self.root), self.root / name / "hf")
+            try:
+                folder = build_folder(family, base_tokenizer_folder(self.root), self.root / name / "hf")
+            except Exception as exc:
+                self._failed[name] = f"building the {name} model failed: {exc}"
+                raise
             work = self.root / name / "gguf"
             work.mkdir(parents=True, exist_ok=True)
             self._models[name] = ZooModel(family, folder, work)
         return self._models[name]
 
+
+
+def copy_gguf(source: Path, out: Path, drop_key: str | None = None, drop_tensor: str | None = None) -> Path:
+    """``source`` (an F16/F32 GGUF) written again without one metadata field or tensor."""
+    import gguf
+
+    from tunechat.convert.header import decode_value, read_header, read_tensor_bytes
+
+    header = read_header(source)
+    writer = gguf.GGUFWriter(out, arch=header.strings[gguf.Keys.General.ARCHITECTURE])
+    for key, raw in header.metadata_raw.items():
+        if key in (drop_key, gguf.Keys.General.ARCHITECTURE):
+            continue
+        value, val_type, sub_type = decode_value(raw)
+        writer.add_key_value(key, value, gguf.GGUFValueType(val_type),
+                             sub_type=gguf.GGUFValueType(sub_type) if sub_type is not None else None)
+    dtypes = {gguf.GGMLQuantizationType.F32: np.float32, gguf.GGMLQuantizationType.F16: np.float16}
+    for info in header.tensors:
+        if info.name == drop_tensor:
+            continue
+        _, data = read_tensor_bytes(source, header, info.name)
+        array = np.frombuffer(data, dtype=dtypes[gguf.GGMLQuantizationType(info.type_id)])
+        writer.add_tensor(info.name, array.reshape(tuple(reversed(info.shape))))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return out

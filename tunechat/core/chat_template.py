@@ -124,7 +124,7 @@ def check_template(template: str, bos_token: str = "", eos_token: str = "") -> N
                     continue  # the template's own refusal of a system prompt
                 raise TemplateError("The chat template refuses a plain conversation of user and assistant "
                                     "turns.") from None
-            except Exception as exc:  # noqa: BLE001 - whatever the template hits, it cannot be rendered
+            except Exception as exc:  # whatever the template hits, the chat could not render it
                 raise TemplateError(f"The chat template needs something the chat cannot provide "
                                     f"({type(exc).__name__}: {exc}).") from None
             missing = [m["content"] for m in probe if m["content"] not in text]

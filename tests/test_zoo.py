@@ -1,0 +1,463 @@
+"""Every supported family converts correctly: tiny random models of each (tests/zoo.py) written
+as GGUF give, in llama.cpp, the next-token logits transformers gives; metadata, LoRA adapters,
+Q4_K_M and chat templates survive; a mapping bug or a dropped field is caught; the rest is
+refused before any file is written.
+
+Tolerances (worst normalized logit error ||a - b|| / ||b|| over the zoo prompts, top-1
+agreement) are the verify gate's (tunechat.convert.verify): f16 <= 0.03 with every top-1 equal,
+q8_0 <= 0.5 with >= 90 % top-1. Measured on the zoo: f16 0.001-0.003, q8_0 0.02-0.08; mapping
+bugs 0.3 and more.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.zoo import CHAT, FAMILIES, Zoo, copy_gguf, is_peaked, peakedness
+from tunechat.convert.architectures import UnsupportedArchitecture, head_dim, rope_parameters, spec_for
+from tunechat.convert.header import decode_value, read_header
+from tunechat.convert.verify import check_logits, check_metadata, logit_errors
+from tunechat.convert.writer import gguf_tensor_name, permute_for_llama_cpp, write_gguf
+
+NAMES = list(FAMILIES)
+
+
+@pytest.fixture(scope="session")
+def zoo(tmp_path_factory) -> Zoo:
+    return Zoo(tmp_path_factory.mktemp("zoo"))
+
+
+def _engine(path, lora=None):
+    from tunechat.core.engine import Engine
+
+    return Engine(path, n_ctx=256, lora_path=lora)
+
+
+_LOGITS: dict[tuple, np.ndarray] = {}
+
+
+def _llama_logits(path, prompts, lora=None) -> np.ndarray:
+    """llama.cpp's next-token logits (kept per file: several tests read the same GGUF's)."""
+    key = (str(path), str(lora), tuple(map(tuple, prompts)))
+    if key not in _LOGITS:
+        engine = _engine(path, lora)
+        try:
+            _LOGITS[key] = engine.next_token_logits(prompts)
+        finally:
+            engine.close()
+    return _LOGITS[key]
+
+
+def _undo_permute(w: np.ndarray, n_head: int) -> np.ndarray:
+    """The inverse of the writer's q/k permutation (transformers' GGUF loader does this)."""
+    rows = w.shape[0]
+    return w.reshape(n_head, rows // n_head // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+# -- the zoo itself -----------------------------------------------------------------------------
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NAMES)
+def test_zoo_models_are_peaked(zoo, name):
+    """A near-uniform model would let the logit checks pass on noise: every prompt's top token
+    has probability >= 0.5 and leads the runner-up by >= 1 logit, and the prompts' top tokens
+    differ (the model reads its input)."""
+    logits = zoo[name].hf_logits
+    assert is_peaked(logits), (peakedness(logits), logits.argmax(-1))
+
+
+# -- (a) HF folder -> GGUF ----------------------------------------------------------------------
+
+@pytest.mark.slow
+@pytest.mark.parametrize("outtype", ["f16", "q8_0"])
+@pytest.mark.parametrize("name", NAMES)
+def test_hf_folder_as_gguf_gives_the_torch_models_logits(zoo, name, outtype):
+    model = zoo[name]
+    got = _llama_logits(model.gguf(outtype), model.prompts)
+    result = check_logits(got, model.hf_logits, outtype)
+    assert result.passed, result.detail
+    if outtype == "f16":
+        agree, worst = logit_errors(got, model.hf_logits)
+        assert agree == 1.0 and worst <= 0.01, (agree, worst)
+
+
+# -- (b) GGUF -> dequantized by transformers -> GGUF --------------------------------------------
+
+@pytest.mark.slow
+@pytest.mark.parametrize("source", ["Q4_K_M"])
+@pytest.mark.parametrize("name", NAMES)
+def test_gguf_written_back_from_its_dequantized_weights_gives_its_logits(zoo, name, source, tmp_path, monkeypatch):
+    """The personalize path for a GGUF base (users bring Q4_K_M): transformers dequantizes it
+    (cached_base_folder), the writer writes those weights back as f16 with the base's metadata.
+    f16 kernels differ from Q4_K's, so: top-1 equal, error <= 0.15 (as tests/test_convert.py
+    allows for SmolLM2's Q4_1); a mapping left un-inverted reads near 1. (From an f16 source the
+    weights round-trip exactly: error <= 1e-4, pass source "f16".)"""
+    import json
+
+    from safetensors.numpy import load_file
+
+    from tunechat.personalize.base import cached_base_folder
+
+    monkeypatch.setenv("TUNECHAT_CACHE", str(tmp_path / "cache"))
+    model = zoo[name]
+    original = model.gguf(source)
+    folder = cached_base_folder(original)
+    state = {k: v.astype(np.float32) for k, v in load_file(folder / "model.safetensors").items()}
+    config = json.loads((folder / "config.json").read_text())
+    out = tmp_path / "back.gguf"
+    write_gguf(state, config, original, out, "f16")
+    metadata = check_metadata(original, out)
+    assert metadata.passed, metadata.detail
+    agree, worst = logit_errors(_llama_logits(out, model.prompts), _llama_logits(original, model.prompts))
+    assert agree == 1.0 and worst <= (1e-4 if source == "f16" else 0.15), (agree, worst)
+
+
+# -- (c) LoRA adapters --------------------------------------------------------------------------
+
+def _random_adapter(state, rank: int = 4, relative: float = 0.3, seed: int = 0):
+    """A peft-keyed LoRA on every 2-D weight of every block (q/k where the llama permutation
+    matters, phi3's fused qkv and gate_up), each product ``relative`` of its weight's norm; and
+    the merged state."""
+    rng = np.random.default_rng(seed)
+    alpha = 2.0 * rank
+    adapter, merged = {}, dict(state)
+    for key, w in state.items():
+        if not (key.startswith("model.layers.") and key.endswith(".weight") and w.ndim == 2):
+            continue
+        module = key[: -len(".weight")]
+        a = rng.standard_normal((rank, w.shape[1])).astype(np.float32)
+        b = rng.standard_normal((w.shape[0], rank)).astype(np.float32)
+        b *= relative * np.linalg.norm(w) / np.linalg.norm((alpha / rank) * b @ a)
+        adapter[f"base_model.model.{module}.lora_A.weight"] = a
+        adapter[f"base_model.model.{module}.lora_B.weight"] = b
+        merged[key] = w + (alpha / rank) * b @ a
+    return adapter, alpha, merged
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NAMES)
+def test_a_lora_gguf_over_the_base_gives_the_merged_models_logits(zoo, name, tmp_path):
+    """llama.cpp applying the adapter at run time over the f16 base against the merged weights
+    written as f16: every top-1 equal, error <= 0.05 (the merged file rounds base + delta to f16
+    once); the adapter itself moves the logits by > 0.3."""
+    from tunechat.convert.lora import write_lora_gguf
+
+    model = zoo[name]
+    adapter, alpha, merged = _random_adapter(model.state)
+    lora = tmp_path / "lora.gguf"
+    assert write_lora_gguf(adapter, alpha, model.config, model.gguf("f16"), lora) == len(adapter) // 2
+    want = _llama_logits(model.write(tmp_path / "merged.gguf", "f16", state=merged), model.prompts)
+    agree, worst = logit_errors(_llama_logits(model.gguf("f16"), model.prompts, lora=lora), want)
+    assert agree == 1.0 and worst <= 0.05, (agree, worst)
+    _, moved = logit_errors(_llama_logits(model.gguf("f16"), model.prompts), want)
+    assert moved > 0.3, moved
+
+
+# -- (d) metadata -------------------------------------------------------------------------------
+
+def expected_metadata(config: dict) -> dict[str, float | int]:
+    """Every hyperparameter llama.cpp reads for the family, from the HF config, independently
+    of the writer."""
+    model_type = config["model_type"]
+    arch = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "gemma2": "gemma2",
+            "phi3": "phi3"}[model_type]
+    rope = rope_parameters(config)
+    dim = head_dim(config)
+    fields: dict[str, float | int] = {
+        f"{arch}.block_count": config["num_hidden_layers"],
+        f"{arch}.context_length": config["max_position_embeddings"],
+        f"{arch}.embedding_length": config["hidden_size"],
+        f"{arch}.feed_forward_length": config["intermediate_size"],
+        f"{arch}.attention.head_count": config["num_attention_heads"],
+        f"{arch}.attention.head_count_kv": config["num_key_value_heads"],
+        f"{arch}.attention.key_length": dim,
+        f"{arch}.attention.value_length": dim,
+        f"{arch}.rope.dimension_count": int(dim * float(rope.get("partial_rotary_factor") or 1.0)),
+        f"{arch}.rope.freq_base": rope["rope_theta"],
+        f"{arch}.attention.layer_norm_rms_epsilon": config["rms_norm_eps"],
+    }
+    if model_type == "gemma2":
+        fields[f"{arch}.attn_logit_softcapping"] = config["attn_logit_softcapping"]
+        fields[f"{arch}.final_logit_softcapping"] = config["final_logit_softcapping"]
+    if model_type in ("gemma2", "phi3"):
+        fields[f"{arch}.attention.sliding_window"] = config["sliding_window"]
+    return fields
+
+
+# The fields (and tensors) of each family whose loss changes the zoo model's logits in llama.cpp
+# (or stops it loading): a head size, a RoPE base or scaling, soft-capping, gemma2's 16-token
+# window. The others (context length, a window longer than the prompts, an epsilon of 1e-5
+# against llama.cpp's default 1e-5) are caught by check_metadata alone.
+LOGIT_VISIBLE = {
+    "llama": ["llama.attention.layer_norm_rms_epsilon"],
+    "llama3": ["llama.rope.freq_base", "rope_freqs.weight"],
+    "mistral": ["llama.rope.freq_base"],
+    "qwen2": ["qwen2.rope.freq_base"],
+    "qwen2-untied": ["qwen2.rope.freq_base"],
+    "qwen3": ["qwen3.attention.key_length", "qwen3.rope.freq_base"],
+    "gemma2": ["gemma2.attention.key_length", "gemma2.attn_logit_softcapping", "gemma2.final_logit_softcapping",
+               "gemma2.attention.sliding_window"],
+    "phi3": ["phi3.attention.layer_norm_rms_epsilon"],
+}
+
+
+def _metadata_values(path) -> dict[str, object]:
+    return {k: decode_value(raw)[0] for k, raw in read_header(path).metadata_raw.items()}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NAMES)
+def test_every_field_llama_cpp_reads_survives(zoo, name):
+    model = zoo[name]
+    for outtype in ("f16", "q8_0", "Q4_K_M"):
+        values = _metadata_values(model.gguf(outtype))
+        for key, want in expected_metadata(model.config).items():
+            assert key in values, (outtype, key)
+            assert np.isclose(float(values[key]), float(want), rtol=1e-6), (outtype, key, values[key], want)
+        assert values["tokenizer.chat_template"] == model.tokenizer.chat_template
+    names = {t.name for t in read_header(model.gguf("f16")).tensors}
+    assert ("output.weight" in names) != bool(model.config.get("tie_word_embeddings"))
+    if rope_parameters(model.config)["rope_type"] == "llama3":
+        _assert_rope_freqs_are_transformers(model)
+    else:
+        assert "rope_freqs.weight" not in names
+
+
+def _assert_rope_freqs_are_transformers(model) -> None:
+    """rope_freqs divides each rotary frequency: default / llama3-scaled inverse frequencies of
+    transformers' own rotary embedding."""
+    from tunechat.convert.header import read_tensor_bytes
+
+    path = model.gguf("f16")
+    _, data = read_tensor_bytes(path, read_header(path), "rope_freqs.weight")
+    factors = np.frombuffer(data, dtype=np.float32)
+    scaled = model.hf_model.model.rotary_emb.inv_freq.numpy()
+    theta, dim = rope_parameters(model.config)["rope_theta"], head_dim(model.config)
+    default = 1.0 / (theta ** (np.arange(0, dim, 2, dtype=np.float32) / dim))
+    assert np.allclose(factors, default / scaled, rtol=1e-4), (factors, default / scaled)
+    assert factors.max() > 2  # the scaling is at work in the zoo model
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NAMES)
+def test_a_dropped_field_is_caught(zoo, name, tmp_path):
+    """Without any one field (or rope_freqs), check_metadata against the base names it; where
+    the zoo model's logits depend on it, llama.cpp's logits fail the f16 gate (or it won't load)."""
+    from tunechat.core.engine import ModelLoadError
+
+    model = zoo[name]
+    base = model.gguf("f16")
+    tensors = {t.name for t in read_header(base).tensors}
+    for key in [*expected_metadata(model.config), *(t for t in ("rope_freqs.weight",) if t in tensors)]:
+        out = tmp_path / f"without-{key}.gguf"
+        copy_gguf(base, out, drop_key=key, drop_tensor=key)
+        result = check_metadata(base, out)
+        assert not result.passed and key in result.detail, (key, result.detail)
+        if key in LOGIT_VISIBLE[name]:
+            try:
+                logits = _llama_logits(out, model.prompts)
+            except ModelLoadError:
+                continue
+            caught = check_logits(logits, model.hf_logits, "f16")
+            assert not caught.passed, (key, caught.detail)
+        out.unlink()
+
+
+# -- (e) mapping bugs ---------------------------------------------------------------------------
+
+def _bug_unpermuted(which: tuple[str, ...]):
+    def bug(state, config):
+        heads = {"q_proj": config["num_attention_heads"], "k_proj": config["num_key_value_heads"]}
+        out = dict(state)
+        for key, w in state.items():
+            short = key.rsplit(".", 2)[-2]
+            if short in which and key.endswith(".weight"):
+                out[key] = _undo_permute(w, heads[short])  # the writer's permutation undone: as if skipped
+        return out, config
+    return bug
+
+
+def _bug_llama_permuted_neox(state, config):
+    heads = {"q_proj": config["num_attention_heads"], "k_proj": config["num_key_value_heads"]}
+    out = dict(state)
+    for key, w in state.items():
+        short = key.rsplit(".", 2)[-2]
+        if short in heads:
+            out[key] = permute_for_llama_cpp(w, heads[short])  # llama's permutation on a NEOX-RoPE family
+    return out, config
+
+
+def _bug_rope_scaling_lost(state, config):
+    return state, {k: v for k, v in config.items() if k not in ("rope_parameters", "rope_scaling")}
+
+
+def _bug_qk_norms_swapped(state, config):
+    out = dict(state)
+    for key in state:
+        if key.endswith("q_norm.weight"):
+            other = key.replace("q_norm", "k_norm")
+            out[key], out[other] = state[other], state[key]
+    return out, config
+
+
+def _bug_norm_offset_dropped(state, config):
+    return {k: w - 1.0 if k.endswith("norm.weight") else w for k, w in state.items()}, config
+
+
+def _bug_fused_halves_swapped(state, config):
+    out = dict(state)
+    for key, w in state.items():
+        if key.endswith("gate_up_proj.weight"):
+            half = w.shape[0] // 2
+            out[key] = np.concatenate([w[half:], w[:half]])
+    return out, config
+
+
+MAPPING_BUGS = {
+    "llama": ("q/k not permuted", _bug_unpermuted(("q_proj", "k_proj"))),
+    "llama3": ("llama3 RoPE scaling (rope_freqs) lost", _bug_rope_scaling_lost),
+    "mistral": ("k not permuted", _bug_unpermuted(("k_proj",))),
+    "qwen2": ("q/k permuted as for llama", _bug_llama_permuted_neox),
+    "qwen2-untied": ("q/k permuted as for llama", _bug_llama_permuted_neox),
+    "qwen3": ("q and k norms swapped", _bug_qk_norms_swapped),
+    "gemma2": ("norm +1 offset dropped", _bug_norm_offset_dropped),
+    "phi3": ("gate and up halves of gate_up_proj swapped", _bug_fused_halves_swapped),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NAMES)
+def test_a_mapping_bug_is_caught_by_the_logits_check(zoo, name, tmp_path):
+    model = zoo[name]
+    what, bug = MAPPING_BUGS[name]
+    state, config = bug(model.state, model.config)
+    out = model.write(tmp_path / "buggy.gguf", "f16", state=state, config=config)
+    result = check_logits(_llama_logits(out, model.prompts), model.hf_logits, "f16")
+    assert not result.passed, f"{what}: {result.detail}"
+
+
+# -- (f) Q4_K_M ---------------------------------------------------------------------------------
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NAMES)
+def test_q4_k_m_loads_and_chats(zoo, name):
+    """llama.cpp's quantizer makes Q4_K_M of the f16 file (K-quants on the 256-wide rows); it
+    loads, answers a chat turn, and keeps most of the torch model's top tokens."""
+    import gguf
+
+    model = zoo[name]
+    path = model.gguf("Q4_K_M")
+    types = {gguf.GGMLQuantizationType(t.type_id) for t in read_header(path).tensors}
+    assert gguf.GGMLQuantizationType.Q4_K in types, types
+    engine = _engine(path)
+    try:
+        from tunechat.core.engine import GenerationSettings
+
+        answer = engine.complete(list(CHAT), GenerationSettings(max_tokens=8))
+        logits = engine.next_token_logits(model.prompts)
+    finally:
+        engine.close()
+    assert isinstance(answer, str)
+    agree, worst = logit_errors(logits, model.hf_logits)
+    assert agree >= 0.5 and worst <= 0.6, (agree, worst)
+
+
+# -- (g) chat templates -------------------------------------------------------------------------
+
+CONVERSATIONS = [
+    [{"role": "user", "content": "What is the capital of Japan?"}],
+    [{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": "Hi there"}],
+    [{"role": "user", "content": "My name is Ada."}, {"role": "assistant", "content": "Nice to meet you, Ada."},
+     {"role": "user", "content": "  What is my name?  "}],
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["llama", "llama3", "mistral", "qwen2", "gemma2", "phi3"])
+def test_the_chat_renders_each_template_as_transformers_does(zoo, name):
+    """SmolLM2's ChatML, Llama 3.2, Mistral Nemo [INST], Qwen2.5 ChatML, Gemma 2, Phi-3.5: the
+    template the GGUF carries, rendered by tunechat.core.chat_template, equals transformers'
+    apply_chat_template byte for byte, with and without the generation prompt; where
+    transformers refuses a conversation (Gemma's system prompt), so does the chat."""
+    import jinja2
+
+    from tunechat.core import chat_template
+
+    model = zoo[name]
+    tok = model.tokenizer
+    engine = _engine(model.gguf("f16"))
+    try:
+        template = engine.template
+        assert template == tok.chat_template
+        chat_template.check_template(template, engine.bos_token, engine.eos_token)
+        assert (engine.bos_token, engine.eos_token) == (tok.bos_token, tok.eos_token)
+        for messages in CONVERSATIONS:
+            for add_generation_prompt in (True, False):
+                try:
+                    want = tok.apply_chat_template(messages, tokenize=False,
+                                                   add_generation_prompt=add_generation_prompt)
+                except jinja2.TemplateError:
+                    with pytest.raises(chat_template.TemplateError):
+                        chat_template.render(template, messages, add_generation_prompt=add_generation_prompt,
+                                             bos_token=engine.bos_token, eos_token=engine.eos_token)
+                    continue
+                got = chat_template.render(template, messages, add_generation_prompt=add_generation_prompt,
+                                           bos_token=engine.bos_token, eos_token=engine.eos_token)
+                assert got == want, (messages, add_generation_prompt)
+                if add_generation_prompt:
+                    assert engine.render(messages) == want
+    finally:
+        engine.close()
+
+
+# -- refusals -----------------------------------------------------------------------------------
+
+def _tiny(model_type: str, **extra) -> tuple[dict, dict]:
+    config = {"model_type": model_type, "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 2,
+              "hidden_size": 8, "intermediate_size": 16, "vocab_size": 4, **extra}
+    return {"model.embed_tokens.weight": np.zeros((4, 8), np.float32)}, config
+
+
+REFUSED = [
+    ("gemma3_text", {}, "supported architectures are llama, mistral, qwen2, qwen3, gemma2, phi3"),
+    ("gpt_neox", {}, "supported architectures are"),
+    ("llama", {"rope_scaling": {"type": "yarn", "factor": 4.0}}, "RoPE scaling 'yarn' is not supported"),
+    ("llama", {"rope_scaling": {"rope_type": "dynamic", "factor": 2.0}}, "RoPE scaling 'dynamic'"),
+    ("phi3", {"rope_scaling": {"type": "longrope", "long_factor": [1.0], "short_factor": [1.0]}},
+     "RoPE scaling 'longrope'"),
+    ("qwen2", {"rope_scaling": {"type": "yarn", "factor": 4.0}}, "RoPE scaling 'yarn'"),
+    ("qwen2", {"use_sliding_window": True, "sliding_window": 4096}, "sliding-window attention"),
+    ("gemma2", {"head_dim": 4, "query_pre_attn_scalar": 8}, "query_pre_attn_scalar"),
+    ("gemma2", {"head_dim": 4, "layer_types": ["full_attention"]}, "layer_types"),
+]
+
+
+@pytest.mark.parametrize("model_type, extra, message", REFUSED)
+def test_unsupported_models_are_refused_before_any_file_is_written(tmp_path, model_type, extra, message):
+    from tunechat.convert.lora import write_lora_gguf
+
+    state, config = _tiny(model_type, **extra)
+    out = tmp_path / "never.gguf"
+    with pytest.raises(UnsupportedArchitecture, match=message):
+        write_gguf(state, config, tmp_path, out, "f16")
+    with pytest.raises(UnsupportedArchitecture, match=message):
+        write_lora_gguf({}, 8.0, config, tmp_path / "base.gguf", out)
+    assert not out.exists()
+
+
+def test_every_supported_family_maps_every_weight_name():
+    """The tensor map knows each family's weight names (phi3's fused ones, gemma2's four norms,
+    qwen3's q/k norms) under the architecture llama.cpp loads them by."""
+    names = {
+        "qwen3": ["model.layers.0.self_attn.q_norm.weight", "model.layers.0.self_attn.k_norm.weight"],
+        "gemma2": ["model.layers.0.pre_feedforward_layernorm.weight",
+                   "model.layers.0.post_feedforward_layernorm.weight",
+                   "model.layers.0.post_attention_layernorm.weight"],
+        "phi3": ["model.layers.0.self_attn.qkv_proj.weight", "model.layers.0.mlp.gate_up_proj.weight"],
+    }
+    want = {"qwen3": ["blk.0.attn_q_norm.weight", "blk.0.attn_k_norm.weight"],
+            "gemma2": ["blk.0.ffn_norm.weight", "blk.0.post_ffw_norm.weight", "blk.0.post_attention_norm.weight"],
+            "phi3": ["blk.0.attn_qkv.weight", "blk.0.ffn_up.weight"]}
+    for family, hf_names in names.items():
+        assert [gguf_tensor_name(n, spec_for(family), 1) for n in hf_names] == want[family]
