@@ -66,8 +66,9 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
                             "rope_theta": 1000000.0}, "qwen2", "<|im_start|>", "<|im_end|>"),
     Family("qwen3", {"model_type": "qwen3", "tie_word_embeddings": True, "rms_norm_eps": 1e-6, "head_dim": 128,
                      "rope_theta": 1000000.0}, "qwen2", "<|im_start|>", "<|im_end|>"),
-    Family("gemma2", {"model_type": "gemma2", "tie_word_embeddings": True, "rms_norm_eps": 1e-6, "head_dim": 128,
-                      "query_pre_attn_scalar": 128, "sliding_window": 16, "attn_logit_softcapping": 10.0,
+    # head_dim 256 = query_pre_attn_scalar, as gemma-2-2b/9b (transformers' GGUF loader assumes it)
+    Family("gemma2", {"model_type": "gemma2", "tie_word_embeddings": True, "rms_norm_eps": 1e-6, "head_dim": 256,
+                      "query_pre_attn_scalar": 256, "sliding_window": 16, "attn_logit_softcapping": 10.0,
                       "final_logit_softcapping": 30.0, "hidden_activation": "gelu_pytorch_tanh"}, "gemma",
            "<bos>", "<eos>", ("<start_of_turn>", "<end_of_turn>"), qk_gain=4.0, output_scale=0.03),
     Family("phi3", {"model_type": "phi3", "tie_word_embeddings": False, "rms_norm_eps": 1e-5,
