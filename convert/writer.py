@@ -27,7 +27,7 @@ OUTTYPES = {
     "q8_0": (gguf.GGMLQuantizationType.Q8_0, gguf.LlamaFileType.MOSTLY_Q8_0),
     "f32": (gguf.GGMLQuantizationType.F32, gguf.LlamaFileType.ALL_F32),
 }
-# What personalize writes unless told otherwise: chosen by bench/output_format.py (the same
+# What personalize writes unless told otherwise, by measurement (docs/design.md; the same
 # trained adapter stored several ways, 9 runs): q8_0 is half the size of f16 and chats 27-48 %
 # faster on the 2-core CPU; its scores differ from f16's by a knife-edge question in 5 runs of
 # 9, as often as the exact weights (adapter over the base) do.
