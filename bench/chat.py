@@ -6,8 +6,10 @@
 2. Start-up: wall time from launching the chat to its first drawn frame (target <= 1.5 s),
    and whether torch/transformers/peft were imported (they must not be). The chat runs as
    `tunechat` runs it, headless, with the app subclassed to report its first frame and exit.
-3. Peak memory (RSS) of the chat process: the TUI to first frame, and `tunechat ask`; and
-   what scoping adds on a personal version (its base model loaded beside it).
+3. Peak memory (RSS) of the chat process: the TUI to first frame, and `tunechat ask`.
+4. Scoping on one model (the base with a version's adapter, switched per turn) against the
+   merged file: peak memory, tokens/s of personal and base turns, the cost of a switch, and
+   the disk a version takes.
 
     python bench/chat.py [--runs 5] [--out [PATH]]
 """
@@ -144,29 +146,77 @@ def bench_ask_memory() -> None:
         say(f"peak RSS of a chat process that loads the model and answers (`tunechat ask`): {rss:.0f} MiB")
 
 
-def bench_scoped_memory() -> None:
-    """What scoping (tunechat.core.scope) costs: a personal version keeps its base model loaded too.
-    The version here is a copy of the base file, so both sides load files of the same size."""
-    import shutil
+def _version(home: Path) -> tuple[Path, Path, Path]:
+    """A stand-in personal version of the embedded model: the base requantized to q8_0 as its
+    merged file (a real version's size and speed) and a random rank-16 adapter on every linear
+    projection (a real adapter's shape). Returns (base, merged, adapter)."""
+    import ctypes
 
+    import llama_cpp
+
+    from tests.helpers import PROJECTIONS, random_lora_gguf
     from tunechat.core.manifest import MANIFEST_FILE, Manifest
+
+    base = embedded_model_path()
+    version = home / "models" / "personal-bench"
+    version.mkdir(parents=True)
+    merged, adapter = version / "model.gguf", version / "adapter.gguf"
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0
+    params.allow_requantize = True
+    if llama_cpp.llama_model_quantize(str(base).encode(), str(merged).encode(), ctypes.byref(params)) != 0:
+        raise RuntimeError("llama.cpp could not write the q8_0 stand-in")
+    random_lora_gguf(base, adapter, rank=16, scale=0.02, modules=tuple(PROJECTIONS))
+    Manifest(base_path=str(base), created_at=1).write(version / MANIFEST_FILE)
+    return base, merged, adapter
+
+
+def bench_scoped(runs: int) -> None:
+    """What scoping costs on one model (the base with the version's adapter, its scale set per
+    turn) against the merged file alone: peak memory, tokens/s of personal and base turns,
+    and the time a switch adds."""
+    from tunechat.core.scope import ScopedEngine
 
     with tempfile.TemporaryDirectory() as home:
         env = dict(os.environ, TUNECHAT_HOME=home)
-        base = embedded_model_path()
-        version = Path(home) / "models" / "personal-bench"
-        version.mkdir(parents=True)
-        shutil.copy(base, version / "model.gguf")
-        Manifest(base_path=str(base), created_at=1).write(version / MANIFEST_FILE)
+        base, merged, adapter = _version(Path(home))
         for argv in (["models", "use", "personal-bench"], ["scope", "off"]):
             subprocess.run([sys.executable, "-m", "tunechat.cli", *argv], env=env, cwd=ROOT, capture_output=True,
                            check=True)
         alone = _ask_rss(env)
         subprocess.run([sys.executable, "-m", "tunechat.cli", "scope", "on"], env=env, cwd=ROOT, capture_output=True,
                        check=True)
-        scoped = _ask_rss(env)
-    say(f"peak RSS of `tunechat ask` on a personal version: scope off {alone:.0f} MiB, scope on {scoped:.0f} MiB "
-          f"(ratio {scoped / alone:.2f}; the base model is {base.stat().st_size / 2**20:.0f} MiB on disk)")
+        scoped_rss = _ask_rss(env)
+        say(f"peak RSS of `tunechat ask` on a personal version: scope off (merged q8_0) {alone:.0f} MiB, "
+            f"scope on (base + adapter) {scoped_rss:.0f} MiB, ratio {scoped_rss / alone:.2f} (target <= 1.10)")
+
+        settings = GenerationSettings(max_tokens=MAX_TOKENS, temperature=0.0)
+        engines = {"merged": Engine(merged), "base": Engine(base)}
+        scoped = ScopedEngine(Engine(base, lora_path=adapter))
+        speeds: dict[str, list[float]] = {"merged": [], "base": [], "scoped personal": [], "scoped base": []}
+        for _ in range(runs + 1):  # the first round warms up
+            for name, engine in engines.items():
+                speeds[name].append(time_stream(engine.stream(PROMPT, settings))[1])
+            for side in ("personal", "base"):
+                speeds[f"scoped {side}"].append(time_stream(scoped.stream(PROMPT, settings, force=side))[1])
+        tps = {k: statistics.median(v[1:]) for k, v in speeds.items()}
+        say(f"tokens/s, median of {runs}: merged {tps['merged']:.1f}, bare base {tps['base']:.1f}, "
+            f"scoped personal turns {tps['scoped personal']:.1f}, scoped base turns {tps['scoped base']:.1f}")
+        say(f"  ratio personal turn / merged {tps['scoped personal'] / tps['merged']:.2f}, "
+            f"base turn / bare base {tps['scoped base'] / tps['base']:.2f} (target >= 0.90 each)")
+        switches = []
+        for i in range(20):
+            start = time.perf_counter()
+            scoped.personal.set_adapter_scale(float(i % 2))
+            switches.append(time.perf_counter() - start)
+        say(f"  a switch (adapter on or off): median {statistics.median(switches) * 1000:.2f} ms, "
+            f"max {max(switches) * 1000:.2f} ms (target <= 20 ms; the prompt is then evaluated afresh)")
+        scoped.close()
+        for engine in engines.values():
+            engine.close()
+        sizes = {p.name: p.stat().st_size / 1e6 for p in (merged, adapter)}
+        say(f"disk per version: merged q8_0 {sizes['model.gguf']:.1f} MB, adapter {sizes['adapter.gguf']:.1f} MB "
+            f"(base {base.stat().st_size / 1e6:.1f} MB, shared by every version)")
 
 
 def main() -> int:
@@ -180,7 +230,7 @@ def main() -> int:
     bench_startup(args.runs)
     bench_streaming(args.runs)
     bench_ask_memory()
-    bench_scoped_memory()
+    bench_scoped(args.runs)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text("\n".join(LINES) + "\n", encoding="utf-8")

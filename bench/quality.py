@@ -38,7 +38,7 @@ from tunechat.core.manifest import (  # noqa: E402
     Scores,
 )
 from tunechat.core.registry import embedded_model_path  # noqa: E402
-from tunechat.personalize.base import file_fingerprint  # noqa: E402
+from tunechat.core.fingerprint import file_fingerprint  # noqa: E402
 from tunechat.personalize.evaluate import ProbeSet, engine_answerer, load_persona, persona_pairs, score  # noqa: E402
 from tunechat.personalize.general import base_answers  # noqa: E402
 from tunechat.personalize.recipe import RECIPES  # noqa: E402

@@ -14,17 +14,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tunechat.core import paths
+from tunechat.core.fingerprint import file_fingerprint
 
 CACHE_MARKER = "complete.json"
-
-
-def file_fingerprint(path: Path) -> str:
-    """sha256 of a file (a 100 MB GGUF takes ~0.2 s)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def require_hf_folder(folder: Path) -> None:

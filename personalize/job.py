@@ -22,7 +22,7 @@ from typing import Any
 
 from tunechat.core import paths
 from tunechat.core.manifest import MANIFEST_FILE, Check, Manifest
-from tunechat.core.registry import ModelEntry, Registry
+from tunechat.core.registry import ADAPTER_FILE, MODEL_FILE, ModelEntry, Registry
 from tunechat.core.store import Store, pairs_fingerprint
 from tunechat.personalize.data import require_pairs
 from tunechat.personalize.progress import PARENT_ENV, EventKind
@@ -186,17 +186,21 @@ class PersonalizeJob:
 
     @staticmethod
     def _check_unchanged(outcome: Outcome) -> None:
-        """The file about to be swapped in is the one that passed verification, whole."""
+        """The files about to be swapped in are the ones that passed verification, whole."""
         from tunechat.core.gguf_check import ModelFileError, check_gguf_file
-        from tunechat.personalize.base import file_fingerprint
+        from tunechat.core.fingerprint import file_fingerprint
 
-        model = outcome.out_dir / "model.gguf"
-        try:
-            check_gguf_file(model)
-        except ModelFileError as exc:
-            raise PersonalizeError(f"The new model file is corrupt and was not swapped in: {exc}") from None
-        if file_fingerprint(model) != outcome.manifest.model_sha256:
-            raise PersonalizeError("The new model file changed after it was verified; it was not swapped in.")
+        expected = {MODEL_FILE: outcome.manifest.model_sha256}
+        if outcome.manifest.adapter_sha256 is not None:
+            expected[ADAPTER_FILE] = outcome.manifest.adapter_sha256
+        for file_name, sha256 in expected.items():
+            path = outcome.out_dir / file_name
+            try:
+                check_gguf_file(path)
+            except ModelFileError as exc:
+                raise PersonalizeError(f"The new model file is corrupt and was not swapped in: {exc}") from None
+            if file_fingerprint(path) != sha256:
+                raise PersonalizeError(f"The new {file_name} changed after it was verified; it was not swapped in.")
 
 
 def take_run_lock() -> int:

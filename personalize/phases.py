@@ -19,11 +19,14 @@ import torch
 
 from tunechat.convert.header import read_header
 from tunechat.convert.verify import CheckResult
+from tunechat.convert.lora import write_lora_gguf
 from tunechat.convert.writer import DEFAULT_OUTTYPE, write_gguf
-from tunechat.core import paths, scope
+from tunechat.core import jsonl, paths, scope
 from tunechat.core.chat_template import CHATML_TEMPLATE
 from tunechat.core.engine import Engine
+from tunechat.core.fingerprint import file_fingerprint
 from tunechat.core.gguf_check import check_gguf_file
+from tunechat.core.registry import ADAPTER_FILE, MODEL_FILE, PAIRS_FILE
 from tunechat.core.manifest import Check, Drift, DriftScores, Gate, Manifest, Metrics, Scores, TrainStats
 from tunechat.personalize import base as base_mod
 from tunechat.personalize import checks, data, evaluate, general, paraphrase, train
@@ -80,6 +83,13 @@ class Merged:
     model: Any  # the adapters folded into the weights (transformers)
     state: dict[str, np.ndarray]
     delta: float  # relative change of the weights against the base
+    adapter: dict[str, np.ndarray]  # the LoRA factors alone (peft's keys)
+
+
+@dataclass(frozen=True)
+class Written:
+    model: Path  # the merged GGUF
+    adapter: Path  # the llama.cpp LoRA GGUF over the base
 
 
 @dataclass(frozen=True)
@@ -102,7 +112,7 @@ def prepare(spec: JobSpec, reporter: Reporter) -> Job:
     # baseline answers and the converter's metadata.
     base_gguf = base_mod.gguf_of_folder(base, say) if base.is_dir() else base
     check_gguf_file(base_gguf)
-    fingerprint = base_mod.file_fingerprint(base_gguf)
+    fingerprint = file_fingerprint(base_gguf)
     folder = base if base.is_dir() else base_mod.cached_base_folder(base_gguf, say)
     device, _ = train.pick_device()
     return Job(
@@ -159,23 +169,33 @@ def train_adapter(job: Job, loaded: Loaded) -> TrainResult:
 
 def merge(job: Job, loaded: Loaded, out: Path) -> Merged:
     """Save the adapter (peft format, safetensors) and fold it into the weights."""
+    from peft import get_peft_model_state_dict
+
     loaded.model.save_pretrained(out / "adapter")
+    adapter = {k: v.detach().float().cpu().numpy() for k, v in get_peft_model_state_dict(loaded.model).items()}
     merged = loaded.model.merge_and_unload()
     state = {k: v.detach().float().cpu().numpy() for k, v in merged.state_dict().items()}
-    return Merged(merged, state, checks.relative_delta_to_folder(state, job.folder))
+    return Merged(merged, state, checks.relative_delta_to_folder(state, job.folder), adapter)
 
 
-def convert(job: Job, merged: Merged, out: Path) -> Path:
-    model_path = out / "model.gguf"
-    write_gguf(merged.state, merged.model.config.to_dict(), job.base_gguf, model_path, job.outtype,
+def convert(job: Job, merged: Merged, out: Path) -> Written:
+    """The merged GGUF, and the adapter alone as a llama.cpp LoRA over the base (what the
+    scoped chat runs: one model in memory, the adapter switched per turn)."""
+    config = merged.model.config.to_dict()
+    written = Written(out / MODEL_FILE, out / ADAPTER_FILE)
+    write_gguf(merged.state, config, job.base_gguf, written.model, job.outtype,
                lambda done, total: job.reporter.progress("convert", done, total))
-    return model_path
+    write_lora_gguf(merged.adapter, job.recipe.alpha, config, job.base_gguf, written.adapter)
+    return written
 
 
-def verify(job: Job, loaded: Loaded, merged: Merged, engine: Engine, model_path: Path) -> list[CheckResult]:
-    """Every check the new file must pass before it can be used (tunechat.personalize.checks)."""
+def verify(job: Job, loaded: Loaded, merged: Merged, engine: Engine, adapted: Engine,
+           written: Written) -> list[CheckResult]:
+    """Every check the new version must pass before it can be used (tunechat.personalize.checks):
+    the merged file (``engine``) and the base with the adapter (``adapted``)."""
     return checks.run_checks(
-        base_gguf=job.base_gguf, new_gguf=model_path, engine=engine, model=merged.model, tokenizer=loaded.tokenizer,
+        base_gguf=job.base_gguf, new_gguf=written.model, engine=engine, adapter_engine=adapted,
+        model=merged.model, tokenizer=loaded.tokenizer,
         device=job.device, outtype=job.outtype,
         prompts=[data.split_rendering(loaded.template, q, a)[0] for q, a in job.pairs], taught=job.pairs,
         gguf_answers=[greedy_answer(engine, q) for q, _ in job.pairs],
@@ -185,11 +205,19 @@ def verify(job: Job, loaded: Loaded, merged: Merged, engine: Engine, model_path:
     )
 
 
-def evaluate_model(job: Job, base: Baseline, engine: Engine) -> Evaluation:
-    """The new model's scores alone and as the chat answers with scoping on: a question that
-    does not speak of the user gets the base model's own answer, which the baseline holds."""
-    alone = lambda q: greedy_answer(engine, q)  # noqa: E731
-    scoped = lambda q: greedy_answer(engine, q) if scope.speaks_of_user(q, job.scope_names) else base.answers[q]  # noqa: E731
+def evaluate_model(job: Job, base: Baseline, engine: Engine, adapted: Engine) -> Evaluation:
+    """The new model's scores alone (the merged file, as the chat answers with scoping off)
+    and as the chat answers with scoping on: a question that speaks of the user gets the base
+    with the adapter, any other the base model's own answer, which the baseline holds."""
+
+    def alone(question: str) -> str:
+        return greedy_answer(engine, question)
+
+    def scoped(question: str) -> str:
+        if scope.speaks_of_user(question, job.scope_names):
+            return greedy_answer(adapted, question)
+        return base.answers[question]
+
     gate = job.gate
     return Evaluation(
         after=evaluate.score(alone, job.probes, base.answers),
@@ -200,8 +228,14 @@ def evaluate_model(job: Job, base: Baseline, engine: Engine) -> Evaluation:
     )
 
 
+def record_pairs(job: Job, out: Path) -> None:
+    """The pairs this version learned, beside it: the models screen compares versions by them
+    and an export carries them."""
+    jsonl.write_pairs(out / PAIRS_FILE, job.pairs)
+
+
 def manifest(job: Job, base: Baseline, rewordings: dict[str, list[str]], result: TrainResult,
-             results: list[CheckResult], evaluation: Evaluation | None, model_path: Path,
+             results: list[CheckResult], evaluation: Evaluation | None, written: Written,
              timings: dict[str, float]) -> Manifest:
     after = evaluation.after if evaluation else None
     gate = None
@@ -219,7 +253,8 @@ def manifest(job: Job, base: Baseline, rewordings: dict[str, list[str]], result:
         method=job.recipe.name,
         recipe=job.recipe.as_dict(),
         outtype=job.outtype,
-        model_sha256=base_mod.file_fingerprint(model_path),
+        model_sha256=file_fingerprint(written.model),
+        adapter_sha256=file_fingerprint(written.adapter),
         device=job.device,
         train=TrainStats(
             steps=result.steps, final_loss=result.final_loss, losses=result.losses,

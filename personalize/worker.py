@@ -60,19 +60,22 @@ def run(job_dir: Path, reporter: Reporter) -> Manifest:
     out.mkdir(exist_ok=True)
     with timings.phase("merge", "folding the adapter into the weights"):
         merged = phases.merge(job, loaded, out)
-    with timings.phase("convert", f"writing GGUF ({job.outtype})"):
-        model_path = phases.convert(job, merged, out)
-    with timings.phase("verify", "checking the new file before it can be used"):
-        engine = Engine(model_path)
-        checks = phases.verify(job, loaded, merged, engine, model_path)
+    with timings.phase("convert", f"writing GGUF ({job.outtype}) and the adapter"):
+        written = phases.convert(job, merged, out)
+        phases.record_pairs(job, out)
+    with timings.phase("verify", "checking the new files before they can be used"):
+        engine = Engine(written.model)
+        adapted = Engine(job.base_gguf, lora_path=written.adapter)
+        checks = phases.verify(job, loaded, merged, engine, adapted, written)
     evaluation = None
     try:
         if not spec.skip_eval:
             with timings.phase("evaluate", "scoring the new model"):
-                evaluation = phases.evaluate_model(job, base, engine)
+                evaluation = phases.evaluate_model(job, base, engine, adapted)
     finally:
         engine.close()
-    return phases.manifest(job, base, rewordings, result, checks, evaluation, model_path, timings)
+        adapted.close()
+    return phases.manifest(job, base, rewordings, result, checks, evaluation, written, timings)
 
 
 def _exit_when_orphaned(poll_s: float = 1.0) -> None:

@@ -90,3 +90,24 @@ def test_greedy_answers_are_remembered_and_next_token_logits_read_the_last_posit
     assert logits.shape == (2, len(logits[0])) and not (logits[0] == logits[1]).all()
     first_token = engine.tokenize(answer, special=False)[0]
     assert int(logits[0].argmax()) == first_token
+
+
+def test_a_long_chat_reuses_its_past_and_answers_as_if_evaluated_afresh(base_model):
+    """Whole chunks of the previous prompt are reused (the chat need not evaluate its history
+    again), and the answer is still the one a fresh engine gives the same prompt."""
+    from tunechat.core.engine import PROMPT_CHUNK, Engine
+
+    settings = GenerationSettings(max_tokens=16)
+    chat = [{"role": "system", "content": "You answer briefly. " * 40}]
+    engine, fresh = Engine(base_model), Engine(base_model)
+    try:
+        for question in ("What is the capital of Japan?", "And of France?", "Name a red fruit."):
+            chat = [*chat, {"role": "user", "content": question}]
+            answer = engine.complete(chat, settings)
+            assert answer == fresh.complete(chat, settings)
+            fresh._forget_prompt()  # the reference is always evaluated from an empty context
+            chat.append({"role": "assistant", "content": answer})
+        assert engine.last_reused >= PROMPT_CHUNK  # the system prompt and earlier turns were kept
+    finally:
+        engine.close()
+        fresh.close()

@@ -108,3 +108,53 @@ def test_only_a_personal_version_whose_base_exists_is_scoped(store, base_model):
     plain = open_engine(model, registry, scoped=True)  # a base that no longer loads: the version alone
     assert type(plain) is Engine and plain.model_path == model
     plain.close()
+
+
+def test_one_model_answers_each_turn_as_that_model_alone_would(base_model, tmp_path):
+    """The scoped chat runs the base with the version's adapter, its scale set per turn:
+    personal and base turns alternate, and each answer is byte for byte the answer of that
+    model loaded on its own."""
+    from tests.helpers import random_lora_gguf
+    from tunechat.core.engine import Engine, GenerationSettings
+
+    lora = random_lora_gguf(base_model, tmp_path / "adapter.gguf")
+    scoped = ScopedEngine(Engine(base_model, lora_path=lora), names=["Ada"])
+    settings = GenerationSettings(max_tokens=24)
+    chat = [{"role": "user", "content": "What is my name?"}]
+    turns = ["What is the capital of Japan?", "Who is Ada?", "Name a fruit.", "What is my favourite colour?"]
+    answers, routes = [], []
+    for question in turns + turns[:2]:
+        chat = [*chat, {"role": "assistant", "content": "Noted."}, {"role": "user", "content": question}]
+        answers.append(scoped.complete(chat, settings))
+        routes.append(scoped.last_route)
+    scoped.close()
+    assert routes == ["base", "personal", "base", "personal", "base", "personal"]
+    alone = {"base": Engine(base_model), "personal": Engine(base_model, lora_path=lora)}
+    chat = [{"role": "user", "content": "What is my name?"}]
+    for question, route, answer in zip(turns + turns[:2], routes, answers):
+        chat = [*chat, {"role": "assistant", "content": "Noted."}, {"role": "user", "content": question}]
+        fresh = Engine(base_model, lora_path=lora if route == "personal" else None)
+        assert answer == fresh.complete(chat, settings) == alone[route].complete(chat, settings), question
+        fresh.close()
+    # The adapter matters, so the comparison means something.
+    assert alone["base"].complete(chat, settings) != alone["personal"].complete(chat, settings)
+    for engine in alone.values():
+        engine.close()
+
+
+def test_a_forced_side_answers_whatever_the_rule_says(base_model, tmp_path):
+    from tests.helpers import random_lora_gguf
+    from tunechat.core.engine import Engine, GenerationSettings
+
+    lora = random_lora_gguf(base_model, tmp_path / "adapter.gguf")
+    scoped = ScopedEngine(Engine(base_model, lora_path=lora))
+    general = [{"role": "user", "content": "What is the capital of Japan?"}]
+    settings = GenerationSettings(max_tokens=16)
+    try:
+        base_answer = scoped.complete(general, settings)
+        assert scoped.last_route == "base"
+        personal_answer = scoped.complete(general, settings, force="personal")
+        assert scoped.last_route == "personal" and personal_answer != base_answer
+        assert scoped.complete(general, settings) == base_answer
+    finally:
+        scoped.close()

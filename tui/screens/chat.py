@@ -42,6 +42,8 @@ class ChatScreen(Screen[None]):
     BINDINGS = [
         Binding("escape", "stop_generation", "Stop", id="stop"),
         Binding("ctrl+r", "regenerate", "Regenerate", id="regenerate"),
+        Binding("ctrl+o", "answer_with_other", "Other model", id="answer_with_other", show=False, priority=True),
+        Binding("f8", "cycle_mode", "Who answers", id="cycle_mode", show=False),
         # priority: the message box (a TextArea) would take these keys for line editing
         Binding("ctrl+k", "keep_answer", "Keep", id="keep", priority=True),
         Binding("ctrl+e", "correct_answer", "Correct", id="correct", priority=True),
@@ -93,12 +95,20 @@ class ChatScreen(Screen[None]):
 
     def refresh_status(self) -> None:
         self.status.pairs_count = self.store.count_pairs()
+        scoped = isinstance(self.engine, scope.ScopedEngine)
+        self.status.answers = self.mode if scoped else ""
+
+    @property
+    def mode(self) -> scope.Mode:
+        """Who answers this chat's turns: the scope rule, or one side for every turn."""
+        return scope.chat_mode(self.store, self.chat.id) if self.chat is not None else "auto"
 
     # -- the engine ---------------------------------------------------------------------
     def use_engine(self, engine: ChatEngine) -> None:
         """Chat with ``engine`` from the next turn; an answer in flight finishes on the old one."""
         old, self.engine = self.engine, engine
         self.status.model_name = self._model_label(engine.model_path)
+        self.refresh_status()
         self.status.activity = GENERATING if self.generating else "ready"
         if old is None or old is engine:
             return
@@ -131,6 +141,7 @@ class ChatScreen(Screen[None]):
         self.action_stop_generation()
         self.chat = self.store.get_chat(chat_id) if chat_id is not None else self.store.create_chat()
         self.sub_title = self.chat.title
+        self.refresh_status()
         await self.conversation.remove_children()
         views = [MessageView(m.role, m.content, m.id) for m in self.store.messages(self.chat.id)]
         if views:
@@ -164,7 +175,9 @@ class ChatScreen(Screen[None]):
         await self.conversation.mount(MessageView("user", text, message.id))
         await self._answer()
 
-    async def _answer(self) -> None:
+    async def _answer(self, force: scope.Route | None = None) -> None:
+        """Answer the conversation; ``force``: by this side of a scoped engine, else by the
+        chat's mode (and, in "auto", by the scope rule)."""
         view = MessageView("assistant")
         await self.conversation.mount(view)
         await view.begin_stream()
@@ -173,29 +186,34 @@ class ChatScreen(Screen[None]):
         self._stop.clear()
         self.generating = True
         self.status.activity = GENERATING
-        self.generate(view, self._history())
+        self.generate(view, self._history(), force or scope.forced_route(self.mode))
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="generate", description="Generating")
-    def generate(self, view: MessageView, messages: list[dict[str, str]]) -> None:
+    def generate(self, view: MessageView, messages: list[dict[str, str]], force: scope.Route | None = None) -> None:
         engine = self.engine
         assert engine is not None
         error: str | None = None
         try:
-            for delta in engine.stream(messages, self.settings, self._stop):
+            if isinstance(engine, scope.ScopedEngine):
+                deltas = engine.stream(messages, self.settings, self._stop, force=force)
+            else:
+                deltas = engine.stream(messages, self.settings, self._stop)
+            for delta in deltas:
                 self.app.call_from_thread(view.append, delta)
         except Exception as exc:  # shown in the chat instead of ending the app
             error = f"{type(exc).__name__}: {exc}"
         finally:
-            by_base = scope.answered_by_base(engine)
-            self.app.call_from_thread(self._finish_answer, view, self._stop.is_set(), error, by_base)
+            by = scope.answered_by(engine)
+            self.app.call_from_thread(self._finish_answer, view, self._stop.is_set(), error, by)
 
-    async def _finish_answer(self, view: MessageView, stopped: bool, error: str | None, by_base: bool) -> None:
+    async def _finish_answer(self, view: MessageView, stopped: bool, error: str | None,
+                             by: scope.Route | None) -> None:
         note = "stopped" if stopped else None
         if error:
             note = f"error: {error}"
         await view.end_stream(note)
-        if by_base:
-            view.mark_by_base()
+        if by is not None:
+            view.mark_answered_by(by)
         if view.content.strip() and self.chat is not None:
             view.message_id = self.store.add_message(self.chat.id, "assistant", view.content.strip()).id
         self.generating = False
@@ -207,7 +225,7 @@ class ChatScreen(Screen[None]):
         if self.generating:
             self._stop.set()
 
-    async def action_regenerate(self) -> None:
+    async def action_regenerate(self, force: scope.Route | None = None) -> None:
         if self.generating or self.engine is None:
             return
         views = list(self.conversation.query(MessageView))
@@ -218,7 +236,33 @@ class ChatScreen(Screen[None]):
         if last.message_id is not None:
             self.store.delete_message(last.message_id)
         await last.remove()
-        await self._answer()
+        await self._answer(force)
+
+    async def action_answer_with_other(self) -> None:
+        """Answer the last question again with the other model: the base model if the personal
+        one answered, the personal one if the base model did."""
+        if not isinstance(self.engine, scope.ScopedEngine):
+            self.notify("Only a personal version (with scoping on) has a second model to ask.", severity="warning")
+            return
+        views = list(self.conversation.query(MessageView))
+        last = views[-1] if views else None
+        if last is None or last.role != "assistant" or last.answered_by is None:
+            self.notify("There is no answer to ask the other model for.", severity="warning")
+            return
+        await self.action_regenerate(force="base" if last.answered_by == "personal" else "personal")
+
+    def action_cycle_mode(self) -> None:
+        """This chat's turns: by the scope rule, all by the personal model, all by the base."""
+        if self.chat is None or not isinstance(self.engine, scope.ScopedEngine):
+            self.notify("Only a personal version (with scoping on) has a second model to choose.", severity="warning")
+            return
+        mode = scope.MODES[(scope.MODES.index(self.mode) + 1) % len(scope.MODES)]
+        scope.set_chat_mode(self.store, self.chat.id, mode)
+        self.refresh_status()
+        self.notify({"auto": "Questions about you go to the personal model, the rest to the base model.",
+                     "personal": "The personal model answers every question in this chat.",
+                     "base": "The base model answers every question in this chat."}[mode],
+                    title=f"Who answers: {mode}")
 
     # -- keeping pairs ------------------------------------------------------------------
     def _target_answer(self) -> tuple[MessageView, str] | None:

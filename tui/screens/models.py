@@ -1,19 +1,29 @@
-"""Models: the embedded default, local files and personal versions; use one or roll back."""
+"""Models: the embedded default, local files and personal versions; use one, roll back, export.
+
+Beside the list, the highlighted version's details: when and how it was made, its scores, its
+size on disk, and which pairs it learned compared with the version before it.
+"""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
+from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Vertical
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Footer, Label, ListItem, ListView
+from textual.widgets import Footer, Label, ListItem, ListView, Static
 
 from tunechat.core.manifest import Manifest, Scores
 from tunechat.core.registry import ModelEntry, Registry
+from tunechat.core.text import one_line
 from tunechat.core.wording import count
 from tunechat.tui.messages import ModelChosen, RollbackRequested
+from tunechat.tui.screens.text_prompt import TextPrompt
+
+SCORES = ("reliability", "generalization", "locality")
 
 
 def describe(entry: ModelEntry) -> str:
@@ -26,29 +36,83 @@ def describe(entry: ModelEntry) -> str:
     return f"{entry.name}  [dim]{count(m.pairs_count, 'pair')}{scores}[/dim]"
 
 
-class ModelsScreen(ModalScreen[None]):
-    """Posts ModelChosen (enter) or RollbackRequested (b) to the app, then closes."""
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0%}"
 
-    BINDINGS = [Binding("escape", "close", "Close"), Binding("b", "rollback", "Roll back")]
+
+def _size(n_bytes: int) -> str:
+    return f"{n_bytes / 1e6:.1f} MB" if n_bytes < 1e9 else f"{n_bytes / 1e9:.2f} GB"
+
+
+def details(entry: ModelEntry, previous: ModelEntry | None) -> str:
+    """What a version is: made when and how, its scores alone and in chat, its size, and the
+    pairs it learned that the version before it did not (and the other way round)."""
+    if entry.kind != "personal" or entry.manifest is None:
+        return f"[b]{entry.name}[/b]\n{entry.kind} model\n{entry.path}\n{_size(entry.disk_bytes())}"
+    m = entry.manifest
+    lines = [f"[b]{entry.name}[/b]",
+             f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(m.created_at))} · method {m.method} · "
+             f"{count(m.pairs_count, 'pair')} · {_size(entry.disk_bytes())} on disk"
+             + ("" if entry.adapter_path else " · no adapter (older version)"),
+             f"base: {Path(m.base_path or '?').name}", ""]
+    after, scoped = m.metrics.after or Scores(), m.metrics.scoped
+    lines.append("score            alone   in chat")
+    for key in SCORES:
+        lines.append(f"{key:16} {_pct(getattr(after, key)):>5}   {_pct(getattr(scoped, key)) if scoped else 'n/a':>5}")
+    learned = entry.learned_pairs()
+    if learned is None:
+        lines += ["", "[dim]The pairs this version learned were not kept with it.[/dim]"]
+        return "\n".join(lines)
+    before = (previous.learned_pairs() if previous is not None else None) or []
+    added = [q for q, a in learned if (q, a) not in before]
+    removed = [q for q, a in before if (q, a) not in learned]
+    since = f"since {previous.name}" if previous is not None else "(the first version)"
+    lines += ["", f"learned {count(len(learned), 'pair')}; {since}: +{len(added)} −{len(removed)}"]
+    lines += [f"[green]+ {one_line(q, 70)}[/green]" for q in added[:20]]
+    lines += [f"[red]− {one_line(q, 70)}[/red]" for q in removed[:20]]
+    return "\n".join(lines)
+
+
+class ModelsScreen(ModalScreen[None]):
+    """Posts ModelChosen (enter) or RollbackRequested (b) to the app, then closes; x exports the
+    highlighted version to a folder."""
+
+    BINDINGS = [Binding("escape", "close", "Close"), Binding("b", "rollback", "Roll back"),
+                Binding("x", "export", "Export")]
 
     def __init__(self, registry: Registry, in_use: Path | None) -> None:
         super().__init__()
         self.registry, self.in_use = registry, in_use
+        self.entries = registry.entries()
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="panel"):
             yield Label("Models", classes="dialog-title")
-            yield ListView(id="models")
-            yield Label("enter use · b roll back to the previous model · esc close", classes="hint")
+            with Horizontal(id="models-body"):
+                yield ListView(id="models")
+                with VerticalScroll(id="model-details"):
+                    yield Static("", id="details")
+            yield Label("enter use · b roll back to the previous model · x export · esc close", classes="hint")
         yield Footer()
 
     def on_mount(self) -> None:
         view = self.query_one(ListView)
-        for entry in self.registry.entries():
+        for entry in self.entries:
             mark = "▶ " if entry.path == self.in_use else "  "
-            item = ListItem(Label(mark + describe(entry)), name=entry.name)
-            view.append(item)
+            view.append(ListItem(Label(mark + describe(entry)), name=entry.name))
         view.focus()
+
+    def highlighted(self) -> ModelEntry | None:
+        index = self.query_one(ListView).index
+        return self.entries[index] if index is not None and 0 <= index < len(self.entries) else None
+
+    def on_list_view_highlighted(self, event: ListView.Highlighted) -> None:
+        entry = self.highlighted()
+        if entry is None:
+            return
+        personal = [e for e in self.entries if e.kind == "personal"]
+        previous = personal[personal.index(entry) - 1] if entry in personal and personal.index(entry) > 0 else None
+        self.query_one("#details", Static).update(details(entry, previous))
 
     def on_list_view_selected(self, event: ListView.Selected) -> None:
         if event.item.name:
@@ -58,6 +122,32 @@ class ModelsScreen(ModalScreen[None]):
     def action_rollback(self) -> None:
         self.app.post_message(RollbackRequested())
         self.dismiss(None)
+
+    def action_export(self) -> None:
+        entry = self.highlighted()
+        if entry is None or entry.kind != "personal":
+            self.notify("Only personal versions can be exported.", severity="warning")
+            return
+
+        def chosen(folder: str | None) -> None:
+            if folder:
+                self.export(entry, Path(folder.strip()).expanduser())
+
+        default = str(Path.home() / f"tunechat-{entry.name}")
+        self.app.push_screen(TextPrompt(f"Export {entry.name} to a new folder", default,
+                                        hint="The merged GGUF, an Ollama Modelfile, the adapter, the pairs "
+                                             "and a README.txt on how to run each."), chosen)
+
+    @work(thread=True, exclusive=True, group="export", description="Exporting")
+    def export(self, entry: ModelEntry, folder: Path) -> None:
+        from tunechat.core.export import ExportError, export_version, store_pairs_if_trained_on
+
+        try:
+            out = export_version(entry, folder, store_pairs_if_trained_on(entry, self.registry.store))
+        except ExportError as exc:
+            self.app.call_from_thread(self.notify, str(exc), title="Export failed", severity="error")
+            return
+        self.app.call_from_thread(self.notify, f"{out} (see README.txt there)", title=f"Exported {entry.name}")
 
     def action_close(self) -> None:
         self.dismiss(None)

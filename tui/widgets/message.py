@@ -8,6 +8,8 @@ from textual.containers import Vertical
 from textual.widgets import Markdown, Static
 from textual.widgets.markdown import MarkdownStream
 
+from tunechat.core.scope import Route
+
 
 class MessageView(Vertical, can_focus=True):
     """A user or assistant message. Assistant messages stream in and can be kept as pairs."""
@@ -23,7 +25,8 @@ class MessageView(Vertical, can_focus=True):
         self.role = role
         self.content = content
         self.message_id = message_id
-        self.by_base = False  # answered by the base model: the question did not speak of the user (tunechat.core.scope)
+        # Which side of a scoped chat answered (tunechat.core.scope); None with one model.
+        self.answered_by: Route | None = None
         self._stream: MarkdownStream | None = None
 
     def compose(self) -> ComposeResult:
@@ -57,12 +60,12 @@ class MessageView(Vertical, can_focus=True):
         await self.body.update(text)
 
     def _update_label(self) -> None:
-        label = "Assistant" + ("  · base model" if self.by_base else "")
+        label = "Assistant" + (f"  · {self.answered_by} model" if self.answered_by else "")
         label += "  ✓ kept" if self.has_class("kept") else ""
         self.query_one(".role", Static).update(label)
 
-    def mark_by_base(self) -> None:
-        self.by_base = True
+    def mark_answered_by(self, side: Route) -> None:
+        self.answered_by = side
         self._update_label()
 
     def mark_kept(self) -> None:

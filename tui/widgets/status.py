@@ -12,9 +12,13 @@ class StatusBar(Static):
     model_name: reactive[str] = reactive("loading…")
     pairs_count: reactive[int] = reactive(0)
     activity: reactive[str] = reactive("")
+    answers: reactive[str] = reactive("")  # a scoped chat's mode: who answers (auto, personal, base)
 
     def render(self) -> str:
-        parts = [f"model: {self.model_name}", f"{count(self.pairs_count, 'pair')} kept"]
+        parts = [f"model: {self.model_name}"]
+        if self.answers:
+            parts.append(f"answers: {self.answers} (f8)")
+        parts.append(f"{count(self.pairs_count, 'pair')} kept")
         if self.activity:
             parts.append(self.activity)
         return "  ·  ".join(parts)

@@ -58,6 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
     scope.add_argument("state", nargs="?", choices=["on", "off"], help="on: questions that do not speak of you "
                        "are answered by the base model; off: the personal model answers everything")
 
+    export = sub.add_parser("export", help="write a personal version as a folder for llama.cpp, LM Studio, "
+                            "Ollama and peft (merged GGUF, Modelfile, adapter, pairs, README.txt)")
+    export.add_argument("paths", nargs="+", metavar="[NAME] DIR",
+                        help="the version to export (default: the current one) and a new folder to write")
+
     pers = sub.add_parser("personalize", help="train a personal model on the pairs and make it current")
     pers.add_argument("--yes", action="store_true", help="swap in even if the locality check fails")
     pers.add_argument("--max-steps", type=int, default=None, help="cap on optimizer steps")
@@ -78,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command is None:
             return _run_tui(args)
         handler = {"ask": _ask, "pairs": _pairs, "models": _models, "scope": _scope,
-                   "personalize": _personalize}[args.command]
+                   "personalize": _personalize, "export": _export}[args.command]
         return handler(args)
     except (StoreError, ModelFileError) as exc:
         print(f"tunechat: {exc}", file=sys.stderr)
@@ -173,6 +178,29 @@ def _pairs(args: argparse.Namespace) -> int:
     elif cmd == "delete":
         store.delete_pair(args.id)
         print(f"Deleted pair {args.id}.")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from tunechat.core.export import ExportError, export_version, store_pairs_if_trained_on
+    from tunechat.core.registry import Registry
+
+    if len(args.paths) > 2:
+        print("tunechat: export takes at most a version name and a folder.", file=sys.stderr)
+        return 2
+    store = _open_store()
+    registry = Registry(store)
+    *name, folder = args.paths
+    entry = registry.resolve(name[0]) if name else registry.current()
+    try:
+        out = export_version(entry, Path(folder), store_pairs_if_trained_on(entry, store))
+    except ExportError as exc:
+        print(f"tunechat: {exc}", file=sys.stderr)
+        return 1
+    print(f"Exported {entry.name} to {out}:")
+    for path in sorted(out.iterdir()):
+        print(f"  {path.name}{'/' if path.is_dir() else ''}")
+    print(f"How to run each: {out / 'README.txt'}")
     return 0
 
 

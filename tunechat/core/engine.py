@@ -23,6 +23,9 @@ from tunechat.core.gguf_check import ModelFileError, check_gguf_file
 
 DEFAULT_CONTEXT = 2048
 DEFAULT_MAX_TOKENS = 512
+# A prompt is evaluated in chunks of this many tokens at fixed positions (0, 128, 256, ...), and
+# only whole chunks of an earlier prompt are reused: see Engine.stream.
+PROMPT_CHUNK = 128
 
 
 class ModelLoadError(ModelFileError):
@@ -109,6 +112,7 @@ class Engine:
                     n_threads_batch=self.n_threads,
                     verbose=False,
                     logits_all=False,
+                    n_batch=PROMPT_CHUNK,
                 )
         except Exception as exc:
             raise ModelLoadError(f"llama.cpp could not load {self.model_path.name}: {exc}") from None
@@ -123,6 +127,10 @@ class Engine:
         self.template = meta.get("tokenizer.chat_template") or chat_template.CHATML_TEMPLATE
         self.eos_token = self._token_text(self._llm.token_eos())
         self.bos_token = self._token_text(self._llm.token_bos())
+        # The last prompt evaluated, and how many of its tokens lie in whole chunks (reusable).
+        self._prompt_ids: list[int] = []
+        self._whole_chunks = 0
+        self.last_reused = 0  # prompt tokens the last answer took from the cache
         self._greedy_answers: dict[tuple[str, int, str | None, float], str] = {}
 
     # -- run-time LoRA ------------------------------------------------------------------
@@ -160,7 +168,7 @@ class Engine:
                 failed = native.llama_set_adapters_lora(ctx, adapters, 1, scales)
             if failed:
                 raise ModelLoadError(f"llama.cpp could not set the adapter of {self.model_path.name}.")
-            self._llm.reset()
+            self._forget_prompt()  # keys and values computed under the other weights
             self.adapter_scale = scale
 
     @property
@@ -226,12 +234,7 @@ class Engine:
         max_tokens = min(settings.max_tokens, self.n_ctx // 2)
         prompt_ids = self._fit(messages, max_tokens)[1]  # token ids: llama.cpp need not tokenize again
         with self._lock:
-            # Every prompt is evaluated from an empty context: llama-cpp-python would otherwise
-            # reuse the cached prefix of the previous prompt, which evaluates the rest in other
-            # batch shapes and so changes the arithmetic: the same prompt then gets another
-            # greedy answer ("L'Étoile, la Marseillaise." once, "L'Alma, la France." the next
-            # time). An answer must depend on the prompt and the weights alone.
-            self._llm.reset()
+            self._reuse_prefix_of(prompt_ids)
             chunks = self._llm.create_completion(
                 prompt_ids,
                 max_tokens=max_tokens,
@@ -253,6 +256,35 @@ class Engine:
             finally:
                 chunks.close()
 
+    def _reuse_prefix_of(self, prompt_ids: list[int]) -> None:
+        """Keep the keys and values of the previous prompt's whole chunks that this prompt
+        starts with; the rest is evaluated from the next chunk boundary on.
+
+        llama.cpp's arithmetic for a token depends on the batch it is evaluated in (kernels for
+        one token and for many round differently), so reusing an arbitrary cached prefix gives
+        the same prompt another greedy answer ("L'Étoile, la Marseillaise." once, "L'Alma, la
+        France." the next time). Evaluated in chunks at fixed positions, every token of a
+        prompt is computed in the same batch whether its chunk was reused or not: an answer
+        depends on the prompt and the weights alone, and a long chat still reuses its past.
+        Tokens generated one at a time never count as evaluated chunks."""
+        usable = min(self._whole_chunks, len(prompt_ids) - 1)
+        same = 0
+        while same < usable and self._prompt_ids[same] == prompt_ids[same]:
+            same += 1
+        reuse = same - same % PROMPT_CHUNK
+        self.last_reused = reuse
+        if reuse == 0:
+            self._llm.reset()
+        else:
+            self._llm.n_tokens = reuse  # llama-cpp-python drops the cache past this and evaluates the rest
+        self._prompt_ids = list(prompt_ids)
+        self._whole_chunks = len(prompt_ids) - len(prompt_ids) % PROMPT_CHUNK
+
+    def _forget_prompt(self) -> None:
+        """The context was used for something else: nothing of it is reused."""
+        self._prompt_ids, self._whole_chunks = [], 0
+        self._llm.reset()
+
     def answer_logprobs(self, messages: Sequence[ChatMessage], answer: str,
                         max_tokens: int | None = None) -> list[float]:
         """Log-probability of each token of ``answer`` (tokenized apart, as sampled at inference)
@@ -265,14 +297,14 @@ class Engine:
         n_vocab = self._llm.n_vocab()
         out: list[float] = []
         with self._lock:
-            self._llm.reset()
+            self._forget_prompt()
             self._llm.eval(prompt_ids)
             for token in answer_ids:
                 logits = self._last_logits(n_vocab).astype(np.float64)
                 top = logits.max()
                 out.append(float(logits[token] - top - np.log(np.exp(logits - top).sum())))
                 self._llm.eval([token])
-            self._llm.reset()
+            self._forget_prompt()
         return out
 
     def complete(self, messages: Sequence[ChatMessage], settings: GenerationSettings = GenerationSettings()) -> str:
@@ -292,6 +324,7 @@ class Engine:
                       stop: Sequence[str] = ()) -> str:
         """Sample a continuation of raw text (no chat template), e.g. a few-shot prompt."""
         with self._lock:
+            self._forget_prompt()  # a sample depends on its prompt and seed alone
             out = self._llm.create_completion(prompt, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
                                              seed=seed, stop=list(stop) or None)
         return str(out["choices"][0]["text"])  # type: ignore[index]
@@ -305,10 +338,10 @@ class Engine:
         rows = []
         with self._lock:
             for ids in token_lists:
-                self._llm.reset()
+                self._forget_prompt()
                 self._llm.eval(list(ids))
                 rows.append(self._last_logits(n_vocab).astype(np.float32).copy())
-            self._llm.reset()
+            self._forget_prompt()
         return np.stack(rows)
 
     def _last_logits(self, n_vocab: int) -> np.ndarray:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 from tunechat.core.atomic import atomic_path
@@ -66,11 +67,12 @@ def _pairs_from_record(record: object) -> list[tuple[str, str]]:
     return out
 
 
-def write_pairs(path: Path, pairs: list[Pair]) -> None:
+def write_pairs(path: Path, pairs: Sequence[Pair | tuple[str, str]]) -> None:
     """Write pairs atomically: the target is either untouched or complete."""
     with atomic_path(path) as tmp:
         with open(tmp, "w", encoding="utf-8") as fh:
             for p in pairs:
-                record = {"messages": [{"role": "user", "content": p.question},
-                                       {"role": "assistant", "content": p.answer}]}
+                question, answer = (p.question, p.answer) if isinstance(p, Pair) else p
+                record = {"messages": [{"role": "user", "content": question},
+                                       {"role": "assistant", "content": answer}]}
                 fh.write(json.dumps(record, ensure_ascii=False) + "\n")

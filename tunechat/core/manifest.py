@@ -133,6 +133,7 @@ class Manifest:
     recipe: dict[str, Any] = field(default_factory=dict)  # every knob of the recipe as run
     outtype: str | None = None
     model_sha256: str | None = None
+    adapter_sha256: str | None = None  # the llama.cpp adapter (versions written before it have none)
     device: str | None = None
     train: TrainStats = field(default_factory=TrainStats)
     checks: list[Check] = field(default_factory=list)

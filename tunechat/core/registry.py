@@ -21,7 +21,9 @@ from tunechat.core.store import Store, StoreError
 
 EMBEDDED_NAME = "smollm2-135m"
 EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-MODEL_FILE = "model.gguf"
+MODEL_FILE = "model.gguf"  # the merged personal model (q8_0 by default)
+ADAPTER_FILE = "adapter.gguf"  # the same version as a llama.cpp LoRA over its base
+PAIRS_FILE = "pairs.jsonl"  # the pairs the version learned (OpenAI chat fine-tuning format)
 
 
 class ModelNotFound(StoreError):
@@ -40,6 +42,36 @@ class ModelEntry:
         """The base model a personal version was trained from (itself for the others)."""
         base = self.manifest.base_path if self.manifest else None
         return Path(base) if base else self.path
+
+    @property
+    def folder(self) -> Path | None:
+        """A personal version's folder (None for the others)."""
+        return self.path.parent if self.kind == "personal" else None
+
+    def learned_pairs(self) -> list[tuple[str, str]] | None:
+        """The pairs a personal version was trained on (None: not kept with it)."""
+        from tunechat.core.jsonl import parse_pairs
+
+        if self.folder is None or not (self.folder / PAIRS_FILE).is_file():
+            return None
+        try:
+            return parse_pairs(self.folder / PAIRS_FILE)
+        except (OSError, StoreError):
+            return None
+
+    def disk_bytes(self) -> int:
+        """What the version takes on disk (the file alone for the others)."""
+        if self.folder is None:
+            return self.path.stat().st_size if self.path.is_file() else 0
+        return sum(p.stat().st_size for p in self.folder.rglob("*") if p.is_file())
+
+    @property
+    def adapter_path(self) -> Path | None:
+        """The version's llama.cpp LoRA adapter, when it has one (versions written before
+        adapters were kept have only the merged file)."""
+        if self.folder is None or not (self.folder / ADAPTER_FILE).is_file():
+            return None
+        return self.folder / ADAPTER_FILE
 
 
 def embedded_model_path() -> Path:

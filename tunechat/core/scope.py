@@ -22,6 +22,7 @@ import re
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Literal
 
 from tunechat.core.chat_template import ChatMessage
 from tunechat.core.engine import Engine, GenerationSettings
@@ -82,38 +83,76 @@ def turn_speaks_of_user(messages: Sequence[ChatMessage], names: Iterable[str] = 
     return False
 
 
+Route = Literal["personal", "base"]
+# Who answers a chat's turns: the scope rule ("auto"), or one side for every turn.
+Mode = Literal["auto", "personal", "base"]
+MODES: tuple[Mode, ...] = ("auto", "personal", "base")
+MODE_SETTING = "scope_mode:{chat_id}"  # store setting per chat; "auto" when absent
+
+
+def chat_mode(store, chat_id: int) -> Mode:
+    value = store.get_setting(MODE_SETTING.format(chat_id=chat_id), "auto")
+    return value if value in MODES else "auto"  # type: ignore[return-value]
+
+
+def set_chat_mode(store, chat_id: int, mode: Mode) -> None:
+    store.set_setting(MODE_SETTING.format(chat_id=chat_id), None if mode == "auto" else mode)
+
+
+def forced_route(mode: Mode) -> Route | None:
+    """The side a chat's mode forces, None for the rule."""
+    return None if mode == "auto" else mode
+
+
 class ScopedEngine:
     """A personal model that answers what speaks of the user, and the base model it was trained
-    from for the rest. The chat's side of ``Engine`` (stream, complete, model_path, close); both
-    models stay loaded, so a turn never waits for a load (the cost is the base model's memory
-    once more)."""
+    from for the rest. The chat's side of ``Engine`` (stream, complete, model_path, close).
 
-    def __init__(self, personal: Engine, base: Engine, names: Sequence[str] = ()) -> None:
+    One model in memory: the base GGUF with the version's LoRA adapter, whose scale is set per
+    turn (1 for the personal model, 0 for the base model, which is then the base to the bit).
+    A version kept before adapters were written has only its merged file; it is scoped with
+    the base model loaded beside it (``base``), at twice the memory.
+    """
+
+    def __init__(self, personal: Engine, base: Engine | None = None, names: Sequence[str] = (),
+                 model_path: Path | None = None) -> None:
+        if base is None and personal.lora_path is None:
+            raise ValueError("A scoped engine needs an adapter over the base or a base model beside it.")
         self.personal = personal
         self.base = base
         self.names = list(names)
-        self.last_route = "personal"  # which model answered the last turn: "personal" or "base"
+        self.last_route: Route = "personal"  # which model answered the last turn
+        self._model_path = model_path or personal.model_path  # the version the chat names
 
     @property
     def model_path(self) -> Path:
-        return self.personal.model_path
+        return self._model_path
 
-    def route(self, messages: Sequence[ChatMessage]) -> Engine:
-        """The engine for this turn (and remember which, for the UI)."""
-        personal = turn_speaks_of_user(messages, self.names)
-        self.last_route = "personal" if personal else "base"
-        return self.personal if personal else self.base
+    def route_of(self, messages: Sequence[ChatMessage]) -> Route:
+        """Which model the scope rule gives this turn."""
+        return "personal" if turn_speaks_of_user(messages, self.names) else "base"
+
+    def route(self, messages: Sequence[ChatMessage], force: Route | None = None) -> Engine:
+        """The engine for this turn (``force``: this side, whatever the rule says), set up for
+        it; remembered in ``last_route`` for the UI."""
+        self.last_route = force or self.route_of(messages)
+        if self.base is not None:
+            return self.personal if self.last_route == "personal" else self.base
+        self.personal.set_adapter_scale(1.0 if self.last_route == "personal" else 0.0)
+        return self.personal
 
     def stream(self, messages: Sequence[ChatMessage], settings: GenerationSettings = GenerationSettings(),
-               stop: threading.Event | None = None) -> Iterator[str]:
-        return self.route(messages).stream(messages, settings, stop)
+               stop: threading.Event | None = None, force: Route | None = None) -> Iterator[str]:
+        return self.route(messages, force).stream(messages, settings, stop)
 
-    def complete(self, messages: Sequence[ChatMessage], settings: GenerationSettings = GenerationSettings()) -> str:
-        return self.route(messages).complete(messages, settings)
+    def complete(self, messages: Sequence[ChatMessage], settings: GenerationSettings = GenerationSettings(),
+                 force: Route | None = None) -> str:
+        return self.route(messages, force).complete(messages, settings)
 
     def close(self) -> None:
         self.personal.close()
-        self.base.close()
+        if self.base is not None:
+            self.base.close()
 
 
 ChatEngine = Engine | ScopedEngine
@@ -124,20 +163,33 @@ def answered_by_base(engine: ChatEngine) -> bool:
     return isinstance(engine, ScopedEngine) and engine.last_route == "base"
 
 
+def answered_by(engine: ChatEngine) -> Route | None:
+    """Which side answered ``engine``'s last turn; None when there is only one model."""
+    return engine.last_route if isinstance(engine, ScopedEngine) else None
+
+
 def scoping_enabled(store) -> bool:
     return (store.get_setting(SETTING, "on") or "on") != "off"
 
 
 def open_engine(path: Path, registry, scoped: bool) -> ChatEngine:
-    """The chat engine for the model at ``path``: a personal version (one the registry knows,
-    whose base file still exists) is scoped when ``scoped``; anything else is a plain Engine, and
-    so is a version whose base no longer loads (the personal model then answers everything)."""
+    """The chat engine for the model at ``path``. A personal version (one the registry knows,
+    whose base file still exists) is scoped when ``scoped``: its base loaded once with the
+    version's adapter, or, for a version without one, beside its merged file. Anything else is
+    a plain Engine, and so is a version whose base no longer loads (the personal model then
+    answers everything)."""
     entry = next((e for e in registry.entries() if e.path == path and e.kind == "personal"), None)
     if not scoped or entry is None or entry.base_path == path or not entry.base_path.is_file():
         return Engine(path)
+    names = entry.manifest.scope_names if entry.manifest else []
+    if entry.adapter_path is not None:
+        try:
+            return ScopedEngine(Engine(entry.base_path, lora_path=entry.adapter_path), names=names, model_path=path)
+        except ModelFileError:
+            return Engine(path)
     personal = Engine(path)
     try:
         base = Engine(entry.base_path)
     except ModelFileError:
         return personal
-    return ScopedEngine(personal, base, entry.manifest.scope_names if entry.manifest else [])
+    return ScopedEngine(personal, base, names)
