@@ -177,7 +177,8 @@ def score(
 ) -> Scores:
     """Score one model. ``base_answers`` (the base model's answers to the locality questions)
     decides which locality questions count and feeds the soft score; without it, every
-    locality question counts and the soft score is left out."""
+    locality question counts and the soft score is left out. Untaught questions give the two
+    specificity shares (``borrows`` against ``ProbeSet.taught_keys``, ``admits_not_knowing``)."""
     details: dict[str, dict[str, str]] = {"taught": {}, "paraphrases": {}, "locality": {}, "untaught": {}}
 
     def share(kind: str, items: Sequence[Probe]) -> float | None:
