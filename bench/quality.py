@@ -5,9 +5,13 @@ evaluate through llama.cpp) and prints reliability, generalization, locality, so
 the built-in locality gate's score ("gate": the held-out general questions the personalize
 report checks before a swap), answer damage on the persona's general questions and the gate's
 (tunechat.personalize.evaluate.answer_drift: how much likelihood the base model's own answers lost,
-nats per token; it moves before a greedy answer flips, so it separates methods in fewer runs)
-and seconds; then the same scores "in chat", as the chat answers with scoping on
+nats per token; it moves before a greedy answer flips, so it separates methods in fewer runs),
+specificity on the persona's untaught questions ("no borr.": answers that borrow no taught
+key; "admits": answers that say they do not know) and seconds; then the same scores "in chat",
+as the chat answers with scoping on
 (tunechat.core.scope: the base model takes the questions that do not speak of the user).
+Each persona's "base" row is the base model's own specificity (the worker's "before" scores):
+the row to beat.
 "prompt" is the no-training baseline with the facts in the system prompt; the other methods
 are the shipped recipes (tunechat.personalize.recipe). "--sequential" also teaches half the
 facts, personalizes again with every pair, and scores all.
@@ -52,12 +56,14 @@ PERSONAS = {
     # Written after the paraphrase few-shot examples were fixed; never used to tune anything.
     "third": ROOT / "tests" / "data" / "persona-third.json",
 }
-KEYS = ("reliability", "generalization", "locality", "soft_locality")
+KEYS = ("reliability", "generalization", "locality", "soft_locality", "no_borrowing", "admits")
+SPECIFICITY = ("no_borrowing", "admits")
 
 
 def probe_spec(probes: ProbeSet) -> Probes:
     as_pairs = lambda items: [(p.question, p.key) for p in items]  # noqa: E731
-    return Probes(as_pairs(probes.taught), as_pairs(probes.paraphrases), as_pairs(probes.locality))
+    return Probes(as_pairs(probes.taught), as_pairs(probes.paraphrases), as_pairs(probes.locality),
+                  list(probes.untaught))
 
 
 def misses(probes: ProbeSet, answers: dict) -> list[list[str]]:
@@ -65,8 +71,17 @@ def misses(probes: ProbeSet, answers: dict) -> list[list[str]]:
     from tunechat.personalize.evaluate import contains_key
 
     kinds = {"taught": probes.taught, "paraphrases": probes.paraphrases, "locality": probes.locality}
-    return [[kind, p.question, answers[kind][p.question]] for kind, items in kinds.items() for p in items
-            if p.question in answers.get(kind, {}) and not contains_key(answers[kind][p.question], p.key)]
+    found = [[kind, p.question, answers[kind][p.question]] for kind, items in kinds.items() for p in items
+             if p.question in answers.get(kind, {}) and not contains_key(answers[kind][p.question], p.key)]
+    return found + borrowed(probes, answers)
+
+
+def borrowed(probes: ProbeSet, answers: dict) -> list[list[str]]:
+    """["untaught", question, answer] for every untaught question answered with a taught key."""
+    from tunechat.personalize.evaluate import borrows
+
+    given, keys = answers.get("untaught", {}), probes.taught_keys()
+    return [["untaught", q, given[q]] for q in probes.untaught if q in given and borrows(given[q], keys)]
 
 
 def gate_misses(answers: dict[str, str]) -> list[list[str]]:
@@ -101,6 +116,7 @@ def run_worker(pairs: list[tuple[str, str]], probes: ProbeSet, method: str, seed
         result = worker_result(Path(tmp), spec)
         seconds = time.monotonic() - start
     after = result.metrics.after or Scores()
+    before = result.metrics.before or Scores()  # the base model's own answers
     scoped = result.metrics.scoped or Scores()  # as the chat answers (tunechat.core.scope)
     gate = result.gate or Gate()
     drift = (result.drift.locality if result.drift else None) or Drift()
@@ -108,6 +124,7 @@ def run_worker(pairs: list[tuple[str, str]], probes: ProbeSet, method: str, seed
     return {**{k: getattr(after, k) for k in KEYS}, "gate": gate.locality, "seconds": seconds,
             "drift": drift.mean, "damage": drift.damage, "gate_damage": gate_drift.damage,
             **{f"chat_{k}": getattr(scoped, k) for k in KEYS}, "chat_gate": gate.scoped_locality,
+            **{f"base_{k}": getattr(before, k) for k in SPECIFICITY},
             "steps": result.train.steps,
             "train_seconds": result.timings.get("train"),
             "confirm_seconds": result.train.confirm_seconds, "timings": result.timings,
@@ -180,22 +197,37 @@ def main() -> int:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(rows, indent=1) + "\n")
     print()
+    print_table(rows)
+    return 0
+
+
+def _mean(items: list[dict], key: str) -> float:
+    return statistics.mean([i[key] for i in items if i.get(key) is not None] or [float("nan")])
+
+
+def print_table(rows: list[dict]) -> None:
+    """Means per method and persona; each persona's base model first, its specificity the row to
+    beat (the other scores of a base are not measured: blank)."""
     print(f"{'method':40} {'persona':8} {'reliab.':>8} {'general.':>8} {'locality':>8} {'soft loc.':>9} "
-          f"{'gate':>6} {'damage':>7} {'g.damage':>8} {'seconds':>8}  | in chat: {'reliab.':>7} {'general.':>8} "
-          f"{'locality':>8} {'gate':>5}")
+          f"{'gate':>6} {'damage':>7} {'g.damage':>8} {'no borr.':>8} {'admits':>6} {'seconds':>8}  | in chat: "
+          f"{'reliab.':>7} {'general.':>8} {'locality':>8} {'gate':>5} {'no borr.':>8} {'admits':>6}")
     groups: dict[tuple[str, str], list[dict]] = {}
     for r in rows:
         groups.setdefault((r["method"], r["persona"]), []).append(r)
-    for (method, persona), items in groups.items():
-        def mean(key: str, items: list[dict] = items) -> float:
-            return statistics.mean([i[key] for i in items if i.get(key) is not None] or [float("nan")])
-
-        print(f"{method:40} {persona:8} {mean('reliability'):8.0%} {mean('generalization'):8.0%} "
-              f"{mean('locality'):8.0%} {mean('soft_locality'):9.2f} {mean('gate'):6.0%} {mean('damage'):7.3f} "
-              f"{mean('gate_damage'):8.3f} {mean('seconds'):8.0f}  | "
-              f"{'':9}{mean('chat_reliability'):7.0%} {mean('chat_generalization'):8.0%} {mean('chat_locality'):8.0%} "
-              f"{mean('chat_gate'):5.0%}")
-    return 0
+    for persona in dict.fromkeys(r["persona"] for r in rows):
+        based = [r for r in rows if r["persona"] == persona and r.get("base_no_borrowing") is not None]
+        if based:
+            print(f"{'base (the row to beat)':40} {persona:8} {'':8} {'':8} {'':8} {'':9} {'':6} {'':7} {'':8} "
+                  f"{_mean(based, 'base_no_borrowing'):8.0%} {_mean(based, 'base_admits'):6.0%}")
+        for (method, group_persona), items in groups.items():
+            if group_persona != persona:
+                continue
+            m = lambda key, items=items: _mean(items, key)  # noqa: E731
+            print(f"{method:40} {persona:8} {m('reliability'):8.0%} {m('generalization'):8.0%} "
+                  f"{m('locality'):8.0%} {m('soft_locality'):9.2f} {m('gate'):6.0%} {m('damage'):7.3f} "
+                  f"{m('gate_damage'):8.3f} {m('no_borrowing'):8.0%} {m('admits'):6.0%} {m('seconds'):8.0f}  | "
+                  f"{'':9}{m('chat_reliability'):7.0%} {m('chat_generalization'):8.0%} {m('chat_locality'):8.0%} "
+                  f"{m('chat_gate'):5.0%} {m('chat_no_borrowing'):8.0%} {m('chat_admits'):6.0%}")
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from tunechat.core.gguf_check import check_gguf_file
 from tunechat.core.registry import ADAPTER_FILE, MODEL_FILE, PAIRS_FILE
 from tunechat.core.manifest import Check, Drift, DriftScores, Gate, Manifest, Metrics, Scores, TrainStats
 from tunechat.personalize import base as base_mod
-from tunechat.personalize import checks, data, evaluate, general, paraphrase, train
+from tunechat.personalize import checks, data, evaluate, general, paraphrase, siblings, train
 from tunechat.personalize.data import Example, TemplateInfo
 from tunechat.personalize.evaluate import ProbeSet, greedy_answer
 from tunechat.personalize.progress import Reporter
@@ -277,7 +277,8 @@ def manifest(job: Job, base: Baseline, rewordings: dict[str, list[str]], result:
 
 
 def _summary(scores: evaluate.Scores) -> Scores:
-    return Scores(scores.reliability, scores.generalization, scores.locality, scores.soft_locality)
+    return Scores(scores.reliability, scores.generalization, scores.locality, scores.soft_locality,
+                  scores.no_borrowing, scores.admits)
 
 
 def _drift(job: Job, engine: Engine, base_answers: dict[str, str]) -> DriftScores:
@@ -297,15 +298,20 @@ def _drift(job: Job, engine: Engine, base_answers: dict[str, str]) -> DriftScore
 
 
 def _probe_set(spec: JobSpec, pairs: list[Pair]) -> ProbeSet:
-    """The spec's own probes, else the taught pairs and the built-in locality probes."""
+    """The spec's own probes (their keys are what an untaught answer must not borrow), else the
+    taught pairs, the built-in locality probes and the pairs' sibling questions as untaught ones
+    (borrowing read from the taught answers: evaluate.answer_keys)."""
     if spec.probes:
         mk = lambda items: [evaluate.Probe(q, k) for q, k in items]  # noqa: E731
-        return ProbeSet(mk(spec.probes.taught), mk(spec.probes.paraphrases), mk(spec.probes.locality))
-    return ProbeSet(taught=[evaluate.Probe(q, a) for q, a in pairs], locality=evaluate.builtin_locality_probes())
+        return ProbeSet(mk(spec.probes.taught), mk(spec.probes.paraphrases), mk(spec.probes.locality),
+                        list(spec.probes.untaught))
+    return ProbeSet(taught=[evaluate.Probe(q, a) for q, a in pairs], locality=evaluate.builtin_locality_probes(),
+                    untaught=siblings.sibling_questions([q for q, _ in pairs]),
+                    borrow_keys=evaluate.answer_keys(a for _, a in pairs))
 
 
 def _questions(probes: ProbeSet) -> list[str]:
     seen: dict[str, None] = {}
-    for p in probes.taught + probes.paraphrases + probes.locality:
-        seen.setdefault(p.question, None)
+    for question in [p.question for p in probes.taught + probes.paraphrases + probes.locality] + probes.untaught:
+        seen.setdefault(question, None)
     return list(seen)

@@ -10,6 +10,8 @@ ROWS = (
     ("generalization (paraphrases)", "generalization"),
     ("locality (general questions kept)", "locality"),
     ("soft locality (base text kept)", "soft_locality"),
+    ("specificity: no borrowing", "no_borrowing"),
+    ("specificity: admits it", "admits"),
 )
 
 

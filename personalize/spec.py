@@ -27,11 +27,13 @@ class Probes:
     taught: list[Pair]
     paraphrases: list[Pair] = field(default_factory=list)
     locality: list[Pair] = field(default_factory=list)
+    untaught: list[str] = field(default_factory=list)  # personal questions never taught (no key: specificity)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Probes:
         pairs = lambda key: [(q, k) for q, k in data.get(key) or []]  # noqa: E731
-        return cls(pairs("taught"), pairs("paraphrases"), pairs("locality"))
+        untaught = [str(q) for q in data.get("untaught") or []]
+        return cls(pairs("taught"), pairs("paraphrases"), pairs("locality"), untaught)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,8 @@ def test_a_manifest_reads_back_as_written(tmp_path):
         created_at=12.5, base_path="/m/base.gguf", pairs_count=3, method="replay-kl", recipe={"rank": 16},
         train=TrainStats(steps=7, final_loss=0.04, losses=[1.0, 0.04], tokens_per_second=120.0),
         checks=[Check("logits", True, "top-1 100%"), Check("answers", False, "GGUF gives 0/2")],
-        metrics=Metrics(before=Scores(reliability=0.0, locality=1.0), after=Scores(reliability=1.0, locality=0.75)),
+        metrics=Metrics(before=Scores(reliability=0.0, locality=1.0, no_borrowing=1.0, admits=0.9),
+                        after=Scores(reliability=1.0, locality=0.75, no_borrowing=0.25, admits=0.0)),
         scope_names=["Miso"], paraphrases={"What is my name?": ["What am I called?"]}, timings={"train": 10.0},
     )
     path = tmp_path / "manifest.json"
@@ -22,6 +23,7 @@ def test_a_manifest_reads_back_as_written(tmp_path):
     assert Manifest.read(path) == manifest
     assert [c.name for c in manifest.failed_checks] == ["answers"]
     assert json.loads(path.read_text())["metrics"]["after"]["locality"] == 0.75  # the on-disk layout
+    assert json.loads(path.read_text())["metrics"]["after"]["no_borrowing"] == 0.25
 
 
 def test_an_earlier_release_manifest_reads_with_defaults_and_ignores_unknown_keys(tmp_path):
@@ -38,6 +40,7 @@ def test_an_earlier_release_manifest_reads_with_defaults_and_ignores_unknown_key
     assert m.base_path == "/m/base.gguf" and m.pairs_count == 2 and m.method is None
     assert m.recipe["neighbour_replay"] == 4  # the recipe as it ran, whatever its knobs were
     assert m.metrics.before == Scores(reliability=0.0, locality=1.0) and m.metrics.after is None
+    assert m.metrics.before.no_borrowing is None and m.metrics.before.admits is None  # before specificity
     assert m.metrics.scoped is None and m.gate is None and m.drift is None
     assert m.train.steps == 5 and m.train.losses == [] and m.train.confirms == 0
     assert m.checks == [Check("logits", True, "ok")] and m.failed_checks == []

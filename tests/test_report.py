@@ -48,3 +48,16 @@ def test_scoped_scores_get_their_own_column_and_a_line_that_says_what_it_means()
     assert locality.split()[-3:] == ["100%", "75%", "100%"]
     assert "answered by the base model" in text
     assert "in chat" not in full_report(MANIFEST)  # versions from before scoping: two columns
+
+
+def test_specificity_gets_two_rows_and_older_manifests_show_none():
+    spec = {"no_borrowing": 1.0, "admits": 0.8}
+    metrics = {"before": {**MANIFEST["metrics"]["before"], **spec},
+               "after": {**MANIFEST["metrics"]["after"], "no_borrowing": 0.25, "admits": 0.0},
+               "scoped": {"reliability": 1.0, "no_borrowing": 0.25, "admits": 0.0}}
+    lines = full_report({**MANIFEST, "metrics": metrics}).splitlines()
+    borrowing = next(line for line in lines if line.startswith("specificity: no borrowing"))
+    assert borrowing.split()[-3:] == ["100%", "25%", "25%"]
+    admits = next(line for line in lines if line.startswith("specificity: admits it"))
+    assert admits.split()[-3:] == ["80%", "0%", "0%"]
+    assert "specificity" not in full_report(MANIFEST)

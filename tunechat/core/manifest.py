@@ -56,6 +56,9 @@ class Scores:
     generalization: float | None = None  # rewordings of them never trained
     locality: float | None = None  # general questions the base model answered right
     soft_locality: float | None = None  # how much of the base model's answer text is kept
+    # Specificity, on personal questions never taught (tunechat.personalize.evaluate):
+    no_borrowing: float | None = None  # answers that give no taught answer's key
+    admits: float | None = None  # answers that say they do not know
 
 
 @dataclass
