@@ -135,11 +135,11 @@ async def test_tui_personalize_swaps_the_model_into_the_running_chat(store):
         await wait_until(lambda: not app._generating and [v for v in app.query(MessageView) if v.role == "assistant"]
                          and [v for v in app.query(MessageView) if v.role == "assistant"][-1].message_id, pilot)
         answers = lambda: [v for v in app.query(MessageView) if v.role == "assistant"]  # noqa: E731
-        assert "Miso" in answers()[-1].content and not answers()[-1].by_base
+        assert "Miso" in answers()[-1].content and answers()[-1].answered_by == "personal"
         await pilot.press(*"What is the capital of France?")
         await pilot.press("enter")
         await wait_until(lambda: not app._generating and len(answers()) == 2 and answers()[-1].message_id, pilot)
-        assert answers()[-1].by_base  # not about the user: the base model answered, and the label says so
+        assert answers()[-1].answered_by == "base"  # not about the user: the base model answered, and the label says so
         assert "base model" in str(answers()[-1].query_one(".role").render())
 
 

@@ -117,27 +117,30 @@ def test_one_model_answers_each_turn_as_that_model_alone_would(base_model, tmp_p
     from tests.helpers import random_lora_gguf
     from tunechat.core.engine import Engine, GenerationSettings
 
-    lora = random_lora_gguf(base_model, tmp_path / "adapter.gguf")
+    lora = random_lora_gguf(base_model, tmp_path / "adapter.gguf", scale=0.12)
     scoped = ScopedEngine(Engine(base_model, lora_path=lora), names=["Ada"])
     settings = GenerationSettings(max_tokens=24)
     chat = [{"role": "user", "content": "What is my name?"}]
     turns = ["What is the capital of Japan?", "Who is Ada?", "Name a fruit.", "What is my favourite colour?"]
     answers, routes = [], []
     for question in turns + turns[:2]:
-        chat = [*chat, {"role": "assistant", "content": "Noted."}, {"role": "user", "content": question}]
+        chat = [*chat, {"role": "assistant", "content": "Noted."},
+                {"role": "user", "content": question}]
         answers.append(scoped.complete(chat, settings))
         routes.append(scoped.last_route)
     scoped.close()
     assert routes == ["base", "personal", "base", "personal", "base", "personal"]
     alone = {"base": Engine(base_model), "personal": Engine(base_model, lora_path=lora)}
     chat = [{"role": "user", "content": "What is my name?"}]
+    differ = 0
     for question, route, answer in zip(turns + turns[:2], routes, answers):
-        chat = [*chat, {"role": "assistant", "content": "Noted."}, {"role": "user", "content": question}]
+        chat = [*chat, {"role": "assistant", "content": "Noted."},
+                {"role": "user", "content": question}]
         fresh = Engine(base_model, lora_path=lora if route == "personal" else None)
         assert answer == fresh.complete(chat, settings) == alone[route].complete(chat, settings), question
         fresh.close()
-    # The adapter matters, so the comparison means something.
-    assert alone["base"].complete(chat, settings) != alone["personal"].complete(chat, settings)
+        differ += alone["base"].complete(chat, settings) != alone["personal"].complete(chat, settings)
+    assert differ  # the adapter changes answers, so the comparison above means something
     for engine in alone.values():
         engine.close()
 
@@ -146,7 +149,7 @@ def test_a_forced_side_answers_whatever_the_rule_says(base_model, tmp_path):
     from tests.helpers import random_lora_gguf
     from tunechat.core.engine import Engine, GenerationSettings
 
-    lora = random_lora_gguf(base_model, tmp_path / "adapter.gguf")
+    lora = random_lora_gguf(base_model, tmp_path / "adapter.gguf", scale=0.12)
     scoped = ScopedEngine(Engine(base_model, lora_path=lora))
     general = [{"role": "user", "content": "What is the capital of Japan?"}]
     settings = GenerationSettings(max_tokens=16)

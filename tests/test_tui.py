@@ -263,10 +263,10 @@ async def test_with_a_personal_model_the_base_model_answers_what_is_not_about_yo
         assert isinstance(app.engine, ScopedEngine) is (scope_setting == "on")
         general = await _ask(app, pilot, "What is the capital of Japan?")
         assert "Tokyo" in general.content
-        assert general.by_base is (scope_setting == "on")
+        assert (general.answered_by == "base") is (scope_setting == "on")
         assert ("base model" in str(general.query_one(".role").render())) is (scope_setting == "on")
         personal = await _ask(app, pilot, "Who is Ada?")  # a taught name, no first person
-        assert not personal.by_base and "base model" not in str(personal.query_one(".role").render())
+        assert personal.answered_by != "base" and "base model" not in str(personal.query_one(".role").render())
         await pilot.press("ctrl+k")  # keeping still reads right after the label changed
         assert "✓ kept" in str(personal.query_one(".role").render())
 

@@ -92,7 +92,7 @@ MODE_SETTING = "scope_mode:{chat_id}"  # store setting per chat; "auto" when abs
 
 def chat_mode(store, chat_id: int) -> Mode:
     value = store.get_setting(MODE_SETTING.format(chat_id=chat_id), "auto")
-    return value if value in MODES else "auto"  # type: ignore[return-value]
+    return next((mode for mode in MODES if mode == value), "auto")
 
 
 def set_chat_mode(store, chat_id: int, mode: Mode) -> None:
