@@ -35,6 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tunechat.core.fingerprint import file_fingerprint  # noqa: E402
 from tunechat.core.manifest import (  # noqa: E402
     Drift,
     Gate,
@@ -42,7 +43,6 @@ from tunechat.core.manifest import (  # noqa: E402
     Scores,
 )
 from tunechat.core.registry import embedded_model_path  # noqa: E402
-from tunechat.core.fingerprint import file_fingerprint  # noqa: E402
 from tunechat.personalize.evaluate import ProbeSet, engine_answerer, load_persona, persona_pairs, score  # noqa: E402
 from tunechat.personalize.general import base_answers  # noqa: E402
 from tunechat.personalize.recipe import RECIPES  # noqa: E402

@@ -187,8 +187,8 @@ class PersonalizeJob:
     @staticmethod
     def _check_unchanged(outcome: Outcome) -> None:
         """The files about to be swapped in are the ones that passed verification, whole."""
-        from tunechat.core.gguf_check import ModelFileError, check_gguf_file
         from tunechat.core.fingerprint import file_fingerprint
+        from tunechat.core.gguf_check import ModelFileError, check_gguf_file
 
         expected = {MODEL_FILE: outcome.manifest.model_sha256}
         if outcome.manifest.adapter_sha256 is not None:

@@ -18,16 +18,16 @@ import numpy as np
 import torch
 
 from tunechat.convert.header import read_header
-from tunechat.convert.verify import CheckResult
 from tunechat.convert.lora import write_lora_gguf
+from tunechat.convert.verify import CheckResult
 from tunechat.convert.writer import DEFAULT_OUTTYPE, write_gguf
 from tunechat.core import jsonl, paths, scope
 from tunechat.core.chat_template import CHATML_TEMPLATE
 from tunechat.core.engine import Engine
 from tunechat.core.fingerprint import file_fingerprint
 from tunechat.core.gguf_check import check_gguf_file
-from tunechat.core.registry import ADAPTER_FILE, MODEL_FILE, PAIRS_FILE
 from tunechat.core.manifest import Check, Drift, DriftScores, Gate, Manifest, Metrics, Scores, TrainStats
+from tunechat.core.registry import ADAPTER_FILE, MODEL_FILE, PAIRS_FILE
 from tunechat.personalize import base as base_mod
 from tunechat.personalize import checks, data, evaluate, general, paraphrase, siblings, train
 from tunechat.personalize.data import Example, TemplateInfo
