@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+from pathlib import Path
 
 import pytest
 
@@ -54,6 +55,21 @@ def test_personalize_then_ask_answers_a_taught_fact_then_rollback(store, home):
     assert manifest["pairs_count"] == 3 and all(c["passed"] for c in manifest["checks"])
     assert (version / "adapter" / "adapter_model.safetensors").is_file()  # peft format, no pickle
     assert not list(version.rglob("*.bin")) and not list(version.rglob("*.pt"))
+    # The scoped chat ran the base with the version's adapter; checked like the merged file.
+    assert (version / "adapter.gguf").is_file() and "adapter logits" in {c["name"] for c in manifest["checks"]}
+    assert len((version / "pairs.jsonl").read_text().splitlines()) == 3
+    # Exported, it runs elsewhere: the merged GGUF alone, and the adapter over the base it names.
+    exported = home.parent / "export"
+    result = run_cli("export", str(exported))
+    assert result.returncode == 0, result.stderr
+    from tunechat.core.engine import Engine
+
+    base = Path(json.loads((exported / "base.json").read_text())["base_path"])
+    for engine in (Engine(exported / "model.gguf"), Engine(base, lora_path=exported / "adapter.gguf")):
+        assert cat["key"] in engine.greedy(cat["q"], 48)
+        engine.close()
+    assert 'PARAMETER stop "<|im_end|>"' in (exported / "Modelfile").read_text()
+    assert run_cli("export", str(exported)).returncode == 1  # never over an existing folder
     assert run_cli("models", "rollback").returncode == 0
     assert cat["key"] not in run_cli("ask", cat["q"]).stdout
 

@@ -100,6 +100,9 @@ class ModelsScreen(ModalScreen[None]):
         for entry in self.entries:
             mark = "▶ " if entry.path == self.in_use else "  "
             view.append(ListItem(Label(mark + describe(entry)), name=entry.name))
+        in_use = next((i for i, e in enumerate(self.entries) if e.path == self.in_use), 0)
+        view.index = in_use if self.entries else None
+        self.show_details()
         view.focus()
 
     def highlighted(self) -> ModelEntry | None:
@@ -107,6 +110,9 @@ class ModelsScreen(ModalScreen[None]):
         return self.entries[index] if index is not None and 0 <= index < len(self.entries) else None
 
     def on_list_view_highlighted(self, event: ListView.Highlighted) -> None:
+        self.show_details()
+
+    def show_details(self) -> None:
         entry = self.highlighted()
         if entry is None:
             return
