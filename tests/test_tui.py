@@ -114,7 +114,7 @@ async def test_pairs_screen_searches_edits_and_deletes(store):
     app = TunechatApp(store=store, settings=GREEDY)
     async with app.run_test(size=(100, 36)) as pilot:
         await pilot.press("f3")
-        screen = app.screen
+        screen = app.chat_screen
         assert isinstance(screen, PairsScreen)
         table = screen.query_one("DataTable")
         assert table.row_count == 2
@@ -358,3 +358,35 @@ async def test_chat_keys_do_not_reach_through_a_dialog(store):
         assert "Roll back model" in [c.title for c in app.get_system_commands(editor)]
         await pilot.press("escape")
         assert app.screen is app.chat_screen
+
+
+async def test_the_other_model_answers_again_and_a_chat_can_pick_who_answers(store, base_model, tmp_path):
+    """Ctrl+O answers the last question again with the other model; F8 makes one side answer
+    every question of this chat (and only this chat); the status bar says which."""
+    from tests.helpers import random_lora_gguf
+    from tunechat.core.registry import Registry
+
+    model = add_version(base_model, scope_names=["Ada"])
+    random_lora_gguf(base_model, model.parent / "adapter.gguf", scale=0.12)
+    Registry(store).use("personal-test")
+    app = TunechatApp(store, settings=GREEDY)
+    async with app.run_test(size=(100, 36)) as pilot:
+        await wait_until(lambda: app.engine is not None, pilot)
+        screen = app.chat_screen
+        assert "answers: auto" in str(screen.status.render())
+        first = await _ask(app, pilot, "What is the capital of Japan?")
+        assert first.answered_by == "base"
+        await pilot.press("ctrl+o")
+        await wait_until(lambda: not screen.generating and screen.conversation.query(MessageView)[-1] is not first,
+                         pilot)
+        again = screen.conversation.query(MessageView)[-1]
+        assert again.answered_by == "personal" and "personal model" in str(again.query_one(".role").render())
+        assert len(store.messages(screen.chat.id)) == 2  # the answer was replaced, not added
+        await pilot.press("f8")
+        assert "answers: personal" in str(screen.status.render())
+        assert (await _ask(app, pilot, "What is the capital of France?")).answered_by == "personal"
+        await pilot.press("f8")
+        assert (await _ask(app, pilot, "Who is Ada?")).answered_by == "base"  # the rule would say personal
+        await pilot.press("ctrl+n")  # a new chat starts on the rule
+        await pilot.pause()
+        assert "answers: auto" in str(screen.status.render())
