@@ -114,7 +114,7 @@ async def test_pairs_screen_searches_edits_and_deletes(store):
     app = TunechatApp(store=store, settings=GREEDY)
     async with app.run_test(size=(100, 36)) as pilot:
         await pilot.press("f3")
-        screen = app.chat_screen
+        screen = app.screen
         assert isinstance(screen, PairsScreen)
         table = screen.query_one("DataTable")
         assert table.row_count == 2
