@@ -158,14 +158,14 @@ class ScopedEngine:
 ChatEngine = Engine | ScopedEngine
 
 
-def answered_by_base(engine: ChatEngine) -> bool:
-    """Whether the last turn ``engine`` answered went to the base model (scoping)."""
-    return isinstance(engine, ScopedEngine) and engine.last_route == "base"
-
-
 def answered_by(engine: ChatEngine) -> Route | None:
     """Which side answered ``engine``'s last turn; None when there is only one model."""
     return engine.last_route if isinstance(engine, ScopedEngine) else None
+
+
+def answered_by_base(engine: ChatEngine) -> bool:
+    """Whether the last turn ``engine`` answered went to the base model (scoping)."""
+    return answered_by(engine) == "base"
 
 
 def scoping_enabled(store) -> bool:
