@@ -79,26 +79,28 @@ def config_dict(header: GGUFHeader) -> dict[str, Any]:
     return out
 
 
-def hf_config(header: GGUFHeader, dtype: str = "float32", name_or_path: str = "") -> dict[str, Any]:
-    """config.json for the dequantized folder: the config transformers builds from the GGUF."""
+def _config_object(config: dict[str, Any]):
     from transformers import AutoConfig
 
-    settings = config_dict(header)
-    config = AutoConfig.for_model(**settings)
-    config._name_or_path = name_or_path
-    config.dtype = dtype
-    return config.to_dict()
+    return AutoConfig.for_model(str(config["model_type"]), **{k: v for k, v in config.items() if k != "model_type"})
+
+
+def hf_config(config: dict[str, Any], dtype: str = "float32", name_or_path: str = "") -> dict[str, Any]:
+    """config.json for the dequantized folder: ``config`` (``config_dict``'s keys or a whole
+    config dict) as transformers' config class completes it, in the folder's dtype."""
+    built = _config_object(config)
+    built._name_or_path = name_or_path
+    built.dtype = dtype
+    return built.to_dict()
 
 
 def hf_parameters(config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
     """The model's state dict names and shapes, from the model built on the meta device."""
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM
 
-    settings = {k: v for k, v in config.items() if k != "model_type"}
-    cfg = AutoConfig.for_model(str(config["model_type"]), **settings)
     with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(cfg)
+        model = AutoModelForCausalLM.from_config(_config_object(config))
     return {name: tuple(t.shape) for name, t in model.state_dict().items()}
 
 
@@ -123,13 +125,14 @@ class Plan:
     shapes: dict[str, tuple[int, ...]]  # HF parameter name -> shape, in the same order
 
 
-def plan(gguf_path: Path, header: GGUFHeader | None = None) -> Plan:
-    """Map every weight of the GGUF to the HF model's parameter; a tied output matrix is stored
-    once, under the embedding's name. Raises for a family tunechat does not convert, a weight of
-    the model with no tensor in the file, or a tensor (other than llama.cpp's own RoPE factors)
-    that is no weight of the model."""
+def plan(gguf_path: Path, header: GGUFHeader | None = None, config: dict[str, Any] | None = None) -> Plan:
+    """Map every weight of the GGUF to the parameter of the HF model ``config`` describes (by
+    default transformers' reading of the header, ``config_dict``); a tied output matrix is
+    stored once, under the embedding's name. Raises for a family tunechat does not convert, a
+    weight of the model with no tensor in the file, or a tensor (other than llama.cpp's own RoPE
+    factors) that is no weight of the model."""
     header = header or read_header(gguf_path)
-    settings = config_dict(header)
+    settings = dict(config) if config is not None else config_dict(header)
     spec = spec_for(str(settings["model_type"]))
     n_blocks = int(settings["num_hidden_layers"])
     parameters = hf_parameters(settings)
@@ -179,15 +182,16 @@ def iter_state(gguf_path: Path, mapping: Plan | None = None) -> Iterator[tuple[s
         yield hf_name, weights
 
 
-def _as_bytes(weights: np.ndarray, dtype: str) -> bytes:
-    if dtype == "float32":
-        return np.ascontiguousarray(weights, dtype=np.float32).tobytes()
-    if dtype == "float16":
-        return np.ascontiguousarray(weights, dtype=np.float16).tobytes()
-    import torch  # numpy has no bfloat16; torch rounds to nearest even, as .to(torch.bfloat16) does
+def _as_buffer(weights: np.ndarray, dtype: str) -> memoryview:
+    """The tensor's bytes in ``dtype`` without a further copy (a float32 tensor is written as it is)."""
+    if dtype == "bfloat16":  # numpy has no bfloat16; torch rounds to nearest even, as .to(torch.bfloat16) does
+        import torch
 
-    return torch.from_numpy(np.ascontiguousarray(weights, dtype=np.float32)).to(torch.bfloat16).view(
-        torch.int16).numpy().tobytes()
+        weights = torch.from_numpy(np.ascontiguousarray(weights, dtype=np.float32)).to(torch.bfloat16).view(
+            torch.int16).numpy()
+    else:
+        weights = np.ascontiguousarray(weights, dtype=np.float32 if dtype == "float32" else np.float16)
+    return memoryview(weights).cast("B")
 
 
 def write_safetensors(path: Path, shapes: dict[str, tuple[int, ...]], tensors: Iterator[tuple[str, np.ndarray]],
@@ -210,7 +214,7 @@ def write_safetensors(path: Path, shapes: dict[str, tuple[int, ...]], tensors: I
             expected = shapes.get(name)
             if expected is None or tuple(weights.shape) != tuple(expected):
                 raise DequantizeError(f"Tensor {name!r} has shape {weights.shape}, expected {expected}.")
-            fh.write(_as_bytes(weights, dtype))
+            fh.write(_as_buffer(weights, dtype))
             progress(i + 1, len(shapes))
         if fh.tell() != 8 + len(blob) + offset:
             raise DequantizeError(f"{path.name} is incomplete: fewer tensors than its header names.")
@@ -231,17 +235,20 @@ def tokenizer_class(model_type: str) -> Any:
 
 
 def write_hf_folder(gguf_path: Path, folder: Path, dtype: str = "float32",
-                    progress: Callable[[int, int], None] = lambda done, total: None) -> None:
+                    progress: Callable[[int, int], None] = lambda done, total: None,
+                    config: dict[str, Any] | None = None) -> None:
     """config.json, model.safetensors (in ``dtype``) and the tokenizer files of ``gguf_path``
-    into ``folder`` (created if needed): what transformers would load from the GGUF itself."""
+    into ``folder`` (created if needed): what transformers would load from the GGUF itself, or,
+    given ``config`` (a config dict with ``model_type``: what transformers' reading of the header
+    loses put back), what it would load with that config."""
     if dtype not in DTYPES:
         raise DequantizeError(f"Unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}.")
     gguf_path = Path(gguf_path)
-    mapping = plan(gguf_path)
+    mapping = plan(gguf_path, config=config)
     folder.mkdir(parents=True, exist_ok=True)
     write_safetensors(folder / "model.safetensors", mapping.shapes, iter_state(gguf_path, mapping), dtype, progress)
-    config = hf_config(mapping.header, dtype, str(gguf_path.parent))
-    (folder / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
+    saved = hf_config(mapping.settings, dtype, str(gguf_path.parent))
+    (folder / "config.json").write_text(json.dumps(saved, indent=2), encoding="utf-8")
     tokenizer = tokenizer_class(str(mapping.settings["model_type"])).from_pretrained(
         gguf_path.parent, gguf_file=gguf_path.name)
     tokenizer.save_pretrained(folder)

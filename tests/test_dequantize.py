@@ -27,12 +27,16 @@ def zoo(tmp_path_factory) -> Zoo:
     return Zoo(tmp_path_factory.mktemp("zoo"))
 
 
-def _transformers_load(gguf_path: Path):
-    """The model, config dict and tokenizer as transformers loads them from the GGUF itself."""
+def _transformers_load(gguf_path: Path, config: dict | None = None):
+    """The model, config dict and tokenizer as transformers loads them from the GGUF itself
+    (with ``config`` instead of its own reading of the header, when given)."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
+    given = {} if config is None else {"config": AutoConfig.for_model(
+        config["model_type"], **{k: v for k, v in config.items() if k != "model_type"})}
+    model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32,
+                                                 **given)
     config = model.config.to_dict()
     config.pop("quantization_config", None)
     tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
@@ -46,13 +50,14 @@ def _logits(model, prompts: list[list[int]]) -> np.ndarray:
         return np.concatenate([model(input_ids=torch.tensor([ids])).logits[0].float().numpy() for ids in prompts])
 
 
-def _assert_same_folder(gguf_path: Path, folder: Path, tmp_path: Path, prompts: list[list[int]]) -> None:
+def _assert_same_folder(gguf_path: Path, folder: Path, tmp_path: Path, prompts: list[list[int]],
+                        given: dict | None = None) -> None:
     """``folder`` (written by write_hf_folder) against transformers' loader on ``gguf_path``."""
     import torch
     from safetensors.numpy import load_file
     from transformers import AutoModelForCausalLM
 
-    reference, config, tokenizer = _transformers_load(gguf_path)
+    reference, config, tokenizer = _transformers_load(gguf_path, given)
     expected = {k: v.numpy() for k, v in reference.state_dict().items()}
     got = load_file(folder / "model.safetensors")
     tied = bool(config.get("tie_word_embeddings"))
@@ -94,6 +99,20 @@ def test_zoo_models_dequantize_as_transformers_loads_them(zoo, name, tmp_path):
     folder = tmp_path / "base"
     write_hf_folder(source, folder)
     _assert_same_folder(source, folder, tmp_path, model.prompts)
+
+
+@pytest.mark.slow
+def test_a_given_config_is_the_one_written_and_loaded(zoo, tmp_path):
+    """transformers' reading of a llama 3 GGUF loses its RoPE scaling (only ``rope_freqs`` holds
+    it); the config the model was built from, given, is what the folder holds and loads with."""
+    model = zoo["llama3"]
+    source = model.gguf("Q4_K_M")
+    truth = json.loads((model.folder / "config.json").read_text(encoding="utf-8"))
+    write_hf_folder(source, tmp_path / "base", config=truth)
+    written = json.loads((tmp_path / "base" / "config.json").read_text(encoding="utf-8"))
+    assert written["rope_parameters"] == truth["rope_parameters"]
+    assert written["rope_parameters"]["rope_type"] == "llama3"
+    _assert_same_folder(source, tmp_path / "base", tmp_path, model.prompts, given=truth)
 
 
 @pytest.mark.slow
