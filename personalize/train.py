@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from tunechat.personalize.data import IGNORE, Example
-from tunechat.personalize.recipe import TARGET_MODULES, Recipe
+from tunechat.personalize.recipe import Recipe
 from tunechat.personalize.reference import ReferenceCache, topk_kl
+from tunechat.personalize.targets import target_modules
 
 Device = Literal["cuda", "cpu"]
 ProgressFn = Callable[[int, int, float, float], None]  # step, total, loss, eta seconds
@@ -216,12 +217,13 @@ def _kl_to_base(model, run: _Pass, batch: Sequence[Example], reference: Referenc
 
 
 def add_lora(model, recipe: Recipe):
-    """``model`` with LoRA adapters (rank and alpha of ``recipe``) on ``TARGET_MODULES`` of every layer."""
+    """``model`` with LoRA adapters (rank and alpha of ``recipe``) on every linear projection of
+    every layer, named as its architecture names them (tunechat.personalize.targets)."""
     from peft import LoraConfig, get_peft_model
 
     config = LoraConfig(
         r=recipe.rank, lora_alpha=recipe.alpha, lora_dropout=0.0,
-        target_modules=list(TARGET_MODULES), task_type="CAUSAL_LM",
+        target_modules=target_modules(model), task_type="CAUSAL_LM",
     )
     return get_peft_model(model, config)
 

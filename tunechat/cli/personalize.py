@@ -8,6 +8,7 @@ from pathlib import Path
 
 from tunechat.core.store import Store
 from tunechat.core.wording import count
+from tunechat.personalize.base import refusal
 from tunechat.personalize.job import PersonalizeError, PersonalizeJob
 from tunechat.personalize.report import full_report
 
@@ -21,6 +22,10 @@ def run_personalize(args: argparse.Namespace, store: Store) -> int:
         print(f"tunechat: {args.base} is neither a GGUF file nor a Hugging Face model folder (no config.json).",
               file=sys.stderr)
         return 1
+    refused = refusal(base) if base is not None else None
+    if refused:
+        print(f"tunechat: {refused}", file=sys.stderr)
+        return 3
     try:
         job = PersonalizeJob(store, base=base, recipe=args.method, seed=args.seed, outtype=args.outtype,
                              max_steps=args.max_steps)
