@@ -1,12 +1,21 @@
-"""The built-in replay prompts stay apart from every question the evaluation asks."""
+"""The built-in replay prompts stay apart from every question the evaluation asks; the embedded
+model's answers to them ship with the package and are what the engine gives."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import pytest
+
 from tunechat.personalize.evaluate import builtin_locality_probes
-from tunechat.personalize.general import general_prompts
+from tunechat.personalize.general import (
+    base_answers,
+    builtin_questions,
+    compute_answers,
+    general_prompts,
+    shipped_answers,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -23,3 +32,42 @@ def test_replayed_prompts_never_include_a_question_the_evaluation_asks():
     prompts = general_prompts()
     assert len(asked) > 50 and len(prompts) > 50
     assert not set(prompts) & asked
+
+
+# -- the embedded model's answers, shipped --------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def fingerprint(base_model) -> str:
+    from tunechat.core.fingerprint import file_fingerprint
+
+    return file_fingerprint(base_model)
+
+
+def test_the_embedded_models_answers_to_every_builtin_question_are_shipped(fingerprint):
+    shipped = shipped_answers(fingerprint)
+    assert list(shipped) == builtin_questions()
+    assert len(shipped) == len(general_prompts()) + len(builtin_locality_probes())
+    assert all(isinstance(a, str) for a in shipped.values()) and sum(bool(a) for a in shipped.values()) > 100
+    assert shipped_answers("0" * 64) == {}
+
+
+def test_a_sample_of_the_shipped_answers_is_what_the_engine_gives(base_model, fingerprint):
+    """Byte for byte, with the engine's defaults (every core): a greedy answer depends on the
+    prompt and the weights alone, so the shipped file stands for a run on the user's machine."""
+    shipped = shipped_answers(fingerprint)
+    prompts, probes = general_prompts(), [p.question for p in builtin_locality_probes()]
+    sample = [prompts[0], prompts[len(prompts) // 2], probes[-1]]
+    assert compute_answers(base_model, sample) == {p: shipped[p] for p in sample}
+
+
+def test_a_first_personalization_computes_only_its_own_questions(base_model, fingerprint, tmp_path, monkeypatch):
+    monkeypatch.setenv("TUNECHAT_CACHE", str(tmp_path / "empty-cache"))
+    own = "What is my favourite colour?"
+    calls: list[tuple[int, int]] = []
+    answers = base_answers(base_model, fingerprint, [*builtin_questions(), own], lambda d, t: calls.append((d, t)))
+    assert calls == [(1, 1)]
+    assert {q: answers[q] for q in builtin_questions()} == shipped_answers(fingerprint)
+    assert answers[own] == compute_answers(base_model, [own])[own]
+    calls.clear()
+    assert base_answers(base_model, fingerprint, [own], lambda d, t: calls.append((d, t))) == {own: answers[own]}
+    assert calls == []  # cached
