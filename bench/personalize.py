@@ -1,12 +1,26 @@
-"""Personalize benchmark: per-phase wall time, peak memory and training speed.
+"""Personalize benchmark: per-phase wall time, peak memory and training speed, cold and warm.
 
 Runs the real pipeline (worker process: train, merge, GGUF, verify, evaluate), as the
-personalize key does, on 10 pairs from bench/data/persona-public.json, then loads the
-new model and asks a taught question. Prints per-phase seconds, the key-press-to-answer
-time (target <= 90 s on the 2-core CPU machine with a warm cache), the worker's peak RSS
-(target <= 3 GB), GPU peak memory where CUDA is used, and tokens trained per second.
+personalize key does, on 10 pairs from bench/data/persona-public.json, then loads the new model
+and asks a taught question. For each recipe (the default and the quick one) a **cold** run
+starts from an empty data folder and an empty cache (what a new user's first personalize
+pays: dequantizing the base, the base model's answers, rewordings), then a **warm** run from an
+empty data folder over the cache the cold run filled. Each run prints per-phase seconds, the
+key-press-to-answer time (target <= 90 s warm on the 2-core CPU machine), the worker's peak RSS
+(target <= 3 GB), GPU peak memory where CUDA is used, tokens trained per second and the
+training step's time.
 
-    python bench/personalize.py [--method replay-kl] [--cold] [--out [PATH]]
+The step's arithmetic is set against this machine's matmul floor: the benchmark counts the
+step's matrix products (forward and input gradients through every frozen linear layer of the
+base for the tokens a step trains, the output head at the answer positions; LoRA's rank-r
+products, attention and element-wise work are left out, so the count is a lower bound) and
+times torch matmuls of exactly those shapes (float32, every thread) after the runs. The ratio
+of the step's time to that floor is how far the step is from being bound by its matmuls.
+
+    python bench/personalize.py [--methods default quick] [--runs cold warm] [--out [PATH]]
+    python bench/personalize.py --pairs 2 --max-steps 2 --runs warm     # a quick check that it works
+
+Each run is its own process (the worker's peak RSS is read from that process's children).
 """
 
 from __future__ import annotations
@@ -15,6 +29,8 @@ import argparse
 import json
 import os
 import resource
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -23,83 +39,212 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tunechat.personalize.recipe import RECIPES  # noqa: E402
+from tunechat.personalize.recipe import DEFAULT_RECIPE, QUICK_RECIPE, RECIPES  # noqa: E402
 
 PERSONA = ROOT / "bench" / "data" / "persona-public.json"
 RESULTS = ROOT / "bench" / "results" / "personalize.txt"
+METHODS = {"default": DEFAULT_RECIPE, "quick": QUICK_RECIPE}
+STATS_PREFIX = "@@stats "
 
+
+def run_once(method: str, pairs: int, max_steps: int | None, persona: Path) -> int:
+    """One personalization in this process (TUNECHAT_HOME and TUNECHAT_CACHE set by the caller);
+    prints its numbers and one ``@@stats`` JSON line for the caller."""
+    from tunechat.core.engine import Engine, GenerationSettings
+    from tunechat.core.store import Store
+    from tunechat.personalize.job import PersonalizeJob
+
+    facts = json.loads(persona.read_text(encoding="utf-8"))["facts"][:pairs]
+    store = Store()
+    store.add_pairs([(f["q"], f["a"]) for f in facts], source="imported")
+    start = time.monotonic()
+    job = PersonalizeJob(store, recipe=method, max_steps=max_steps)
+    for event in job.events():
+        if event.kind == "phase":
+            print(f"  [{time.monotonic() - start:6.1f}s] {event.data['phase']}", flush=True)
+    if job.outcome is None:
+        print(f"failed: {job.error}", flush=True)
+        return 1
+    entry = job.install(consent=True)
+    engine = Engine(entry.path)
+    answer = engine.complete([{"role": "user", "content": facts[0]["q"]}], GenerationSettings(max_tokens=32))
+    total = time.monotonic() - start
+    engine.close()
+    m = job.outcome.manifest
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    gpu = f" ({m.gpu_name})" if m.gpu_name else ""
+    print(f"method {m.method} on {m.device}{gpu}, {m.pairs_count} pairs, {m.train.steps} steps")
+    for phase, seconds in m.timings.items():
+        print(f"  {phase:10} {seconds:7.1f} s")
+    print(f"  key press to the new model answering: {total:.1f} s")
+    print(f"  answer to {facts[0]['q']!r}: {answer!r}")
+    print(f"  tokens trained per second: {m.train.tokens_per_second or 0:.0f}")
+    if m.train.confirms:
+        print(f"  greedy-stop confirmations: {m.train.confirms}, {m.train.confirm_seconds:.1f} s of training")
+    print(f"  peak RSS of the worker: {peak:.0f} MiB (target <= 3072 MiB)")
+    if m.gpu_peak_mib is not None:
+        print(f"  peak GPU memory: {m.gpu_peak_mib:.0f} MiB")
+    after = m.metrics.after
+    scores = {k: v for k, v in vars(after).items() if v is not None} if after else {}
+    print("  scores after: " + ", ".join(f"{k} {v:.0%}" for k, v in scores.items()))
+    answer_tokens = _answer_tokens(Path(m.base_path), [f["a"] for f in facts])
+    stats = {"method": m.method, "device": m.device, "steps": m.train.steps, "tokens": m.train.tokens,
+             "train_seconds": m.train.seconds, "confirm_seconds": m.train.confirm_seconds,
+             "total": total, "peak_mib": peak, "fact_answer_tokens": answer_tokens}
+    print(STATS_PREFIX + json.dumps(stats), flush=True)
+    return 0
+
+
+def _answer_tokens(base: Path, answers: list[str]) -> int:
+    """Tokens of the taught answers, end-of-turn token included (llama.cpp's tokenizer)."""
+    from tunechat.core.engine import tokenize_with_vocab
+
+    return sum(len(tokenize_with_vocab(base, a)) + 1 for a in answers)
+
+
+# -- the matmul floor --------------------------------------------------------------------------
+
+def step_matmuls(stats: dict, dims: dict, recipe) -> list[tuple[int, int, int, int]]:
+    """(m, k, n, count) of the step's matrix products: for each of its two passes (facts,
+    replay), every frozen linear layer forward (T x in @ in x out) and its input gradient
+    (T x out @ out x in), and the head at the answer positions both ways."""
+    d, ff, kv, vocab, layers = dims["hidden"], dims["ff"], dims["kv"], dims["vocab"], dims["layers"]
+    tokens_per_pass = max(1, round(stats["tokens"] / max(1, stats["steps"]) / 2))
+    linears = [(d, d), (d, kv), (d, kv), (d, d), (d, ff), (d, ff), (ff, d)]  # q k v o gate up down
+    answers = [stats["fact_answer_tokens"], recipe.replay_batch * (recipe.replay_answer_tokens + 1)]
+    out = []
+    for n_in, n_out in linears:
+        out.append((tokens_per_pass, n_in, n_out, 2 * layers))  # forward, both passes
+        out.append((tokens_per_pass, n_out, n_in, 2 * layers))  # input gradient
+    for a in answers:
+        if a:
+            out += [(a, d, vocab, 1), (a, vocab, d, 1)]
+    return out
+
+
+def matmul_floor(shapes: list[tuple[int, int, int, int]], seconds_each: float = 0.3) -> tuple[float, float]:
+    """(FLOP, seconds) of ``shapes`` timed as plain float32 torch matmuls on every thread."""
+    import torch
+
+    torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
+    flop = seconds = 0.0
+    with torch.no_grad():
+        for m, k, n, count in shapes:
+            a, b = torch.randn(m, k), torch.randn(k, n)
+            a @ b  # warm-up
+            reps, start = 0, time.perf_counter()
+            while time.perf_counter() - start < seconds_each or reps < 3:
+                a @ b
+                reps += 1
+            per = (time.perf_counter() - start) / reps
+            flop += 2.0 * m * k * n * count
+            seconds += per * count
+    return flop, seconds
+
+
+def base_dims() -> dict[str, int]:
+    from tunechat.convert.header import read_header
+    from tunechat.core.registry import embedded_model_path
+    from tunechat.personalize.dequantize import config_dict
+
+    c = config_dict(read_header(embedded_model_path()))
+    heads, kv_heads = int(c["num_attention_heads"]), int(c.get("num_key_value_heads") or c["num_attention_heads"])
+    head = int(c.get("head_dim") or int(c["hidden_size"]) // heads)
+    return {"hidden": int(c["hidden_size"]), "ff": int(c["intermediate_size"]), "kv": kv_heads * head,
+            "vocab": int(c["vocab_size"]), "layers": int(c["num_hidden_layers"])}
+
+
+def floor_lines(stats: dict) -> list[str]:
+    recipe = RECIPES[stats["method"]]
+    flop, floor = matmul_floor(step_matmuls(stats, base_dims(), recipe))
+    step = (stats["train_seconds"] - stats["confirm_seconds"]) / max(1, stats["steps"])
+    return [
+        f"  training step: {step:.2f} s (confirmations left out), ~{stats['tokens'] / max(1, stats['steps']):.0f} "
+        f"tokens, >= {flop / 1e9:.0f} GFLOP of matmuls",
+        f"  step {flop / 1e9 / step:.0f} GFLOP/s; the same matmuls alone {flop / 1e9 / floor:.0f} GFLOP/s "
+        f"({floor:.2f} s): the step takes {step / floor:.1f}x its matmul floor",
+    ]
+
+
+# -- the runs ----------------------------------------------------------------------------------
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--method", default=None, choices=list(RECIPES), help="default: the default recipe")
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=[*METHODS, *RECIPES],
+                        help="recipes: default, quick or a recipe name (default: default quick)")
+    parser.add_argument("--runs", nargs="+", default=["cold", "warm"], choices=["cold", "warm"])
     parser.add_argument("--persona", type=Path, default=PERSONA)
-    parser.add_argument("--cold", action="store_true", help="start with an empty cache (first-run cost)")
+    parser.add_argument("--pairs", type=int, default=10, help="how many of the persona's facts (default 10)")
+    parser.add_argument("--max-steps", type=int, default=None, help="cap the training steps (a quick check)")
     parser.add_argument("--out", type=Path, nargs="?", const=RESULTS, default=None, metavar="PATH",
                         help=f"also write the numbers here (default {RESULTS.relative_to(ROOT)})")
+    parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # a recipe: run once, in this process
     args = parser.parse_args()
+    if args.one:
+        return run_once(args.one, args.pairs, args.max_steps, args.persona)
+
     lines: list[str] = []
 
     def say(line: str = "") -> None:
         print(line, flush=True)
         lines.append(line)
 
-    home = tempfile.mkdtemp(prefix="tunechat-bench-")
-    os.environ["TUNECHAT_HOME"] = home
-    if args.cold:
-        os.environ["TUNECHAT_CACHE"] = os.path.join(home, "cache")
-    else:
-        os.environ.setdefault("TUNECHAT_CACHE", str(Path.home() / ".cache" / "tunechat-bench"))
-
-    from tunechat.core.engine import Engine, GenerationSettings
-    from tunechat.core.store import Store
-    from tunechat.personalize.job import PersonalizeJob
-
-    facts = json.loads(args.persona.read_text(encoding="utf-8"))["facts"][:10]
-    store = Store()
-    store.add_pairs([(f["q"], f["a"]) for f in facts], source="imported")
-
-    if not args.cold:  # warm the cache (dequantized base, base answers) outside the timing
-        cache = Path(os.environ["TUNECHAT_CACHE"])
-        if not any(cache.glob("base-*")) or not any(cache.glob("answers-*")):
-            print("warming the cache (first run only)…", flush=True)
-            warm = PersonalizeJob(store, recipe=args.method, max_steps=1)
-            list(warm.events())
-            warm.discard()
-
-    start = time.monotonic()
-    job = PersonalizeJob(store, recipe=args.method)
-    for event in job.events():
-        if event.kind == "phase":
-            say(f"  [{time.monotonic() - start:6.1f}s] {event.data['phase']}")
-    if job.outcome is None:
-        say(f"failed: {job.error}")
-        return 1
-    entry = job.install(consent=True)
-    engine = Engine(entry.path)
-    answer = engine.complete([{"role": "user", "content": facts[0]["q"]}], GenerationSettings(max_tokens=32))
-    total = time.monotonic() - start
-    m = job.outcome.manifest
-    gpu = f" ({m.gpu_name})" if m.gpu_name else ""
-    say()
-    say(f"method {m.method} on {m.device}{gpu}, {m.pairs_count} pairs, {m.train.steps} steps")
-    for phase, seconds in m.timings.items():
-        say(f"  {phase:10} {seconds:7.1f} s")
-    say(f"  key press to the new model answering: {total:.1f} s (target <= 90 s warm)")
-    say(f"  answer to {facts[0]['q']!r}: {answer!r}")
-    say(f"  tokens trained per second: {m.train.tokens_per_second or 0:.0f}")
-    if m.train.confirms:
-        say(f"  greedy-stop confirmations: {m.train.confirms}, {m.train.confirm_seconds:.1f} s of training")
-    say(f"  peak RSS of the worker: {resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024:.0f} MiB "
-        f"(target <= 3072 MiB)")
-    if m.gpu_peak_mib is not None:
-        say(f"  peak GPU memory: {m.gpu_peak_mib:.0f} MiB")
-    after = m.metrics.after
-    scores = {k: v for k, v in vars(after).items() if v is not None} if after else {}
-    say("  scores after: " + ", ".join(f"{k} {v:.0%}" for k, v in scores.items()))
+    say(f"$ python bench/personalize.py {' '.join(sys.argv[1:])}".rstrip())
+    say(f"{len(os.sched_getaffinity(0))} cores, {args.pairs} pairs of {args.persona.name}")
+    failed = 0
+    for name in args.methods:
+        recipe = METHODS.get(name, name)
+        cache = Path(tempfile.mkdtemp(prefix="tunechat-bench-cache-"))
+        try:
+            if "cold" not in args.runs:
+                print(f"warming the cache for {recipe}…", flush=True)
+                _child(recipe, cache, args, max_steps=1)
+            for run in args.runs:
+                say()
+                say(f"## {name} ({recipe}), {run}: empty data folder, "
+                    + ("empty cache" if run == "cold" else "cache filled by the run before"))
+                code, output = _child(recipe, cache, args, args.max_steps)
+                stats = None
+                for line in output:
+                    if line.startswith(STATS_PREFIX):
+                        stats = json.loads(line[len(STATS_PREFIX):])
+                    else:
+                        say(line)
+                if code != 0 or stats is None:
+                    failed += 1
+                    continue
+                for line in floor_lines(stats):
+                    say(line)
+        finally:
+            shutil.rmtree(cache, ignore_errors=True)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return 0
+    return 1 if failed else 0
+
+
+def _child(recipe: str, cache: Path, args, max_steps: int | None) -> tuple[int, list[str]]:
+    """One run in its own process, a new data folder over ``cache``; its phase lines are printed
+    as they come, its other lines returned."""
+    home = tempfile.mkdtemp(prefix="tunechat-bench-")
+    env = {**os.environ, "TUNECHAT_HOME": home, "TUNECHAT_CACHE": str(cache)}
+    command = [sys.executable, str(Path(__file__).resolve()), "--one", recipe, "--pairs", str(args.pairs),
+               "--persona", str(args.persona)]
+    if max_steps is not None:
+        command += ["--max-steps", str(max_steps)]
+    lines = []
+    try:
+        with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True, cwd=ROOT) as child:
+            assert child.stdout is not None
+            for line in child.stdout:
+                line = line.rstrip("\n")
+                if line.lstrip().startswith("["):
+                    print(line, flush=True)
+                else:
+                    lines.append(line)
+        return child.returncode, lines
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
 
 
 if __name__ == "__main__":
