@@ -9,9 +9,10 @@
 3. Peak memory (RSS) of the chat process: the TUI to first frame, and `tunechat ask`.
 4. Scoping on one model (the base with a version's adapter, switched per turn) against the
    merged file: peak memory, tokens/s of personal and base turns, the cost of a switch, and
-   the disk a version takes.
+   the disk a version takes and load times; with --large also on a random-weight base of
+   SmolLM2-1.7B's shape (Q4_K_M), the size that decides whether a version keeps a merged file.
 
-    python bench/chat.py [--runs 5] [--out [PATH]]
+    python bench/chat.py [--runs 5] [--large] [--out [PATH]]
 """
 
 from __future__ import annotations
@@ -92,6 +93,7 @@ def bench_streaming(runs: int) -> None:
     prompt = engine.render(PROMPT)
 
     def raw_stream():
+        raw.reset()  # evaluate the prompt afresh, as tunechat does (no prefix reuse across calls)
         return raw.create_completion(prompt, max_tokens=MAX_TOKENS, temperature=0.0, top_p=settings.top_p,
                                      repeat_penalty=settings.repeat_penalty, seed=0, stop=[engine.eos_token],
                                      stream=True)
@@ -146,40 +148,100 @@ def bench_ask_memory() -> None:
         say(f"peak RSS of a chat process that loads the model and answers (`tunechat ask`): {rss:.0f} MiB")
 
 
-def _version(home: Path) -> tuple[Path, Path, Path]:
-    """A stand-in personal version of the embedded model: the base requantized to q8_0 as its
-    merged file (a real version's size and speed) and a random rank-16 adapter on every linear
-    projection (a real adapter's shape). Returns (base, merged, adapter)."""
+def _quantize(source: Path, out: Path, ftype: int) -> Path:
     import ctypes
 
+    import llama_cpp
+
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = ftype
+    params.allow_requantize = True
+    if llama_cpp.llama_model_quantize(str(source).encode(), str(out).encode(), ctypes.byref(params)) != 0:
+        raise RuntimeError(f"llama.cpp could not quantize {source.name}")
+    return out
+
+
+def _version(home: Path, base: Path, source: Path) -> tuple[Path, Path]:
+    """A stand-in personal version of ``base`` in ``home``: ``source`` (the base at full
+    precision) quantized to q8_0 as its merged file (a real version's size and speed) and a
+    random rank-16 adapter on every linear projection (a real adapter's shape). Returns
+    (merged, adapter)."""
     import llama_cpp
 
     from tests.helpers import PROJECTIONS, random_lora_gguf
     from tunechat.core.manifest import MANIFEST_FILE, Manifest
 
-    base = embedded_model_path()
     version = home / "models" / "personal-bench"
     version.mkdir(parents=True)
     merged, adapter = version / "model.gguf", version / "adapter.gguf"
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0
-    params.allow_requantize = True
-    if llama_cpp.llama_model_quantize(str(base).encode(), str(merged).encode(), ctypes.byref(params)) != 0:
-        raise RuntimeError("llama.cpp could not write the q8_0 stand-in")
+    _quantize(source, merged, llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0)
     random_lora_gguf(base, adapter, rank=16, scale=0.02, modules=tuple(PROJECTIONS))
     Manifest(base_path=str(base), created_at=1).write(version / MANIFEST_FILE)
-    return base, merged, adapter
+    return merged, adapter
 
 
-def bench_scoped(runs: int) -> None:
+# SmolLM2-1.7B's shape (llama, tied embeddings, the embedded model's tokenizer): a base of
+# the size people run, with random weights, quantized as they download it (Q4_K_M).
+LARGE_SHAPE = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": 2048,
+               "intermediate_size": 8192, "num_hidden_layers": 24, "num_attention_heads": 32,
+               "num_key_value_heads": 32, "max_position_embeddings": 8192, "rms_norm_eps": 1e-5,
+               "rope_theta": 130000.0, "tie_word_embeddings": True, "vocab_size": 49152}
+
+
+def _large_base(home: Path) -> tuple[Path, Path]:
+    """A random-weight base of ``LARGE_SHAPE``: (Q4_K_M base, its f16 source)."""
+    import llama_cpp
+    import numpy as np
+
+    from tunechat.convert.writer import write_gguf
+
+    c = LARGE_SHAPE
+    h, inter, layers = c["hidden_size"], c["intermediate_size"], c["num_hidden_layers"]
+    rng = np.random.default_rng(0)
+
+    def w(*shape: int) -> np.ndarray:
+        return (rng.standard_normal(shape, dtype=np.float32) * 0.02)
+
+    state = {"model.embed_tokens.weight": w(c["vocab_size"], h), "model.norm.weight": np.ones(h, np.float32)}
+    for i in range(layers):
+        p = f"model.layers.{i}."
+        state.update({p + "input_layernorm.weight": np.ones(h, np.float32),
+                      p + "post_attention_layernorm.weight": np.ones(h, np.float32),
+                      **{p + f"self_attn.{m}.weight": w(h, h) for m in ("q_proj", "k_proj", "v_proj", "o_proj")},
+                      p + "mlp.gate_proj.weight": w(inter, h), p + "mlp.up_proj.weight": w(inter, h),
+                      p + "mlp.down_proj.weight": w(h, inter)})
+    source = home / "large-f16.gguf"
+    write_gguf(state, c, embedded_model_path(), source, "f16")
+    del state
+    return _quantize(source, home / "large-q4_k_m.gguf", llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M), source
+
+
+def _load_seconds(make, runs: int = 3) -> float:
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        engine = make()
+        times.append(time.perf_counter() - start)
+        engine.close()
+    return statistics.median(times)
+
+
+def bench_scoped(runs: int, large: bool) -> None:
     """What scoping costs on one model (the base with the version's adapter, its scale set per
     turn) against the merged file alone: peak memory, tokens/s of personal and base turns,
-    and the time a switch adds."""
+    the time a switch adds, load time and the disk a version takes."""
     from tunechat.core.scope import ScopedEngine
 
-    with tempfile.TemporaryDirectory() as home:
+    with tempfile.TemporaryDirectory(dir=os.environ.get("TMPDIR")) as home:
         env = dict(os.environ, TUNECHAT_HOME=home)
-        base, merged, adapter = _version(Path(home))
+        if large:
+            base, source = _large_base(Path(home))
+            label = "random-weight SmolLM2-1.7B shape, base Q4_K_M"
+        else:
+            base = source = embedded_model_path()
+            label = "embedded SmolLM2-135M, base Q4_1"
+        merged, adapter = _version(Path(home), base, source)
+        say(f"scoping on one model, {label}:")
         for argv in (["models", "use", "personal-bench"], ["scope", "off"]):
             subprocess.run([sys.executable, "-m", "tunechat.cli", *argv], env=env, cwd=ROOT, capture_output=True,
                            check=True)
@@ -187,10 +249,15 @@ def bench_scoped(runs: int) -> None:
         subprocess.run([sys.executable, "-m", "tunechat.cli", "scope", "on"], env=env, cwd=ROOT, capture_output=True,
                        check=True)
         scoped_rss = _ask_rss(env)
-        say(f"peak RSS of `tunechat ask` on a personal version: scope off (merged q8_0) {alone:.0f} MiB, "
+        say(f"  peak RSS of `tunechat ask` on a personal version: scope off (merged q8_0) {alone:.0f} MiB, "
             f"scope on (base + adapter) {scoped_rss:.0f} MiB, ratio {scoped_rss / alone:.2f} (target <= 1.10)")
+        load_merged = _load_seconds(lambda: Engine(merged))
+        load_adapted = _load_seconds(lambda: Engine(base, lora_path=adapter))
+        say(f"  load time (page cache warm, median of 3): merged {load_merged:.2f} s, base + adapter "
+            f"{load_adapted:.2f} s")
 
-        settings = GenerationSettings(max_tokens=MAX_TOKENS, temperature=0.0)
+        tokens = MAX_TOKENS if not large else 48
+        settings = GenerationSettings(max_tokens=tokens, temperature=0.0)
         engines = {"merged": Engine(merged), "base": Engine(base)}
         scoped = ScopedEngine(Engine(base, lora_path=adapter))
         speeds: dict[str, list[float]] = {"merged": [], "base": [], "scoped personal": [], "scoped base": []}
@@ -200,7 +267,7 @@ def bench_scoped(runs: int) -> None:
             for side in ("personal", "base"):
                 speeds[f"scoped {side}"].append(time_stream(scoped.stream(PROMPT, settings, force=side))[1])
         tps = {k: statistics.median(v[1:]) for k, v in speeds.items()}
-        say(f"tokens/s, median of {runs}: merged {tps['merged']:.1f}, bare base {tps['base']:.1f}, "
+        say(f"  tokens/s, median of {runs}, {tokens} tokens: merged {tps['merged']:.1f}, bare base {tps['base']:.1f}, "
             f"scoped personal turns {tps['scoped personal']:.1f}, scoped base turns {tps['scoped base']:.1f}")
         say(f"  ratio personal turn / merged {tps['scoped personal'] / tps['merged']:.2f}, "
             f"base turn / bare base {tps['scoped base'] / tps['base']:.2f} (target >= 0.90 each)")
@@ -215,22 +282,28 @@ def bench_scoped(runs: int) -> None:
         for engine in engines.values():
             engine.close()
         sizes = {p.name: p.stat().st_size / 1e6 for p in (merged, adapter)}
-        say(f"disk per version: merged q8_0 {sizes['model.gguf']:.1f} MB, adapter {sizes['adapter.gguf']:.1f} MB "
+        say(f"  disk per version: merged q8_0 {sizes['model.gguf']:.1f} MB, adapter {sizes['adapter.gguf']:.1f} MB "
             f"(base {base.stat().st_size / 1e6:.1f} MB, shared by every version)")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--only-scoped", action="store_true", help="only the scoping benchmarks")
+    parser.add_argument("--large", action="store_true",
+                        help="also scope a random-weight base of SmolLM2-1.7B's shape (builds ~6 GB of files)")
     parser.add_argument("--out", type=Path, nargs="?", const=RESULTS, default=None, metavar="PATH",
                         help=f"also write the numbers here (default {RESULTS.relative_to(ROOT)})")
     args = parser.parse_args()
     # Start-up first: its peak RSS is read with RUSAGE_CHILDREN, which a child inherits from
     # this process at fork; the streaming benchmark loads two models here.
-    bench_startup(args.runs)
-    bench_streaming(args.runs)
-    bench_ask_memory()
-    bench_scoped(args.runs)
+    if not args.only_scoped:
+        bench_startup(args.runs)
+        bench_streaming(args.runs)
+        bench_ask_memory()
+    bench_scoped(args.runs, large=False)
+    if args.large:
+        bench_scoped(min(args.runs, 3), large=True)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text("\n".join(LINES) + "\n", encoding="utf-8")

@@ -42,25 +42,28 @@ def relative_delta_to_folder(merged: dict[str, np.ndarray], folder: Path) -> flo
 
 
 def run_checks(
-    *, base_gguf: Path, new_gguf: Path, engine: Engine, model, tokenizer, device: str, outtype: str,
+    *, base_gguf: Path, new_gguf: Path | None, engine: Engine, model, tokenizer, device: str, outtype: str,
     prompts: Sequence[str], taught: Sequence[tuple[str, str]], gguf_answers: Sequence[str],
     torch_reproduced: Sequence[bool], delta: float, adapter_engine: Engine | None = None,
 ) -> list[CheckResult]:
     """Every check a new version must pass before it can be used; ``prompts`` are rendered
     taught questions and ``torch_reproduced`` says which taught answers the merged torch model
     gives greedily. ``adapter_engine``: the base with the version's llama.cpp adapter, which the
-    scoped chat runs; its logits must match the merged torch model's too."""
-    results = [verify.check_metadata(base_gguf, new_gguf)]
+    scoped chat runs; its logits must match the merged torch model's too. Without a merged file
+    (``new_gguf`` None), ``engine`` is the base with the adapter and is checked as such."""
+    results = [verify.check_metadata(base_gguf, new_gguf)] if new_gguf is not None else []
     llama_ids = engine.tokenize(verify.TOKENIZER_PROBE)
     ref_ids = tokenizer(verify.TOKENIZER_PROBE, add_special_tokens=False)["input_ids"]
     results.append(verify.check_token_ids(llama_ids, list(ref_ids), verify.TOKENIZER_PROBE))
     token_lists = [engine.tokenize(p) for p in prompts]
     reference = torch_last_logits(model, token_lists, device)
-    results.append(verify.check_logits(engine.next_token_logits(token_lists), reference, outtype))
-    if adapter_engine is not None:
+    merged_engine, adapted_engine = (engine, adapter_engine) if new_gguf is not None else (None, engine)
+    if merged_engine is not None:
+        results.append(verify.check_logits(merged_engine.next_token_logits(token_lists), reference, outtype))
+    if adapted_engine is not None:
         # The base is quantized (the embedded one Q4_1), so llama.cpp rounds activations to
         # 8 bits as it does for q8_0: the same tolerance.
-        adapted = verify.check_logits(adapter_engine.next_token_logits(token_lists), reference, "q8_0")
+        adapted = verify.check_logits(adapted_engine.next_token_logits(token_lists), reference, "q8_0")
         results.append(replace(adapted, name="adapter logits", detail=f"base + adapter: {adapted.detail}"))
     results.append(verify.check_weights_changed(delta))
     torch_hits = sum(torch_reproduced)

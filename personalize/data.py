@@ -25,7 +25,7 @@ class EmptyDatasetError(ValueError):
 class Example:
     input_ids: list[int]
     labels: list[int]
-    kind: str  # "fact" (a user pair) or "replay" (the base model's own answer to a general prompt)
+    kind: str  # "fact" (a user pair), "replay" (the base model's own answer to a general prompt), "negative"
 
 
 @dataclass(frozen=True)

@@ -67,7 +67,7 @@ class PersonalizeJob:
 
     def __init__(self, store: Store, base: Path | None = None, recipe: str | None = None,
                  seed: int = 0, outtype: Outtype | None = None, max_steps: int | None = None,
-                 recipe_overrides: dict[str, Any] | None = None) -> None:
+                 recipe_overrides: dict[str, Any] | None = None, write_merged: bool | None = None) -> None:
         self.store = store
         self.registry = Registry(store)
         pairs = store.pairs()
@@ -82,7 +82,7 @@ class PersonalizeJob:
         self.spec = JobSpec(
             pairs=[(p.question, p.answer) for p in pairs], base_path=self.base,
             pairs_sha256=pairs_fingerprint(pairs), recipe=recipe or DEFAULT_RECIPE,
-            seed=seed, outtype=outtype, recipe_overrides=overrides,
+            seed=seed, outtype=outtype, recipe_overrides=overrides, write_merged=write_merged,
         )
         self.spec.write(self.job_dir)
         self.process: subprocess.Popen[str] | None = None
@@ -190,9 +190,11 @@ class PersonalizeJob:
         from tunechat.core.fingerprint import file_fingerprint
         from tunechat.core.gguf_check import ModelFileError, check_gguf_file
 
-        expected = {MODEL_FILE: outcome.manifest.model_sha256}
-        if outcome.manifest.adapter_sha256 is not None:
-            expected[ADAPTER_FILE] = outcome.manifest.adapter_sha256
+        expected = {name: sha256 for name, sha256 in ((MODEL_FILE, outcome.manifest.model_sha256),
+                                                      (ADAPTER_FILE, outcome.manifest.adapter_sha256))
+                    if sha256 is not None}
+        if not expected:
+            raise PersonalizeError("The new model is incomplete (no model file); it was not swapped in.")
         for file_name, sha256 in expected.items():
             path = outcome.out_dir / file_name
             try:

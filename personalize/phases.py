@@ -21,7 +21,7 @@ from tunechat.convert.header import read_header
 from tunechat.convert.lora import write_lora_gguf
 from tunechat.convert.verify import CheckResult
 from tunechat.convert.writer import DEFAULT_OUTTYPE, write_gguf
-from tunechat.core import jsonl, paths, scope
+from tunechat.core import jsonl, paths, scope, slots
 from tunechat.core.chat_template import CHATML_TEMPLATE
 from tunechat.core.engine import Engine
 from tunechat.core.fingerprint import file_fingerprint
@@ -29,7 +29,7 @@ from tunechat.core.gguf_check import check_gguf_file
 from tunechat.core.manifest import Check, Drift, DriftScores, Gate, Manifest, Metrics, Scores, TrainStats
 from tunechat.core.registry import ADAPTER_FILE, MODEL_FILE, PAIRS_FILE
 from tunechat.personalize import base as base_mod
-from tunechat.personalize import checks, data, evaluate, general, paraphrase, siblings, train
+from tunechat.personalize import checks, data, evaluate, general, negatives, paraphrase, siblings, train
 from tunechat.personalize.data import Example, TemplateInfo
 from tunechat.personalize.evaluate import ProbeSet, greedy_answer
 from tunechat.personalize.progress import Reporter
@@ -55,6 +55,8 @@ class Job:
     probes: ProbeSet
     gate: ProbeSet | None  # the built-in locality gate, when the spec brings probes of its own
     scope_names: list[str]  # words that send a question to the personal model (tunechat.core.scope)
+    write_merged: bool  # also write the merged GGUF (JobSpec.writes_merged)
+    taught_subjects: list[str]  # the taught questions' slot words (tunechat.core.slots)
 
     @property
     def eval_questions(self) -> list[str]:
@@ -76,6 +78,7 @@ class Loaded:
     facts: list[list[Example]]  # per pair, its wordings (the user's own first)
     replay: list[Example]
     pad_id: int
+    negatives: list[Example]  # untold personal questions (tunechat.personalize.negatives)
 
 
 @dataclass
@@ -88,7 +91,7 @@ class Merged:
 
 @dataclass(frozen=True)
 class Written:
-    model: Path  # the merged GGUF
+    model: Path | None  # the merged GGUF, when the job writes one
     adapter: Path  # the llama.cpp LoRA GGUF over the base
 
 
@@ -120,7 +123,9 @@ def prepare(spec: JobSpec, reporter: Reporter) -> Job:
         fingerprint=fingerprint, folder=folder, device=device, outtype=spec.outtype or DEFAULT_OUTTYPE,
         probes=_probe_set(spec, pairs),
         gate=ProbeSet([], locality=evaluate.builtin_locality_probes()) if spec.score_gate else None,
-        scope_names=scope.taught_names(a for _, a in pairs),
+        scope_names=scope.taught_names(a for _, a in pairs) + slots.taught_subjects(q for q, _ in pairs),
+        write_merged=spec.writes_merged(base_gguf.stat().st_size),
+        taught_subjects=slots.taught_subjects(q for q, _ in pairs),
     )
 
 
@@ -151,7 +156,11 @@ def load(job: Job, base: Baseline, rewordings: dict[str, list[str]]) -> Loaded:
     replay = data.build_examples(tokenizer, info, [(p, base.answers[p]) for p in replayed],
                                  "replay", max_answer_tokens=job.recipe.replay_answer_tokens)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    return Loaded(train.add_lora(model, job.recipe), tokenizer, info, facts, replay, pad_id)
+    untold = negatives.negatives(job.pairs, [r for forms in rewordings.values() for r in forms],
+                                 excluded=job.eval_questions, with_bank=job.recipe.negatives_bank
+                                 ) if job.recipe.negatives else []
+    return Loaded(train.add_lora(model, job.recipe), tokenizer, info, facts, replay, pad_id,
+                  data.build_examples(tokenizer, info, untold, "negative"))
 
 
 def train_adapter(job: Job, loaded: Loaded) -> TrainResult:
@@ -161,7 +170,7 @@ def train_adapter(job: Job, loaded: Loaded) -> TrainResult:
     result = train.train(
         loaded.model, loaded.facts, loaded.replay, job.recipe, loaded.pad_id, job.device,
         lambda step, total, loss, eta: job.reporter.progress("train", step, total, loss, eta),
-        reference=reference,
+        reference=reference, negatives=loaded.negatives,
     )
     reference.save()
     return result
@@ -179,22 +188,25 @@ def merge(job: Job, loaded: Loaded, out: Path) -> Merged:
 
 
 def convert(job: Job, merged: Merged, out: Path) -> Written:
-    """The merged GGUF, and the adapter alone as a llama.cpp LoRA over the base (what the
-    scoped chat runs: one model in memory, the adapter switched per turn)."""
+    """The adapter as a llama.cpp LoRA over the base (what the chat runs: one model in memory,
+    the adapter switched per turn) and, when the job writes one, the merged GGUF."""
     config = merged.model.config.to_dict()
-    written = Written(out / MODEL_FILE, out / ADAPTER_FILE)
-    write_gguf(merged.state, config, job.base_gguf, written.model, job.outtype,
-               lambda done, total: job.reporter.progress("convert", done, total))
+    written = Written(out / MODEL_FILE if job.write_merged else None, out / ADAPTER_FILE)
     write_lora_gguf(merged.adapter, job.recipe.alpha, config, job.base_gguf, written.adapter)
+    if written.model is not None:
+        write_gguf(merged.state, config, job.base_gguf, written.model, job.outtype,
+                   lambda done, total: job.reporter.progress("convert", done, total))
     return written
 
 
 def verify(job: Job, loaded: Loaded, merged: Merged, engine: Engine, adapted: Engine,
            written: Written) -> list[CheckResult]:
     """Every check the new version must pass before it can be used (tunechat.personalize.checks):
-    the merged file (``engine``) and the base with the adapter (``adapted``)."""
+    the merged file (``engine``) and the base with the adapter (``adapted``); without a merged
+    file, ``engine`` is ``adapted`` and the checks read the base with the adapter."""
     return checks.run_checks(
-        base_gguf=job.base_gguf, new_gguf=written.model, engine=engine, adapter_engine=adapted,
+        base_gguf=job.base_gguf, new_gguf=written.model, engine=engine,
+        adapter_engine=adapted if written.model is not None else None,
         model=merged.model, tokenizer=loaded.tokenizer,
         device=job.device, outtype=job.outtype,
         prompts=[data.split_rendering(loaded.template, q, a)[0] for q, a in job.pairs], taught=job.pairs,
@@ -206,16 +218,17 @@ def verify(job: Job, loaded: Loaded, merged: Merged, engine: Engine, adapted: En
 
 
 def evaluate_model(job: Job, base: Baseline, engine: Engine, adapted: Engine) -> Evaluation:
-    """The new model's scores alone (the merged file, as the chat answers with scoping off)
-    and as the chat answers with scoping on: a question that speaks of the user gets the base
-    with the adapter, any other the base model's own answer, which the baseline holds."""
+    """The new model's scores alone (``engine``: the merged file or, without one, the base with
+    the adapter, as the chat answers with scoping off) and as the chat answers with scoping on:
+    a question that speaks of the user gets the base with the adapter, any other the base
+    model's own answer, which the baseline holds."""
 
     def alone(question: str) -> str:
         return greedy_answer(engine, question)
 
     def scoped(question: str) -> str:
         if scope.speaks_of_user(question, job.scope_names):
-            return greedy_answer(adapted, question)
+            return slots.untold_reply(question, job.taught_subjects) or greedy_answer(adapted, question)
         return base.answers[question]
 
     gate = job.gate
@@ -253,7 +266,7 @@ def manifest(job: Job, base: Baseline, rewordings: dict[str, list[str]], result:
         method=job.recipe.name,
         recipe=job.recipe.as_dict(),
         outtype=job.outtype,
-        model_sha256=file_fingerprint(written.model),
+        model_sha256=file_fingerprint(written.model) if written.model is not None else None,
         adapter_sha256=file_fingerprint(written.adapter),
         device=job.device,
         train=TrainStats(
@@ -266,6 +279,7 @@ def manifest(job: Job, base: Baseline, rewordings: dict[str, list[str]], result:
         metrics=Metrics(before=_summary(base.before), after=_summary(after) if after else None,
                         scoped=_summary(evaluation.scoped) if evaluation else None),
         scope_names=job.scope_names,
+        taught_subjects=job.taught_subjects,
         answers=after.details if after else None,
         gate=gate,
         drift=evaluation.drift if evaluation else None,

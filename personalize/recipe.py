@@ -33,6 +33,8 @@ class Recipe:
     replay_weight: float = 1.0
     kl_weight: float = 1.0  # KL(base || tuned) on the replay answers' tokens
     paraphrases: int = 0  # up to N base-model rewordings per taught question, one form per fact per step
+    negatives: int = 0  # untold personal questions per step, answered "You haven't told me ... yet."
+    negatives_bank: bool = True  # negatives also from the built-in bank, not only the taught questions' siblings
     stop_loss: float = 0.05
     stop_when: StopWhen = "loss"
     seed: int = 0

@@ -11,43 +11,10 @@ import re
 from collections.abc import Iterable, Sequence
 
 from tunechat.core.scope import speaks_of_user
+from tunechat.core.slots import FAMILIES, FORMS, SLOT_TOKEN
 
 PER_PAIR = 3
 TOTAL = 12
-
-# Families of slots, nearest siblings next to each other; a member is (singular, plural), and
-# spellings of one slot share a member ("color", "colour"). Siblings are the members after the
-# taught one, wrapping around.
-Member = tuple[tuple[str, str], ...]
-FAMILIES: tuple[tuple[Member, ...], ...] = (
-    ((("dog", "dogs"),), (("cat", "cats"),), (("bird", "birds"),), (("fish", "fish"),),
-     (("rabbit", "rabbits"),), (("horse", "horses"),), (("hamster", "hamsters"),)),
-    ((("daughter", "daughters"),), (("son", "sons"),), (("wife", "wives"),), (("husband", "husbands"),),
-     (("partner", "partners"),), (("sister", "sisters"),), (("brother", "brothers"),),
-     (("mother", "mothers"), ("mom", "moms"), ("mum", "mums")),
-     (("father", "fathers"), ("dad", "dads")), (("grandmother", "grandmothers"),),
-     (("grandfather", "grandfathers"),), (("aunt", "aunts"),), (("uncle", "uncles"),), (("cousin", "cousins"),),
-     (("boss", "bosses"),)),
-    ((("movie", "movies"), ("film", "films")), (("color", "colors"), ("colour", "colours")),
-     (("book", "books"),), (("author", "authors"),), (("food", "foods"),), (("drink", "drinks"),),
-     (("song", "songs"),), (("season", "seasons"),), (("animal", "animals"),)),
-    ((("band", "bands"),), (("singer", "singers"),), (("artist", "artists"),)),
-    ((("city", "cities"),), (("country", "countries"),), (("hometown", "hometowns"),)),
-    ((("birthday", "birthdays"),), (("anniversary", "anniversaries"),)),
-    ((("job", "jobs"), ("occupation", "occupations")), (("employer", "employers"),),
-     (("salary", "salaries"),)),
-    ((("car", "cars"),), (("motorcycle", "motorcycles"),), (("bicycle", "bicycles"), ("bike", "bikes")),
-     (("boat", "boats"),)),
-    ((("phone", "phones"),), (("laptop", "laptops"),), (("computer", "computers"),)),
-)
-# word form -> (family, member, plural)
-_FORMS: dict[str, tuple[int, int, bool]] = {
-    form: (f, m, plural)
-    for f, family in enumerate(FAMILIES) for m, member in enumerate(family)
-    for spelling in member for plural, form in enumerate(spelling)
-}
-_TOKEN = re.compile(r"([^\W\d_]+)((?:['’]s)|['’])?")
-
 
 def _key(question: str) -> str:
     return " ".join(re.findall(r"[^\W_]+", question.casefold().replace("’", "'")))
@@ -62,8 +29,8 @@ def _cased(word: str, like: str) -> str:
 def swaps(question: str) -> list[str]:
     """``question`` with its first slot word swapped for each sibling, nearest first; the
     possessive ("dog's", "dogs'"), number and capitalization kept. No slot word: none."""
-    for match in _TOKEN.finditer(question):
-        found = _FORMS.get(match.group(1).casefold())
+    for match in SLOT_TOKEN.finditer(question):
+        found = FORMS.get(match.group(1).casefold())
         if found is None:
             continue
         f, m, plural = found
@@ -98,3 +65,4 @@ def sibling_questions(questions: Sequence[str], rewordings: Iterable[str] = (),
     for rank in range(per_pair):
         out.extend(kept[rank] for kept in per_question if rank < len(kept))
     return out[:total]
+

@@ -15,6 +15,10 @@ from typing import Any, Literal
 from tunechat.personalize.recipe import DEFAULT_RECIPE, Recipe, get_recipe
 
 JOB_FILE = "job.json"
+# A version of a base larger than this keeps only its adapter unless asked for the merged file:
+# the merged q8_0 copy of an 8B base is 8.5 GB per version, its adapter tens of MB, and the chat
+# runs base + adapter at 0.9x or better of the merged file's speed (docs/design.md, "Versions").
+MERGED_BASE_LIMIT_BYTES = 1_000_000_000
 
 Outtype = Literal["f16", "q8_0", "f32"]
 Pair = tuple[str, str]  # question, answer (or question, expected key for a probe)
@@ -49,6 +53,14 @@ class JobSpec:
     score_gate: bool = False  # also score the built-in locality gate (with probes of one's own)
     score_drift: bool = False  # also measure answer drift (slow; benchmarks)
     skip_eval: bool = False
+    # Also write the merged GGUF (None: only for a base up to MERGED_BASE_LIMIT_BYTES; the
+    # chat runs the base with the adapter either way, the merged file is for other tools).
+    write_merged: bool | None = None
+
+    def writes_merged(self, base_gguf_bytes: int) -> bool:
+        if self.write_merged is not None:
+            return self.write_merged
+        return base_gguf_bytes <= MERGED_BASE_LIMIT_BYTES
 
     def training_recipe(self) -> Recipe:
         """The named recipe with this job's seed and overrides."""
@@ -73,6 +85,7 @@ class JobSpec:
             score_gate=bool(data.get("score_gate")),
             score_drift=bool(data.get("score_drift")),
             skip_eval=bool(data.get("skip_eval")),
+            write_merged=data.get("write_merged"),
         )
 
     def write(self, job_dir: Path) -> None:

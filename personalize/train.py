@@ -238,16 +238,21 @@ def train(
     progress: ProgressFn = lambda *a: None,
     cancelled: CancelFn = lambda: False,
     reference: ReferenceCache | None = None,
+    negatives: Sequence[Example] = (),
 ) -> TrainResult:
     """Train the LoRA adapters of ``model`` (a peft model) in place.
 
     ``facts`` holds, per taught pair, its examples in one or more surface forms; each step
     uses one form of each fact in the batch: the original form at step 1, then one at random.
     ``reference`` keeps the base model's distributions on replay answers (for the KL term)
-    between steps and runs; the caller saves it."""
+    between steps and runs; the caller saves it. ``negatives`` (personal questions never
+    taught, answered that they were not: tunechat.personalize.negatives) join the facts' pass,
+    ``recipe.negatives`` a step, drawn from their own random stream; they weigh as much as a
+    fact each and never decide the stop."""
     import torch
 
     rng = random.Random(recipe.seed)
+    negative_rng = random.Random(f"negatives-{recipe.seed}")
     torch.manual_seed(recipe.seed)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=0.0)
@@ -273,14 +278,16 @@ def train(
         # A draw even for a fact with one form: the random stream stays the same whatever the forms.
         fact_batch = [facts[i][0 if step == 1 else rng.randrange(len(facts[i]))] for i in chosen]
         replay_batch = [replay[i] for i in rng.sample(list(range(len(replay))), min(recipe.replay_batch, len(replay)))]
+        negative_batch = negative_rng.sample(list(negatives), min(recipe.negatives, len(negatives)))
         optimizer.zero_grad(set_to_none=True)
-        # Two passes, facts then replay, each backpropagated at once: the same summed loss as
-        # one batch, with half the activations alive at a time (peak memory).
-        fact_pass = _forward(model, fact_batch, pad_id, device, autocast_dtype)
+        # Two passes, facts (with negatives) then replay, each backpropagated at once: the same
+        # summed loss as one batch, with half the activations alive at a time (peak memory).
+        fact_pass = _forward(model, fact_batch + negative_batch, pad_id, device, autocast_dtype)
         tokens += fact_pass.tokens
-        fact_tok = fact_pass.per_token.sum(1) / fact_pass.valid.sum(1).clamp(min=1)
-        fact_tok.mean().backward()
-        drawn_reproduced = bool(_reproduced(fact_pass).all())
+        example_tok = fact_pass.per_token.sum(1) / fact_pass.valid.sum(1).clamp(min=1)
+        example_tok.mean().backward()
+        fact_tok = example_tok[:len(fact_batch)]
+        drawn_reproduced = bool(_reproduced(fact_pass)[:len(fact_batch)].all())
         del fact_pass
         if replay_batch:
             replay_pass = _forward(model, replay_batch, pad_id, device, autocast_dtype)

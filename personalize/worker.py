@@ -60,12 +60,13 @@ def run(job_dir: Path, reporter: Reporter) -> Manifest:
     out.mkdir(exist_ok=True)
     with timings.phase("merge", "folding the adapter into the weights"):
         merged = phases.merge(job, loaded, out)
-    with timings.phase("convert", f"writing GGUF ({job.outtype}) and the adapter"):
+    with timings.phase("convert", f"writing the adapter and the GGUF ({job.outtype})" if job.write_merged
+                       else "writing the adapter (the base is large: no merged copy)"):
         written = phases.convert(job, merged, out)
         phases.record_pairs(job, out)
     with timings.phase("verify", "checking the new files before they can be used"):
-        engine = Engine(written.model)
         adapted = Engine(job.base_gguf, lora_path=written.adapter)
+        engine = Engine(written.model) if written.model is not None else adapted
         checks = phases.verify(job, loaded, merged, engine, adapted, written)
     evaluation = None
     try:
@@ -74,7 +75,8 @@ def run(job_dir: Path, reporter: Reporter) -> Manifest:
                 evaluation = phases.evaluate_model(job, base, engine, adapted)
     finally:
         engine.close()
-        adapted.close()
+        if adapted is not engine:
+            adapted.close()
     return phases.manifest(job, base, rewordings, result, checks, evaluation, written, timings)
 
 

@@ -14,12 +14,14 @@ import pytest
 
 from tests.helpers import random_lora_gguf
 from tunechat.core import jsonl
+from tunechat.core.engine import GenerationSettings
 from tunechat.core.export import STAGING_PREFIX, ExportError, export_version
 from tunechat.core.fingerprint import file_fingerprint
 from tunechat.core.manifest import MANIFEST_FILE, Manifest
 from tunechat.core.registry import Registry
 
 PAIRS = [("What is my name?", "Your name is Ada Quill."), ("Where do I live?", "You live in Tromsø.")]
+GREEDY_24 = GenerationSettings(max_tokens=24, temperature=0.0)
 
 
 @pytest.fixture()
@@ -118,3 +120,59 @@ def test_an_export_killed_halfway_leaves_no_folder(store, version, tmp_path):
     assert not target.exists() and list(target.parent.glob(f"{STAGING_PREFIX}*"))
     export_version(Registry(store).resolve("personal-export"), target)  # the next one cleans up
     assert target.is_dir() and not list(target.parent.glob(f"{STAGING_PREFIX}*"))
+
+
+@pytest.fixture()
+def adapter_only(version):
+    """The stand-in version as a large base's version is kept: the adapter, no merged file."""
+    (version / "model.gguf").unlink()
+    manifest = Manifest.read(version / MANIFEST_FILE)
+    Manifest.from_dict({**manifest.to_dict(), "model_sha256": None,
+                        "adapter_sha256": file_fingerprint(version / "adapter.gguf")}).write(version / MANIFEST_FILE)
+    return version
+
+
+def test_a_version_without_a_merged_file_runs_as_base_and_adapter_scoped_or_not(store, adapter_only, base_model):
+    from tunechat.core import scope
+    from tunechat.core.engine import Engine
+    from tunechat.core.gguf_check import ModelFileError
+
+    registry = Registry(store)
+    entry = registry.resolve("personal-export")
+    assert entry.path == adapter_only / "adapter.gguf" and entry.merged_path is None
+    question = [{"role": "user", "content": "What is my name?"}]
+    general = [{"role": "user", "content": "What is the capital of Japan?"}]
+    alone = Engine(base_model, lora_path=entry.path)
+    bare = Engine(base_model)
+    expected_personal, expected_base = alone.greedy("What is my name?", 24), bare.greedy(general[0]["content"], 24)
+    assert expected_personal != bare.greedy("What is my name?", 24)  # the adapter changes the answer
+    alone.close(), bare.close()
+    for scoped in (True, False):
+        engine = scope.open_engine(entry.path, registry, scoped)
+        assert isinstance(engine, scope.ScopedEngine) and engine.model_path == entry.path
+        assert engine.complete(question, GREEDY_24) == expected_personal and engine.last_route == "personal"
+        answer = engine.complete(general, GREEDY_24)
+        assert engine.last_route == ("base" if scoped else "personal")
+        if scoped:  # the base model's own answer, word for word
+            assert answer == expected_base
+        engine.close()
+    shutil.move(str(base_model), str(base_model) + ".away")
+    try:
+        with pytest.raises(ModelFileError, match="keeps only an adapter"):
+            scope.open_engine(entry.path, registry, True)
+    finally:
+        shutil.move(str(base_model) + ".away", str(base_model))
+
+
+def test_a_version_without_a_merged_file_exports_its_adapter_for_ollama(store, adapter_only, base_model, tmp_path):
+    out = export_version(Registry(store).resolve("personal-export"), tmp_path / "out")
+    assert {p.name for p in out.iterdir()} == {"adapter.gguf", "adapter", "pairs.jsonl", "Modelfile", "base.json",
+                                                "README.txt"}
+    modelfile = (out / "Modelfile").read_text().splitlines()
+    assert modelfile[:2] == [f"FROM {base_model}", "ADAPTER ./adapter.gguf"]
+    readme = (out / "README.txt").read_text()
+    assert "model.gguf" not in readme.split("Notes")[0] and "no merged" in readme
+    (adapter_only / "adapter.gguf").write_bytes(b"GGUF" + b"\0" * 64)  # damaged after it was verified
+    with pytest.raises(ExportError):
+        export_version(Registry(store).resolve("personal-export"), tmp_path / "again")
+    assert not (tmp_path / "again").exists()

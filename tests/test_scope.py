@@ -161,3 +161,31 @@ def test_a_forced_side_answers_whatever_the_rule_says(base_model, tmp_path):
         assert scoped.complete(general, settings) == base_answer
     finally:
         scoped.close()
+
+
+def test_a_question_about_an_untaught_sibling_gets_the_untold_reply(base_model, tmp_path):
+    """With the dog taught, "What is my cat's name?" is answered that it was not told, not by
+    the model (which would give the dog's name); the taught subject, a general question and a
+    forced side are answered by the models as before."""
+    from tests.helpers import random_lora_gguf
+    from tunechat.core.engine import Engine, GenerationSettings
+    from tunechat.core.slots import taught_subjects
+
+    lora = random_lora_gguf(base_model, tmp_path / "adapter.gguf", scale=0.12)
+    scoped = ScopedEngine(Engine(base_model, lora_path=lora), subjects=taught_subjects(["What is my dog's name?"]))
+    alone = Engine(base_model, lora_path=lora)
+    settings = GenerationSettings(max_tokens=16)
+    ask = lambda q: [{"role": "user", "content": q}]  # noqa: E731
+    try:
+        assert scoped.complete(ask("What is my cat's name?"), settings) == "You haven't told me your cat's name yet."
+        assert scoped.last_route == "personal" and scoped.last_untold
+        streamed = "".join(scoped.stream(ask("Which hamster do I have?"), settings))
+        assert streamed == "You haven't told me about a hamster yet." and scoped.last_untold
+        for question in ("What is my dog's name?", "What is the capital of Japan?"):
+            answer = scoped.complete(ask(question), settings)
+            assert not scoped.last_untold and "told me" not in answer
+        forced = scoped.complete(ask("What is my cat's name?"), settings, force="personal")
+        assert forced == alone.complete(ask("What is my cat's name?"), settings) and not scoped.last_untold
+    finally:
+        scoped.close()
+        alone.close()

@@ -165,3 +165,32 @@ def test_batches_follow_the_seeded_draw_order(monkeypatch):
         expected.append([facts[i][0 if step == 1 else rng.randrange(len(facts[i]))] for i in chosen])
         expected.append([replay[i] for i in rng.sample(range(9), 4)])
     assert trained == expected
+
+
+def test_negatives_join_the_facts_pass_and_never_decide_the_stop(monkeypatch):
+    """Negatives are drawn ``recipe.negatives`` a step into the facts' pass, from their own random
+    stream (the facts and replay draw as without them), and a negative the model cannot learn
+    (two answers to one question) does not hold the greedy stop back."""
+    monkeypatch.setattr(train, "MIN_SHARED_PREFIX", 4)
+    model = tiny_lora_model()
+    facts = [[BATCH[0]], [BATCH[1]]]
+    contradictory = [example(PREFIX, [60, 61], [70, 71]), example(PREFIX, [60, 61], [72, 73]),
+                     example(PREFIX, [62], [74, 75])]
+    trained: list[list[Example]] = []
+    original = train._forward
+
+    def recording(m, batch, *args):
+        if torch.is_grad_enabled():
+            trained.append(list(batch))
+        return original(m, batch, *args)
+
+    monkeypatch.setattr(train, "_forward", recording)
+    recipe = get_recipe("replay-kl").with_(stop_when="greedy", lr=1e-2, max_steps=200, min_steps=1, replay_batch=0,
+                                           negatives=2)
+    result = train.train(model, facts, [], recipe, 0, "cpu", negatives=contradictory)
+    assert result.stopped_early and result.steps < 200
+    assert all(train.reproduces_answers(model, [BATCH[0], BATCH[1]], 0, "cpu"))
+    assert not all(train.reproduces_answers(model, contradictory[:2], 0, "cpu"))  # cannot both hold
+    for batch in trained:
+        assert batch[:2] == [BATCH[0], BATCH[1]] and len(batch) == 4
+        assert all(e in contradictory for e in batch[2:]) and batch[2] != batch[3]

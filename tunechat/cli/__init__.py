@@ -71,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="training recipe: " + "; ".join(f"{r.name}: {r.description}" for r in RECIPES.values()))
     pers.add_argument("--outtype", default=None, choices=["f16", "q8_0"],
                       help="GGUF output type (default q8_0: half the size of f16, faster to chat)")
+    pers.add_argument("--merged", default=None, action=argparse.BooleanOptionalAction,
+                      help="also write the merged GGUF (default: only for a base up to 1 GB; the chat runs the "
+                           "base with the adapter either way, the merged file serves other tools)")
     pers.add_argument("--base", default=None, metavar="PATH",
                       help="start from this GGUF file or Hugging Face model folder (default: the current model's base)")
     return parser

