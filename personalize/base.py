@@ -91,26 +91,11 @@ def cached_base_folder(base: Path, progress: Callable[[str], None] = lambda _: N
         return folder
     config = gguf_config(base)
     progress("dequantizing the base model (first time only)")
-    import torch
-    from safetensors.torch import save_model
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from tunechat.personalize.dequantize import write_hf_folder
 
-    # transformers maps tensor names by the model type, through gguf-py, which knows mistral as
-    # llama: the same weights, loaded under llama's name.
-    settings = {k: v for k, v in config.items() if k != "model_type"}
-    load_type = "llama" if config["model_type"] == "mistral" else str(config["model_type"])
-    hf_config = AutoConfig.for_model(load_type, **settings)
-    tokenizer = AutoTokenizer.from_pretrained(base.parent, gguf_file=base.name)
-    model = AutoModelForCausalLM.from_pretrained(base.parent, gguf_file=base.name, config=hf_config,
-                                                 dtype=torch.float32)
     tmp = folder.with_name(folder.name + ".part")
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    saved = {**config, "dtype": "float32"}
-    saved.pop("quantization_config", None)
-    (tmp / "config.json").write_text(json.dumps(saved, indent=2))
-    save_model(model, str(tmp / "model.safetensors"))
-    tokenizer.save_pretrained(tmp)
+    write_hf_folder(base, tmp, config=config)  # gguf's dequantizers, streamed: no model is built
     (tmp / CACHE_MARKER).write_text(json.dumps({"source": str(base), "version": CACHE_VERSION}))
     shutil.rmtree(folder, ignore_errors=True)
     tmp.rename(folder)
