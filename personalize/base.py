@@ -15,7 +15,7 @@ import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from tunechat.core import paths
 from tunechat.core.fingerprint import file_fingerprint
@@ -129,7 +129,8 @@ def loader_config(header: GGUFHeader) -> dict[str, Any]:
     settings: dict[str, Any] = {"tie_word_embeddings": all(t.name != "output.weight" for t in header.tensors)}
     for key, raw in header.metadata_raw.items():
         prefix, _, rest = key.partition(".")
-        target = GGUF_CONFIG_MAPPING.get(prefix, {}).get(rest) if prefix in ("general", arch, "tokenizer") else None
+        table = cast(dict[str, Any], GGUF_CONFIG_MAPPING.get(prefix) or {})
+        target = table.get(rest) if prefix in ("general", arch, "tokenizer") else None
         if target is None or target == -1:
             continue
         value = decode_value(raw)[0]
@@ -170,7 +171,7 @@ def _refused(what: str) -> str:
 GGUF_ARCHITECTURES = ("llama", "qwen2", "qwen3", "gemma2", "phi3")
 
 
-def _f32(value: object) -> float:
+def _f32(value: Any) -> float:
     """A GGUF float32 as the decimal it was written from (1e-05, not 9.999999747378752e-06)."""
     import numpy as np
 
