@@ -340,3 +340,32 @@ def test_an_unsupported_folder_is_refused_naming_the_supported_families(home, tm
     assert not (paths.cache_dir() / f"gguf-{folder_fingerprint(folder)[:16]}").exists()
     assert not (home / "models").exists() or not any((home / "models").iterdir())
     assert "personal-" not in run_cli("models").stdout
+
+
+def test_an_unsupported_gguf_is_refused_from_its_header(tmp_path, home):
+    """A GGUF of another architecture is refused from its header (what the command asks before
+    starting a worker, and the worker before dequantizing); a supported config is let through."""
+    import gguf
+
+    from tunechat.convert.architectures import UnsupportedArchitecture
+    from tunechat.personalize.base import cached_base_folder, refusal
+
+    path = tmp_path / "gpt2.gguf"
+    writer = gguf.GGUFWriter(path, arch="gpt2")
+    writer.add_block_count(1)
+    writer.add_tensor("token_embd.weight", np.zeros((4, 8), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    families = "supported architectures are llama, mistral, qwen2, qwen3, gemma2, phi3"
+    assert families in (refusal(path) or "")
+    with pytest.raises(UnsupportedArchitecture, match=families):
+        cached_base_folder(path)
+    folder = tmp_path / "qwen2"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({**COMMON, **FAMILIES["qwen2"].config, "vocab_size": 64}))
+    assert refusal(folder) is None
+    (folder / "config.json").write_text(json.dumps({**COMMON, **FAMILIES["qwen2"].config, "vocab_size": 64,
+                                                    "use_sliding_window": True, "sliding_window": 64}))
+    assert "sliding-window attention" in (refusal(folder) or "")
