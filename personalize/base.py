@@ -282,10 +282,12 @@ def _llama3_rope(base: Path, header: GGUFHeader, rope: dict[str, Any], dim: int)
         a, b = np.polyfit(1 / wavelen[middle], smooth, 1)
         if b < 0:
             candidates.append((1.0, 1.0 - 1.0 / b, -a / b))
-    if not middle.any():  # no band: any old context between the last unscaled and first scaled wavelength
-        unscaled, scaled = wavelen[factors < 1 + 1e-4], wavelen[factors > factor * (1 - 1e-4)]
-        if len(unscaled) and len(scaled):
-            candidates.append((1.0, 4.0, float(np.sqrt(4 * unscaled.max() * scaled.min()))))
+    unscaled, scaled = wavelen[factors < 1 + 1e-4], wavelen[factors > factor * (1 - 1e-4)]
+    if not middle.any() and len(unscaled) and len(scaled):
+        # No band: the old context between the last unscaled and the first scaled wavelength,
+        # high_freq_factor small enough that the band holds none.
+        old = float(np.sqrt(unscaled.max() * scaled.min()))
+        candidates.append((1.0, float(np.sqrt(old / unscaled.max())), old))
     for low, high, old in candidates:
         # original_max_position_embeddings must be an integer: round it, and the factors with it.
         scale = round(old) / old

@@ -369,3 +369,38 @@ def test_an_unsupported_gguf_is_refused_from_its_header(tmp_path, home):
     (folder / "config.json").write_text(json.dumps({**COMMON, **FAMILIES["qwen2"].config, "vocab_size": 64,
                                                     "use_sliding_window": True, "sliding_window": 64}))
     assert "sliding-window attention" in (refusal(folder) or "")
+
+
+@pytest.mark.parametrize("low, high, old", [(1.0, 4.0, 8192), (1.0, 3.0, 256), (2.0, 8.0, 1024), (1.0, 1.2, 100)])
+def test_llama3_rope_scaling_is_read_back_from_rope_freqs(tmp_path, low, high, old):
+    """rope_freqs is all a llama 3 GGUF keeps of its RoPE scaling; the parameters read back
+    from it give the same divisors (the usual 1/4 factors, another ratio, a band holding no
+    frequency), and transformers' own llama3 RoPE gives the frequencies llama.cpp uses."""
+    import gguf
+    import torch
+    from transformers import LlamaConfig
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    from tunechat.convert.writer import llama3_rope_factors
+    from tunechat.personalize.base import restore_config
+
+    theta, dim = 500000.0, 64
+    rope = {"rope_type": "llama3", "rope_theta": theta, "factor": 8.0, "low_freq_factor": low,
+            "high_freq_factor": high, "original_max_position_embeddings": old}
+    shape = {"hidden_size": 4 * dim, "num_attention_heads": 4, "head_dim": dim, "max_position_embeddings": 16384}
+    factors = llama3_rope_factors({**shape, "rope_parameters": rope})
+    path = tmp_path / "rope.gguf"
+    writer = gguf.GGUFWriter(path, arch="llama")
+    writer.add_rope_freq_base(theta)
+    writer.add_tensor("rope_freqs.weight", factors)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    loaded = {"model_type": "llama", **shape, "rope_parameters": {"rope_theta": theta, "rope_type": "default"}}
+    restored = restore_config(loaded, path)["rope_parameters"]
+    assert restored["rope_type"] == "llama3" and isinstance(restored["original_max_position_embeddings"], int)
+    assert np.allclose(llama3_rope_factors({**shape, "rope_parameters": restored}), factors, rtol=1e-4)
+    inv_freq, _ = ROPE_INIT_FUNCTIONS["llama3"](LlamaConfig(**shape, rope_parameters=restored), torch.device("cpu"))
+    default = 1.0 / theta ** (np.arange(0, dim, 2, dtype=np.float64) / dim)
+    assert np.allclose(default / inv_freq.double().numpy(), factors, rtol=1e-4)
