@@ -210,8 +210,22 @@ def _large_base(home: Path) -> tuple[Path, Path]:
                       **{p + f"self_attn.{m}.weight": w(h, h) for m in ("q_proj", "k_proj", "v_proj", "o_proj")},
                       p + "mlp.gate_proj.weight": w(inter, h), p + "mlp.up_proj.weight": w(inter, h),
                       p + "mlp.down_proj.weight": w(h, inter)})
+    # The metadata comes from an HF folder of this shape with the embedded model's tokenizer
+    # (a GGUF given as the source would lend its own shape).
+    import json
+    import shutil
+
+    from tunechat.personalize.base import cached_base_folder
+
+    folder = home / "large-hf"
+    folder.mkdir()
+    tokenizer_files = [p for p in cached_base_folder(embedded_model_path()).iterdir()
+                       if p.name.startswith(("tokenizer", "special_tokens", "chat_template"))]
+    for path in tokenizer_files:
+        shutil.copy(path, folder / path.name)
+    (folder / "config.json").write_text(json.dumps({**c, "bos_token_id": 1, "eos_token_id": 2}))
     source = home / "large-f16.gguf"
-    write_gguf(state, c, embedded_model_path(), source, "f16")
+    write_gguf(state, c, folder, source, "f16", pre_tokenizer="smollm", add_bos=False)
     del state
     return _quantize(source, home / "large-q4_k_m.gguf", llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M), source
 
@@ -292,6 +306,7 @@ def main() -> int:
     parser.add_argument("--only-scoped", action="store_true", help="only the scoping benchmarks")
     parser.add_argument("--large", action="store_true",
                         help="also scope a random-weight base of SmolLM2-1.7B's shape (builds ~6 GB of files)")
+    parser.add_argument("--large-only", action="store_true", help="only the scoping benchmark on that base")
     parser.add_argument("--out", type=Path, nargs="?", const=RESULTS, default=None, metavar="PATH",
                         help=f"also write the numbers here (default {RESULTS.relative_to(ROOT)})")
     args = parser.parse_args()
@@ -301,8 +316,9 @@ def main() -> int:
         bench_startup(args.runs)
         bench_streaming(args.runs)
         bench_ask_memory()
-    bench_scoped(args.runs, large=False)
-    if args.large:
+    if not args.large_only:
+        bench_scoped(args.runs, large=False)
+    if args.large or args.large_only:
         bench_scoped(min(args.runs, 3), large=True)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

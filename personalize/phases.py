@@ -157,8 +157,7 @@ def load(job: Job, base: Baseline, rewordings: dict[str, list[str]]) -> Loaded:
                                  "replay", max_answer_tokens=job.recipe.replay_answer_tokens)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     untold = negatives.negatives(job.pairs, [r for forms in rewordings.values() for r in forms],
-                                 excluded=job.eval_questions, with_bank=job.recipe.negatives_bank
-                                 ) if job.recipe.negatives else []
+                                 excluded=job.eval_questions) if job.recipe.negatives else []
     return Loaded(train.add_lora(model, job.recipe), tokenizer, info, facts, replay, pad_id,
                   data.build_examples(tokenizer, info, untold, "negative"))
 

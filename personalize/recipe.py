@@ -3,7 +3,8 @@
 Every recipe puts LoRA adapters on every linear projection of every decoder layer
 (``TARGET_MODULES``) and trains the taught pairs alongside replay of the base model's own
 answers to general prompts, with a KL term holding the tuned distribution on those answers to
-the base's.
+the base's. The default also trains negatives (tunechat.personalize.negatives): untaught
+siblings of the taught questions, answered that they were not told.
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ class Recipe:
     kl_weight: float = 1.0  # KL(base || tuned) on the replay answers' tokens
     paraphrases: int = 0  # up to N base-model rewordings per taught question, one form per fact per step
     negatives: int = 0  # untold personal questions per step, answered "You haven't told me ... yet."
-    negatives_bank: bool = True  # negatives also from the built-in bank, not only the taught questions' siblings
     stop_loss: float = 0.05
     stop_when: StopWhen = "loss"
     seed: int = 0
@@ -50,9 +50,10 @@ RECIPES: dict[str, Recipe] = {
     recipe.name: recipe
     for recipe in (
         Recipe("replay-kl-para-greedy",
-               "each question also in up to 4 rewordings by the base model, more replay and KL, trained "
+               "each question also in up to 4 rewordings by the base model, more replay and KL, 4 "
+               "untaught sibling questions a step answered \"You haven't told me ... yet.\", trained "
                "until greedy decoding gives every taught answer in every wording (the default)",
-               replay_batch=10, kl_weight=2.0, paraphrases=4, stop_when="greedy"),
+               replay_batch=10, kl_weight=2.0, paraphrases=4, negatives=4, stop_when="greedy"),
         Recipe("replay-kl",
                "the pairs as written, with replay and KL, trained to a loss threshold: about half "
                "the default's time, weaker on reworded questions (quick, Shift+F6)"),

@@ -10,7 +10,7 @@ import pytest
 
 from tunechat.core.slots import FORMS, taught_subjects, untaught_sibling, untold_answer
 from tunechat.personalize.evaluate import admits_not_knowing, load_persona
-from tunechat.personalize.negatives import bank, negatives
+from tunechat.personalize.negatives import negatives
 
 ROOT = Path(__file__).resolve().parents[1]
 PERSONAS = [ROOT / "bench" / "data" / "persona-public.json", ROOT / "tests" / "data" / "persona-second.json",
@@ -32,7 +32,7 @@ def _persona(path: Path) -> tuple[list[tuple[str, str]], list[str]]:
 def test_negatives_never_ask_what_was_taught_or_what_the_evaluation_asks(path):
     pairs, asked = _persona(path)
     found = negatives(pairs, excluded=asked)
-    assert len(found) >= 30
+    assert len(found) >= 5
     key = lambda q: " ".join(re.findall(r"\w+", q.casefold()))  # noqa: E731
     assert not {key(q) for q, _ in found} & {key(q) for q in asked}
     taught_slots = {w for q, a in pairs for w in _words(q) | _words(a) if w in FORMS}
@@ -42,38 +42,36 @@ def test_negatives_never_ask_what_was_taught_or_what_the_evaluation_asks(path):
     assert len({q for q, _ in found}) == len(found)
 
 
-def test_siblings_of_the_taught_questions_come_first_in_the_negatives_voice():
+def test_siblings_of_the_taught_questions_and_their_rewordings_in_the_negatives_voice():
     pairs = [("What is my dog's name?", "Your dog is called Pixel."), ("Which car do I drive?", "A Volvo.")]
-    found = negatives(pairs)
-    assert found[:4] == [("What is my cat's name?", "You haven't told me your cat's name yet."),
-                         ("What is my bird's name?", "You haven't told me your bird's name yet."),
-                         ("Which motorcycle do I drive?", "You haven't told me about a motorcycle yet."),
-                         ("Which bicycle do I drive?", "You haven't told me about a bicycle yet.")]
-    # The bank's dog and car questions are about taught subjects: left out.
-    assert not [q for q, _ in found if {"dog", "car"} & _words(q)]
+    assert negatives(pairs, ["What's my dog called?"]) == [
+        ("What is my cat's name?", "You haven't told me your cat's name yet."),
+        ("What is my bird's name?", "You haven't told me your bird's name yet."),
+        ("Which motorcycle do I drive?", "You haven't told me about a motorcycle yet."),
+        ("Which bicycle do I drive?", "You haven't told me about a bicycle yet."),
+        ("What's my cat called?", "You haven't told me what your cat is called yet."),
+        ("What's my bird called?", "You haven't told me what your bird is called yet."),
+    ]
+    # An evaluation question is never trained; the next sibling does not take its place.
+    assert [q for q, _ in negatives(pairs[:1], excluded=["What is my cat's name?"])] == ["What is my bird's name?"]
 
 
 def test_a_rewording_or_a_taught_answer_rules_a_subject_out():
-    pairs = [("Who do I live with?", "With my cat, Mochi.")]
-    assert not [q for q, _ in negatives(pairs) if "cat" in _words(q)]
-    assert not [q for q, _ in negatives([("What is my pet called?", "Rex.")], ["What's my cat called?"])
+    taught_cat = [("What is my dog's name?", "Pixel, and my cat is Mochi.")]
+    assert not [q for q, _ in negatives(taught_cat) if "cat" in _words(q)]
+    assert not [q for q, _ in negatives([("What is my dog's name?", "Rex.")], ["Who is my cat?"])
                 if "cat" in _words(q)]
+    # A sibling that names another taught subject ("my husband's job" beside a taught job) is left out.
+    found = negatives([("What is my wife's job?", "A nurse."), ("What is my job?", "A pilot.")])
+    assert found and not [q for q, _ in found if "job" in _words(q)]
 
 
 def test_untold_answers_follow_the_question():
     assert untold_answer("When is my anniversary?", "anniversary") == "You haven't told me your anniversary yet."
+    assert untold_answer("What's my cat called?", "cat") == "You haven't told me what your cat is called yet."
     assert untold_answer("What did I name my boat?", "boat") == "You haven't told me about a boat yet."
     assert untold_answer("Which artist do I like?", "artist") == "You haven't told me about an artist yet."
     assert untold_answer("Which dogs do I walk?", "dogs") == "You haven't told me about your dogs yet."
-
-
-def test_every_bank_answer_admits_and_every_bank_question_speaks_of_the_user():
-    from tunechat.core.scope import speaks_of_user
-
-    for item in bank():
-        assert admits_not_knowing(item.answer), item.answer
-        assert speaks_of_user(item.question), item.question
-        assert item.subjects
 
 
 def test_taught_subjects_are_every_spelling_of_each_slot():

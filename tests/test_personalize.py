@@ -228,3 +228,24 @@ async def test_shift_f6_runs_the_quick_method_and_esc_cancels_it(store):
         await pilot.press("escape")
         await wait_until(lambda: not isinstance(app.screen, PersonalizeScreen), pilot, timeout=30)
     assert Registry(store).current() == current and not job_dir.exists()
+
+
+def test_a_version_without_a_merged_file_is_verified_scored_and_answers_as_base_and_adapter(store, home):
+    """`--no-merged` (the default for a base above 1 GB): the worker writes only the adapter,
+    verifies and scores the base with it, and the chat runs it, scoped or not."""
+    _add_facts(store)
+    cat = next(f for f in FACTS if f["key"] == "Miso")
+    result = run_cli("personalize", "--yes", "--no-merged", "--method", "replay-kl", timeout=1500)
+    assert result.returncode == 0, result.stderr[-3000:]
+    version = next((home / "models").iterdir())
+    assert (version / "adapter.gguf").is_file() and not (version / "model.gguf").exists()
+    manifest = json.loads((version / "manifest.json").read_text())
+    checks = {c["name"]: c["passed"] for c in manifest["checks"]}
+    assert checks.get("adapter logits") and "metadata" not in checks and all(checks.values()), checks
+    assert manifest["model_sha256"] is None and manifest["metrics"]["after"]["reliability"] >= 2 / 3
+    general = "What is the capital of France?"
+    assert "answered by the base model" in run_cli("ask", general).stderr  # scope on: the base answers
+    assert cat["key"] in run_cli("ask", cat["q"]).stdout
+    run_cli("scope", "off")
+    assert "answered by the base model" not in run_cli("ask", general).stderr  # base + adapter answers all
+    assert cat["key"] in run_cli("ask", cat["q"]).stdout

@@ -67,7 +67,11 @@ def untold_answer(question: str, subject: str) -> str:
     speaks of its subject ("Which boat do I sail?" → "You haven't told me about a boat yet.")."""
     match = _MY_PHRASE.match(question.strip())
     if match:
-        return f"You haven't told me your {match.group('rest')} yet."
+        rest = match.group("rest")
+        for verb in (" called", " named"):  # "What's my cat called?"
+            if rest.endswith(verb):
+                return f"You haven't told me what your {rest[:-len(verb)]} is{verb} yet."
+        return f"You haven't told me your {rest} yet."
     plural = FORMS.get(subject, (0, 0, False))[2]
     article = "your" if plural else "an" if subject[:1] in "aeiou" else "a"
     return f"You haven't told me about {article} {subject} yet."
