@@ -23,7 +23,8 @@ from tunechat.core.wording import count
 from tunechat.tui.messages import ModelChosen, RollbackRequested
 from tunechat.tui.screens.text_prompt import TextPrompt
 
-SCORES = ("reliability", "generalization", "locality")
+SCORES = {"reliability": "reliability", "generalization": "generalization", "locality": "locality",
+          "no_borrowing": "no borrowing", "admits": "admits untold"}
 
 
 def describe(entry: ModelEntry) -> str:
@@ -53,12 +54,13 @@ def details(entry: ModelEntry, previous: ModelEntry | None) -> str:
     lines = [f"[b]{entry.name}[/b]",
              f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(m.created_at))} · method {m.method} · "
              f"{count(m.pairs_count, 'pair')} · {_size(entry.disk_bytes())} on disk"
-             + ("" if entry.adapter_path else " · no adapter (older version)"),
+             + ("" if entry.adapter_path else " · no adapter (older version)")
+             + ("" if entry.merged_path else " · adapter only"),
              f"base: {Path(m.base_path or '?').name}", ""]
     after, scoped = m.metrics.after or Scores(), m.metrics.scoped
     lines.append("score            alone   in chat")
-    for key in SCORES:
-        lines.append(f"{key:16} {_pct(getattr(after, key)):>5}   {_pct(getattr(scoped, key)) if scoped else 'n/a':>5}")
+    for key, label in SCORES.items():
+        lines.append(f"{label:16} {_pct(getattr(after, key)):>5}   {_pct(getattr(scoped, key)) if scoped else 'n/a':>5}")
     learned = entry.learned_pairs()
     if learned is None:
         lines += ["", "[dim]The pairs this version learned were not kept with it.[/dim]"]
