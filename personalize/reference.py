@@ -73,7 +73,15 @@ def topk_kl(tuned_logits, idx, ref_logprobs):
     than the full KL. ``tuned_logits`` [n, vocab]; ``idx``, ``ref_logprobs`` [n, k]."""
     import torch
 
-    tuned = torch.log_softmax(tuned_logits.float(), -1).gather(-1, idx)
+    return topk_kl_of_logprobs(torch.log_softmax(tuned_logits.float(), -1), idx, ref_logprobs)
+
+
+def topk_kl_of_logprobs(tuned_logprobs, idx, ref_logprobs):
+    """``topk_kl`` from the tuned model's log-probabilities (a log-softmax the caller shares
+    with its cross entropy)."""
+    import torch
+
+    tuned = tuned_logprobs.gather(-1, idx)
     ref_rest = torch.log1p(-ref_logprobs.exp().sum(-1).clamp(max=1 - 1e-6))
     tuned_rest = torch.log1p(-tuned.exp().sum(-1).clamp(max=1 - 1e-6))
     head = (ref_logprobs.exp() * (ref_logprobs - tuned)).sum(-1)

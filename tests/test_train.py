@@ -1,5 +1,6 @@
-"""The training loop's forward pass on a tiny random Llama: running the shared prefix once
-must give the same logits and gradients as running every example whole."""
+"""The training loop on a tiny random Llama: the packed pass (the shared prefix once, no padding,
+the head at answer positions only) must give the same losses and gradients as running every
+example alone and whole."""
 
 from __future__ import annotations
 
@@ -12,12 +13,13 @@ from tunechat.personalize.data import IGNORE, Example  # noqa: E402
 from tunechat.personalize.recipe import get_recipe  # noqa: E402
 
 
-def tiny_lora_model():
+def tiny_lora_model(attention: str = "sdpa"):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
     config = LlamaConfig(vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                         attn_implementation=attention)
     model = train.add_lora(LlamaForCausalLM(config), get_recipe("replay-kl"))
     for name, p in model.named_parameters():
         if "lora_B" in name:  # peft starts B at zero; make the adapter do something
@@ -42,7 +44,7 @@ def losses_and_grads(model, monkeypatch, min_prefix: int):
     monkeypatch.setattr(train, "MIN_SHARED_PREFIX", min_prefix)
     model.zero_grad()
     run = train._forward(model, BATCH, 0, "cpu", None)
-    loss = run.per_token.sum() / run.valid.sum()
+    loss = run.per_token.mean()
     loss.backward()
     grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
     return run, loss.detach(), grads
@@ -59,7 +61,7 @@ def test_shared_prefix_forward_matches_whole_examples(monkeypatch):
     model = tiny_lora_model()
     whole, whole_loss, whole_grads = losses_and_grads(model, monkeypatch, min_prefix=10_000)
     shared, shared_loss, shared_grads = losses_and_grads(model, monkeypatch, min_prefix=4)
-    assert whole.prefix is None and shared.prefix is not None
+    assert whole.prefix == 0 and shared.prefix == len(PREFIX)
     assert shared.inputs["input_ids"].size(1) < whole.inputs["input_ids"].size(1)
     assert torch.allclose(whole.per_token, shared.per_token, atol=1e-5)
     assert torch.allclose(whole_loss, shared_loss, atol=1e-6)
@@ -68,7 +70,7 @@ def test_shared_prefix_forward_matches_whole_examples(monkeypatch):
     assert any(g.abs().sum() > 0 for n, g in shared_grads.items() if "lora_A" in n)
 
 
-def test_run_again_rebuilds_the_prefix_for_the_other_model(monkeypatch):
+def test_run_again_gives_the_other_models_logits_at_the_same_rows(monkeypatch):
     model = tiny_lora_model()
     monkeypatch.setattr(train, "MIN_SHARED_PREFIX", 4)
     run = train._forward(model, BATCH, 0, "cpu", None)
@@ -102,14 +104,13 @@ def test_reference_cache_kl_matches_the_full_kl_and_survives_a_reload(tmp_path, 
     monkeypatch.setattr(train, "MIN_SHARED_PREFIX", 4)
     run = train._forward(model, BATCH, 0, "cpu", None)
     cache = ReferenceCache(tmp_path / "ref.safetensors")
-    parts = train._kl_to_base(model, run, BATCH, cache)
-    assert [len(p) for p in parts] == run.valid.sum(1).tolist() == [3, 2, 4]  # one tensor per example, its answer
-    kl = torch.cat(parts)
-    assert len(cache) == len(BATCH) and kl.shape == (int(run.valid.sum()),)
+    kl = train._kl_to_base(model, run, BATCH, cache)
+    assert run.counts == [3, 2, 4] and kl.shape == (9,)  # every answer token, example after example
+    assert len(cache) == len(BATCH)
     # The exact KL over the whole (97-token) vocabulary.
     with torch.no_grad(), model.disable_adapter():
-        base = torch.log_softmax(run.run_again(model)[:, :-1].float(), -1)[run.valid]
-    tuned = torch.log_softmax(run.logits[:, :-1].float(), -1)[run.valid]
+        base = torch.log_softmax(run.run_again(model).float(), -1)
+    tuned = run.logprobs
     exact = (base.exp() * (base - tuned)).sum(-1)
     assert TOP_K < 97
     assert torch.allclose(kl.detach(), exact.detach(), rtol=0.1, atol=1e-3)
@@ -119,7 +120,7 @@ def test_reference_cache_kl_matches_the_full_kl_and_survives_a_reload(tmp_path, 
     reloaded = ReferenceCache(tmp_path / "ref.safetensors")
     with model.disable_adapter():  # a cached example needs no base pass: poison it to prove it
         monkeypatch.setattr(train._Pass, "run_again", lambda self, m: (_ for _ in ()).throw(AssertionError))
-        again = torch.cat(train._kl_to_base(model, run, BATCH, reloaded))
+        again = train._kl_to_base(model, run, BATCH, reloaded)
     assert torch.allclose(again.detach(), kl.detach(), atol=1e-6)
 
 
@@ -194,3 +195,99 @@ def test_negatives_join_the_facts_pass_and_never_decide_the_stop(monkeypatch):
     for batch in trained:
         assert batch[:2] == [BATCH[0], BATCH[1]] and len(batch) == 4
         assert all(e in contradictory for e in batch[2:]) and batch[2] != batch[3]
+
+
+def straightforward_loss(model, facts: list[Example], replay: list[Example], recipe, reference):
+    """The step's loss computed plainly: each example alone and whole, the head at every
+    position, cross entropy and the full-width top-k KL per example. Returns (the loss, each
+    fact's mean token loss)."""
+    import torch.nn.functional as F
+
+    from tunechat.personalize.reference import topk_kl
+
+    def answer_logits(e: Example):
+        logits = model(input_ids=torch.tensor([e.input_ids])).logits[0, :-1]
+        labels = torch.tensor(e.labels[1:])
+        keep = labels != IGNORE
+        return logits[keep], labels[keep]
+
+    per_fact = torch.stack([F.cross_entropy(*answer_logits(e)) for e in facts])
+    replay_sum, answer_tokens = torch.zeros(()), 0
+    for e in replay:
+        logits, labels = answer_logits(e)
+        idx, lp = reference.get(e)
+        replay_sum = replay_sum + recipe.replay_weight * F.cross_entropy(logits, labels, reduction="sum")
+        replay_sum = replay_sum + recipe.kl_weight * topk_kl(logits, idx, lp).sum()
+        answer_tokens += len(labels)
+    return per_fact.mean() + replay_sum / answer_tokens, per_fact
+
+
+STEP_FACTS = BATCH[:2]
+STEP_NEGATIVES = [example(PREFIX, [60, 61, 62], [70, 71, 2])]
+STEP_REPLAY = [example(PREFIX, [20, 21], [30, 31, 32, 33]), example(PREFIX, [22], [34, 35]),
+               example(PREFIX, [23, 24, 25, 26], [36, 37, 38])]
+
+
+def grads_of(model) -> dict[str, torch.Tensor]:
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+# sdpa example by example (CPU), sdpa over the row with a boolean mask (as on CUDA), eager with an additive mask
+@pytest.mark.parametrize("attention", ["sdpa", "sdpa-row", "eager"])
+@pytest.mark.parametrize("min_prefix", [4, 10_000])  # the shared prefix once in the row, or every example whole
+def test_step_gives_the_losses_and_gradients_of_the_straightforward_computation(monkeypatch, attention, min_prefix):
+    from tunechat.personalize.reference import ReferenceCache
+
+    monkeypatch.setattr(train, "MIN_SHARED_PREFIX", min_prefix)
+    by_segments: list[bool] = []
+    original = train._by_segments
+
+    def choose(*args) -> bool:
+        by_segments.append(original(*args) and attention != "sdpa-row")
+        return by_segments[-1]
+
+    monkeypatch.setattr(train, "_by_segments", choose)
+    model = tiny_lora_model(attention.removesuffix("-row"))
+    recipe = get_recipe(None)  # the default: replay and KL (weight 2)
+    reference = ReferenceCache()
+    # The step fills the references itself, in the packed pass with the adapter off.
+    done = train.backward_step(model, STEP_FACTS, STEP_NEGATIVES, STEP_REPLAY, recipe, reference, 0, "cpu")
+    assert len(reference) == len(STEP_REPLAY)
+    packed = grads_of(model)
+    model.zero_grad(set_to_none=True)
+    loss, per_fact = straightforward_loss(model, STEP_FACTS + STEP_NEGATIVES, STEP_REPLAY, recipe, reference)
+    loss.backward()
+    plain = grads_of(model)
+    assert torch.allclose(done.loss, loss.detach(), rtol=1e-4)
+    assert torch.allclose(done.fact_losses, per_fact[:len(STEP_FACTS)].detach(), rtol=1e-4)
+    examples = STEP_FACTS + STEP_NEGATIVES + STEP_REPLAY
+    shared = len(PREFIX) * (len(examples) - 2) if min_prefix <= len(PREFIX) else 0  # the prefix counted once a pass
+    assert done.tokens == sum(len(e.input_ids) for e in examples) - shared
+    for name, grad in plain.items():
+        assert torch.allclose(packed[name], grad, rtol=1e-4, atol=1e-6), name
+    assert any(g.abs().sum() > 0 for n, g in packed.items() if "lora_A" in n)
+    assert by_segments == [attention == "sdpa"] * 2  # the facts' pass and the replay's
+
+
+def test_train_step_updates_as_clipped_adamw_on_the_straightforward_gradients():
+    """A whole step (fused AdamW where torch has it) moves the adapters as the plain loop would."""
+    from tunechat.personalize.reference import ReferenceCache
+
+    recipe = get_recipe(None)
+    reference = ReferenceCache()
+    stepped, plain = tiny_lora_model(), tiny_lora_model()
+    params = [p for p in stepped.parameters() if p.requires_grad]
+    result = train.train_step(stepped, train.optimizer_for(params, recipe, "cpu"), params, STEP_FACTS, [],
+                              STEP_REPLAY, recipe, reference, 0, "cpu")
+    plain_params = [p for p in plain.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(plain_params, lr=recipe.lr, weight_decay=0.0, foreach=False)
+    loss, per_fact = straightforward_loss(plain, STEP_FACTS, STEP_REPLAY, recipe, reference)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(plain_params, 1.0, foreach=False)
+    optimizer.step()
+    assert result.fact_losses == pytest.approx(per_fact.tolist(), rel=1e-4)
+    assert result.reproduced is False and result.tokens == len(PREFIX) * 2 + sum(
+        len(e.input_ids) - len(PREFIX) for e in STEP_FACTS + STEP_REPLAY)
+    for (name, p), q in zip(stepped.named_parameters(), plain.parameters()):
+        assert torch.allclose(p, q, rtol=1e-4, atol=1e-6), name
+    assert any(not torch.equal(p, q) for p, q in zip(stepped.parameters(), tiny_lora_model().parameters()))
