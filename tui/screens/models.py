@@ -60,7 +60,8 @@ def details(entry: ModelEntry, previous: ModelEntry | None) -> str:
     after, scoped = m.metrics.after or Scores(), m.metrics.scoped
     lines.append("score            alone   in chat")
     for key, label in SCORES.items():
-        lines.append(f"{label:16} {_pct(getattr(after, key)):>5}   {_pct(getattr(scoped, key)) if scoped else 'n/a':>5}")
+        in_chat = _pct(getattr(scoped, key)) if scoped else "n/a"
+        lines.append(f"{label:16} {_pct(getattr(after, key)):>5}   {in_chat:>5}")
     learned = entry.learned_pairs()
     if learned is None:
         lines += ["", "[dim]The pairs this version learned were not kept with it.[/dim]"]

@@ -36,7 +36,7 @@ FAMILIES: tuple[tuple[Member, ...], ...] = (
 )
 # word form -> (family, member, plural)
 FORMS: dict[str, tuple[int, int, bool]] = {
-    form: (f, m, plural)
+    form: (f, m, bool(plural))
     for f, family in enumerate(FAMILIES) for m, member in enumerate(family)
     for spelling in member for plural, form in enumerate(spelling)
 }
