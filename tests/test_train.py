@@ -138,6 +138,20 @@ def test_greedy_stop_ends_training_once_every_wording_is_reproduced(monkeypatch)
     assert all(train.reproduces_answers(model, every, 0, "cpu"))  # what the stop promised
 
 
+def record_trained_batches(monkeypatch) -> list[list[Example]]:
+    """The batches each training pass runs with gradients, in order, as the loop calls them."""
+    trained: list[list[Example]] = []
+    original = train._forward
+
+    def recording(m, batch, *args):
+        if torch.is_grad_enabled():
+            trained.append(list(batch))
+        return original(m, batch, *args)
+
+    monkeypatch.setattr(train, "_forward", recording)
+    return trained
+
+
 def test_batches_follow_the_seeded_draw_order(monkeypatch):
     """Each step draws, from one Random(seed): the facts (when more than fit a batch), one
     wording per drawn fact (the user's own at step 1, a draw even for a fact with one wording),
@@ -149,15 +163,7 @@ def test_batches_follow_the_seeded_draw_order(monkeypatch):
     facts[4] = facts[4][:1]
     replay = [example(PREFIX, [20 + i], [30 + i, 31]) for i in range(9)]
     recipe = get_recipe("replay-kl").with_(fact_batch=3, replay_batch=4, max_steps=3, stop_loss=0.0, seed=7)
-    trained: list[list[Example]] = []
-    original = train._forward
-
-    def recording(m, batch, *args):
-        if torch.is_grad_enabled():
-            trained.append(list(batch))
-        return original(m, batch, *args)
-
-    monkeypatch.setattr(train, "_forward", recording)
+    trained = record_trained_batches(monkeypatch)
     train.train(tiny_lora_model(), facts, replay, recipe, 0, "cpu")
     rng = random.Random(7)
     expected: list[list[Example]] = []
@@ -177,15 +183,7 @@ def test_negatives_join_the_facts_pass_and_never_decide_the_stop(monkeypatch):
     facts = [[BATCH[0]], [BATCH[1]]]
     contradictory = [example(PREFIX, [60, 61], [70, 71]), example(PREFIX, [60, 61], [72, 73]),
                      example(PREFIX, [62], [74, 75])]
-    trained: list[list[Example]] = []
-    original = train._forward
-
-    def recording(m, batch, *args):
-        if torch.is_grad_enabled():
-            trained.append(list(batch))
-        return original(m, batch, *args)
-
-    monkeypatch.setattr(train, "_forward", recording)
+    trained = record_trained_batches(monkeypatch)
     recipe = get_recipe("replay-kl").with_(stop_when="greedy", lr=1e-2, max_steps=200, min_steps=1, replay_batch=0,
                                            negatives=2)
     result = train.train(model, facts, [], recipe, 0, "cpu", negatives=contradictory)
