@@ -47,7 +47,8 @@ def merged_weights(model: Any) -> LazyState:
                     if adapter in module.lora_A:
                         b = module.lora_B[adapter].weight.detach().float()
                         a = module.lora_A[adapter].weight.detach().float()
-                        weights = torch.addmm(weights, b, a, alpha=float(module.scaling[adapter]))
+                        # peft's own arithmetic (get_delta_weight, then +=): the same float32 sums
+                        weights = weights + (b @ a) * module.scaling[adapter]
             return weights.cpu().numpy()
 
     return LazyState({name: tuple(t.shape) for name, t in tensors.items()}, load)
