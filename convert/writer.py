@@ -7,11 +7,15 @@ GGUF); gemma's norms get back the +1 transformers subtracts; 1-D tensors (norms,
 F32; a tied embedding stays tied (no output.weight). Tensors that are no weights of the HF
 model (llama 3's ``rope_freqs``) are copied from the base GGUF, or computed from the config
 when the base is an HF folder.
+
+Tensors are written as they come: ``write_gguf`` asks its mapping for one tensor at a time and
+writes it before asking for the next, so a ``LazyState`` (values computed on access, as the
+merged weights are) is never held whole, and neither is the written file.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from functools import lru_cache
 from pathlib import Path
 
@@ -39,8 +43,41 @@ _NOT_COPIED = {gguf.Keys.General.ARCHITECTURE, gguf.Keys.General.FILE_TYPE}
 COPIED_TENSORS = ("rope_freqs.weight", "rope_factors_long.weight", "rope_factors_short.weight")
 
 
+# Rows quantized at a time: a large matrix (the embedding) is never copied whole in float32.
+QUANTIZE_ROWS = 4096
+
+
 class ConversionError(Exception):
     pass
+
+
+class LazyState(Mapping[str, np.ndarray]):
+    """Float32 tensors by HF name, each computed by ``load(name)`` when asked for and not kept:
+    what ``write_gguf`` writes one at a time. ``shapes`` gives every name (in order) and shape."""
+
+    def __init__(self, shapes: Mapping[str, tuple[int, ...]], load: Callable[[str], np.ndarray]) -> None:
+        self.shapes = dict(shapes)
+        self._load = load
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self.shapes:
+            raise KeyError(name)
+        return self._load(name)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.shapes
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.shapes)
+
+    def __len__(self) -> int:
+        return len(self.shapes)
+
+
+def _shapes(state: Mapping[str, np.ndarray]) -> dict[str, tuple[int, ...]]:
+    if isinstance(state, LazyState):
+        return dict(state.shapes)
+    return {name: tuple(np.shape(value)) for name, value in state.items()}
 
 
 def permute_for_llama_cpp(weights: np.ndarray, n_head: int) -> np.ndarray:
@@ -136,7 +173,8 @@ def write_gguf(
     pre_tokenizer: str = "default",
     add_bos: bool | None = None,
 ) -> None:
-    """Write ``state_dict`` (float32 numpy arrays keyed by HF names) as GGUF at ``out_path``.
+    """Write ``state_dict`` (float32 numpy arrays keyed by HF names, or a ``LazyState``) as GGUF
+    at ``out_path``, one tensor at a time.
 
     ``base_gguf`` is the GGUF whose metadata is copied, or an HF model folder whose config
     and tokenizer give the metadata (then ``pre_tokenizer`` names llama.cpp's pre-tokenizer,
@@ -151,12 +189,13 @@ def write_gguf(
     n_head_kv = int(config.get("num_key_value_heads") or n_head)
     tied = bool(config.get("tie_word_embeddings"))
 
-    tensors = dict(state_dict)
+    shapes = _shapes(state_dict)
+    source = {name: name for name in shapes}  # GGUF-bound HF name -> the key it is read from
     if tied:  # one matrix serves both; safetensors may have kept it under either name
-        embedding = tensors.pop("lm_head.weight", None)
-        if embedding is not None:
-            tensors.setdefault("model.embed_tokens.weight", embedding)
-    names = {hf_name: gguf_tensor_name(hf_name, spec, n_blocks) for hf_name in tensors}
+        if "lm_head.weight" in source:
+            del source["lm_head.weight"]
+            source.setdefault("model.embed_tokens.weight", "lm_head.weight")
+    names = {hf_name: gguf_tensor_name(hf_name, spec, n_blocks) for hf_name in source}
     from_folder = Path(base_gguf).is_dir()
     header = None if from_folder else base_header(base_gguf, spec)
     extra = _extra_tensors(config, Path(base_gguf), header)
@@ -168,10 +207,27 @@ def write_gguf(
         writer = _writer_copying_metadata(header, out_path, spec)
     writer.add_file_type(file_type)
 
+    # Every tensor's name, shape and type first (the header), then the data one tensor at a time.
     for name, data in extra.items():
-        writer.add_tensor(name, data)
-    for i, (hf_name, name) in enumerate(names.items()):
-        data = np.asarray(tensors[hf_name], dtype=np.float32)
+        writer.add_tensor_info(name, data.shape, data.dtype, data.nbytes)
+    for hf_name, name in names.items():
+        shape = shapes[source[hf_name]]
+        stored = gguf.GGMLQuantizationType.F32 if len(shape) <= 1 else tensor_type
+        if stored == gguf.GGMLQuantizationType.F32:
+            writer.add_tensor_info(name, shape, np.dtype(np.float32), 4 * int(np.prod(shape)))
+        elif stored == gguf.GGMLQuantizationType.F16:
+            writer.add_tensor_info(name, shape, np.dtype(np.float16), 2 * int(np.prod(shape)))
+        else:
+            byte_shape = gguf.quant_shape_to_byte_shape(shape, stored)
+            writer.add_tensor_info(name, byte_shape, np.dtype(np.uint8), int(np.prod(byte_shape)), raw_dtype=stored)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_ti_data_to_file()
+
+    for data in extra.values():
+        writer.write_tensor_data(data)
+    for i, hf_name in enumerate(names):
+        data = np.asarray(state_dict[source[hf_name]], dtype=np.float32)
         if spec.permute_qk and hf_name.endswith(("q_proj.weight", "q_proj.bias")):
             data = permute_for_llama_cpp(data, n_head)
         elif spec.permute_qk and hf_name.endswith(("k_proj.weight", "k_proj.bias")):
@@ -179,14 +235,20 @@ def write_gguf(
         if spec.norm_offset and hf_name.endswith("norm.weight"):
             data = data + np.float32(spec.norm_offset)
         if data.ndim <= 1 or tensor_type == gguf.GGMLQuantizationType.F32:
-            writer.add_tensor(name, data)
+            writer.write_tensor_data(np.ascontiguousarray(data))
         elif tensor_type == gguf.GGMLQuantizationType.F16:
-            writer.add_tensor(name, data.astype(np.float16))
+            writer.write_tensor_data(data.astype(np.float16))
         else:
-            writer.add_tensor(name, gguf.quants.quantize(data, tensor_type), raw_dtype=tensor_type)
+            writer.write_tensor_data(_quantized(data, tensor_type))
+        del data
         progress(i + 1, len(names))
-
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
     writer.close()
+
+
+def _quantized(data: np.ndarray, tensor_type: gguf.GGMLQuantizationType) -> np.ndarray:
+    """``gguf.quants.quantize`` of a 2-D tensor, ``QUANTIZE_ROWS`` rows at a time (the types
+    written quantize each row on its own, so the bytes are the same)."""
+    if data.shape[0] <= QUANTIZE_ROWS:
+        return gguf.quants.quantize(data, tensor_type)
+    return np.concatenate([gguf.quants.quantize(data[i:i + QUANTIZE_ROWS], tensor_type)
+                           for i in range(0, data.shape[0], QUANTIZE_ROWS)])

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+import os
+import struct
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -25,20 +28,59 @@ def torch_last_logits(model, token_lists: Sequence[list[int]], device: str) -> n
     return np.stack(rows)
 
 
-def relative_delta_to_folder(merged: dict[str, np.ndarray], folder: Path) -> float:
-    """||merged - base|| / ||base|| over the 2-D weights, the base read one tensor at a time
-    from the folder's safetensors files."""
-    from safetensors import safe_open
-
+def relative_delta_to_folder(merged: Mapping[str, np.ndarray], folder: Path) -> float:
+    """||merged - base|| / ||base|| over the 2-D weights, the base read from the folder's
+    safetensors files ``DELTA_ROWS`` rows at a time and each merged weight read once (a
+    LazyState computes it then). The files are read, not mapped: their pages stay out of the
+    process's memory."""
     num = den = 0.0
     for shard in sorted(folder.glob("*.safetensors")):
-        with safe_open(str(shard), framework="pt") as fh:
-            for key in fh.keys():
-                if key in merged and merged[key].ndim == 2:
-                    base = fh.get_tensor(key).float().numpy()
-                    num += float(np.linalg.norm(merged[key] - base) ** 2)
+        data_start, index = _safetensors_index(shard)
+        fd = os.open(shard, os.O_RDONLY)
+        try:
+            for key, entry in index.items():
+                if key not in merged or len(entry["shape"]) != 2:
+                    continue
+                weights = merged[key]
+                for i in range(0, int(entry["shape"][0]), DELTA_ROWS):
+                    base = _read_rows(fd, data_start, entry, i, i + DELTA_ROWS)
+                    num += float(np.linalg.norm(weights[i:i + len(base)] - base) ** 2)
                     den += float(np.linalg.norm(base) ** 2)
+                del weights
+        finally:
+            os.close(fd)
     return (num / max(den, 1e-12)) ** 0.5
+
+
+DELTA_ROWS = 4096
+_SAFETENSORS_DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16}
+
+
+def _safetensors_index(path: Path) -> tuple[int, dict]:
+    """(where the data starts, the header's tensor entries) of a safetensors file."""
+    with open(path, "rb") as fh:
+        (size,) = struct.unpack("<Q", fh.read(8))
+        index = json.loads(fh.read(size))
+    index.pop("__metadata__", None)
+    return 8 + size, index
+
+
+def _read_rows(fd: int, data_start: int, entry: dict, start: int, stop: int) -> np.ndarray:
+    """Rows ``start:stop`` of a 2-D safetensors tensor as float32 (bf16 widened exactly)."""
+    rows, cols = (int(n) for n in entry["shape"])
+    stop = min(stop, rows)
+    dtype = _SAFETENSORS_DTYPES.get(entry["dtype"])
+    if dtype is None:
+        raise ValueError(f"Cannot read a {entry['dtype']} tensor.")
+    row_bytes = cols * np.dtype(dtype).itemsize
+    want = (stop - start) * row_bytes
+    raw = os.pread(fd, want, data_start + int(entry["data_offsets"][0]) + start * row_bytes)
+    if len(raw) != want:
+        raise ValueError("A safetensors file ends inside a tensor.")
+    values = np.frombuffer(raw, dtype=dtype).reshape(stop - start, cols)
+    if entry["dtype"] == "BF16":
+        return (values.astype(np.uint32) << 16).view(np.float32)
+    return values.astype(np.float32)
 
 
 def run_checks(

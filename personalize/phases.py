@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from tunechat.personalize import base as base_mod
 from tunechat.personalize import checks, data, evaluate, general, negatives, paraphrase, siblings, train
 from tunechat.personalize.data import Example, TemplateInfo
 from tunechat.personalize.evaluate import ProbeSet, greedy_answer
+from tunechat.personalize.merge import merged_weights
 from tunechat.personalize.progress import Reporter
 from tunechat.personalize.recipe import Recipe
 from tunechat.personalize.reference import ReferenceCache
@@ -83,8 +85,8 @@ class Loaded:
 
 @dataclass
 class Merged:
-    model: Any  # the adapters folded into the weights (transformers)
-    state: dict[str, np.ndarray]
+    model: Any  # the model with its adapters active: what the merged weights compute (peft)
+    state: Mapping[str, np.ndarray]  # the merged weights, each computed when read (LazyState)
     delta: float  # relative change of the weights against the base
     adapter: dict[str, np.ndarray]  # the LoRA factors alone (peft's keys)
 
@@ -176,14 +178,15 @@ def train_adapter(job: Job, loaded: Loaded) -> TrainResult:
 
 
 def merge(job: Job, loaded: Loaded, out: Path) -> Merged:
-    """Save the adapter (peft format, safetensors) and fold it into the weights."""
+    """Save the adapter (peft format, safetensors) and fold it into the weights lazily: each
+    merged weight is computed when it is read (tunechat.personalize.merge), so no copy of the
+    model is made; the model keeps its adapters, which compute what the merged weights do."""
     from peft import get_peft_model_state_dict
 
     loaded.model.save_pretrained(out / "adapter")
     adapter = {k: v.detach().float().cpu().numpy() for k, v in get_peft_model_state_dict(loaded.model).items()}
-    merged = loaded.model.merge_and_unload()
-    state = {k: v.detach().float().cpu().numpy() for k, v in merged.state_dict().items()}
-    return Merged(merged, state, checks.relative_delta_to_folder(state, job.folder), adapter)
+    state = merged_weights(loaded.model)
+    return Merged(loaded.model, state, checks.relative_delta_to_folder(state, job.folder), adapter)
 
 
 def convert(job: Job, merged: Merged, out: Path) -> Written:

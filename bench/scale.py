@@ -1,0 +1,217 @@
+"""What the phases after training cost at a real size: a random-weight model of Qwen2.5-1.5B's
+shape, load -> add LoRA -> merge -> convert -> verify, with wall time and peak memory per phase.
+
+    python bench/scale.py build [--work DIR]   # the HF folder (bf16) and its f16 GGUF, once
+    python bench/scale.py run [--work DIR]     # the measured phases (no training)
+
+``build`` writes tensor by tensor (tunechat.convert.writer.LazyState), so it needs the
+streaming writer; ``run`` calls only the phases' own functions (tunechat.personalize.phases
+merge and convert, the checks' logits comparison), so it measures whichever tunechat is
+imported. The tokenizer is the embedded model's (tests/zoo.py, qwen2's chat tokens added);
+the embedding keeps Qwen2.5's 151936 rows, the GGUF vocabulary padded to them as for Qwen's
+own files. The LoRA factors are random (B is zero when peft makes it), standing in for training.
+
+Peak memory per phase is the process's VmHWM, reset at the start of each phase (Linux
+``clear_refs`` 5); it counts file pages mapped (the safetensors file while transformers
+loads it, llama.cpp's mmap of the GGUF), so the anonymous peak (RssAnon, sampled every 50 ms)
+is printed beside it: that is the part that cannot be given back under pressure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+# Qwen2.5-1.5B-Instruct's config.json
+QWEN25_15B = {
+    "model_type": "qwen2", "hidden_size": 1536, "intermediate_size": 8960, "num_hidden_layers": 28,
+    "num_attention_heads": 12, "num_key_value_heads": 2, "vocab_size": 151936, "tie_word_embeddings": True,
+    "max_position_embeddings": 32768, "rms_norm_eps": 1e-6, "rope_theta": 1000000.0, "hidden_act": "silu",
+    "use_sliding_window": False,
+}
+PROMPTS = ("The quick brown fox", "<|im_start|>user\nWhat is the capital of Japan?<|im_end|>\n<|im_start|>assistant\n")
+
+
+def _status() -> dict[str, int]:
+    out = {}
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            key, _, value = line.partition(":")
+            if key in ("VmHWM", "VmRSS", "RssAnon", "RssFile"):
+                out[key] = int(value.split()[0]) * 1024
+    return out
+
+
+class Phases:
+    """Wall time, VmHWM and sampled RssAnon peak per phase."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, float, int, int, int]] = []
+        self._anon = 0
+        self._stop = threading.Event()
+        threading.Thread(target=self._sample, daemon=True).start()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.05):
+            self._anon = max(self._anon, _status()["RssAnon"])
+
+    @contextmanager
+    def phase(self, name: str):
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")  # VmHWM := VmRSS
+        start_rss = _status()["VmRSS"]
+        self._anon = _status()["RssAnon"]
+        start = time.perf_counter()
+        yield
+        seconds = time.perf_counter() - start
+        status = _status()
+        self._anon = max(self._anon, status["RssAnon"])
+        self.rows.append((name, seconds, start_rss, status["VmHWM"], self._anon))
+        print(f"  {name}: {seconds:.1f} s, peak {status['VmHWM'] / 2**30:.2f} GiB", flush=True)
+
+
+def _weights(name: str, shape: tuple[int, ...], rng: np.random.Generator, hidden: int) -> np.ndarray:
+    """tests/zoo.py's peaked random weights (norms off 1, log-normal embedding rows, sharper q/k)."""
+    noise = rng.standard_normal(shape, dtype=np.float32)
+    if name == "model.norm.weight":
+        return 4.0 + 0.3 * noise
+    if name.endswith("norm.weight"):
+        return 1.0 + 0.2 * noise
+    if name.endswith(".bias"):
+        return 0.5 * noise
+    if "embed_tokens" in name or name == "lm_head.weight":
+        rows = np.exp(0.5 * rng.standard_normal((shape[0], 1), dtype=np.float32))
+        noise *= rows * np.float32(0.04)
+        return noise
+    short = name.rsplit(".", 2)[-2]
+    noise *= np.float32((2.0 if short in ("q_proj", "k_proj") else 1.0) / math.sqrt(shape[1]))
+    return noise
+
+
+def build(work: Path) -> None:
+    sys.path.insert(0, str(ROOT))
+    from safetensors import safe_open
+
+    from tests.zoo import FAMILIES, ZooModel, _write_tokenizer, base_tokenizer_folder
+    from tunechat.convert.writer import LazyState, write_gguf
+    from tunechat.personalize.dequantize import hf_config, hf_parameters, write_safetensors
+
+    folder, gguf_dir = work / "hf", work / "gguf"
+    folder.mkdir(parents=True, exist_ok=True)
+    gguf_dir.mkdir(exist_ok=True)
+    family = FAMILIES["qwen2"]
+    if not (folder / "model.safetensors").is_file():
+        _write_tokenizer(family, base_tokenizer_folder(work), folder)
+        shapes = {k: v for k, v in hf_parameters(QWEN25_15B).items() if k != "lm_head.weight"}
+        rng = np.random.default_rng(0)
+        start = time.perf_counter()
+        write_safetensors(folder / "model.safetensors.part", shapes,
+                          ((k, _weights(k, s, rng, QWEN25_15B["hidden_size"])) for k, s in shapes.items()),
+                          "bfloat16")
+        (folder / "model.safetensors.part").rename(folder / "model.safetensors")
+        (folder / "config.json").write_text(json.dumps(hf_config(QWEN25_15B, "bfloat16", "scale-qwen2.5-1.5b"),
+                                                       indent=2))
+        print(f"HF folder written in {time.perf_counter() - start:.0f} s")
+    base = gguf_dir / "base-f16.gguf"
+    if not base.is_file():
+        model = ZooModel(family, folder, gguf_dir)
+        pre, add_bos = model.pre_tokenizer
+        start = time.perf_counter()
+        with safe_open(str(folder / "model.safetensors"), framework="pt") as fh:
+            shapes = {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}
+            state = LazyState(shapes, lambda k: fh.get_tensor(k).float().numpy())
+            write_gguf(state, model.config, folder, base.with_suffix(".part"), "f16", pre_tokenizer=pre,
+                       add_bos=add_bos)
+        base.with_suffix(".part").rename(base)
+        print(f"base GGUF written in {time.perf_counter() - start:.0f} s")
+
+
+def run(work: Path, outtype: str) -> None:
+    import torch
+
+    import tunechat.convert.writer as writer_mod
+    from tunechat.convert import verify
+    from tunechat.core.engine import Engine
+    from tunechat.personalize import base as base_mod
+    from tunechat.personalize import checks, phases, train
+    from tunechat.personalize.recipe import get_recipe
+    print(f"tunechat from {Path(writer_mod.__file__).parent.parent}")
+    torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
+    folder, base_gguf = work / "hf", work / "gguf" / "base-f16.gguf"
+    out = work / "out"
+    out.mkdir(exist_ok=True)
+    config = json.loads((folder / "config.json").read_text())
+    n_params = sum(math.prod(s) for s in _shapes(folder).values())
+    fp16 = 2 * n_params
+    recipe = get_recipe(None).with_(rank=16)
+    reporter = SimpleNamespace(progress=lambda *a, **k: None, phase=lambda *a, **k: None)
+    job = SimpleNamespace(folder=folder, base_gguf=base_gguf, outtype=outtype, write_merged=True, recipe=recipe,
+                          reporter=reporter)
+    p = Phases()
+    print(f"{config['num_hidden_layers']} layers, {n_params / 1e9:.3f} B parameters, fp16 {fp16 / 2**30:.2f} GiB; "
+          f"{len(os.sched_getaffinity(0))} cores")
+    with p.phase("load"):
+        model, tokenizer = base_mod.load_base(folder, "cpu", "float32")
+        model = train.add_lora(model, recipe)
+        gen = torch.Generator().manual_seed(0)
+        with torch.no_grad():  # stands in for training: B is zero when peft makes it
+            for name, param in model.named_parameters():
+                if "lora_B" in name:
+                    param.copy_(torch.randn(param.shape, generator=gen) * 0.002)
+        loaded = SimpleNamespace(model=model)
+    with p.phase("merge"):
+        merged = phases.merge(job, loaded, out)
+    with p.phase("convert"):
+        written = phases.convert(job, merged, out)
+    with p.phase("verify"):
+        engine = Engine(written.model)
+        token_lists = [engine.tokenize(t) for t in PROMPTS]
+        reference = checks.torch_last_logits(merged.model, token_lists, "cpu")
+        results = [verify.check_metadata(base_gguf, written.model),
+                   verify.check_logits(engine.next_token_logits(token_lists), reference, outtype),
+                   verify.check_weights_changed(merged.delta)]
+        engine.close()
+    for r in results:
+        print(f"  check {r.name}: {'pass' if r.passed else 'FAIL'} ({r.detail})")
+    print(f"\n{'phase':<8} {'wall s':>7} {'start GiB':>9} {'peak GiB':>8} {'anon GiB':>8} {'peak/fp16':>9}")
+    for name, seconds, start, peak, anon in p.rows:
+        print(f"{name:<8} {seconds:>7.1f} {start / 2**30:>9.2f} {peak / 2**30:>8.2f} {anon / 2**30:>8.2f} "
+              f"{peak / fp16:>9.2f}")
+    after = sum(s for n, s, *_ in p.rows if n != "load")
+    worst = max(peak for *_, peak, _ in p.rows)
+    worst_anon = max(anon for *_, anon in p.rows)
+    print(f"merge+convert+verify {after:.1f} s; peak {worst / 2**30:.2f} GiB = {worst / fp16:.2f}x fp16 "
+          f"(anonymous {worst_anon / 2**30:.2f} GiB = {worst_anon / fp16:.2f}x); "
+          f"merged GGUF {written.model.stat().st_size / 2**30:.2f} GiB")
+
+
+def _shapes(folder: Path) -> dict[str, tuple[int, ...]]:
+    from safetensors import safe_open
+
+    with safe_open(str(folder / "model.safetensors"), framework="np") as fh:
+        return {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("what", choices=("build", "run"))
+    parser.add_argument("--work", type=Path, default=Path("/tmp/tunechat-scale"))
+    parser.add_argument("--outtype", default="q8_0")
+    args = parser.parse_args()
+    os.environ.setdefault("TUNECHAT_HOME", str(args.work / "home"))
+    (build if args.what == "build" else lambda w: run(w, args.outtype))(args.work)
+
+
+if __name__ == "__main__":
+    main()
