@@ -94,9 +94,12 @@ class ChatScreen(Screen[None]):
         return self.query_one(StatusBar)
 
     def refresh_status(self) -> None:
-        self.status.pairs_count = self.store.count_pairs()
+        bars = self.query(StatusBar)
+        if not bars:  # the app's follow timer can fire before the screen is composed or after it is gone
+            return
+        bars.first().pairs_count = self.store.count_pairs()
         scoped = isinstance(self.engine, scope.ScopedEngine)
-        self.status.answers = self.mode if scoped else ""
+        bars.first().answers = self.mode if scoped else ""
 
     @property
     def mode(self) -> scope.Mode:
