@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 
-from tunechat.core.slots import FORMS, untold_answer
+from tunechat.core.slots import FORMS, spellings, untold_answer
 from tunechat.personalize import siblings
 
 SIBLINGS_PER_QUESTION = 2  # per taught question and per rewording, nearest siblings first
@@ -46,7 +46,7 @@ def negatives(pairs: Sequence[tuple[str, str]], rewordings: Iterable[str] = (),
         kept = 0
         for swapped in siblings.swaps(question):
             subject = sorted(_words(swapped) - _words(question))
-            if kept >= SIBLINGS_PER_QUESTION or not subject or taught & set(_spellings(subject[0])):
+            if kept >= SIBLINGS_PER_QUESTION or not subject or taught & set(spellings(subject[0])):
                 continue
             candidates.append((swapped, untold_answer(swapped, subject[0])))
             kept += 1
@@ -59,10 +59,3 @@ def negatives(pairs: Sequence[tuple[str, str]], rewordings: Iterable[str] = (),
         out.append((swapped, answer))
     return out
 
-
-def _spellings(word: str) -> list[str]:
-    """Every spelling of ``word``'s slot (singular and plural; "mom", "mother", ...)."""
-    if word not in FORMS:
-        return [word]
-    family, member, _ = FORMS[word]
-    return [form for spelling in siblings.FAMILIES[family][member] for form in spelling]

@@ -43,6 +43,15 @@ FORMS: dict[str, tuple[int, int, bool]] = {
 SLOT_TOKEN = re.compile(r"([^\W\d_]+)((?:['’]s)|['’])?")
 
 
+def spellings(word: str) -> list[str]:
+    """Every spelling and number of ``word``'s slot ("mom": mother, mothers, mom, moms, mum,
+    mums); a word that is no slot, alone."""
+    if word not in FORMS:
+        return [word]
+    family, member, _ = FORMS[word]
+    return [form for spelling in FAMILIES[family][member] for form in spelling]
+
+
 def taught_subjects(questions: Iterable[str]) -> list[str]:
     """The slot words of the taught questions, in every spelling and number ("dog", "dogs"; "mom",
     "mother", ...): a question that names one speaks of the user even without "my" ("Remind me
@@ -50,13 +59,11 @@ def taught_subjects(questions: Iterable[str]) -> list[str]:
     found: set[str] = set()
     for question in questions:
         for match in SLOT_TOKEN.finditer(question):
-            slot = FORMS.get(match.group(1).casefold())
-            if slot is not None:
-                found.update(form for spelling in FAMILIES[slot[0]][slot[1]] for form in spelling)
+            if match.group(1).casefold() in FORMS:
+                found.update(spellings(match.group(1).casefold()))
     return sorted(found)
 
 
-_WORD = re.compile(r"[^\W\d_]+")
 _MY_PHRASE = re.compile(r"^(?:what|who|when|where|which)(?:\s+(?:is|are|was|were)|['’]s)\s+my\s+(?P<rest>[^?.!]+?)"
                         r"\s*[?.!]*$", re.IGNORECASE)
 
