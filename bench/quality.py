@@ -53,8 +53,12 @@ METHODS = ["prompt", *RECIPES]  # the no-training baseline, then every shipped r
 PERSONAS = {
     "public": ROOT / "bench" / "data" / "persona-public.json",
     "second": ROOT / "tests" / "data" / "persona-second.json",
-    # Written after the paraphrase few-shot examples were fixed; never used to tune anything.
+    # Written after the paraphrase few-shot examples were fixed; its untaught questions then
+    # showed the slot vocabulary's missing qualifiers (winter beside summer, card beside board).
     "third": ROOT / "tests" / "data" / "persona-third.json",
+    # Written without sight of the slot vocabulary; its taught subjects (a parrot, a scooter, a
+    # favourite fruit) then joined it.
+    "fourth": ROOT / "tests" / "data" / "persona-fourth.json",
 }
 KEYS = ("reliability", "generalization", "locality", "soft_locality", "no_borrowing", "admits")
 SPECIFICITY = ("no_borrowing", "admits")
@@ -131,6 +135,7 @@ def run_worker(pairs: list[tuple[str, str]], probes: ProbeSet, method: str, seed
             "losses": [round(x, 3) for x in result.train.losses],
             "checks_passed": not result.failed_checks,
             "misses": misses(probes, result.answers or {}),
+            "chat_misses": misses(probes, result.scoped_answers or {}),
             "gate_misses": gate_misses(gate.answers)}
 
 

@@ -125,7 +125,8 @@ def prepare(spec: JobSpec, reporter: Reporter) -> Job:
         fingerprint=fingerprint, folder=folder, device=device, outtype=spec.outtype or DEFAULT_OUTTYPE,
         probes=_probe_set(spec, pairs),
         gate=ProbeSet([], locality=evaluate.builtin_locality_probes()) if spec.score_gate else None,
-        scope_names=scope.taught_names(a for _, a in pairs) + slots.taught_subjects(q for q, _ in pairs),
+        scope_names=scope.taught_names(a for _, a in pairs)
+        + slots.subject_signals(slots.taught_subjects(q for q, _ in pairs)),
         write_merged=spec.writes_merged(base_gguf.stat().st_size),
         taught_subjects=slots.taught_subjects(q for q, _ in pairs),
     )
@@ -283,6 +284,7 @@ def manifest(job: Job, base: Baseline, rewordings: dict[str, list[str]], result:
         scope_names=job.scope_names,
         taught_subjects=job.taught_subjects,
         answers=after.details if after else None,
+        scoped_answers=evaluation.scoped.details if evaluation else None,
         gate=gate,
         drift=evaluation.drift if evaluation else None,
         paraphrases=rewordings,

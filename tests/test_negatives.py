@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tunechat.core.slots import FORMS, taught_subjects, untaught_sibling, untold_answer
+from tunechat.core.slots import FORMS, subject_signals, taught_subjects, untaught_sibling, untold_answer
 from tunechat.personalize.evaluate import admits_not_knowing, load_persona
 from tunechat.personalize.negatives import negatives
 
@@ -47,8 +47,8 @@ def test_siblings_of_the_taught_questions_and_their_rewordings_in_the_negatives_
     assert negatives(pairs, ["What's my dog called?"]) == [
         ("What is my cat's name?", "You haven't told me your cat's name yet."),
         ("What is my bird's name?", "You haven't told me your bird's name yet."),
-        ("Which motorcycle do I drive?", "You haven't told me about a motorcycle yet."),
-        ("Which bicycle do I drive?", "You haven't told me about a bicycle yet."),
+        ("Which motorcycle do I drive?", "You haven't told me which motorcycle you drive yet."),
+        ("Which bicycle do I drive?", "You haven't told me which bicycle you drive yet."),
         ("What's my cat called?", "You haven't told me what your cat is called yet."),
         ("What's my bird called?", "You haven't told me what your bird is called yet."),
     ]
@@ -70,13 +70,18 @@ def test_untold_answers_follow_the_question():
     assert untold_answer("When is my anniversary?", "anniversary") == "You haven't told me your anniversary yet."
     assert untold_answer("What's my cat called?", "cat") == "You haven't told me what your cat is called yet."
     assert untold_answer("What did I name my boat?", "boat") == "You haven't told me about a boat yet."
-    assert untold_answer("Which artist do I like?", "artist") == "You haven't told me about an artist yet."
-    assert untold_answer("Which dogs do I walk?", "dogs") == "You haven't told me about your dogs yet."
+    assert untold_answer("Which artist do I like?", "artist") == "You haven't told me which artist you like yet."
+    assert untold_answer("Where do I go every winter with my sister?", "winter") == (
+        "You haven't told me where you go every winter with your sister yet.")
+    assert untold_answer("What am I allergic to?", "x") == "You haven't told me what you are allergic to yet."
+    assert untold_answer("Where was I born?", "x") == "You haven't told me where you were born yet."
+    assert untold_answer("Which dogs did I adopt?", "dogs") == "You haven't told me about your dogs yet."
+    assert untold_answer("Who did I marry?", "artist") == "You haven't told me about an artist yet."
 
 
 def test_taught_subjects_are_every_spelling_of_each_slot():
     found = taught_subjects(["What is my dog's name?", "Who is my mom?", "Where do I live?"])
-    assert found == sorted({"dog", "dogs", "mom", "moms", "mother", "mothers", "mum", "mums"})
+    assert found == sorted({"dog", "dogs", "puppy", "puppies", "mom", "moms", "mother", "mothers", "mum", "mums"})
 
 
 def test_only_an_untaught_sibling_of_a_taught_subject_gets_the_untold_reply():
@@ -88,3 +93,15 @@ def test_only_an_untaught_sibling_of_a_taught_subject_gets_the_untold_reply():
     assert untaught_sibling("What is my dog's favorite food?", subjects) is None  # names a taught subject
     assert untaught_sibling("What is my brother's name?", subjects) is None
     assert untaught_sibling("What is my cat's name?", []) is None
+
+
+def test_spellings_of_one_kind_are_one_slot_and_qualifiers_tell_siblings_apart():
+    subjects = taught_subjects(["What is my parrot called?", "Which city was I born in?",
+                                "Where do I go on holiday every summer?"])
+    assert untaught_sibling("What's the bird called?", subjects) is None  # a parrot is the taught bird
+    assert untaught_sibling("Which town was I born in?", subjects) is None  # town and city: one slot
+    assert untaught_sibling("Where do I go on holiday every winter?", subjects) == "winter"
+    assert untaught_sibling("Where do I go on holiday every summer?", subjects) is None
+    # A qualifier is no sign that a question speaks of the user: general questions use them too.
+    assert "summer" in subjects and "summer" not in subject_signals(subjects)
+    assert {"parrot", "bird", "city", "town"} <= set(subject_signals(subjects))

@@ -157,6 +157,15 @@ async def test_tui_personalize_swaps_the_model_into_the_running_chat(store):
         await wait_until(lambda: not app._generating and len(answers()) == 2 and answers()[-1].message_id, pilot)
         assert answers()[-1].answered_by == "base"  # not about the user: the base model answered, and the label says so
         assert "base model" in str(answers()[-1].query_one(".role").render())
+        # A sibling of the taught cat: the chat says it was not told, labelled so; Ctrl+O asks the personal model.
+        await pilot.press(*"What is my dog's name?")
+        await pilot.press("enter")
+        await wait_until(lambda: not app._generating and len(answers()) == 3 and answers()[-1].message_id, pilot)
+        assert answers()[-1].content == "You haven't told me your dog's name yet."
+        assert "not taught yet" in str(answers()[-1].query_one(".role").render())
+        await pilot.press("ctrl+o")
+        await wait_until(lambda: not app._generating and answers()[-1].answered_by == "personal", pilot)
+        assert "told me" not in answers()[-1].content
 
 
 def test_an_hf_folder_base_personalizes_into_a_gguf_that_knows_the_fact(store, home, tmp_path):

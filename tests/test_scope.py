@@ -180,7 +180,7 @@ def test_a_question_about_an_untaught_sibling_gets_the_untold_reply(base_model, 
         assert scoped.complete(ask("What is my cat's name?"), settings) == "You haven't told me your cat's name yet."
         assert scoped.last_route == "personal" and scoped.last_untold
         streamed = "".join(scoped.stream(ask("Which hamster do I have?"), settings))
-        assert streamed == "You haven't told me about a hamster yet." and scoped.last_untold
+        assert streamed == "You haven't told me which hamster you have yet." and scoped.last_untold
         for question in ("What is my dog's name?", "What is the capital of Japan?"):
             answer = scoped.complete(ask(question), settings)
             assert not scoped.last_untold and "told me" not in answer

@@ -54,7 +54,8 @@ def test_siblings_are_deterministic_and_capped():
     assert len(found) == 12
     assert sibling_questions(questions, rewordings, per_pair=1, total=100) == [
         "What is my favorite book?", "What is my cat's name?", "What is my favorite drink?",
-        "When is my anniversary?", "What motorcycle do I drive?", "What is my brother's name?"]
+        "When is my anniversary?", "What hobby am I learning?", "What motorcycle do I drive?",
+        "What is my brother's name?"]
 
 
 def test_the_personas_siblings_are_untaught_personal_questions():

@@ -210,7 +210,7 @@ class ChatScreen(Screen[None]):
             self.app.call_from_thread(self._finish_answer, view, self._stop.is_set(), error, by)
 
     async def _finish_answer(self, view: MessageView, stopped: bool, error: str | None,
-                             by: scope.Route | None) -> None:
+                             by: scope.AnsweredBy | None) -> None:
         note = "stopped" if stopped else None
         if error:
             note = f"error: {error}"
@@ -243,7 +243,7 @@ class ChatScreen(Screen[None]):
 
     async def action_answer_with_other(self) -> None:
         """Answer the last question again with the other model: the base model if the personal
-        one answered, the personal one if the base model did."""
+        one answered, the personal one if the base model did or the chat said it was not told."""
         if not isinstance(self.engine, scope.ScopedEngine):
             self.notify("Only a personal version (with scoping on) has a second model to ask.", severity="warning")
             return
@@ -252,6 +252,7 @@ class ChatScreen(Screen[None]):
         if last is None or last.role != "assistant" or last.answered_by is None:
             self.notify("There is no answer to ask the other model for.", severity="warning")
             return
+        # An untold reply came from no model: the personal model's own answer is the other one.
         await self.action_regenerate(force="base" if last.answered_by == "personal" else "personal")
 
     def action_cycle_mode(self) -> None:

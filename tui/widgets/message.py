@@ -8,7 +8,7 @@ from textual.containers import Vertical
 from textual.widgets import Markdown, Static
 from textual.widgets.markdown import MarkdownStream
 
-from tunechat.core.scope import Route
+from tunechat.core.scope import AnsweredBy
 
 
 class MessageView(Vertical, can_focus=True):
@@ -26,7 +26,7 @@ class MessageView(Vertical, can_focus=True):
         self.content = content
         self.message_id = message_id
         # Which side of a scoped chat answered (tunechat.core.scope); None with one model.
-        self.answered_by: Route | None = None
+        self.answered_by: AnsweredBy | None = None
         self._stream: MarkdownStream | None = None
 
     def compose(self) -> ComposeResult:
@@ -60,11 +60,12 @@ class MessageView(Vertical, can_focus=True):
         await self.body.update(text)
 
     def _update_label(self) -> None:
-        label = "Assistant" + (f"  · {self.answered_by} model" if self.answered_by else "")
+        by = {"personal": "personal model", "base": "base model", "untold": "not taught yet"}
+        label = "Assistant" + (f"  · {by[self.answered_by]}" if self.answered_by else "")
         label += "  ✓ kept" if self.has_class("kept") else ""
         self.query_one(".role", Static).update(label)
 
-    def mark_answered_by(self, side: Route) -> None:
+    def mark_answered_by(self, side: AnsweredBy) -> None:
         self.answered_by = side
         self._update_label()
 

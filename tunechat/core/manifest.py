@@ -144,6 +144,7 @@ class Manifest:
     scope_names: list[str] = field(default_factory=list)  # words that send a question to the personal model
     taught_subjects: list[str] = field(default_factory=list)  # the taught questions' slot words (core.slots)
     answers: dict[str, dict[str, str]] | None = None  # the new model's answer to every probe, by kind
+    scoped_answers: dict[str, dict[str, str]] | None = None  # the same, as the chat answers them
     gate: Gate | None = None
     drift: DriftScores | None = None  # benchmarks only
     paraphrases: dict[str, list[str]] = field(default_factory=dict)  # the rewordings trained per question

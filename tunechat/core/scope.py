@@ -179,9 +179,16 @@ class ScopedEngine:
 ChatEngine = Engine | ScopedEngine
 
 
-def answered_by(engine: ChatEngine) -> Route | None:
-    """Which side answered ``engine``'s last turn; None when there is only one model."""
-    return engine.last_route if isinstance(engine, ScopedEngine) else None
+# Who gave a scoped turn's answer: one of the models, or the chat itself saying that the user
+# never told it (tunechat.core.slots.untold_reply).
+AnsweredBy = Literal["personal", "base", "untold"]
+
+
+def answered_by(engine: ChatEngine) -> AnsweredBy | None:
+    """Who answered ``engine``'s last turn; None when there is only one model."""
+    if not isinstance(engine, ScopedEngine):
+        return None
+    return "untold" if engine.last_untold else engine.last_route
 
 
 def answered_by_base(engine: ChatEngine) -> bool:

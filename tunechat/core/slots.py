@@ -13,27 +13,48 @@ from collections.abc import Collection, Iterable
 # spellings of one slot share a member ("color", "colour"). Siblings are the members after the
 # taught one, wrapping around.
 Member = tuple[tuple[str, str], ...]
-FAMILIES: tuple[tuple[Member, ...], ...] = (
-    ((("dog", "dogs"),), (("cat", "cats"),), (("bird", "birds"),), (("fish", "fish"),),
-     (("rabbit", "rabbits"),), (("horse", "horses"),), (("hamster", "hamsters"),)),
+_SUBJECT_FAMILIES: tuple[tuple[Member, ...], ...] = (
+    ((("dog", "dogs"), ("puppy", "puppies")), (("cat", "cats"), ("kitten", "kittens")),
+     (("bird", "birds"), ("parrot", "parrots"), ("budgie", "budgies"), ("canary", "canaries")),
+     (("fish", "fish"),), (("rabbit", "rabbits"),), (("horse", "horses"),), (("hamster", "hamsters"),),
+     (("turtle", "turtles"), ("tortoise", "tortoises")), (("snake", "snakes"),), (("lizard", "lizards"),)),
     ((("daughter", "daughters"),), (("son", "sons"),), (("wife", "wives"),), (("husband", "husbands"),),
      (("partner", "partners"),), (("sister", "sisters"),), (("brother", "brothers"),),
      (("mother", "mothers"), ("mom", "moms"), ("mum", "mums")),
      (("father", "fathers"), ("dad", "dads")), (("grandmother", "grandmothers"),),
      (("grandfather", "grandfathers"),), (("aunt", "aunts"),), (("uncle", "uncles"),), (("cousin", "cousins"),),
-     (("boss", "bosses"),)),
+     (("niece", "nieces"),), (("nephew", "nephews"),), (("grandson", "grandsons"),),
+     (("granddaughter", "granddaughters"),), (("girlfriend", "girlfriends"),), (("boyfriend", "boyfriends"),),
+     (("friend", "friends"),), (("neighbor", "neighbors"), ("neighbour", "neighbours")),
+     (("colleague", "colleagues"),), (("boss", "bosses"),)),
     ((("movie", "movies"), ("film", "films")), (("color", "colors"), ("colour", "colours")),
      (("book", "books"),), (("author", "authors"),), (("food", "foods"),), (("drink", "drinks"),),
-     (("song", "songs"),), (("season", "seasons"),), (("animal", "animals"),)),
+     (("song", "songs"),), (("season", "seasons"),), (("animal", "animals"),), (("fruit", "fruits"),),
+     (("vegetable", "vegetables"),), (("dessert", "desserts"),), (("flower", "flowers"),),
+     (("restaurant", "restaurants"),)),
     ((("band", "bands"),), (("singer", "singers"),), (("artist", "artists"),)),
-    ((("city", "cities"),), (("country", "countries"),), (("hometown", "hometowns"),)),
+    ((("city", "cities"), ("town", "towns")), (("country", "countries"),), (("hometown", "hometowns"),),
+     (("school", "schools"),), (("university", "universities"),)),
     ((("birthday", "birthdays"),), (("anniversary", "anniversaries"),)),
-    ((("job", "jobs"), ("occupation", "occupations")), (("employer", "employers"),),
+    ((("job", "jobs"), ("occupation", "occupations"), ("profession", "professions")),
+     (("employer", "employers"), ("company", "companies")),
      (("salary", "salaries"),)),
-    ((("car", "cars"),), (("motorcycle", "motorcycles"),), (("bicycle", "bicycles"), ("bike", "bikes")),
-     (("boat", "boats"),)),
-    ((("phone", "phones"),), (("laptop", "laptops"),), (("computer", "computers"),)),
+    ((("car", "cars"),), (("motorcycle", "motorcycles"), ("motorbike", "motorbikes")),
+     (("bicycle", "bicycles"), ("bike", "bikes")), (("scooter", "scooters"),), (("boat", "boats"),),
+     (("van", "vans"),), (("truck", "trucks"),)),
+    ((("phone", "phones"),), (("laptop", "laptops"),), (("computer", "computers"),), (("tablet", "tablets"),)),
 )
+# Words that tell a question from its sibling ("every summer" beside "every winter", "board game"
+# beside "card game") but are common in general questions too ("What language is spoken in
+# Brazil?"): naming one does not make a question speak of the user.
+_QUALIFIER_FAMILIES: tuple[tuple[Member, ...], ...] = (
+    ((("summer", "summers"),), (("winter", "winters"),), (("spring", "springs"),), (("autumn", "autumns"),)),
+    ((("board", "boards"),), (("card", "cards"),), (("video", "videos"),)),
+    ((("breakfast", "breakfasts"),), (("lunch", "lunches"),), (("dinner", "dinners"),)),
+    ((("instrument", "instruments"),), (("sport", "sports"),), (("language", "languages"),),
+     (("hobby", "hobbies"),)),
+)
+FAMILIES = _SUBJECT_FAMILIES + _QUALIFIER_FAMILIES
 # word form -> (family, member, plural)
 FORMS: dict[str, tuple[int, int, bool]] = {
     form: (f, m, bool(plural))
@@ -55,7 +76,8 @@ def spellings(word: str) -> list[str]:
 def taught_subjects(questions: Iterable[str]) -> list[str]:
     """The slot words of the taught questions, in every spelling and number ("dog", "dogs"; "mom",
     "mother", ...): a question that names one speaks of the user even without "my" ("Remind me
-    what the dog is called."), so the scope rule routes it to the personal model."""
+    what the dog is called."), so the scope rule routes it to the personal model
+    (``subject_signals``); the untold reply knows from them which families were taught."""
     found: set[str] = set()
     for question in questions:
         for match in SLOT_TOKEN.finditer(question):
@@ -64,14 +86,30 @@ def taught_subjects(questions: Iterable[str]) -> list[str]:
     return sorted(found)
 
 
+def subject_signals(subjects: Iterable[str]) -> list[str]:
+    """The taught ``subjects`` that send a question naming one to the personal model: the
+    subjects proper ("dog", "daughter"), not the qualifiers ("summer", "card")."""
+    return [s for s in subjects if s not in FORMS or FORMS[s][0] < len(_SUBJECT_FAMILIES)]
+
+
 _MY_PHRASE = re.compile(r"^(?:what|who|when|where|which)(?:\s+(?:is|are|was|were)|['’]s)\s+my\s+(?P<rest>[^?.!]+?)"
                         r"\s*[?.!]*$", re.IGNORECASE)
+# "Where do I go ...?", "What time do I ...?", "What am I ...?": the question as a clause about "you"
+_I_PHRASE = re.compile(r"^(?P<wh>(?:what|which|where|when|who|how)(?:\s+[^\W\d_]+)?)\s+(?P<aux>do|am|was)\s+I\s+"
+                       r"(?P<rest>[^?.!]+?)\s*[?.!]*$", re.IGNORECASE)
+_AUX_FOR_YOU = {"do": "", "am": "are ", "was": "were "}
+_FOR_YOU = {"my": "your", "i": "you", "me": "you", "myself": "yourself", "mine": "yours"}
+
+
+def _for_you(text: str) -> str:
+    return re.sub(r"[^\W\d_]+", lambda m: _FOR_YOU.get(m.group(0).casefold(), m.group(0)), text)
 
 
 def untold_answer(question: str, subject: str) -> str:
     """The reply to a question about something the user never told, in one voice: "What is my
-    bird's name?" → "You haven't told me your bird's name yet."; another shape of question
-    speaks of its subject ("Which boat do I sail?" → "You haven't told me about a boat yet.")."""
+    bird's name?" → "You haven't told me your bird's name yet.", "Where do I go every winter?" →
+    "You haven't told me where you go every winter yet."; another shape of question speaks of its
+    subject ("What did I name my boat?" → "You haven't told me about a boat yet.")."""
     match = _MY_PHRASE.match(question.strip())
     if match:
         rest = match.group("rest")
@@ -79,6 +117,10 @@ def untold_answer(question: str, subject: str) -> str:
             if rest.endswith(verb):
                 return f"You haven't told me what your {rest[:-len(verb)]} is{verb} yet."
         return f"You haven't told me your {rest} yet."
+    match = _I_PHRASE.match(question.strip())
+    if match:
+        aux = _AUX_FOR_YOU[match.group("aux").casefold()]
+        return f"You haven't told me {match.group('wh').casefold()} you {aux}{_for_you(match.group('rest'))} yet."
     plural = FORMS.get(subject, (0, 0, False))[2]
     article = "your" if plural else "an" if subject[:1] in "aeiou" else "a"
     return f"You haven't told me about {article} {subject} yet."
