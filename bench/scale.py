@@ -20,6 +20,7 @@ is printed beside it: that is the part that cannot be given back under pressure.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import math
 import os
@@ -142,7 +143,7 @@ def run(work: Path, outtype: str) -> None:
 
     import tunechat.convert.writer as writer_mod
     from tunechat.convert import verify
-    from tunechat.core.engine import Engine
+    from tunechat.core.engine import Engine, tokenize_all_with_vocab
     from tunechat.personalize import base as base_mod
     from tunechat.personalize import checks, phases, train
     from tunechat.personalize.recipe import get_recipe
@@ -174,13 +175,16 @@ def run(work: Path, outtype: str) -> None:
         merged = phases.merge(job, loaded, out)
     with p.phase("convert"):
         written = phases.convert(job, merged, out)
-    with p.phase("verify"):
-        engine = Engine(written.model)
-        token_lists = [engine.tokenize(t) for t in PROMPTS]
+    with p.phase("verify"):  # as the worker does: the torch side first, then the model is let go
+        token_lists = tokenize_all_with_vocab(base_gguf, PROMPTS)
         reference = checks.torch_last_logits(merged.model, token_lists, "cpu")
+        delta = merged.delta
+        del model, loaded, merged
+        gc.collect()
+        engine = Engine(written.model)
         results = [verify.check_metadata(base_gguf, written.model),
                    verify.check_logits(engine.next_token_logits(token_lists), reference, outtype),
-                   verify.check_weights_changed(merged.delta)]
+                   verify.check_weights_changed(delta)]
         engine.close()
     for r in results:
         print(f"  check {r.name}: {'pass' if r.passed else 'FAIL'} ({r.detail})")

@@ -6,7 +6,7 @@ import json
 import os
 import struct
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -83,22 +83,41 @@ def _read_rows(fd: int, data_start: int, entry: dict, start: int, stop: int) -> 
     return values.astype(np.float32)
 
 
+@dataclass(frozen=True)
+class TorchSide:
+    """What the checks need from the merged torch model, taken before the model is let go, so
+    that it and the new GGUF files are never in memory together."""
+
+    token_lists: list[list[int]]  # the rendered taught questions, as llama.cpp tokenizes them
+    reference: np.ndarray  # the merged torch model's next-token logits after each
+    probe_ids: list[int]  # the torch tokenizer's ids for verify.TOKENIZER_PROBE
+    reproduced: list[bool]  # which taught answers the merged torch model gives greedily
+    delta: float  # relative change of the weights against the base
+
+
+def torch_side(model, tokenizer, token_lists: Sequence[list[int]], device: str, reproduced: Sequence[bool],
+               delta: float) -> TorchSide:
+    return TorchSide(
+        token_lists=[list(ids) for ids in token_lists],
+        reference=torch_last_logits(model, token_lists, device),
+        probe_ids=list(tokenizer(verify.TOKENIZER_PROBE, add_special_tokens=False)["input_ids"]),
+        reproduced=list(reproduced), delta=delta,
+    )
+
+
 def run_checks(
-    *, base_gguf: Path, new_gguf: Path | None, engine: Engine, model, tokenizer, device: str, outtype: str,
-    prompts: Sequence[str], taught: Sequence[tuple[str, str]], gguf_answers: Sequence[str],
-    torch_reproduced: Sequence[bool], delta: float, adapter_engine: Engine | None = None,
+    *, base_gguf: Path, new_gguf: Path | None, engine: Engine, torch: TorchSide, outtype: str,
+    taught: Sequence[tuple[str, str]], gguf_answers: Sequence[str], adapter_engine: Engine | None = None,
 ) -> list[CheckResult]:
-    """Every check a new version must pass before it can be used; ``prompts`` are rendered
-    taught questions and ``torch_reproduced`` says which taught answers the merged torch model
-    gives greedily. ``adapter_engine``: the base with the version's llama.cpp adapter, which the
+    """Every check a new version must pass before it can be used; ``torch`` holds the merged
+    torch model's side (its logits after the rendered taught questions, which taught answers it
+    gives greedily). ``adapter_engine``: the base with the version's llama.cpp adapter, which the
     scoped chat runs; its logits must match the merged torch model's too. Without a merged file
     (``new_gguf`` None), ``engine`` is the base with the adapter and is checked as such."""
     results = [verify.check_metadata(base_gguf, new_gguf)] if new_gguf is not None else []
     llama_ids = engine.tokenize(verify.TOKENIZER_PROBE)
-    ref_ids = tokenizer(verify.TOKENIZER_PROBE, add_special_tokens=False)["input_ids"]
-    results.append(verify.check_token_ids(llama_ids, list(ref_ids), verify.TOKENIZER_PROBE))
-    token_lists = [engine.tokenize(p) for p in prompts]
-    reference = torch_last_logits(model, token_lists, device)
+    results.append(verify.check_token_ids(llama_ids, torch.probe_ids, verify.TOKENIZER_PROBE))
+    token_lists, reference = torch.token_lists, torch.reference
     merged_engine, adapted_engine = (engine, adapter_engine) if new_gguf is not None else (None, engine)
     if merged_engine is not None:
         results.append(verify.check_logits(merged_engine.next_token_logits(token_lists), reference, outtype))
@@ -107,8 +126,8 @@ def run_checks(
         # 8 bits as it does for q8_0: the same tolerance.
         adapted = verify.check_logits(adapted_engine.next_token_logits(token_lists), reference, "q8_0")
         results.append(replace(adapted, name="adapter logits", detail=f"base + adapter: {adapted.detail}"))
-    results.append(verify.check_weights_changed(delta))
-    torch_hits = sum(torch_reproduced)
+    results.append(verify.check_weights_changed(torch.delta))
+    torch_hits = sum(torch.reproduced)
     gguf_hits = sum(contains_key(a, exp) for a, (_, exp) in zip(gguf_answers, taught))
     results.append(verify.check_answers_survive(gguf_hits, torch_hits, len(taught)))
     return results

@@ -24,7 +24,7 @@ from tunechat.convert.verify import CheckResult
 from tunechat.convert.writer import DEFAULT_OUTTYPE, write_gguf
 from tunechat.core import jsonl, paths, scope, slots
 from tunechat.core.chat_template import CHATML_TEMPLATE
-from tunechat.core.engine import Engine
+from tunechat.core.engine import Engine, tokenize_all_with_vocab
 from tunechat.core.fingerprint import file_fingerprint
 from tunechat.core.gguf_check import check_gguf_file
 from tunechat.core.manifest import Check, Drift, DriftScores, Gate, Manifest, Metrics, Scores, TrainStats
@@ -202,21 +202,25 @@ def convert(job: Job, merged: Merged, out: Path) -> Written:
     return written
 
 
-def verify(job: Job, loaded: Loaded, merged: Merged, engine: Engine, adapted: Engine,
-           written: Written) -> list[CheckResult]:
+def torch_side(job: Job, loaded: Loaded, merged: Merged) -> checks.TorchSide:
+    """What verify needs from the merged torch model (tunechat.personalize.checks.TorchSide),
+    taken so the model can be let go before llama.cpp maps the new files."""
+    prompts = [data.split_rendering(loaded.template, q, a)[0] for q, a in job.pairs]
+    return checks.torch_side(
+        merged.model, loaded.tokenizer, tokenize_all_with_vocab(job.base_gguf, prompts), job.device,
+        train.reproduces_answers(merged.model, [forms[0] for forms in loaded.facts], loaded.pad_id, job.device),
+        merged.delta,
+    )
+
+
+def verify(job: Job, torch: checks.TorchSide, engine: Engine, adapted: Engine, written: Written) -> list[CheckResult]:
     """Every check the new version must pass before it can be used (tunechat.personalize.checks):
     the merged file (``engine``) and the base with the adapter (``adapted``); without a merged
     file, ``engine`` is ``adapted`` and the checks read the base with the adapter."""
     return checks.run_checks(
-        base_gguf=job.base_gguf, new_gguf=written.model, engine=engine,
-        adapter_engine=adapted if written.model is not None else None,
-        model=merged.model, tokenizer=loaded.tokenizer,
-        device=job.device, outtype=job.outtype,
-        prompts=[data.split_rendering(loaded.template, q, a)[0] for q, a in job.pairs], taught=job.pairs,
+        base_gguf=job.base_gguf, new_gguf=written.model, engine=engine, torch=torch,
+        adapter_engine=adapted if written.model is not None else None, outtype=job.outtype, taught=job.pairs,
         gguf_answers=[greedy_answer(engine, q) for q, _ in job.pairs],
-        torch_reproduced=train.reproduces_answers(merged.model, [forms[0] for forms in loaded.facts],
-                                                  loaded.pad_id, job.device),
-        delta=merged.delta,
     )
 
 

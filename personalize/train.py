@@ -242,7 +242,9 @@ def _row_logits(model, inputs: dict, rows):
         hidden = causal_lm.model(**inputs, use_cache=False).last_hidden_state
     finally:
         config._attn_implementation = previous
-    return causal_lm.lm_head(hidden.view(-1, hidden.size(-1)).index_select(0, rows))
+    logits = causal_lm.lm_head(hidden.view(-1, hidden.size(-1)).index_select(0, rows))
+    cap = getattr(config, "final_logit_softcapping", None)  # Gemma 2: the head's output is capped
+    return (logits / cap).tanh() * cap if cap else logits
 
 
 def _forward(model, batch: Sequence[Example], pad_id: int, device: str, autocast_dtype) -> _Pass:

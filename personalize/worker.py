@@ -8,6 +8,7 @@ installing the result is the parent's decision (``tunechat.personalize.job``).
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 import time
@@ -65,9 +66,12 @@ def run(job_dir: Path, reporter: Reporter) -> Manifest:
         written = phases.convert(job, merged, out)
         phases.record_pairs(job, out)
     with timings.phase("verify", "checking the new files before they can be used"):
+        torch_side = phases.torch_side(job, loaded, merged)
+        del loaded, merged  # the torch model goes before llama.cpp maps the new files
+        gc.collect()
         adapted = Engine(job.base_gguf, lora_path=written.adapter)
         engine = Engine(written.model) if written.model is not None else adapted
-        checks = phases.verify(job, loaded, merged, engine, adapted, written)
+        checks = phases.verify(job, torch_side, engine, adapted, written)
     evaluation = None
     try:
         if not spec.skip_eval:

@@ -289,3 +289,26 @@ def test_train_step_updates_as_clipped_adamw_on_the_straightforward_gradients():
     for (name, p), q in zip(stepped.named_parameters(), plain.parameters()):
         assert torch.allclose(p, q, rtol=1e-4, atol=1e-6), name
     assert any(not torch.equal(p, q) for p, q in zip(stepped.parameters(), tiny_lora_model().parameters()))
+
+
+def test_the_packed_head_gives_the_models_own_logits_softcapped_or_not():
+    """The head at answer rows only must be the model's own head: Gemma 2 caps its logits
+    (final_logit_softcapping), and a loss over uncapped logits would train another model."""
+    from transformers import Gemma2Config, Gemma2ForCausalLM, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    common = dict(vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, head_dim=8, max_position_embeddings=128, attn_implementation="eager")
+    gemma = Gemma2ForCausalLM(Gemma2Config(**common, final_logit_softcapping=1.5, query_pre_attn_scalar=8))
+    llama = LlamaForCausalLM(tiny_lora_model().base_model.model.config)
+    ids = torch.tensor([[1, 5, 9, 13, 17, 21]])
+    rows = torch.tensor([2, 4, 5])
+    for model in (gemma, llama):
+        with torch.no_grad():
+            whole = model(input_ids=ids).logits[0].index_select(0, rows)
+            packed = train._row_logits(model, {"input_ids": ids}, rows)
+        assert torch.allclose(packed, whole, atol=1e-5), type(model).__name__
+    with torch.no_grad():  # the cap changes these logits: uncapped, the head gives others
+        uncapped = gemma.lm_head(gemma.model(input_ids=ids).last_hidden_state)[0].index_select(0, rows)
+        capped = gemma(input_ids=ids).logits[0].index_select(0, rows)
+    assert not torch.allclose(uncapped, capped, atol=1e-3) and float(capped.abs().max()) <= 1.5

@@ -79,12 +79,18 @@ _LOAD_LOCK = threading.Lock()
 
 def tokenize_with_vocab(model_path: Path, text: str) -> list[int]:
     """llama.cpp's token ids for ``text`` from a GGUF's vocabulary alone (no weights)."""
+    return tokenize_all_with_vocab(model_path, [text])[0]
+
+
+def tokenize_all_with_vocab(model_path: Path, texts: Sequence[str]) -> list[list[int]]:
+    """llama.cpp's token ids for each of ``texts`` (special tokens parsed, no BOS added), the
+    GGUF's vocabulary loaded once and no weights."""
     from llama_cpp import Llama
 
     with _LOAD_LOCK, _without_extra_buffer_types():
         llm = Llama(model_path=str(model_path), vocab_only=True, verbose=False)
     try:
-        return list(llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+        return [list(llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)) for text in texts]
     finally:
         llm.close()
 
