@@ -256,7 +256,7 @@ def record_pairs(job: Job, out: Path) -> None:
 
 def manifest(job: Job, base: Baseline, rewordings: dict[str, list[str]], result: TrainResult,
              results: list[CheckResult], evaluation: Evaluation | None, written: Written,
-             timings: dict[str, float]) -> Manifest:
+             timings: dict[str, float], peaks: Mapping[str, float]) -> Manifest:
     after = evaluation.after if evaluation else None
     gate = None
     if evaluation and evaluation.gate_after and evaluation.gate_scoped:
@@ -293,6 +293,7 @@ def manifest(job: Job, base: Baseline, rewordings: dict[str, list[str]], result:
         drift=evaluation.drift if evaluation else None,
         paraphrases=rewordings,
         timings=dict(timings),
+        peak_rss_mib=dict(peaks),
         gpu_peak_mib=round(torch.cuda.max_memory_allocated() / 2**20, 1) if on_gpu else None,
         gpu_name=torch.cuda.get_device_name(0) if on_gpu else None,
     )

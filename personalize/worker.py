@@ -24,18 +24,42 @@ from tunechat.personalize.spec import JobSpec
 
 
 class Timings(dict[str, float]):
-    """Seconds spent in each phase, reported to the parent as each one starts."""
+    """Seconds spent in each phase, reported to the parent as each one starts, and each
+    phase's peak resident memory (``peaks``, MiB; Linux only: empty elsewhere)."""
 
     def __init__(self, reporter: Reporter) -> None:
         super().__init__()
         self.reporter = reporter
+        self.peaks: dict[str, float] = {}
 
     @contextmanager
     def phase(self, name: Phase, detail: str = "") -> Iterator[None]:
         self.reporter.phase(name, detail)
+        _reset_peak_rss()
         start = time.monotonic()
         yield
         self[name] = round(self.get(name, 0.0) + time.monotonic() - start, 2)
+        peak = _peak_rss_mib()
+        if peak is not None:
+            self.peaks[name] = max(self.peaks.get(name, 0.0), peak)
+
+
+def _reset_peak_rss() -> None:
+    """Start the process's peak RSS (VmHWM) again from what it holds now."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def _peak_rss_mib() -> float | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return None
 
 
 def run(job_dir: Path, reporter: Reporter) -> Manifest:
@@ -81,7 +105,7 @@ def run(job_dir: Path, reporter: Reporter) -> Manifest:
         engine.close()
         if adapted is not engine:
             adapted.close()
-    return phases.manifest(job, base, rewordings, result, checks, evaluation, written, timings)
+    return phases.manifest(job, base, rewordings, result, checks, evaluation, written, timings, timings.peaks)
 
 
 def _exit_when_orphaned(poll_s: float = 1.0) -> None:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tunechat.convert.architectures import UnsupportedArchitecture, spec_for
-from tunechat.convert.verify import check_metadata, logit_errors
+from tunechat.convert.verify import check_logits, check_metadata, logit_errors
 from tunechat.convert.writer import permute_for_llama_cpp, write_gguf
 
 pytestmark = pytest.mark.slow
@@ -168,3 +168,17 @@ def test_bad_adapters_are_refused_before_any_file_is_written(tmp_path, base_stat
     with pytest.raises(UnsupportedArchitecture):
         write_lora_gguf(adapter, alpha, {**config, "model_type": "falcon"}, base_model, out)
     assert not out.exists()
+
+
+def test_the_logits_check_counts_top1_only_where_one_token_leads():
+    """A near-tie may go either way under rounding the tolerance allows; a flip where the
+    reference's first token leads clearly, or an error over the tolerance, fails the check."""
+    reference = np.array([[5.0, 4.9, 0.0, -1.0], [30.0, 27.5, 1.0, 2.0]])
+    near_tie_flipped = reference + np.array([[-0.06, 0.06, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]])
+    assert check_logits(near_tie_flipped, reference, "f16").passed
+    decisive_flipped = reference.copy()  # within q8_0's error tolerance, but the clear winner lost
+    decisive_flipped[1, [0, 1]] = decisive_flipped[1, [1, 0]]
+    assert logit_errors(decisive_flipped, reference)[1] < 0.5
+    result = check_logits(decisive_flipped, reference, "q8_0")
+    assert not result.passed and "agreement 0%" in result.detail and "the 1 of 2 prompts" in result.detail
+    assert not check_logits(reference * 1.1, reference, "f16").passed  # within top-1, over f16's tolerance

@@ -27,7 +27,7 @@ import pytest
 
 from tests.conftest import run_cli
 from tests.zoo import COMMON, FAMILIES, Zoo, hf_next_token_logits
-from tunechat.convert.verify import logit_errors
+from tunechat.convert.verify import decisive_top1, logit_errors
 
 # The GGUF base each family personalizes from: both formats users bring, K-quants included.
 GGUF_BASE = {"llama": "q8_0", "llama3": "Q4_K_M", "mistral": "q8_0", "qwen2": "Q4_K_M", "qwen3": "q8_0",
@@ -230,15 +230,6 @@ def _run(zoo: Zoo, name: str, source: str, job_dir: Path):
     return spec, worker.run(job_dir, Reporter(io.StringIO()))
 
 
-def _decisive_top1(got: np.ndarray, reference: np.ndarray, margin: float = 2.0) -> float:
-    """Top-1 agreement on the rows where the reference's top token leads by ``margin`` logits:
-    a trained tiny model has near-ties that 8-bit rounding may flip (seen at q8_0: 6 and 7 of
-    8 rows agreeing; the chat prompt's lead was 0.24 for llama and 1.2 for phi3 in such runs)."""
-    top2 = np.sort(reference, axis=-1)[:, -2:]
-    decisive = top2[:, 1] - top2[:, 0] >= margin
-    return float(np.mean(got.argmax(-1)[decisive] == reference.argmax(-1)[decisive])) if decisive.any() else 1.0
-
-
 def _merged_torch_model(folder: Path, adapter: Path):
     from peft import PeftModel
 
@@ -302,8 +293,8 @@ def test_every_family_personalizes_end_to_end(zoo, name, source, home, tmp_path)
         adapted.close()
     outtype = OUTTYPE[source]
     reference = hf_next_token_logits(merged, prompts)
-    file_agree, file_worst = _decisive_top1(written, reference), logit_errors(written, reference)[1]
-    adapter_agree, adapter_worst = _decisive_top1(over_base, written), logit_errors(over_base, written)[1]
+    file_agree, file_worst = decisive_top1(written, reference)[0], logit_errors(written, reference)[1]
+    adapter_agree, adapter_worst = decisive_top1(over_base, written)[0], logit_errors(over_base, written)[1]
     _, moved = logit_errors(base, written)
     print(f"{name}-{source}: {manifest.train.steps} steps; {outtype} file vs torch {file_worst:.4f} "
           f"(top-1 {logit_errors(written, reference)[0]:.0%}), adapter vs file {adapter_worst:.4f} "

@@ -149,6 +149,7 @@ class Manifest:
     drift: DriftScores | None = None  # benchmarks only
     paraphrases: dict[str, list[str]] = field(default_factory=dict)  # the rewordings trained per question
     timings: dict[str, float] = field(default_factory=dict)  # seconds per worker phase
+    peak_rss_mib: dict[str, float] = field(default_factory=dict)  # the worker's peak memory per phase
     gpu_peak_mib: float | None = None
     gpu_name: str | None = None
 
