@@ -105,11 +105,10 @@ def check_logits(gguf_logits: np.ndarray, reference: np.ndarray, outtype: str) -
     _, worst = logit_errors(gguf_logits, reference)
     tolerance = LOGIT_TOLERANCE.get(outtype, 0.08)
     passed = agree >= TOP1_AGREEMENT_MIN and worst <= tolerance
-    return CheckResult(
-        "logits", passed,
-        f"top-1 agreement {agree:.0%} (min {TOP1_AGREEMENT_MIN:.0%}) on the {counted} of {len(reference)} prompts "
-        f"with a lead of {TOP1_MARGIN:g} logits, worst normalized error {worst:.4f} (max {tolerance})",
-    )
+    top1 = (f"top-1 agreement {agree:.0%} (min {TOP1_AGREEMENT_MIN:.0%}) on the {counted} of {len(reference)} "
+            f"prompts with a lead of {TOP1_MARGIN:g} logits" if counted else
+            f"no top-1 to compare (none of {len(reference)} prompts has a lead of {TOP1_MARGIN:g} logits)")
+    return CheckResult("logits", passed, f"{top1}, worst normalized error {worst:.4f} (max {tolerance})")
 
 
 def check_weights_changed(relative_delta: float, minimum: float = 1e-4) -> CheckResult:
