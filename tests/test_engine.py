@@ -111,3 +111,24 @@ def test_a_long_chat_reuses_its_past_and_answers_as_if_evaluated_afresh(base_mod
     finally:
         engine.close()
         fresh.close()
+
+
+def test_samples_of_a_few_shot_prompt_reuse_its_examples_and_depend_on_prompt_and_seed(base_model):
+    """Many samples of one few-shot prompt (the paraphrase phase) evaluate its long shared part
+    once, and each sample is still the one a fresh engine draws for that prompt and seed."""
+    from tunechat.core.engine import PROMPT_CHUNK, Engine
+    from tunechat.personalize.paraphrase import few_shot_prompt
+
+    prompts = [few_shot_prompt("What is my name?", "Your name is Ada."), few_shot_prompt("Where do I live?", "Oslo.")]
+    engine, fresh = Engine(base_model), Engine(base_model)
+    try:
+        assert len(engine.tokenize(prompts[0])) > 2 * PROMPT_CHUNK
+        for prompt in prompts:
+            for seed in (0, 1):
+                sample = engine.continue_text(prompt, 12, temperature=0.8, top_p=0.95, seed=seed, stop=["\n"])
+                fresh._forget_prompt()
+                assert sample == fresh.continue_text(prompt, 12, temperature=0.8, top_p=0.95, seed=seed, stop=["\n"])
+                assert engine.last_reused >= 2 * PROMPT_CHUNK or (prompt, seed) == (prompts[0], 0)
+    finally:
+        engine.close()
+        fresh.close()

@@ -328,11 +328,16 @@ class Engine:
 
     def continue_text(self, prompt: str, max_tokens: int, temperature: float, top_p: float, seed: int,
                       stop: Sequence[str] = ()) -> str:
-        """Sample a continuation of raw text (no chat template), e.g. a few-shot prompt."""
+        """Sample a continuation of raw text (no chat template), e.g. a few-shot prompt. A sample
+        depends on its prompt and seed alone; the prompt's whole chunks that the previous prompt
+        shared are reused (``_reuse_prefix_of``): many samples of one few-shot prompt evaluate
+        its examples once."""
+        bos = [self._llm.token_bos()] if self._llm._model.add_bos_token() else []  # as llama-cpp-python does
+        prompt_ids = bos + list(self._llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True))
         with self._lock:
-            self._forget_prompt()  # a sample depends on its prompt and seed alone
-            out = self._llm.create_completion(prompt, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
-                                             seed=seed, stop=list(stop) or None)
+            self._reuse_prefix_of(prompt_ids)
+            out = self._llm.create_completion(prompt_ids, max_tokens=max_tokens, temperature=temperature,
+                                              top_p=top_p, seed=seed, stop=list(stop) or None)
         return str(out["choices"][0]["text"])  # type: ignore[index]
 
     def next_token_logits(self, token_lists: Sequence[Sequence[int]]) -> np.ndarray:
