@@ -105,3 +105,11 @@ def test_spellings_of_one_kind_are_one_slot_and_qualifiers_tell_siblings_apart()
     # A qualifier is no sign that a question speaks of the user: general questions use them too.
     assert "summer" in subjects and "summer" not in subject_signals(subjects)
     assert {"parrot", "bird", "city", "town"} <= set(subject_signals(subjects))
+
+
+def test_a_qualifiers_siblings_are_no_negatives():
+    """"every winter" beside a taught "every summer" is the chat's untold reply, not a negative."""
+    pairs = [("Where do I go on holiday every summer?", "Crete."), ("What is my dog's name?", "Rex.")]
+    found = [q for q, _ in negatives(pairs)]
+    assert "What is my cat's name?" in found
+    assert not [q for q in found if {"winter", "spring", "autumn"} & _words(q)], found

@@ -86,10 +86,15 @@ def taught_subjects(questions: Iterable[str]) -> list[str]:
     return sorted(found)
 
 
+def is_qualifier(word: str) -> bool:
+    """Whether ``word`` is a qualifier ("summer", "card"), not a subject proper ("dog")."""
+    return word in FORMS and FORMS[word][0] >= len(_SUBJECT_FAMILIES)
+
+
 def subject_signals(subjects: Iterable[str]) -> list[str]:
     """The taught ``subjects`` that send a question naming one to the personal model: the
     subjects proper ("dog", "daughter"), not the qualifiers ("summer", "card")."""
-    return [s for s in subjects if s not in FORMS or FORMS[s][0] < len(_SUBJECT_FAMILIES)]
+    return [s for s in subjects if not is_qualifier(s)]
 
 
 _MY_PHRASE = re.compile(r"^(?:what|who|when|where|which)(?:\s+(?:is|are|was|were)|['’]s)\s+my\s+(?P<rest>[^?.!]+?)"
