@@ -42,7 +42,13 @@ def negatives(pairs: Sequence[tuple[str, str]], rewordings: Iterable[str] = (),
     taught = set().union(*(_words(q) | _words(a) for q, a in pairs), *(_words(r) for r in rewordings))
     taken = {_key(q) for q, _ in pairs} | {_key(r) for r in rewordings} | {_key(q) for q in excluded}
     candidates = []
+    taught_questions = set().union(*(_words(q) for q, _ in pairs))
     for question in [q for q, _ in pairs] + rewordings:
+        # A rewording's siblings only where its slot word is one its taught question names: a
+        # rewording that brings in a slot of its own ("What's my home town?" for "Where do I
+        # live?") has siblings the taught answer may well answer ("...home country?").
+        if not [w for w in _words(question) if w in FORMS and w in taught_questions]:
+            continue
         # The nearest siblings whose own subject is untaught; only then are they checked
         # against what was taught and asked (as measured: docs/experiments.md).
         kept = 0

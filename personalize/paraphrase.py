@@ -124,9 +124,16 @@ def generate(complete: Callable[[str, int], str], question: str, answer: str,
 
 def keep_distinct(found: dict[str, list[str]], pairs: Sequence[tuple[str, str]]) -> dict[str, list[str]]:
     """Drop paraphrases that look more like another taught pair than their own (a model asked
-    to reword "What is my job?" sometimes writes "What is my name?"): two facts must never
-    be trained on the same wording."""
+    to reword "What is my job?" sometimes writes "What is my name?") or that another pair got
+    too: two facts must never be trained on the same wording."""
     taught = {normalize_question(q) for q, _ in pairs}
+    # A wording the model wrote for two facts ("Where do I live?" for a wake-up time and for a
+    # summer holiday) would be trained with two answers: greedy decoding could never give both,
+    # and the stop, which waits for every wording, never fired.
+    owners: dict[str, set[str]] = {}
+    for q, _ in pairs:
+        for text in found.get(q, []):
+            owners.setdefault(normalize_question(text), set()).add(q)
     words = [(_content_words(q), _content_words(q + " " + a)) for q, a in pairs]
     kept: dict[str, list[str]] = {}
     for i, (q, _) in enumerate(pairs):
@@ -134,7 +141,7 @@ def keep_distinct(found: dict[str, list[str]], pairs: Sequence[tuple[str, str]])
         mine = []
         for text in found.get(q, []):
             cw = _content_words(text)
-            if normalize_question(text) in taught:
+            if normalize_question(text) in taught or len(owners[normalize_question(text)]) > 1:
                 continue
             own = len(cw & own_q)
             if any(len(cw & other_qa) > own for j, (_, other_qa) in enumerate(words) if j != i):

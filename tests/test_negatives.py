@@ -8,7 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from tunechat.core.slots import FORMS, subject_signals, taught_subjects, untaught_sibling, untold_answer
+from tunechat.core.slots import (
+    FORMS,
+    subject_signals,
+    taught_subjects,
+    untaught_sibling,
+    untold_answer,
+    untold_chat_reply,
+)
 from tunechat.personalize.evaluate import admits_not_knowing, load_persona
 from tunechat.personalize.negatives import negatives
 
@@ -47,8 +54,8 @@ def test_siblings_of_the_taught_questions_and_their_rewordings_in_the_negatives_
     assert negatives(pairs, ["What's my dog called?"]) == [
         ("What is my cat's name?", "You haven't told me your cat's name yet."),
         ("What is my bird's name?", "You haven't told me your bird's name yet."),
-        ("Which motorcycle do I drive?", "You haven't told me which motorcycle you drive yet."),
-        ("Which bicycle do I drive?", "You haven't told me which bicycle you drive yet."),
+        ("Which motorcycle do I drive?", "You haven't told me about a motorcycle yet."),
+        ("Which bicycle do I drive?", "You haven't told me about a bicycle yet."),
         ("What's my cat called?", "You haven't told me what your cat is called yet."),
         ("What's my bird called?", "You haven't told me what your bird is called yet."),
     ]
@@ -70,13 +77,25 @@ def test_untold_answers_follow_the_question():
     assert untold_answer("When is my anniversary?", "anniversary") == "You haven't told me your anniversary yet."
     assert untold_answer("What's my cat called?", "cat") == "You haven't told me what your cat is called yet."
     assert untold_answer("What did I name my boat?", "boat") == "You haven't told me about a boat yet."
-    assert untold_answer("Which artist do I like?", "artist") == "You haven't told me which artist you like yet."
-    assert untold_answer("Where do I go every winter with my sister?", "winter") == (
+    assert untold_answer("Which artist do I like?", "artist") == "You haven't told me about an artist yet."
+    assert untold_answer("Which dogs do I walk?", "dogs") == "You haven't told me about your dogs yet."
+    # The chat's own reply repeats a question of the shape "Where do I ...?" in its words.
+    assert untold_chat_reply("Which artist do I like?", "artist") == "You haven't told me which artist you like yet."
+    assert untold_chat_reply("Where do I go every winter with my sister?", "winter") == (
         "You haven't told me where you go every winter with your sister yet.")
-    assert untold_answer("What am I allergic to?", "x") == "You haven't told me what you are allergic to yet."
-    assert untold_answer("Where was I born?", "x") == "You haven't told me where you were born yet."
-    assert untold_answer("Which dogs did I adopt?", "dogs") == "You haven't told me about your dogs yet."
-    assert untold_answer("Who did I marry?", "artist") == "You haven't told me about an artist yet."
+    assert untold_chat_reply("What am I allergic to?", "x") == "You haven't told me what you are allergic to yet."
+    assert untold_chat_reply("Where was I born?", "x") == "You haven't told me where you were born yet."
+    assert untold_chat_reply("Which dogs did I adopt?", "dogs") == "You haven't told me about your dogs yet."
+    assert untold_chat_reply("What is my cat's name?", "cat") == "You haven't told me your cat's name yet."
+
+
+def test_a_rewording_that_brings_in_a_slot_of_its_own_gives_no_negatives():
+    """"What's my home town?" rewording "Where do I live?": its siblings ("...home country?")
+    are what the taught answer may answer; "What do I call my dog?" keeps the taught dog."""
+    found = [q for q, _ in negatives([("Where do I live?", "Oslo."), ("What is my dog's name?", "Rex.")],
+                                     ["What's my home town?", "What do I call my dog?"])]
+    assert not [q for q in found if "home" in q], found
+    assert "What do I call my cat?" in found
 
 
 def test_taught_subjects_are_every_spelling_of_each_slot():

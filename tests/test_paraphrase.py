@@ -34,6 +34,13 @@ def test_keep_distinct_never_trains_two_facts_on_one_wording():
     assert kept["What is my job?"] == ["What do I do for a living?"]
     assert kept["What is my name?"] == ["What am I called?"]
     assert kept["What sport do I play?"] == []
+    # One wording written for two facts (the third persona's "Where do I live?", for a wake-up
+    # time and a summer holiday) is trained for neither.
+    pairs = [("What time do I wake up?", "At 5:30."), ("Where do I go every summer?", "Crete.")]
+    kept = keep_distinct({"What time do I wake up?": ["Where do I live?", "When does my alarm ring?"],
+                          "Where do I go every summer?": ["where do I live", "Where do I spend summers?"]}, pairs)
+    assert kept == {"What time do I wake up?": ["When does my alarm ring?"],
+                    "Where do I go every summer?": ["Where do I spend summers?"]}
 
 
 def test_generate_dedupes_and_uses_every_seed():

@@ -111,10 +111,11 @@ def _for_you(text: str) -> str:
 
 
 def untold_answer(question: str, subject: str) -> str:
-    """The reply to a question about something the user never told, in one voice: "What is my
-    bird's name?" → "You haven't told me your bird's name yet.", "Where do I go every winter?" →
-    "You haven't told me where you go every winter yet."; another shape of question speaks of its
-    subject ("What did I name my boat?" → "You haven't told me about a boat yet.")."""
+    """The answer a negative is trained on, in one voice: "What is my bird's name?" → "You
+    haven't told me your bird's name yet."; another shape of question speaks of its subject
+    ("Which boat do I sail?" → "You haven't told me about a boat yet."). Trained to echo the
+    whole question instead ("...which boat you sail yet."), the model refused rewordings of
+    taught questions (docs/experiments.md)."""
     match = _MY_PHRASE.match(question.strip())
     if match:
         rest = match.group("rest")
@@ -122,20 +123,28 @@ def untold_answer(question: str, subject: str) -> str:
             if rest.endswith(verb):
                 return f"You haven't told me what your {rest[:-len(verb)]} is{verb} yet."
         return f"You haven't told me your {rest} yet."
-    match = _I_PHRASE.match(question.strip())
-    if match:
-        aux = _AUX_FOR_YOU[match.group("aux").casefold()]
-        return f"You haven't told me {match.group('wh').casefold()} you {aux}{_for_you(match.group('rest'))} yet."
     plural = FORMS.get(subject, (0, 0, False))[2]
     article = "your" if plural else "an" if subject[:1] in "aeiou" else "a"
     return f"You haven't told me about {article} {subject} yet."
+
+
+def untold_chat_reply(question: str, subject: str) -> str:
+    """What the chat says to a question about an untaught ``subject``: the question's own words
+    where it has the shape "Where do I ...?" / "What am I ...?" ("You haven't told me where you
+    go every winter yet."), else ``untold_answer``."""
+    if not _MY_PHRASE.match(question.strip()):
+        match = _I_PHRASE.match(question.strip())
+        if match:
+            aux = _AUX_FOR_YOU[match.group("aux").casefold()]
+            return f"You haven't told me {match.group('wh').casefold()} you {aux}{_for_you(match.group('rest'))} yet."
+    return untold_answer(question, subject)
 
 
 def untold_reply(question: str, subjects: Collection[str]) -> str | None:
     """The reply to ``question`` when it asks about an untaught sibling of a taught subject
     (``untaught_sibling``), None when the model should answer it."""
     subject = untaught_sibling(question, subjects)
-    return untold_answer(question, subject) if subject else None
+    return untold_chat_reply(question, subject) if subject else None
 
 
 def untaught_sibling(question: str, subjects: Collection[str]) -> str | None:
