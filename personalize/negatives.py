@@ -6,10 +6,10 @@ They are the siblings of the taught questions and of their rewordings
 name?"): the same question about another subject of the same kind, so what tells a taught
 answer from "not told" is the subject, not the wording. A negative is left out when it names
 anything taught (any slot word of it appears in a taught question, answer or rewording), and
-when it is a question the evaluation asks. A qualifier's siblings ("every winter" beside a
-taught "every summer") are left to the chat's untold reply: as negatives they taught the model
-to refuse rewordings of the taught question. A bank of differently worded personal questions
-did the same (both measured: docs/experiments.md).
+when it is a question the evaluation asks. The siblings of reply-only words (qualifiers such
+as "every winter" beside a taught "every summer", places) are left to the chat's untold reply:
+as negatives they taught the model to refuse rewordings of the taught question. A bank of
+differently worded personal questions did the same (both measured: docs/experiments.md).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 
-from tunechat.core.slots import FORMS, is_qualifier, spellings, untold_answer
+from tunechat.core.slots import FORMS, reply_only, spellings, untold_answer
 from tunechat.personalize import siblings
 
 SIBLINGS_PER_QUESTION = 2  # per taught question and per rewording, nearest siblings first
@@ -54,7 +54,7 @@ def negatives(pairs: Sequence[tuple[str, str]], rewordings: Iterable[str] = (),
         kept = 0
         for swapped in siblings.swaps(question):
             subject = sorted(_words(swapped) - _words(question))
-            if (kept >= SIBLINGS_PER_QUESTION or not subject or is_qualifier(subject[0])
+            if (kept >= SIBLINGS_PER_QUESTION or not subject or reply_only(subject[0])
                     or taught & set(spellings(subject[0]))):
                 continue
             candidates.append((swapped, untold_answer(swapped, subject[0])))

@@ -114,21 +114,23 @@ def test_only_an_untaught_sibling_of_a_taught_subject_gets_the_untold_reply():
     assert untaught_sibling("What is my cat's name?", []) is None
 
 
-def test_spellings_of_one_kind_are_one_slot_and_qualifiers_tell_siblings_apart():
+def test_spellings_of_one_kind_are_one_slot_and_reply_only_words_tell_siblings_apart():
     subjects = taught_subjects(["What is my parrot called?", "Which city was I born in?",
                                 "Where do I go on holiday every summer?"])
     assert untaught_sibling("What's the bird called?", subjects) is None  # a parrot is the taught bird
     assert untaught_sibling("Which town was I born in?", subjects) is None  # town and city: one slot
     assert untaught_sibling("Where do I go on holiday every winter?", subjects) == "winter"
     assert untaught_sibling("Where do I go on holiday every summer?", subjects) is None
-    # A qualifier is no sign that a question speaks of the user: general questions use them too.
+    # A reply-only word is no sign that a question speaks of the user: general questions use them too.
     assert "summer" in subjects and "summer" not in subject_signals(subjects)
-    assert {"parrot", "bird", "city", "town"} <= set(subject_signals(subjects))
+    assert {"parrot", "bird"} <= set(subject_signals(subjects)) and "city" not in subject_signals(subjects)
 
 
-def test_a_qualifiers_siblings_are_no_negatives():
-    """"every winter" beside a taught "every summer" is the chat's untold reply, not a negative."""
-    pairs = [("Where do I go on holiday every summer?", "Crete."), ("What is my dog's name?", "Rex.")]
+def test_the_siblings_of_reply_only_words_are_no_negatives():
+    """"every winter" beside a taught "every summer", "country" beside a taught birth city: the
+    chat's untold reply, not negatives."""
+    pairs = [("Where do I go on holiday every summer?", "Crete."), ("What is my dog's name?", "Rex."),
+             ("Which city was I born in?", "Dundee.")]
     found = [q for q, _ in negatives(pairs)]
     assert "What is my cat's name?" in found
-    assert not [q for q in found if {"winter", "spring", "autumn"} & _words(q)], found
+    assert not [q for q in found if {"winter", "spring", "autumn", "country", "school"} & _words(q)], found

@@ -33,8 +33,6 @@ _SUBJECT_FAMILIES: tuple[tuple[Member, ...], ...] = (
      (("vegetable", "vegetables"),), (("dessert", "desserts"),), (("flower", "flowers"),),
      (("restaurant", "restaurants"),)),
     ((("band", "bands"),), (("singer", "singers"),), (("artist", "artists"),)),
-    ((("city", "cities"), ("town", "towns")), (("country", "countries"),), (("hometown", "hometowns"),),
-     (("school", "schools"),), (("university", "universities"),)),
     ((("birthday", "birthdays"),), (("anniversary", "anniversaries"),)),
     ((("job", "jobs"), ("occupation", "occupations"), ("profession", "professions")),
      (("employer", "employers"), ("company", "companies")),
@@ -44,17 +42,22 @@ _SUBJECT_FAMILIES: tuple[tuple[Member, ...], ...] = (
      (("van", "vans"),), (("truck", "trucks"),)),
     ((("phone", "phones"),), (("laptop", "laptops"),), (("computer", "computers"),), (("tablet", "tablets"),)),
 )
-# Words that tell a question from its sibling ("every summer" beside "every winter", "board game"
-# beside "card game") but are common in general questions too ("What language is spoken in
-# Brazil?"): naming one does not make a question speak of the user.
-_QUALIFIER_FAMILIES: tuple[tuple[Member, ...], ...] = (
+# Words that tell a question from its sibling but only for the chat's untold reply: qualifiers
+# ("every summer" beside "every winter", "board game" beside "card game"), common in general
+# questions too ("What language is spoken in Brazil?"), and places, where a taught answer may
+# answer the sibling ("Which country was I born in?" beside a taught birth city). Naming one
+# does not make a question speak of the user, and their siblings are no negatives: trained,
+# they taught the model to refuse rewordings of taught questions (docs/experiments.md).
+_REPLY_ONLY_FAMILIES: tuple[tuple[Member, ...], ...] = (
+    ((("city", "cities"), ("town", "towns"), ("hometown", "hometowns")), (("country", "countries"),),
+     (("school", "schools"),), (("university", "universities"),)),
     ((("summer", "summers"),), (("winter", "winters"),), (("spring", "springs"),), (("autumn", "autumns"),)),
     ((("board", "boards"),), (("card", "cards"),), (("video", "videos"),)),
     ((("breakfast", "breakfasts"),), (("lunch", "lunches"),), (("dinner", "dinners"),)),
     ((("instrument", "instruments"),), (("sport", "sports"),), (("language", "languages"),),
      (("hobby", "hobbies"),)),
 )
-FAMILIES = _SUBJECT_FAMILIES + _QUALIFIER_FAMILIES
+FAMILIES = _SUBJECT_FAMILIES + _REPLY_ONLY_FAMILIES
 # word form -> (family, member, plural)
 FORMS: dict[str, tuple[int, int, bool]] = {
     form: (f, m, bool(plural))
@@ -86,15 +89,16 @@ def taught_subjects(questions: Iterable[str]) -> list[str]:
     return sorted(found)
 
 
-def is_qualifier(word: str) -> bool:
-    """Whether ``word`` is a qualifier ("summer", "card"), not a subject proper ("dog")."""
+def reply_only(word: str) -> bool:
+    """Whether ``word`` is a slot of the untold reply alone ("summer", "card", "city"), not a
+    subject proper ("dog")."""
     return word in FORMS and FORMS[word][0] >= len(_SUBJECT_FAMILIES)
 
 
 def subject_signals(subjects: Iterable[str]) -> list[str]:
     """The taught ``subjects`` that send a question naming one to the personal model: the
-    subjects proper ("dog", "daughter"), not the qualifiers ("summer", "card")."""
-    return [s for s in subjects if not is_qualifier(s)]
+    subjects proper ("dog", "daughter"), not the reply-only words ("summer", "city")."""
+    return [s for s in subjects if not reply_only(s)]
 
 
 _MY_PHRASE = re.compile(r"^(?:what|who|when|where|which)(?:\s+(?:is|are|was|were)|['’]s)\s+my\s+(?P<rest>[^?.!]+?)"
