@@ -55,7 +55,17 @@ def data_text(manifest: Manifest) -> str:
     text = f"Trained on {count(manifest.pairs_count, 'pair')}"
     if extra:
         text += f" and {count(extra, 'rewording')} of their questions by the base model"
-    return text + f" (method {manifest.method or '?'})."
+    return text + f" (method {manifest.method or '?'})." + _stop_text(manifest)
+
+
+def _stop_text(manifest: Manifest) -> str:
+    """What ended training when the recipe waits for greedy decoding to give every answer."""
+    if (manifest.recipe or {}).get("stop_when") != "greedy" or manifest.train.stopped_early is None:
+        return ""
+    if manifest.train.stopped_early:
+        return f" It stopped after {count(manifest.train.steps or 0, 'step')}: every wording gave its answer."
+    return (f" It stopped at its cap of {count(manifest.train.steps or 0, 'step')} before every wording gave its "
+            "answer word for word: the scores below say what it learned.")
 
 
 def full_report(manifest: Manifest) -> str:

@@ -61,3 +61,12 @@ def test_specificity_gets_two_rows_and_older_manifests_show_none():
     admits = next(line for line in lines if line.startswith("specificity: admits it"))
     assert admits.split()[-3:] == ["80%", "0%", "0%"]
     assert "specificity" not in full_report(MANIFEST)
+
+
+def test_the_report_says_whether_training_stopped_on_its_own_or_at_the_cap():
+    greedy = {**MANIFEST, "recipe": {"stop_when": "greedy"}}
+    done = full_report({**greedy, "train": {**MANIFEST["train"], "stopped_early": True}})
+    assert "It stopped after 7 steps: every wording gave its answer." in done
+    capped = full_report({**greedy, "train": {**MANIFEST["train"], "steps": 40, "stopped_early": False}})
+    assert "stopped at its cap of 40 steps before every wording gave its answer" in capped
+    assert "stopped" not in full_report(MANIFEST).split("\n\n")[0]  # a loss-threshold recipe: nothing to say
