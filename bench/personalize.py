@@ -71,7 +71,9 @@ def run_once(method: str, pairs: int, max_steps: int | None, persona: Path) -> i
     total = time.monotonic() - start
     engine.close()
     m = job.outcome.manifest
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    # The worker resets its peak at each phase (Linux clear_refs), which resets ru_maxrss too:
+    # the peak over the run is the largest phase's.
+    peak = max(m.peak_rss_mib.values(), default=resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
     gpu = f" ({m.gpu_name})" if m.gpu_name else ""
     print(f"method {m.method} on {m.device}{gpu}, {m.pairs_count} pairs, {m.train.steps} steps")
     for phase, seconds in m.timings.items():

@@ -55,7 +55,7 @@ RECIPES: dict[str, Recipe] = {
                "until greedy decoding gives every taught answer in every wording (the default)",
                replay_batch=10, kl_weight=2.0, paraphrases=4, negatives=4, stop_when="greedy"),
         Recipe("replay-kl",
-               "the pairs as written, with replay and KL, trained to a loss threshold: about half "
+               "the pairs as written, with replay and KL, trained to a loss threshold: under half "
                "the default's time, weaker on reworded questions (quick, Shift+F6)"),
     )
 }
