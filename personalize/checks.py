@@ -106,18 +106,18 @@ def torch_side(model, tokenizer, token_lists: Sequence[list[int]], device: str, 
 
 
 def run_checks(
-    *, base_gguf: Path, new_gguf: Path | None, engine: Engine, torch: TorchSide, outtype: str,
+    *, base_gguf: Path, new_gguf: Path | None, engine: Engine, torch_side: TorchSide, outtype: str,
     taught: Sequence[tuple[str, str]], gguf_answers: Sequence[str], adapter_engine: Engine | None = None,
 ) -> list[CheckResult]:
-    """Every check a new version must pass before it can be used; ``torch`` holds the merged
+    """Every check a new version must pass before it can be used; ``torch_side`` holds the merged
     torch model's side (its logits after the rendered taught questions, which taught answers it
     gives greedily). ``adapter_engine``: the base with the version's llama.cpp adapter, which the
     scoped chat runs; its logits must match the merged torch model's too. Without a merged file
     (``new_gguf`` None), ``engine`` is the base with the adapter and is checked as such."""
     results = [verify.check_metadata(base_gguf, new_gguf)] if new_gguf is not None else []
     llama_ids = engine.tokenize(verify.TOKENIZER_PROBE)
-    results.append(verify.check_token_ids(llama_ids, torch.probe_ids, verify.TOKENIZER_PROBE))
-    token_lists, reference = torch.token_lists, torch.reference
+    results.append(verify.check_token_ids(llama_ids, torch_side.probe_ids, verify.TOKENIZER_PROBE))
+    token_lists, reference = torch_side.token_lists, torch_side.reference
     merged_engine, adapted_engine = (engine, adapter_engine) if new_gguf is not None else (None, engine)
     if merged_engine is not None:
         results.append(verify.check_logits(merged_engine.next_token_logits(token_lists), reference, outtype))
@@ -126,8 +126,8 @@ def run_checks(
         # 8 bits as it does for q8_0: the same tolerance.
         adapted = verify.check_logits(adapted_engine.next_token_logits(token_lists), reference, "q8_0")
         results.append(replace(adapted, name="adapter logits", detail=f"base + adapter: {adapted.detail}"))
-    results.append(verify.check_weights_changed(torch.delta))
-    torch_hits = sum(torch.reproduced)
+    results.append(verify.check_weights_changed(torch_side.delta))
+    torch_hits = sum(torch_side.reproduced)
     gguf_hits = sum(contains_key(a, exp) for a, (_, exp) in zip(gguf_answers, taught))
     results.append(verify.check_answers_survive(gguf_hits, torch_hits, len(taught)))
     return results

@@ -213,12 +213,13 @@ def torch_side(job: Job, loaded: Loaded, merged: Merged) -> checks.TorchSide:
     )
 
 
-def verify(job: Job, torch: checks.TorchSide, engine: Engine, adapted: Engine, written: Written) -> list[CheckResult]:
+def verify(job: Job, torch_side: checks.TorchSide, engine: Engine, adapted: Engine,
+           written: Written) -> list[CheckResult]:
     """Every check the new version must pass before it can be used (tunechat.personalize.checks):
     the merged file (``engine``) and the base with the adapter (``adapted``); without a merged
     file, ``engine`` is ``adapted`` and the checks read the base with the adapter."""
     return checks.run_checks(
-        base_gguf=job.base_gguf, new_gguf=written.model, engine=engine, torch=torch,
+        base_gguf=job.base_gguf, new_gguf=written.model, engine=engine, torch_side=torch_side,
         adapter_engine=adapted if written.model is not None else None, outtype=job.outtype, taught=job.pairs,
         gguf_answers=[greedy_answer(engine, q) for q, _ in job.pairs],
     )
