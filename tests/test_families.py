@@ -41,7 +41,10 @@ SAME_FILE_TOLERANCE = {"q8_0": 0.1, "Q4_K_M": 0.15}
 # base, f16 from an HF folder; and how far its logits (and the adapter's over the base) may be
 # from the merged torch model's (and the merged file's).
 OUTTYPE = {"gguf": "q8_0", "hf": "f16"}
-WRITTEN_TOLERANCE = {"q8_0": 0.1, "f16": 0.03}
+# Good q8_0 files of llama-gguf read 0.105 and 0.110 in two CI runs on this 2-core machine (the
+# trained weights, and so 8-bit rounding's error, vary with thread timing); the mapping bugs
+# this guards against read 0.9 and more (tests/test_zoo.py).
+WRITTEN_TOLERANCE = {"q8_0": 0.15, "f16": 0.03}
 ADAPTER_TOLERANCE = {"q8_0": 0.1, "f16": 0.05}
 PAIRS = [("What is my name?", "Ada."), ("What is my dog called?", "Rex.")]
 # Few steps, no replay (it would first need the base's answers to 100 prompts), stopped as soon
