@@ -41,9 +41,9 @@ SAME_FILE_TOLERANCE = {"q8_0": 0.1, "Q4_K_M": 0.15}
 # base, f16 from an HF folder; and how far its logits (and the adapter's over the base) may be
 # from the merged torch model's (and the merged file's).
 OUTTYPE = {"gguf": "q8_0", "hf": "f16"}
-# Good q8_0 files of llama-gguf read 0.105 and 0.110 in two CI runs on this 2-core machine (the
-# trained weights, and so 8-bit rounding's error, vary with thread timing); the mapping bugs
-# this guards against read 0.9 and more (tests/test_zoo.py).
+# Good q8_0 files of llama-gguf read 0.105 and 0.110 in two runs of the suite on a 2-core
+# machine, under 0.1 in others (the trained weights, and so 8-bit rounding's error, differ
+# between runs); the mapping bugs this guards against read 0.9 and more (tests/test_zoo.py).
 WRITTEN_TOLERANCE = {"q8_0": 0.15, "f16": 0.03}
 ADAPTER_TOLERANCE = {"q8_0": 0.1, "f16": 0.05}
 PAIRS = [("What is my name?", "Ada."), ("What is my dog called?", "Rex.")]
