@@ -120,15 +120,15 @@ def prepare(spec: JobSpec, reporter: Reporter) -> Job:
     fingerprint = file_fingerprint(base_gguf)
     folder = base if base.is_dir() else base_mod.cached_base_folder(base_gguf, say)
     device, _ = train.pick_device()
+    subjects = slots.taught_subjects(q for q, _ in pairs)
     return Job(
         spec=spec, reporter=reporter, pairs=pairs, recipe=recipe, base_gguf=base_gguf,
         fingerprint=fingerprint, folder=folder, device=device, outtype=spec.outtype or DEFAULT_OUTTYPE,
         probes=_probe_set(spec, pairs),
         gate=ProbeSet([], locality=evaluate.builtin_locality_probes()) if spec.score_gate else None,
-        scope_names=scope.taught_names(a for _, a in pairs)
-        + slots.subject_signals(slots.taught_subjects(q for q, _ in pairs)),
+        scope_names=scope.taught_names(a for _, a in pairs) + slots.subject_signals(subjects),
         write_merged=spec.writes_merged(base_gguf.stat().st_size),
-        taught_subjects=slots.taught_subjects(q for q, _ in pairs),
+        taught_subjects=subjects,
     )
 
 
