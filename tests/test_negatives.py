@@ -15,6 +15,7 @@ from tunechat.core.slots import (
     untaught_sibling,
     untold_answer,
     untold_chat_reply,
+    untold_reply,
 )
 from tunechat.personalize.evaluate import admits_not_knowing, load_persona
 from tunechat.personalize.negatives import negatives
@@ -112,6 +113,19 @@ def test_only_an_untaught_sibling_of_a_taught_subject_gets_the_untold_reply():
     assert untaught_sibling("What is my dog's favorite food?", subjects) is None  # names a taught subject
     assert untaught_sibling("What is my brother's name?", subjects) is None
     assert untaught_sibling("What is my cat's name?", []) is None
+
+
+def test_only_a_question_after_a_fact_gets_the_untold_reply_not_a_request_for_advice():
+    subjects = taught_subjects(["What is my dog's name?", "What is my sister's name?", "What is my favorite book?"])
+    for question in ["What is my cat's name?", "Tell me my brother's name.", "Do you know my mother's name?",
+                     "Who is my brother?", "How old is my cat?"]:
+        assert untold_reply(question, subjects), question
+    for question in ["What should I name my cat?", "Can you suggest a birthday gift for my mother?",
+                     "How do I train my cat to sit?", "What movie would my brother like?",
+                     "Help me write a poem for my mother.", "What is a good name for my cat?",
+                     "Which movie should I watch with my brother?"]:
+        assert untaught_sibling(question, subjects) is not None, question  # names an untaught sibling
+        assert untold_reply(question, subjects) is None, question  # but asks no fact: the model answers
 
 
 def test_spellings_of_one_kind_are_one_slot_and_reply_only_words_tell_siblings_apart():

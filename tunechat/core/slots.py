@@ -144,9 +144,27 @@ def untold_chat_reply(question: str, subject: str) -> str:
     return untold_answer(question, subject)
 
 
+# A question after a fact ("What is my cat's name?", "Tell me my cat's name."), not a request for
+# advice or help that names a subject ("What should I name my cat?", "Help me write a card for
+# my mother."): only the first can be answered "You haven't told me ...".
+_ASKS_FOR_A_FACT = re.compile(r"^\s*(?:(?:what|which|who|whom|whose|when|where)\b|how\s+(?:old|many|much|long|tall|big)\b"
+                              r"|(?:do|did)\s+you\s+(?:know|remember)\b|(?:tell|remind)\s+me\b|say\s+my\b)",
+                              re.IGNORECASE)
+_ASKS_FOR_ADVICE = re.compile(r"\b(?:should|could|would|can|shall|might|must|good|suggest|recommend|ideas?|think)\b",
+                              re.IGNORECASE)
+
+
+def asks_for_a_fact(question: str) -> bool:
+    """Whether ``question`` asks for something the user could have told ("When is my
+    birthday?"), not for advice about it ("What should I get my sister for her birthday?")."""
+    return bool(_ASKS_FOR_A_FACT.match(question)) and not _ASKS_FOR_ADVICE.search(question)
+
+
 def untold_reply(question: str, subjects: Collection[str]) -> str | None:
-    """The reply to ``question`` when it asks about an untaught sibling of a taught subject
-    (``untaught_sibling``), None when the model should answer it."""
+    """The reply to ``question`` when it asks for a fact (``asks_for_a_fact``) about an untaught
+    sibling of a taught subject (``untaught_sibling``), None when the model should answer it."""
+    if not asks_for_a_fact(question):
+        return None
     subject = untaught_sibling(question, subjects)
     return untold_chat_reply(question, subject) if subject else None
 
