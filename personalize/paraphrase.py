@@ -144,14 +144,14 @@ def clean(candidate: str, question: str, answer: str) -> str | None:
     return text[0].upper() + text[1:]
 
 
-def generate(complete: Callable[[str, int], str], question: str, answer: str,
+def generate(complete: Callable[[str, Sequence[int]], list[str]], question: str, answer: str,
              samples: int = SAMPLES_PER_FACT) -> list[str]:
     """Distinct cleaned paraphrases from ``samples`` sampled completions; ``complete(prompt,
-    seed)`` returns one line of model text."""
+    seeds)`` returns one line of model text per seed."""
     prompt = few_shot_prompt(question, answer)
     found: dict[str, str] = {}  # normalized wording -> the first text that had it
-    for seed in range(samples):
-        text = clean(complete(prompt, seed), question, answer)
+    for candidate in complete(prompt, range(samples)):
+        text = clean(candidate, question, answer)
         if text:
             found.setdefault(normalize_question(text), text)
     return list(found.values())
@@ -219,8 +219,9 @@ def paraphrases(
 
         engine = Engine(base_gguf)
 
-        def complete(prompt: str, seed: int) -> str:
-            return engine.continue_text(prompt, MAX_TOKENS, temperature=0.8, top_p=0.95, seed=seed, stop=["\n"])
+        def complete(prompt: str, seeds: Sequence[int]) -> list[str]:
+            return engine.continue_text_samples(prompt, MAX_TOKENS, temperature=0.8, top_p=0.95, seeds=seeds,
+                                                stop=["\n"])
 
         try:
             for i, (q, a) in enumerate(missing):

@@ -113,9 +113,10 @@ def test_a_long_chat_reuses_its_past_and_answers_as_if_evaluated_afresh(base_mod
         fresh.close()
 
 
-def test_samples_of_a_few_shot_prompt_reuse_its_examples_and_depend_on_prompt_and_seed(base_model):
-    """Many samples of one few-shot prompt (the paraphrase phase) evaluate its long shared part
-    once, and each sample is still the one a fresh engine draws for that prompt and seed."""
+def test_samples_of_a_few_shot_prompt_evaluate_it_once_and_are_what_llama_cpp_samples(base_model):
+    """Many samples of one few-shot prompt (the paraphrase phase) evaluate it once, reuse the
+    long shared part of the previous prompt, and each is the text llama-cpp-python's own
+    ``create_completion`` samples for that prompt and seed from an empty context."""
     from tunechat.core.engine import PROMPT_CHUNK, Engine
     from tunechat.personalize.paraphrase import few_shot_prompt
 
@@ -124,11 +125,19 @@ def test_samples_of_a_few_shot_prompt_reuse_its_examples_and_depend_on_prompt_an
     try:
         assert len(engine.tokenize(prompts[0])) > 2 * PROMPT_CHUNK
         for prompt in prompts:
-            for seed in (0, 1):
-                sample = engine.continue_text(prompt, 12, temperature=0.8, top_p=0.95, seed=seed, stop=["\n"])
+            samples = engine.continue_text_samples(prompt, 12, temperature=0.8, top_p=0.95, seeds=range(4),
+                                                   stop=["\n"])
+            assert engine.last_reused >= 2 * PROMPT_CHUNK or prompt == prompts[0]
+            ids = [fresh._llm.token_bos()] * fresh._llm._model.add_bos_token() + fresh.tokenize(prompt)
+            for seed, sample in enumerate(samples):
                 fresh._forget_prompt()
-                assert sample == fresh.continue_text(prompt, 12, temperature=0.8, top_p=0.95, seed=seed, stop=["\n"])
-                assert engine.last_reused >= 2 * PROMPT_CHUNK or (prompt, seed) == (prompts[0], 0)
+                reference = fresh._llm.create_completion(ids, max_tokens=12, temperature=0.8, top_p=0.95, seed=seed,
+                                                         stop=["\n"])
+                assert sample == reference["choices"][0]["text"]
+            assert len(set(samples)) > 1  # the seeds are used
+        chat = [{"role": "user", "content": "What is the capital of France?"}]  # what the samples leave behind
+        fresh._forget_prompt()
+        assert engine.complete(chat, GenerationSettings(max_tokens=16)) == fresh.complete(chat, GenerationSettings(max_tokens=16))
     finally:
         engine.close()
         fresh.close()

@@ -46,10 +46,11 @@ def test_keep_distinct_never_trains_two_facts_on_one_wording():
 def test_generate_dedupes_and_uses_every_seed():
     seen_seeds = []
 
-    def complete(prompt: str, seed: int) -> str:
-        seen_seeds.append(seed)
+    def complete(prompt: str, seeds) -> list[str]:
+        seen_seeds.extend(seeds)
         assert prompt.endswith(f"Question: {Q}\nAnswer: {A}\nSame question, other words:")
-        return ["Which beverage do I prefer?", " which beverage do I prefer? ", "What do you like to drink?"][seed % 3]
+        return [["Which beverage do I prefer?", " which beverage do I prefer? ", "What do you like to drink?"][seed % 3]
+                for seed in seeds]
 
     out = generate(complete, Q, A, samples=6)
     assert out == ["Which beverage do I prefer?", "What do I like to drink?"]

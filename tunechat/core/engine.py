@@ -326,19 +326,48 @@ class Engine:
             self._greedy_answers[key] = self.complete(messages, GenerationSettings(max_tokens=max_tokens))
         return self._greedy_answers[key]
 
-    def continue_text(self, prompt: str, max_tokens: int, temperature: float, top_p: float, seed: int,
-                      stop: Sequence[str] = ()) -> str:
-        """Sample a continuation of raw text (no chat template), e.g. a few-shot prompt. A sample
-        depends on its prompt and seed alone; the prompt's whole chunks that the previous prompt
-        shared are reused (``_reuse_prefix_of``): many samples of one few-shot prompt evaluate
-        its examples once."""
-        bos = [self._llm.token_bos()] if self._llm._model.add_bos_token() else []  # as llama-cpp-python does
-        prompt_ids = bos + list(self._llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True))
+    def continue_text_samples(self, prompt: str, max_tokens: int, temperature: float, top_p: float,
+                              seeds: Sequence[int], stop: Sequence[str] = ()) -> list[str]:
+        """Samples of a continuation of raw text (no chat template, e.g. a few-shot prompt), one
+        per seed, each the text llama-cpp-python's ``create_completion`` samples for that prompt
+        and seed. The prompt is evaluated once (its whole chunks that the previous prompt shared
+        are reused: ``_reuse_prefix_of``), not once per sample: each sample starts from its keys,
+        values and last logits as they were computed and generates one token at a time, as
+        ``create_completion`` does (the prompt is most of a short sample's time)."""
+        import ctypes
+
+        import llama_cpp.llama_cpp as native
+
+        llm = self._llm
+        bos = [llm.token_bos()] if llm._model.add_bos_token() else []
+        prompt_ids = bos + list(llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True))
+        stops = [s.encode("utf-8") for s in stop]
+        out: list[str] = []
         with self._lock:
             self._reuse_prefix_of(prompt_ids)
-            out = self._llm.create_completion(prompt_ids, max_tokens=max_tokens, temperature=temperature,
-                                              top_p=top_p, seed=seed, stop=list(stop) or None)
-        return str(out["choices"][0]["text"])  # type: ignore[index]
+            llm.eval(prompt_ids[llm.n_tokens:])
+            first = self._last_logits(llm.n_vocab()).copy()
+            for seed in seeds:
+                llm.n_tokens = len(prompt_ids)  # the next eval drops the last sample's keys and values
+                ctypes.memmove(llm._ctx.get_logits_ith(-1), first.ctypes.data, first.nbytes)
+                llm.set_seed(seed)
+                sampler = llm._init_sampler(top_k=40, top_p=top_p, min_p=0.05, typical_p=1.0, temp=temperature,
+                                            repeat_penalty=1.0)  # create_completion's defaults
+                tokens: list[int] = []
+                text = b""
+                while len(tokens) < max_tokens:
+                    token = sampler.sample(llm._ctx, -1)
+                    if native.llama_vocab_is_eog(llm._model.vocab, token):
+                        break
+                    tokens.append(token)
+                    text = llm.detokenize(tokens, prev_tokens=prompt_ids)
+                    found = [s for s in stops if s in text]
+                    if found:
+                        text = text[:text.index(found[0])]
+                        break
+                    llm.eval([token])
+                out.append(text.decode("utf-8", errors="ignore"))
+        return out
 
     def next_token_logits(self, token_lists: Sequence[Sequence[int]]) -> np.ndarray:
         """The next-token logits after each token list, one row each (float32), every list
