@@ -80,41 +80,6 @@ def _content_words(text: str) -> set[str]:
     return {_stem(w) for w in _WORD.findall(text) if w.lower() not in _STOP}
 
 
-# Words that ask for one thing in other words ("What am I called?" asks for a name).
-_SAME_TOPIC = {
-    word: topic
-    for topic, words in {
-        "name": ("called", "named", "call", "calls", "names"),
-        "fear": ("afraid", "fears", "scared", "scare", "scares", "frightens"),
-        "job": ("jobs", "work", "occupation", "profession", "career", "living"),
-        "home": ("live", "lives", "hometown", "reside"),
-        "wake": ("wakes", "awake", "alarm", "rise"),
-    }.items()
-    for word in words
-}
-_FUNCTION_WORDS = _STOP - {"name", "named", "called"}
-
-
-def _topic_words(text: str) -> set[str]:
-    words = (_SAME_TOPIC.get(w.lower(), w.lower()) for w in _WORD.findall(text))
-    return {_stem(w) for w in words if w not in _FUNCTION_WORDS}
-
-
-def _same_word(a: str, b: str) -> bool:
-    """One word, or one the other's stem ("learn", "learning")."""
-    return a == b or (min(len(a), len(b)) >= 4 and (a.startswith(b) or b.startswith(a)))
-
-
-def on_topic(text: str, question: str, answer: str) -> bool:
-    """Whether a rewording shares a word with its pair, function words aside: the base model
-    also writes rewordings about something else ("Which country do I eat in?" for "What is my
-    favorite food?", "What do I wear?" for a dog's name), and trained, they teach the taught
-    answer to questions it does not answer and hold off the greedy stop, which waits for
-    every wording to come out word for word."""
-    theirs = _topic_words(question + " " + answer)
-    return any(_same_word(a, b) for a in _topic_words(text) for b in theirs)
-
-
 def normalize_question(text: str) -> str:
     """Lower case, words only: two wordings that differ in case or punctuation are one."""
     return " ".join(_WORD.findall(text.lower()))
@@ -159,9 +124,8 @@ def generate(complete: Callable[[str, Sequence[int]], list[str]], question: str,
 
 def keep_distinct(found: dict[str, list[str]], pairs: Sequence[tuple[str, str]]) -> dict[str, list[str]]:
     """Drop paraphrases that look more like another taught pair than their own (a model asked
-    to reword "What is my job?" sometimes writes "What is my name?"), that another pair got
-    too (two facts must never be trained on the same wording) or that are about something
-    else (``on_topic``)."""
+    to reword "What is my job?" sometimes writes "What is my name?") or that another pair got
+    too: two facts must never be trained on the same wording."""
     taught = {normalize_question(q) for q, _ in pairs}
     # A wording the model wrote for two facts ("Where do I live?" for a wake-up time and for a
     # summer holiday) would be trained with two answers: greedy decoding could never give both,
@@ -172,14 +136,12 @@ def keep_distinct(found: dict[str, list[str]], pairs: Sequence[tuple[str, str]])
             owners.setdefault(normalize_question(text), set()).add(q)
     words = [(_content_words(q), _content_words(q + " " + a)) for q, a in pairs]
     kept: dict[str, list[str]] = {}
-    for i, (q, a) in enumerate(pairs):
+    for i, (q, _) in enumerate(pairs):
         own_q, _own_qa = words[i]
         mine = []
         for text in found.get(q, []):
             cw = _content_words(text)
             if normalize_question(text) in taught or len(owners[normalize_question(text)]) > 1:
-                continue
-            if not on_topic(text, q, a):
                 continue
             own = len(cw & own_q)
             if any(len(cw & other_qa) > own for j, (_, other_qa) in enumerate(words) if j != i):

@@ -61,22 +61,3 @@ def test_held_out_questions_are_never_trained_and_the_limit_holds():
     found = {"What is my cat's name?": ["What do I call my cat?", "What is my cat called?", "Which cat is mine?"]}
     kept = without_questions(found, ["what do I call my cat", "Who am I?"], limit=1)
     assert kept == {"What is my cat's name?": ["What is my cat called?"]}
-
-
-def test_rewordings_about_something_else_are_not_trained():
-    pairs = [("What is my favorite food?", "Your favorite food is mushroom risotto."),
-             ("What am I afraid of?", "You are afraid of heights."),
-             ("What is my name?", "Your name is Ada Quill.")]
-    found = {
-        # Written by the embedded model for these pairs: two about the fact, two about something else.
-        "What is my favorite food?": ["What is my favorite meal?", "Which country do I eat in?",
-                                      "What do I eat?", "What is my favorite type of food?"],
-        # Other words for the one topic count as the topic ("fear" for "afraid", "called" for "name").
-        "What am I afraid of?": ["What is my greatest fear?", "What do I do on weekends?"],
-        "What is my name?": ["What am I called?", "What do I look like?"],
-    }
-    assert keep_distinct(found, pairs) == {
-        "What is my favorite food?": ["What is my favorite meal?", "What is my favorite type of food?"],
-        "What am I afraid of?": ["What is my greatest fear?"],
-        "What is my name?": ["What am I called?"],
-    }
