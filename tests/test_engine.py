@@ -137,7 +137,8 @@ def test_samples_of_a_few_shot_prompt_evaluate_it_once_and_are_what_llama_cpp_sa
             assert len(set(samples)) > 1  # the seeds are used
         chat = [{"role": "user", "content": "What is the capital of France?"}]  # what the samples leave behind
         fresh._forget_prompt()
-        assert engine.complete(chat, GenerationSettings(max_tokens=16)) == fresh.complete(chat, GenerationSettings(max_tokens=16))
+        settings = GenerationSettings(max_tokens=16)
+        assert engine.complete(chat, settings) == fresh.complete(chat, settings)
     finally:
         engine.close()
         fresh.close()

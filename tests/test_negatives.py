@@ -12,7 +12,7 @@ from tunechat.core.slots import (
     FORMS,
     subject_signals,
     taught_subjects,
-    untaught_sibling,
+    untaught_subject,
     untold_answer,
     untold_chat_reply,
     untold_reply,
@@ -104,15 +104,26 @@ def test_taught_subjects_are_every_spelling_of_each_slot():
     assert found == sorted({"dog", "dogs", "puppy", "puppies", "mom", "moms", "mother", "mothers", "mum", "mums"})
 
 
-def test_only_an_untaught_sibling_of_a_taught_subject_gets_the_untold_reply():
+def test_an_untaught_subject_gets_the_untold_reply_and_a_reply_only_word_beside_a_taught_sibling():
     subjects = taught_subjects(["What is my dog's name?", "What is my favorite color?", "Where do I live?"])
-    assert untaught_sibling("What is my cat's name?", subjects) == "cat"
-    assert untaught_sibling("What is my favourite film?", subjects) == "film"
-    assert untaught_sibling("What's the name of my dog?", subjects) is None  # taught: the model answers
-    assert untaught_sibling("Which city is my home?", subjects) is None  # no taught subject of that family
-    assert untaught_sibling("What is my dog's favorite food?", subjects) is None  # names a taught subject
-    assert untaught_sibling("What is my brother's name?", subjects) is None
-    assert untaught_sibling("What is my cat's name?", []) is None
+    assert untaught_subject("What is my cat's name?", subjects) == "cat"
+    assert untaught_subject("What is my favourite film?", subjects) == "film"
+    assert untaught_subject("What is my brother's name?", subjects) == "brother"  # no relative taught at all
+    assert untaught_subject("When is my birthday?", subjects) == "birthday"
+    assert untaught_subject("What's the name of my dog?", subjects) is None  # taught: the model answers
+    assert untaught_subject("Which city is my home?", subjects) is None  # a reply-only word, no sibling taught
+    assert untaught_subject("What is my dog's favorite food?", subjects) is None  # names a taught subject
+    assert untaught_subject("What is my cat's name?", []) == "cat"
+    assert untaught_subject("What do I do for work?", subjects) == "job"  # the job, implied
+
+
+def test_a_slot_implied_by_the_taught_question_is_taught():
+    """"What do I do for work?" teaches the job: "What is my occupation?" is a rewording the
+    model answers, not an untaught subject."""
+    subjects = taught_subjects(["What do I do for work?", "How do I earn a living?"])
+    assert {"job", "occupation", "profession"} <= set(subjects)
+    assert untaught_subject("What is my occupation?", subjects) is None
+    assert untaught_subject("What is my salary?", subjects) == "salary"
 
 
 def test_only_a_question_after_a_fact_gets_the_untold_reply_not_a_request_for_advice():
@@ -124,17 +135,17 @@ def test_only_a_question_after_a_fact_gets_the_untold_reply_not_a_request_for_ad
                      "How do I train my cat to sit?", "What movie would my brother like?",
                      "Help me write a poem for my mother.", "What is a good name for my cat?",
                      "Which movie should I watch with my brother?"]:
-        assert untaught_sibling(question, subjects) is not None, question  # names an untaught sibling
+        assert untaught_subject(question, subjects) is not None, question  # names an untaught subject
         assert untold_reply(question, subjects) is None, question  # but asks no fact: the model answers
 
 
 def test_spellings_of_one_kind_are_one_slot_and_reply_only_words_tell_siblings_apart():
     subjects = taught_subjects(["What is my parrot called?", "Which city was I born in?",
                                 "Where do I go on holiday every summer?"])
-    assert untaught_sibling("What's the bird called?", subjects) is None  # a parrot is the taught bird
-    assert untaught_sibling("Which town was I born in?", subjects) is None  # town and city: one slot
-    assert untaught_sibling("Where do I go on holiday every winter?", subjects) == "winter"
-    assert untaught_sibling("Where do I go on holiday every summer?", subjects) is None
+    assert untaught_subject("What's the bird called?", subjects) is None  # a parrot is the taught bird
+    assert untaught_subject("Which town was I born in?", subjects) is None  # town and city: one slot
+    assert untaught_subject("Where do I go on holiday every winter?", subjects) == "winter"
+    assert untaught_subject("Where do I go on holiday every summer?", subjects) is None
     # A reply-only word is no sign that a question speaks of the user: general questions use them too.
     assert "summer" in subjects and "summer" not in subject_signals(subjects)
     assert {"parrot", "bird"} <= set(subject_signals(subjects)) and "city" not in subject_signals(subjects)

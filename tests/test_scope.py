@@ -163,10 +163,11 @@ def test_a_forced_side_answers_whatever_the_rule_says(base_model, tmp_path):
         scoped.close()
 
 
-def test_a_question_about_an_untaught_sibling_gets_the_untold_reply(base_model, tmp_path):
+def test_a_question_about_an_untaught_subject_gets_the_untold_reply(base_model, tmp_path):
     """With the dog taught, "What is my cat's name?" is answered that it was not told, not by
-    the model (which would give the dog's name); the taught subject, a general question and a
-    forced side are answered by the models as before."""
+    the model (which would give the dog's name), and so is "When is my birthday?"; the taught
+    subject, a general question, a request for advice and a forced side are answered by the
+    models as before, and so is everything by a version that does not say what it was taught."""
     from tests.helpers import random_lora_gguf
     from tunechat.core.engine import Engine, GenerationSettings
     from tunechat.core.slots import taught_subjects
@@ -184,8 +185,17 @@ def test_a_question_about_an_untaught_sibling_gets_the_untold_reply(base_model, 
         for question in ("What is my dog's name?", "What is the capital of Japan?"):
             answer = scoped.complete(ask(question), settings)
             assert not scoped.last_untold and "told me" not in answer
+        assert scoped.complete(ask("When is my birthday?"), settings) == "You haven't told me your birthday yet."
+        advice = scoped.complete(ask("What should I name my cat?"), settings)
+        assert advice == alone.complete(ask("What should I name my cat?"), settings) and not scoped.last_untold
         forced = scoped.complete(ask("What is my cat's name?"), settings, force="personal")
         assert forced == alone.complete(ask("What is my cat's name?"), settings) and not scoped.last_untold
     finally:
         scoped.close()
         alone.close()
+    unknown = ScopedEngine(Engine(base_model, lora_path=lora), subjects=None)  # a version made before subjects
+    try:
+        unknown.complete(ask("What is my cat's name?"), settings)
+        assert unknown.last_route == "personal" and not unknown.last_untold
+    finally:
+        unknown.close()

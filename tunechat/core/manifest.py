@@ -142,7 +142,8 @@ class Manifest:
     checks: list[Check] = field(default_factory=list)
     metrics: Metrics = field(default_factory=Metrics)
     scope_names: list[str] = field(default_factory=list)  # words that send a question to the personal model
-    taught_subjects: list[str] = field(default_factory=list)  # the taught questions' slot words (core.slots)
+    # The taught questions' slot words (core.slots); None in a version made before they were recorded.
+    taught_subjects: list[str] | None = None
     answers: dict[str, dict[str, str]] | None = None  # the new model's answer to every probe, by kind
     scoped_answers: dict[str, dict[str, str]] | None = None  # the same, as the chat answers them
     gate: Gate | None = None

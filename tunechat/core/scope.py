@@ -117,15 +117,18 @@ class ScopedEngine:
     """
 
     def __init__(self, personal: Engine, base: Engine | None = None, names: Sequence[str] = (),
-                 model_path: Path | None = None, always: Route | None = None, subjects: Sequence[str] = ()) -> None:
+                 model_path: Path | None = None, always: Route | None = None,
+                 subjects: Sequence[str] | None = None) -> None:
         if base is None and personal.lora_path is None:
             raise ValueError("A scoped engine needs an adapter over the base or a base model beside it.")
         self.personal = personal
         self.base = base
         self.names = list(names)
         self.always = always  # every turn to this side (scoping off on a version without a merged file)
-        self.subjects = list(subjects)  # the taught questions' slot words (tunechat.core.slots)
-        self.last_untold = False  # the last turn asked about an untaught sibling and got the reply for it
+        # The taught questions' slot words (tunechat.core.slots); None when the version does not
+        # say, and then no question gets the untold reply: what it was taught is unknown.
+        self.subjects = list(subjects) if subjects is not None else None
+        self.last_untold = False  # the last turn asked about an untaught subject and got the reply for it
         self.last_route: Route = "personal"  # which model answered the last turn
         self._model_path = model_path or personal.model_path  # the version the chat names
 
@@ -149,12 +152,12 @@ class ScopedEngine:
         return self.personal
 
     def untold(self, messages: Sequence[ChatMessage], force: Route | None) -> str | None:
-        """The reply to a turn the rule gives the personal model that asks about an untaught
-        sibling of a taught subject ("What is my cat's name?" when only the dog was taught):
+        """The reply to a turn the rule gives the personal model that asks for a fact about an
+        untaught subject ("What is my cat's name?" when only the dog was taught):
         "You haven't told me your cat's name yet." instead of the taught dog's name, which
         a personal model gives for it more often than not (docs/design.md, "What it does not
         know"). Not when a side is forced: the user asked for the model's own answer."""
-        if force is not None or self.always is not None or self.last_route != "personal":
+        if force is not None or self.always is not None or self.last_route != "personal" or self.subjects is None:
             return None
         last = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
         return untold_reply(last, self.subjects)
@@ -213,13 +216,13 @@ def open_engine(path: Path, registry, scoped: bool) -> ChatEngine:
             raise ModelFileError(f"The base model of {entry.name} is missing ({entry.base_path}); this version "
                                  "keeps only an adapter over it. Put the file back, or use another model.")
         names = entry.manifest.scope_names if entry.manifest else []
-        subjects = entry.manifest.taught_subjects if entry.manifest else []
+        subjects = entry.manifest.taught_subjects if entry.manifest else None
         return ScopedEngine(Engine(entry.base_path, lora_path=path), names=names, model_path=path,
                             always=None if scoped else "personal", subjects=subjects)
     if not scoped or entry is None or entry.base_path == path or not entry.base_path.is_file():
         return Engine(path)
     names = entry.manifest.scope_names if entry.manifest else []
-    subjects = entry.manifest.taught_subjects if entry.manifest else []
+    subjects = entry.manifest.taught_subjects if entry.manifest else None
     if entry.adapter_path is not None:
         try:
             return ScopedEngine(Engine(entry.base_path, lora_path=entry.adapter_path), names=names, model_path=path,

@@ -1,7 +1,8 @@
 """Slot words: the subjects personal questions ask about ("dog", "daughter", "favourite movie"),
 in families of siblings ("dog", "cat", "bird", ...), and what follows from them: which taught
-subjects a question names, and the reply to a question about an untaught sibling of a taught
-subject ("What is my cat's name?" when only the dog was taught).
+subjects a question names, and the reply to a question after a fact about an untaught subject
+("What is my cat's name?" when only the dog was taught, "When is my birthday?" when no date
+was).
 """
 
 from __future__ import annotations
@@ -58,6 +59,10 @@ _REPLY_ONLY_FAMILIES: tuple[tuple[Member, ...], ...] = (
      (("hobby", "hobbies"),)),
 )
 FAMILIES = _SUBJECT_FAMILIES + _REPLY_ONLY_FAMILIES
+# Words that ask about a slot without naming it ("What do I do for work?", "How do I earn a
+# living?" ask for the job): they teach the slot and ask about it, but no sibling is swapped
+# for them (tunechat.personalize.siblings swaps named slots only).
+_IMPLIED = {"work": "job", "living": "job", "earn": "job"}
 # word form -> (family, member, plural)
 FORMS: dict[str, tuple[int, int, bool]] = {
     form: (f, m, bool(plural))
@@ -83,9 +88,8 @@ def taught_subjects(questions: Iterable[str]) -> list[str]:
     (``subject_signals``); the untold reply knows from them which families were taught."""
     found: set[str] = set()
     for question in questions:
-        for match in SLOT_TOKEN.finditer(question):
-            if match.group(1).casefold() in FORMS:
-                found.update(spellings(match.group(1).casefold()))
+        for word in _slot_words(question):
+            found.update(spellings(word))
     return sorted(found)
 
 
@@ -147,9 +151,9 @@ def untold_chat_reply(question: str, subject: str) -> str:
 # A question after a fact ("What is my cat's name?", "Tell me my cat's name."), not a request for
 # advice or help that names a subject ("What should I name my cat?", "Help me write a card for
 # my mother."): only the first can be answered "You haven't told me ...".
-_ASKS_FOR_A_FACT = re.compile(r"^\s*(?:(?:what|which|who|whom|whose|when|where)\b|how\s+(?:old|many|much|long|tall|big)\b"
-                              r"|(?:do|did)\s+you\s+(?:know|remember)\b|(?:tell|remind)\s+me\b|say\s+my\b)",
-                              re.IGNORECASE)
+_ASKS_FOR_A_FACT = re.compile(r"^\s*(?:(?:what|which|who|whom|whose|when|where)\b"
+                              r"|how\s+(?:old|many|much|long|tall|big)\b|(?:do|did)\s+you\s+(?:know|remember)\b"
+                              r"|(?:tell|remind)\s+me\b|say\s+my\b)", re.IGNORECASE)
 _ASKS_FOR_ADVICE = re.compile(r"\b(?:should|could|would|can|shall|might|must|good|suggest|recommend|ideas?|think)\b",
                               re.IGNORECASE)
 
@@ -162,20 +166,28 @@ def asks_for_a_fact(question: str) -> bool:
 
 def untold_reply(question: str, subjects: Collection[str]) -> str | None:
     """The reply to ``question`` when it asks for a fact (``asks_for_a_fact``) about an untaught
-    sibling of a taught subject (``untaught_sibling``), None when the model should answer it."""
+    subject (``untaught_subject``), None when the model should answer it."""
     if not asks_for_a_fact(question):
         return None
-    subject = untaught_sibling(question, subjects)
+    subject = untaught_subject(question, subjects)
     return untold_chat_reply(question, subject) if subject else None
 
 
-def untaught_sibling(question: str, subjects: Collection[str]) -> str | None:
-    """The slot word of ``question`` when it names a sibling of a taught subject and no taught
-    subject itself ("cat" in "What is my cat's name?" when ``subjects``, the taught questions'
-    slot words, hold "dog" but not "cat"); None otherwise."""
+def untaught_subject(question: str, subjects: Collection[str]) -> str | None:
+    """The slot word of ``question`` when it names an untaught subject and no taught one:
+    any subject proper ("dog" in "What is my dog's name?" when no dog was taught, whatever
+    else was), and a reply-only word only beside a taught sibling ("winter" beside a taught
+    "summer": alone, "Which city ...?" may ask what a taught answer answers). ``subjects``: the
+    taught questions' slot words (``taught_subjects``). None otherwise."""
     taught = {s.casefold() for s in subjects}
-    named = [m.group(1).casefold() for m in SLOT_TOKEN.finditer(question) if m.group(1).casefold() in FORMS]
+    named = _slot_words(question)
     if not named or any(word in taught for word in named):
         return None
     taught_families = {FORMS[word][0] for word in taught if word in FORMS}
-    return next((word for word in named if FORMS[word][0] in taught_families), None)
+    return next((word for word in named if not reply_only(word) or FORMS[word][0] in taught_families), None)
+
+
+def _slot_words(question: str) -> list[str]:
+    """The slot words ``question`` names, or implies ("work" the job: ``_IMPLIED``)."""
+    words = [m.group(1).casefold() for m in SLOT_TOKEN.finditer(question)]
+    return [_IMPLIED.get(word, word) for word in words if word in FORMS or word in _IMPLIED]
