@@ -312,3 +312,44 @@ def test_the_packed_head_gives_the_models_own_logits_softcapped_or_not():
         uncapped = gemma.lm_head(gemma.model(input_ids=ids).last_hidden_state)[0].index_select(0, rows)
         capped = gemma(input_ids=ids).logits[0].index_select(0, rows)
     assert not torch.allclose(uncapped, capped, atol=1e-3) and float(capped.abs().max()) <= 1.5
+
+
+def test_the_fused_lora_forward_is_peft_s_forward_and_steps_aside_when_peft_must_decide():
+    """``add_lora`` gives every LoRA layer one addmm for base, product and scaling: the same
+    outputs and gradients as peft's own forward; with the adapter disabled (the KL term's base
+    side) or merged, peft's forward runs."""
+    from peft.tuners.lora import Linear as LoraLinear
+
+    model = tiny_lora_model()
+    layers = [m for m in model.modules() if isinstance(m, LoraLinear)]
+    assert layers and all("forward" in m.__dict__ for m in layers)  # every one fused
+    ids = torch.tensor([[5, 17, 3, 44, 9, 60, 2]])
+
+    def logits_and_grads(fused: bool):
+        saved = {id(m): m.__dict__.pop("forward") for m in layers} if not fused else {}
+        try:
+            model.zero_grad(set_to_none=True)
+            logits = model(input_ids=ids).logits
+            logits.square().mean().backward()
+            return logits.detach(), grads_of(model)
+        finally:
+            for m in layers:
+                if id(m) in saved:
+                    m.forward = saved[id(m)]
+
+    (fused, fused_grads), (plain, plain_grads) = logits_and_grads(True), logits_and_grads(False)
+    torch.testing.assert_close(fused, plain, rtol=1e-6, atol=1e-6)
+    for name, grad in plain_grads.items():
+        torch.testing.assert_close(fused_grads[name], grad, rtol=1e-5, atol=1e-7)
+    with torch.no_grad():
+        with model.disable_adapter():
+            disabled = model(input_ids=ids).logits
+        for m in layers:
+            m.merge()
+        merged = model(input_ids=ids).logits
+        for m in layers:
+            m.unmerge()
+        again = model(input_ids=ids).logits
+    assert not torch.allclose(disabled, fused, atol=1e-3)  # the adapter changes the answer...
+    torch.testing.assert_close(merged, fused, rtol=1e-5, atol=1e-5)  # ...and merged weights compute the same
+    torch.testing.assert_close(again, fused, rtol=1e-6, atol=1e-6)
