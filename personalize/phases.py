@@ -168,7 +168,7 @@ def load(job: Job, base: Baseline, rewordings: dict[str, list[str]]) -> Loaded:
 def train_adapter(job: Job, loaded: Loaded) -> TrainResult:
     """Train the adapters in place; the base model's distributions on the replay answers are
     kept between runs (per base file)."""
-    reference = ReferenceCache(paths.cache_dir() / f"reference-{job.fingerprint[:16]}.safetensors")
+    reference = ReferenceCache(paths.cache_dir() / f"reference-{job.fingerprint[:16]}.safetensors", job.fingerprint)
     result = train.train(
         loaded.model, loaded.facts, loaded.replay, job.recipe, loaded.pad_id, job.device,
         lambda step, total, loss, eta: job.reporter.progress("train", step, total, loss, eta),

@@ -6,17 +6,24 @@ base model never changes, so its distribution on an example is computed the firs
 example is drawn and kept: the top ``TOP_K`` log-probabilities per answer token, in memory
 and, through ``save``, in a safetensors file per base model (a few MB for the built-in set).
 The KL is then taken over those tokens and one bucket for the rest.
+
+For the embedded model, the references of every built-in replay example ship with the package
+(``data/base_references.safetensors``, for the base whose sha256 its metadata names), so a new
+user's first personalization does not compute them. ``tests/test_reference.py`` recomputes a
+sample; regenerate the file with ``python -m tunechat.personalize.shipped_references``.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Collection
 from pathlib import Path
 
 from tunechat.personalize.data import Example
-from tunechat.personalize.tensor_file import read_tensors, write_tensors
+from tunechat.personalize.tensor_file import read_metadata, read_tensors, write_tensors
 
 TOP_K = 64
+SHIPPED_FILE = Path(__file__).parent / "data" / "base_references.safetensors"
 
 
 def example_key(example: Example) -> str:
@@ -28,10 +35,19 @@ class ReferenceCache:
     """Top-k base log-probs per example: ``(indices [n, k] int64, logprobs [n, k] float32)``
     for the example's n answer positions, in order."""
 
-    def __init__(self, path: Path | None = None) -> None:
+    def __init__(self, path: Path | None = None, fingerprint: str | None = None) -> None:
+        """``path``: this base's cache file; ``fingerprint``: its sha256, to start from the
+        shipped references when they are this base's."""
         self.path = path
         self._items: dict[str, tuple[object, object]] = {}
         self._dirty = False
+        self._shipped: set[str] = set()
+        if fingerprint is not None and shipped_for(SHIPPED_FILE) == fingerprint:
+            self._read(SHIPPED_FILE)
+            self._shipped = set(self._items)
+        self._read(path)
+
+    def _read(self, path: Path | None) -> None:
         tensors = read_tensors(path)
         for name, idx in tensors.items():
             key = name.removesuffix(".idx")
@@ -55,16 +71,27 @@ class ReferenceCache:
         self._dirty = True
 
     def save(self) -> None:
+        """Write what this base's cache file lacks (the shipped references stay in the package)."""
         if self.path is None or not self._dirty:
             return
+        write_tensors(self.path, self.tensors(exclude=self._shipped))
+        self._dirty = False
+
+    def tensors(self, exclude: Collection[str] = ()) -> dict:
+        """The references as the file stores them: ``KEY.idx`` int32 and ``KEY.lp`` float16."""
         import torch
 
         tensors = {}
         for key, (idx, lp) in self._items.items():
-            tensors[f"{key}.idx"] = idx.to(torch.int32).contiguous()
-            tensors[f"{key}.lp"] = lp.to(torch.float16).contiguous()
-        write_tensors(self.path, tensors)
-        self._dirty = False
+            if key not in exclude:
+                tensors[f"{key}.idx"] = idx.to(torch.int32).contiguous()
+                tensors[f"{key}.lp"] = lp.to(torch.float16).contiguous()
+        return tensors
+
+
+def shipped_for(path: Path) -> str | None:
+    """The sha256 of the base whose references ``path`` holds (None: no such file)."""
+    return read_metadata(path).get("base_sha256") if path.is_file() else None
 
 
 def topk_kl(tuned_logits, idx, ref_logprobs):

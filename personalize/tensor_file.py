@@ -18,10 +18,21 @@ def read_tensors(path: Path | None) -> dict:
         return {}
 
 
-def write_tensors(path: Path, tensors: dict) -> None:
+def read_metadata(path: Path) -> dict[str, str]:
+    """The file's metadata strings; none when there is no file or it is damaged."""
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except Exception:
+        return {}
+
+
+def write_tensors(path: Path, tensors: dict, metadata: dict[str, str] | None = None) -> None:
     from safetensors.torch import save_file
 
     from tunechat.core.atomic import atomic_path
 
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp))
+        save_file(tensors, str(tmp), metadata=metadata)
