@@ -319,8 +319,12 @@ def _kl_to_base(model, run: _Pass, batch: Sequence[Example], reference: Referenc
 
 def add_lora(model, recipe: Recipe):
     """``model`` with LoRA adapters (rank and alpha of ``recipe``) on every linear projection of
-    every layer, named as its architecture names them (tunechat.personalize.targets)."""
+    every layer, named as its architecture names them (tunechat.personalize.targets). The
+    adapters start from ``recipe.seed`` (peft draws A at random, B at zero): one job, one model."""
+    import torch
     from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(recipe.seed)
 
     config = LoraConfig(
         r=recipe.rank, lora_alpha=recipe.alpha, lora_dropout=0.0,

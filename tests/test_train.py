@@ -353,3 +353,21 @@ def test_the_fused_lora_forward_is_peft_s_forward_and_steps_aside_when_peft_must
     assert not torch.allclose(disabled, fused, atol=1e-3)  # the adapter changes the answer...
     torch.testing.assert_close(merged, fused, rtol=1e-5, atol=1e-5)  # ...and merged weights compute the same
     torch.testing.assert_close(again, fused, rtol=1e-6, atol=1e-6)
+
+
+def test_the_adapters_start_from_the_recipe_s_seed():
+    """The same job gives the same model: peft draws the A matrices from torch's global
+    generator, which add_lora seeds with the recipe's seed."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
+
+    def adapters(seed: int, before: int) -> dict[str, torch.Tensor]:
+        torch.manual_seed(before)  # whatever ran before
+        model = train.add_lora(LlamaForCausalLM(config), get_recipe("replay-kl").with_(seed=seed))
+        return {n: p.detach().clone() for n, p in model.named_parameters() if "lora_A" in n}
+
+    first, again, other = adapters(0, before=1), adapters(0, before=2), adapters(1, before=1)
+    assert first and all(torch.equal(first[n], again[n]) for n in first)
+    assert not all(torch.equal(first[n], other[n]) for n in first)
