@@ -335,20 +335,17 @@ def add_lora(model, recipe: Recipe):
     return model
 
 
-def fuse_lora_products(model) -> int:
-    """Give every LoRA linear layer of ``model`` the forward ``_fused_lora_forward``; returns
-    how many. peft computes ``base(x) + B(A(x)) * scaling``: a product, a scaling and a sum,
-    each a pass over the layer's whole output, forward and backward. One ``addmm`` computes
-    ``base(x) + scaling * A(x) Bᵀ`` in the matrix product's own accumulation instead (the
-    same sum, rounded once less)."""
+def fuse_lora_products(model) -> None:
+    """Give every LoRA linear layer of ``model`` the forward ``_fused_lora_forward``. peft
+    computes ``base(x) + B(A(x)) * scaling``: a product, a scaling and a sum, each a pass over
+    the layer's whole output, forward and backward. One ``addmm`` computes ``base(x) + scaling *
+    A(x) Bᵀ`` in the matrix product's own accumulation instead: the same sum (bitwise the same
+    training on this CPU, ``tests/test_train.py`` holds it to peft's within rounding)."""
     from peft.tuners.lora import Linear as LoraLinear
 
-    fused = 0
     for module in model.modules():
         if isinstance(module, LoraLinear):
             module.forward = functools.partial(_fused_lora_forward, module, module.forward)
-            fused += 1
-    return fused
 
 
 def _fused_lora_forward(module, peft_forward, x, *args, **kwargs):
