@@ -91,7 +91,7 @@ class ReferenceCache:
 
 def shipped_for(path: Path) -> str | None:
     """The sha256 of the base whose references ``path`` holds (None: no such file)."""
-    return read_metadata(path).get("base_sha256") if path.is_file() else None
+    return read_metadata(path).get("base_sha256")
 
 
 def topk_kl(tuned_logits, idx, ref_logprobs):

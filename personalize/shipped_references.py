@@ -13,8 +13,25 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tunechat.personalize.reference import SHIPPED_FILE, ReferenceCache
+
+if TYPE_CHECKING:
+    from tunechat.personalize.phases import Job, Loaded
+
+
+def replay_job(base_gguf: Path) -> tuple[Job, Loaded]:
+    """A job on ``base_gguf`` (one placeholder pair) with its replay examples rendered as a
+    personalization renders them, and the base model loaded with fresh adapters."""
+    from tunechat.personalize import phases
+    from tunechat.personalize.progress import Reporter
+    from tunechat.personalize.spec import JobSpec
+
+    spec = JobSpec(pairs=[("What is my name?", "Your name is Ada.")], base_path=base_gguf, skip_eval=True)
+    with open(os.devnull, "w", encoding="utf-8") as quiet:
+        job = phases.prepare(spec, Reporter(quiet))
+        return job, phases.load(job, phases.baseline(job), {})
 
 
 def write_shipped(base_gguf: Path, out: Path = SHIPPED_FILE) -> int:
@@ -22,15 +39,10 @@ def write_shipped(base_gguf: Path, out: Path = SHIPPED_FILE) -> int:
     how many examples."""
     import torch
 
-    from tunechat.personalize import phases, train
-    from tunechat.personalize.progress import Reporter
-    from tunechat.personalize.spec import JobSpec
+    from tunechat.personalize import train
     from tunechat.personalize.tensor_file import write_tensors
 
-    spec = JobSpec(pairs=[("What is my name?", "Your name is Ada.")], base_path=base_gguf, skip_eval=True)
-    with open(os.devnull, "w", encoding="utf-8") as quiet:
-        job = phases.prepare(spec, Reporter(quiet))
-        loaded = phases.load(job, phases.baseline(job), {})
+    job, loaded = replay_job(base_gguf)
     reference = ReferenceCache()
     batch_size = job.recipe.replay_batch
     with torch.no_grad():

@@ -3,8 +3,6 @@ for that base only, and what the base model itself gives (personalize/reference.
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -15,15 +13,9 @@ from tunechat.personalize.reference import SHIPPED_FILE, ReferenceCache, shipped
 @pytest.fixture(scope="module")
 def prepared(base_model):
     """A job on the embedded model with its examples rendered as training renders them."""
-    from tunechat.personalize import phases
-    from tunechat.personalize.progress import Reporter
-    from tunechat.personalize.spec import JobSpec
+    from tunechat.personalize.shipped_references import replay_job
 
-    spec = JobSpec(pairs=[("What is my name?", "Your name is Ada.")], base_path=base_model, skip_eval=True)
-    with open(os.devnull, "w", encoding="utf-8") as quiet:
-        job = phases.prepare(spec, Reporter(quiet))
-        loaded = phases.load(job, phases.baseline(job), {})
-    return job, loaded
+    return replay_job(base_model)
 
 
 def test_every_replay_example_of_the_embedded_model_has_its_shipped_reference(prepared, tmp_path):

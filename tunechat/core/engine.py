@@ -340,7 +340,7 @@ class Engine:
 
         llm = self._llm
         bos = [llm.token_bos()] if llm._model.add_bos_token() else []
-        prompt_ids = bos + list(llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True))
+        prompt_ids = bos + self.tokenize(prompt)
         stops = [s.encode("utf-8") for s in stop]
         out: list[str] = []
         with self._lock:
