@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from tunechat.core import paths
-from tunechat.core.fingerprint import file_fingerprint
+from tunechat.core.fingerprint import base_fingerprint
 
 if TYPE_CHECKING:
     from tunechat.convert.header import GGUFHeader
@@ -36,7 +36,7 @@ def folder_fingerprint(folder: Path) -> str:
     h = hashlib.sha256()
     for path in sorted([folder / "config.json", *folder.glob("*.safetensors")]):
         h.update(path.name.encode())
-        h.update(file_fingerprint(path).encode())
+        h.update(base_fingerprint(path).encode())
     return h.hexdigest()
 
 
@@ -85,7 +85,7 @@ def cached_base_folder(base: Path, progress: Callable[[str], None] = lambda _: N
     if base.is_dir():
         require_hf_folder(base)
         return base
-    folder = paths.cache_dir() / f"base-{file_fingerprint(base)[:16]}"
+    folder = paths.cache_dir() / f"base-{base_fingerprint(base)[:16]}"
     marker = folder / CACHE_MARKER
     if marker.is_file() and json.loads(marker.read_text(encoding="utf-8")).get("version") == CACHE_VERSION:
         return folder

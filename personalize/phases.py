@@ -25,7 +25,7 @@ from tunechat.convert.writer import DEFAULT_OUTTYPE, write_gguf
 from tunechat.core import jsonl, paths, scope, slots
 from tunechat.core.chat_template import CHATML_TEMPLATE
 from tunechat.core.engine import Engine, tokenize_all_with_vocab
-from tunechat.core.fingerprint import file_fingerprint
+from tunechat.core.fingerprint import base_fingerprint, file_fingerprint
 from tunechat.core.gguf_check import check_gguf_file
 from tunechat.core.manifest import Check, Drift, DriftScores, Gate, Manifest, Metrics, Scores, TrainStats
 from tunechat.core.registry import ADAPTER_FILE, MODEL_FILE, PAIRS_FILE
@@ -117,7 +117,7 @@ def prepare(spec: JobSpec, reporter: Reporter) -> Job:
     # baseline answers and the converter's metadata.
     base_gguf = base_mod.gguf_of_folder(base, say) if base.is_dir() else base
     check_gguf_file(base_gguf)
-    fingerprint = file_fingerprint(base_gguf)
+    fingerprint = base_fingerprint(base_gguf)
     folder = base if base.is_dir() else base_mod.cached_base_folder(base_gguf, say)
     device, _ = train.pick_device()
     subjects = slots.taught_subjects(q for q, _ in pairs)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from tunechat.convert.header import decode_value, read_header
 from tunechat.core import chat_template, jsonl
-from tunechat.core.fingerprint import file_fingerprint
+from tunechat.core.fingerprint import base_fingerprint, file_fingerprint
 from tunechat.core.gguf_check import ModelFileError, check_gguf_file
 from tunechat.core.registry import ADAPTER_FILE, MODEL_FILE, PAIRS_FILE, ModelEntry
 from tunechat.core.store import Store, pairs_fingerprint
@@ -118,7 +118,7 @@ def _write(entry: ModelEntry, out: Path, fallback_pairs: Sequence[tuple[str, str
     else:
         notes.append("The pairs this version learned were not kept with it, so pairs.jsonl is missing.")
     base = entry.base_path
-    base_sha256 = entry.manifest.base_sha256 or file_fingerprint(base)
+    base_sha256 = entry.manifest.base_sha256 or base_fingerprint(base)
     (out / BASE_INFO).write_text(json.dumps({
         "base_file": base.name, "base_path": str(base), "base_sha256": base_sha256,
         "base_source": entry.manifest.base_source, "method": entry.manifest.method,
