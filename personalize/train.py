@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from tunechat.personalize.data import IGNORE, Example
+from tunechat.personalize.fused import fuse_for_training
 from tunechat.personalize.recipe import Recipe
 from tunechat.personalize.reference import ReferenceCache, topk_kl_of_logprobs
 from tunechat.personalize.targets import target_modules
@@ -299,22 +300,33 @@ def reproduces_answers(model, examples: Sequence[Example], pad_id: int, device: 
     return out
 
 
-def _kl_to_base(model, run: _Pass, batch: Sequence[Example], reference: ReferenceCache):
-    """KL(base || tuned) at every answer position of ``batch`` ([n], example after example);
-    the base side comes from ``reference``, filled by one adapter-off pass when an example is
-    new to it."""
+def _kl_to_base(model, run: _Pass, batch: Sequence[Example], reference: ReferenceCache, first: int = 0):
+    """KL(base || tuned) at every answer position of ``batch``, the examples of ``run`` from
+    index ``first`` on ([n], example after example); the base side comes from ``reference``,
+    filled by one adapter-off pass when an example is new to it."""
     import torch
 
+    offset = sum(run.counts[:first])
     if any(reference.get(e) is None for e in batch):
         with torch.no_grad(), model.disable_adapter():
-            base_logits = run.run_again(model)
-        for example, logits in zip(batch, base_logits.split(run.counts)):
+            base_logits = run.run_again(model)[offset:]
+        for example, logits in zip(batch, base_logits.split(run.counts[first:])):
             if reference.get(example) is None:
                 reference.put(example, logits)
     refs = [reference.get(example) for example in batch]
     idx = torch.cat([r[0] for r in refs]).to(run.logprobs.device)
     lp = torch.cat([r[1] for r in refs]).to(run.logprobs.device)
-    return topk_kl_of_logprobs(run.logprobs, idx, lp)
+    return topk_kl_of_logprobs(run.logprobs[offset:], idx, lp)
+
+
+def _replay_loss(model, run: _Pass, first: int, batch: Sequence[Example], recipe: Recipe, reference: ReferenceCache):
+    """The replay term over the examples of ``run`` from index ``first`` on (``batch``): per
+    answer token, cross entropy plus ``recipe.kl_weight`` times KL(base || tuned)."""
+    offset = sum(run.counts[:first])
+    loss = recipe.replay_weight * run.per_token[offset:].sum()
+    if recipe.kl_weight > 0:
+        loss = loss + recipe.kl_weight * _kl_to_base(model, run, batch, reference, first).sum()
+    return loss / max(1, sum(run.counts[first:]))
 
 
 def add_lora(model, recipe: Recipe):
@@ -331,42 +343,8 @@ def add_lora(model, recipe: Recipe):
         target_modules=target_modules(model), task_type="CAUSAL_LM",
     )
     model = get_peft_model(model, config)
-    fuse_lora_products(model)
+    fuse_for_training(model)
     return model
-
-
-def fuse_lora_products(model) -> None:
-    """Give every LoRA linear layer of ``model`` the forward ``_fused_lora_forward``. peft
-    computes ``base(x) + B(A(x)) * scaling``: a product, a scaling and a sum, each a pass over
-    the layer's whole output, forward and backward. One ``addmm`` computes ``base(x) + scaling *
-    A(x) Bᵀ`` in the matrix product's own accumulation instead: the same sum (bitwise the same
-    training on this CPU, ``tests/test_train.py`` holds it to peft's within rounding)."""
-    from peft.tuners.lora import Linear as LoraLinear
-
-    for module in model.modules():
-        if isinstance(module, LoraLinear):
-            module.forward = functools.partial(_fused_lora_forward, module, module.forward)
-
-
-def _fused_lora_forward(module, peft_forward, x, *args, **kwargs):
-    """The forward of one LoRA linear layer with a single plain adapter (no dropout, no
-    variant); anything else (the adapter disabled or merged, several adapters, extra
-    arguments) goes to peft's own forward."""
-    import torch
-    import torch.nn.functional as F
-
-    active = module.active_adapters
-    if (args or kwargs or module.disable_adapters or module.merged or len(active) != 1
-            or active[0] not in module.lora_A or active[0] in module.lora_variant
-            or not isinstance(module.lora_dropout[active[0]], torch.nn.Identity)):
-        return peft_forward(x, *args, **kwargs)
-    name = active[0]
-    base = module.base_layer
-    out = F.linear(x, base.weight, base.bias)
-    down = F.linear(x, module.lora_A[name].weight)
-    fused = torch.addmm(out.reshape(-1, out.size(-1)), down.reshape(-1, down.size(-1)), module.lora_B[name].weight.t(),
-                        alpha=module.scaling[name])
-    return fused.view(out.shape)
 
 
 @dataclass
@@ -399,28 +377,33 @@ class _Backward:
 
 def backward_step(model, fact_batch: Sequence[Example], negative_batch: Sequence[Example],
                   replay_batch: Sequence[Example], recipe: Recipe, reference: ReferenceCache, pad_id: int,
-                  device: Device, autocast_dtype=None) -> _Backward:
-    """The step's gradients, accumulated into ``.grad``: facts (with negatives) then replay, each
-    pass backpropagated at once (the same summed loss as one batch, with half the activations
-    alive at a time: peak memory). Facts and negatives weigh one per example; replay one per
-    answer token, cross entropy plus ``recipe.kl_weight`` times KL(base || tuned)."""
-    fact_pass = _forward(model, [*fact_batch, *negative_batch], pad_id, device, autocast_dtype)
-    tokens = fact_pass.tokens
-    example_tok = fact_pass.per_example_mean()
+                  device: Device, autocast_dtype=None, one_pass: bool | None = None) -> _Backward:
+    """The step's gradients, accumulated into ``.grad``. Facts and negatives weigh one per
+    example; replay one per answer token (``_replay_loss``). On CPU the facts (with negatives)
+    and the replay are two passes, each backpropagated at once: the same summed loss as one
+    batch with half the activations alive at a time (peak memory). With ``one_pass`` (the
+    default on CUDA, where launching kernels bounds the step) every example is in one packed
+    pass and one backward: half the kernels."""
+    one_pass = device == "cuda" if one_pass is None else one_pass
+    taught = [*fact_batch, *negative_batch]
+    together = one_pass and bool(replay_batch)
+    run = _forward(model, [*taught, *replay_batch] if together else taught, pad_id, device, autocast_dtype)
+    tokens = run.tokens
+    example_tok = run.per_example_mean()[:len(taught)]
     fact_loss = example_tok.mean()
-    fact_loss.backward()
     fact_tok = example_tok[:len(fact_batch)].detach()
-    reproduced = _reproduced(fact_pass)[:len(fact_batch)].all()
+    reproduced = _reproduced(run)[:len(fact_batch)].all()
+    if together:
+        loss = fact_loss + _replay_loss(model, run, len(taught), replay_batch, recipe, reference)
+        loss.backward()
+        return _Backward(fact_tok, reproduced, loss.detach(), tokens)
+    fact_loss.backward()
     loss = fact_loss.detach()
-    del fact_pass
+    del run
     if replay_batch:
         replay_pass = _forward(model, replay_batch, pad_id, device, autocast_dtype)
         tokens += replay_pass.tokens
-        replay_loss = recipe.replay_weight * replay_pass.per_token.sum()
-        if recipe.kl_weight > 0:
-            kl = _kl_to_base(model, replay_pass, replay_batch, reference)
-            replay_loss = replay_loss + recipe.kl_weight * kl.sum()
-        replay_loss = replay_loss / max(1, sum(replay_pass.counts))
+        replay_loss = _replay_loss(model, replay_pass, 0, replay_batch, recipe, reference)
         replay_loss.backward()
         loss = loss + replay_loss.detach()
     return _Backward(fact_tok, reproduced, loss, tokens)

@@ -233,7 +233,9 @@ def grads_of(model) -> dict[str, torch.Tensor]:
 # sdpa example by example (CPU), sdpa over the row with a boolean mask (as on CUDA), eager with an additive mask
 @pytest.mark.parametrize("attention", ["sdpa", "sdpa-row", "eager"])
 @pytest.mark.parametrize("min_prefix", [4, 10_000])  # the shared prefix once in the row, or every example whole
-def test_step_gives_the_losses_and_gradients_of_the_straightforward_computation(monkeypatch, attention, min_prefix):
+@pytest.mark.parametrize("one_pass", [False, True])  # facts and replay as two passes (CPU) or one (CUDA)
+def test_step_gives_the_losses_and_gradients_of_the_straightforward_computation(monkeypatch, attention, min_prefix,
+                                                                                one_pass):
     from tunechat.personalize.reference import ReferenceCache
 
     monkeypatch.setattr(train, "MIN_SHARED_PREFIX", min_prefix)
@@ -249,7 +251,8 @@ def test_step_gives_the_losses_and_gradients_of_the_straightforward_computation(
     recipe = get_recipe(None)  # the default: replay and KL (weight 2)
     reference = ReferenceCache()
     # The step fills the references itself, in the packed pass with the adapter off.
-    done = train.backward_step(model, STEP_FACTS, STEP_NEGATIVES, STEP_REPLAY, recipe, reference, 0, "cpu")
+    done = train.backward_step(model, STEP_FACTS, STEP_NEGATIVES, STEP_REPLAY, recipe, reference, 0, "cpu",
+                               one_pass=one_pass)
     assert len(reference) == len(STEP_REPLAY)
     packed = grads_of(model)
     model.zero_grad(set_to_none=True)
@@ -259,12 +262,13 @@ def test_step_gives_the_losses_and_gradients_of_the_straightforward_computation(
     assert torch.allclose(done.loss, loss.detach(), rtol=1e-4)
     assert torch.allclose(done.fact_losses, per_fact[:len(STEP_FACTS)].detach(), rtol=1e-4)
     examples = STEP_FACTS + STEP_NEGATIVES + STEP_REPLAY
-    shared = len(PREFIX) * (len(examples) - 2) if min_prefix <= len(PREFIX) else 0  # the prefix counted once a pass
+    passes = 1 if one_pass else 2
+    shared = len(PREFIX) * (len(examples) - passes) if min_prefix <= len(PREFIX) else 0  # the prefix once a pass
     assert done.tokens == sum(len(e.input_ids) for e in examples) - shared
     for name, grad in plain.items():
         assert torch.allclose(packed[name], grad, rtol=1e-4, atol=1e-6), name
     assert any(g.abs().sum() > 0 for n, g in packed.items() if "lora_A" in n)
-    assert by_segments == [attention == "sdpa"] * 2  # the facts' pass and the replay's
+    assert by_segments == [attention == "sdpa"] * passes  # the facts' pass and the replay's, or the one
 
 
 def test_train_step_updates_as_clipped_adamw_on_the_straightforward_gradients():
@@ -314,33 +318,69 @@ def test_the_packed_head_gives_the_models_own_logits_softcapped_or_not():
     assert not torch.allclose(uncapped, capped, atol=1e-3) and float(capped.abs().max()) <= 1.5
 
 
-def test_the_fused_lora_forward_is_peft_s_forward_and_steps_aside_when_peft_must_decide():
-    """``add_lora`` gives every LoRA layer one addmm for base, product and scaling: the same
-    outputs and gradients as peft's own forward; with the adapter disabled (the KL term's base
-    side) or merged, peft's forward runs."""
+def _without_fused_forwards(model):
+    """Run with every module's own forward (the fused ones, set per instance, taken away)."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def plain():
+        saved = {m: m.__dict__.pop("forward") for m in model.modules() if "forward" in m.__dict__}
+        try:
+            yield
+        finally:
+            for m, forward in saved.items():
+                m.forward = forward
+
+    return plain()
+
+
+def _gemma2_lora_model():
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+
+    torch.manual_seed(0)
+    config = Gemma2Config(vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                          num_attention_heads=4, num_key_value_heads=2, head_dim=8, max_position_embeddings=128,
+                          query_pre_attn_scalar=8, attn_implementation="eager")
+    model = Gemma2ForCausalLM(config)
+    for name, p in model.named_parameters():
+        if "norm" in name:  # gemma2's norms start at zero: (1 + weight) would hide a lost offset
+            torch.nn.init.normal_(p, std=0.5)
+    model = train.add_lora(model, get_recipe("replay-kl"))
+    for name, p in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.2)
+    return model
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma2"])
+def test_the_fused_forwards_compute_what_peft_and_transformers_compute(family):
+    """``add_lora`` gives every LoRA layer one addmm for base, product and scaling, every RMSNorm
+    and SiLU MLP a function that keeps fewer tensors: the same outputs and gradients as the
+    modules' own forwards (gemma2: its norms' ``1 + weight``, its GELU MLP left as it is); with
+    the adapter disabled (the KL term's base side) or merged, peft's forward runs."""
     from peft.tuners.lora import Linear as LoraLinear
 
-    model = tiny_lora_model()
+    model = tiny_lora_model() if family == "llama" else _gemma2_lora_model()
     layers = [m for m in model.modules() if isinstance(m, LoraLinear)]
-    assert layers and all("forward" in m.__dict__ for m in layers)  # every one fused
+    norms = [m for m in model.modules() if type(m).__name__.endswith("RMSNorm")]
+    mlps = [m for m in model.modules() if hasattr(m, "gate_proj")]
+    assert layers and norms and all("forward" in m.__dict__ for m in layers + norms)  # every one fused
+    assert all(("forward" in m.__dict__) == (family == "llama") for m in mlps)  # SiLU MLPs only
     ids = torch.tensor([[5, 17, 3, 44, 9, 60, 2]])
 
-    def logits_and_grads(fused: bool):
-        saved = {id(m): m.__dict__.pop("forward") for m in layers} if not fused else {}
-        try:
-            model.zero_grad(set_to_none=True)
-            logits = model(input_ids=ids).logits
-            logits.square().mean().backward()
-            return logits.detach(), grads_of(model)
-        finally:
-            for m in layers:
-                if id(m) in saved:
-                    m.forward = saved[id(m)]
+    def logits_and_grads():
+        model.zero_grad(set_to_none=True)
+        logits = model(input_ids=ids).logits
+        (logits.square().mean() + logits[0, :, 3].sum()).backward()
+        return logits.detach(), grads_of(model)
 
-    (fused, fused_grads), (plain, plain_grads) = logits_and_grads(True), logits_and_grads(False)
+    fused, fused_grads = logits_and_grads()
+    with _without_fused_forwards(model):
+        plain, plain_grads = logits_and_grads()
     torch.testing.assert_close(fused, plain, rtol=1e-6, atol=1e-6)
     for name, grad in plain_grads.items():
-        torch.testing.assert_close(fused_grads[name], grad, rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(fused_grads[name], grad, rtol=1e-5, atol=1e-6)
+    assert any(float(g.abs().max()) > 1e-3 for g in plain_grads.values())
     with torch.no_grad():
         with model.disable_adapter():
             disabled = model(input_ids=ids).logits
@@ -353,6 +393,24 @@ def test_the_fused_lora_forward_is_peft_s_forward_and_steps_aside_when_peft_must
     assert not torch.allclose(disabled, fused, atol=1e-3)  # the adapter changes the answer...
     torch.testing.assert_close(merged, fused, rtol=1e-5, atol=1e-5)  # ...and merged weights compute the same
     torch.testing.assert_close(again, fused, rtol=1e-6, atol=1e-6)
+
+
+def test_a_fused_norm_steps_aside_for_a_trainable_weight_or_another_dtype():
+    """The norm's function assumes a frozen float32 weight: a trained weight gets its gradient
+    from the module's own forward, and a bfloat16 input is normalized as transformers does."""
+    model = tiny_lora_model()
+    norm = next(m for m in model.modules() if type(m).__name__ == "LlamaRMSNorm")
+    x = torch.randn(3, 32)
+    with torch.no_grad():
+        torch.nn.init.normal_(norm.weight)
+    norm.weight.requires_grad_(True)
+    norm(x).sum().backward()
+    assert norm.weight.grad is not None and float(norm.weight.grad.abs().sum()) > 0
+    norm.weight.requires_grad_(False)
+    half = x.bfloat16()
+    with _without_fused_forwards(model):
+        own = norm(half)
+    assert torch.equal(norm(half), own)
 
 
 def test_the_adapters_start_from_the_recipe_s_seed():
