@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from tunechat.personalize.data import IGNORE, Example
-from tunechat.personalize.fused import fuse_for_training
+from tunechat.personalize.fused import fuse_lora_products
 from tunechat.personalize.recipe import Recipe
 from tunechat.personalize.reference import ReferenceCache, topk_kl_of_logprobs
 from tunechat.personalize.targets import target_modules
@@ -343,7 +343,7 @@ def add_lora(model, recipe: Recipe):
         target_modules=target_modules(model), task_type="CAUSAL_LM",
     )
     model = get_peft_model(model, config)
-    fuse_for_training(model)
+    fuse_lora_products(model)
     return model
 
 

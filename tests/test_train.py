@@ -334,44 +334,21 @@ def _without_fused_forwards(model):
     return plain()
 
 
-def _gemma2_lora_model():
-    from transformers import Gemma2Config, Gemma2ForCausalLM
-
-    torch.manual_seed(0)
-    config = Gemma2Config(vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                          num_attention_heads=4, num_key_value_heads=2, head_dim=8, max_position_embeddings=128,
-                          query_pre_attn_scalar=8, attn_implementation="eager")
-    model = Gemma2ForCausalLM(config)
-    for name, p in model.named_parameters():
-        if "norm" in name:  # gemma2's norms start at zero: (1 + weight) would hide a lost offset
-            torch.nn.init.normal_(p, std=0.5)
-    model = train.add_lora(model, get_recipe("replay-kl"))
-    for name, p in model.named_parameters():
-        if "lora_B" in name:
-            torch.nn.init.normal_(p, std=0.2)
-    return model
-
-
-@pytest.mark.parametrize("family", ["llama", "gemma2"])
-def test_the_fused_forwards_compute_what_peft_and_transformers_compute(family):
-    """``add_lora`` gives every LoRA layer one addmm for base, product and scaling, every RMSNorm
-    and SiLU MLP a function that keeps fewer tensors: the same outputs and gradients as the
-    modules' own forwards (gemma2: its norms' ``1 + weight``, its GELU MLP left as it is); with
-    the adapter disabled (the KL term's base side) or merged, peft's forward runs."""
+def test_the_fused_lora_forward_is_peft_s_forward_and_steps_aside_when_peft_must_decide():
+    """``add_lora`` gives every LoRA layer one addmm for base, product and scaling: the same
+    outputs and gradients as peft's own forward; with the adapter disabled (the KL term's base
+    side) or merged, peft's forward runs."""
     from peft.tuners.lora import Linear as LoraLinear
 
-    model = tiny_lora_model() if family == "llama" else _gemma2_lora_model()
+    model = tiny_lora_model()
     layers = [m for m in model.modules() if isinstance(m, LoraLinear)]
-    norms = [m for m in model.modules() if type(m).__name__.endswith("RMSNorm")]
-    mlps = [m for m in model.modules() if hasattr(m, "gate_proj")]
-    assert layers and norms and all("forward" in m.__dict__ for m in layers + norms)  # every one fused
-    assert all(("forward" in m.__dict__) == (family == "llama") for m in mlps)  # SiLU MLPs only
+    assert layers and all("forward" in m.__dict__ for m in layers)  # every one fused
     ids = torch.tensor([[5, 17, 3, 44, 9, 60, 2]])
 
     def logits_and_grads():
         model.zero_grad(set_to_none=True)
         logits = model(input_ids=ids).logits
-        (logits.square().mean() + logits[0, :, 3].sum()).backward()
+        logits.square().mean().backward()
         return logits.detach(), grads_of(model)
 
     fused, fused_grads = logits_and_grads()
@@ -379,8 +356,7 @@ def test_the_fused_forwards_compute_what_peft_and_transformers_compute(family):
         plain, plain_grads = logits_and_grads()
     torch.testing.assert_close(fused, plain, rtol=1e-6, atol=1e-6)
     for name, grad in plain_grads.items():
-        torch.testing.assert_close(fused_grads[name], grad, rtol=1e-5, atol=1e-6)
-    assert any(float(g.abs().max()) > 1e-3 for g in plain_grads.values())
+        torch.testing.assert_close(fused_grads[name], grad, rtol=1e-5, atol=1e-7)
     with torch.no_grad():
         with model.disable_adapter():
             disabled = model(input_ids=ids).logits
@@ -393,24 +369,6 @@ def test_the_fused_forwards_compute_what_peft_and_transformers_compute(family):
     assert not torch.allclose(disabled, fused, atol=1e-3)  # the adapter changes the answer...
     torch.testing.assert_close(merged, fused, rtol=1e-5, atol=1e-5)  # ...and merged weights compute the same
     torch.testing.assert_close(again, fused, rtol=1e-6, atol=1e-6)
-
-
-def test_a_fused_norm_steps_aside_for_a_trainable_weight_or_another_dtype():
-    """The norm's function assumes a frozen float32 weight: a trained weight gets its gradient
-    from the module's own forward, and a bfloat16 input is normalized as transformers does."""
-    model = tiny_lora_model()
-    norm = next(m for m in model.modules() if type(m).__name__ == "LlamaRMSNorm")
-    x = torch.randn(3, 32)
-    with torch.no_grad():
-        torch.nn.init.normal_(norm.weight)
-    norm.weight.requires_grad_(True)
-    norm(x).sum().backward()
-    assert norm.weight.grad is not None and float(norm.weight.grad.abs().sum()) > 0
-    norm.weight.requires_grad_(False)
-    half = x.bfloat16()
-    with _without_fused_forwards(model):
-        own = norm(half)
-    assert torch.equal(norm(half), own)
 
 
 def test_the_adapters_start_from_the_recipe_s_seed():
