@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Collection
 from pathlib import Path
+from typing import Any
 
 from tunechat.personalize.data import Example
 from tunechat.personalize.tensor_file import read_metadata, read_tensors, write_tensors
@@ -39,7 +40,8 @@ class ReferenceCache:
         """``path``: this base's cache file; ``fingerprint``: its sha256, to start from the
         shipped references when they are this base's."""
         self.path = path
-        self._items: dict[str, tuple[object, object]] = {}
+        self.device = "cpu"
+        self._items: dict[str, tuple[Any, Any]] = {}  # torch tensors
         self._dirty = False
         self._shipped: set[str] = set()
         if fingerprint is not None and shipped_for(SHIPPED_FILE) == fingerprint:
@@ -57,6 +59,13 @@ class ReferenceCache:
     def __len__(self) -> int:
         return len(self._items)
 
+    def to(self, device: str) -> ReferenceCache:
+        """Keep every reference on ``device`` (the training's): a step then gathers its
+        examples' references there instead of copying them from the host each step."""
+        self.device = device
+        self._items = {key: (idx.to(device), lp.to(device)) for key, (idx, lp) in self._items.items()}
+        return self
+
     def get(self, example: Example):
         return self._items.get(example_key(example))
 
@@ -67,7 +76,7 @@ class ReferenceCache:
         logprobs = torch.log_softmax(base_logits.float(), -1)
         lp, idx = logprobs.topk(min(TOP_K, logprobs.size(-1)), -1)
         # Stored as float16: round now, so a first run and a cached run use the same numbers.
-        self._items[example_key(example)] = (idx.cpu(), lp.half().float().cpu())
+        self._items[example_key(example)] = (idx.to(self.device), lp.half().float().to(self.device))
         self._dirty = True
 
     def save(self) -> None:
@@ -84,8 +93,8 @@ class ReferenceCache:
         tensors = {}
         for key, (idx, lp) in self._items.items():
             if key not in exclude:
-                tensors[f"{key}.idx"] = idx.to(torch.int32).contiguous()
-                tensors[f"{key}.lp"] = lp.to(torch.float16).contiguous()
+                tensors[f"{key}.idx"] = idx.to("cpu", torch.int32).contiguous()
+                tensors[f"{key}.lp"] = lp.to("cpu", torch.float16).contiguous()
         return tensors
 
 

@@ -314,7 +314,7 @@ def _kl_to_base(model, run: _Pass, batch: Sequence[Example], reference: Referenc
             if reference.get(example) is None:
                 reference.put(example, logits)
     refs = [reference.get(example) for example in batch]
-    idx = torch.cat([r[0] for r in refs]).to(run.logprobs.device)
+    idx = torch.cat([r[0] for r in refs]).to(run.logprobs.device)  # already there in train (ReferenceCache.to)
     lp = torch.cat([r[1] for r in refs]).to(run.logprobs.device)
     return topk_kl_of_logprobs(run.logprobs[offset:], idx, lp)
 
@@ -453,7 +453,7 @@ def train(
     torch.manual_seed(recipe.seed)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = optimizer_for(params, recipe, device)
-    reference = reference if reference is not None else ReferenceCache()
+    reference = (reference if reference is not None else ReferenceCache()).to(device)
     autocast_dtype = torch.bfloat16 if device == "cuda" else None
     model.train()
     losses: list[float] = []
