@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The CUDA benchmark, as one prepared run on a machine with an NVIDIA GPU:
 # bench/personalize.py (per-phase seconds, key press to answer, peak RSS and GPU memory,
-# tokens/s) and bench/quality.py on the default method, 3 seeds, every persona.
+# tokens/s), bench/model_step.py (the step and its MFU at the embedded model's shape and at
+# Qwen2.5-1.5B's, random weights) and bench/quality.py on the default method, 3 seeds, every persona.
 #
 #   bench/gpu.sh [OUTDIR]          # PYTHON=python3, PERSONALIZE_LIMIT / QUALITY_LIMIT in seconds
 #
@@ -23,5 +24,8 @@ print("torch", torch.__version__, "cuda", torch.version.cuda, "available", torch
 print("transformers", transformers.__version__, "peft", peft.__version__, "cpus", len(os.sched_getaffinity(0)))
 PY
 timeout "${PERSONALIZE_LIMIT:-240}" $py bench/personalize.py 2>&1 | tee "$out/personalize.txt"
+for shape in smollm2-135m qwen2.5-1.5b; do
+    timeout "${STEP_LIMIT:-120}" $py bench/model_step.py --shape $shape --steps 10 2>&1 | tee -a "$out/model_step.txt"
+done
 timeout "${QUALITY_LIMIT:-300}" $py bench/quality.py --methods replay-kl-para-greedy \
     --personas public second third --out "$out/quality.json" 2>&1 | tee "$out/quality.txt"
