@@ -5,7 +5,10 @@ personalize key does, on 10 pairs from bench/data/persona-public.json, then load
 and asks a taught question. For each recipe (the default and the quick one) a **cold** run
 starts from an empty data folder and an empty cache (what a new user's first personalize
 pays: dequantizing the base, the base model's answers, rewordings), then a **warm** run from an
-empty data folder over the cache the cold run filled. Each run prints per-phase seconds, the
+empty data folder over the cache the cold run filled; an **added** run (``--runs added``) is the
+everyday case of adding one pair and personalizing again: a cache filled by a run on all the
+pairs but the last, then all of them (the new pair's rewordings and base answers computed).
+Each run prints per-phase seconds, the
 key-press-to-answer time (targets on the 2-core CPU machine: cold <= 150 s, warm <= 100 s, quick
 warm <= 60 s), the worker's peak RSS overall (target <= 1.5 GB) and per phase, GPU peak memory
 where CUDA is used, tokens trained per second and the training step's time.
@@ -17,7 +20,7 @@ products, attention and element-wise work are left out, so the count is a lower 
 times torch matmuls of exactly those shapes (float32, every thread) after the runs. The ratio
 of the step's time to that floor is how far the step is from being bound by its matmuls.
 
-    python bench/personalize.py [--methods default quick] [--runs cold warm] [--out [PATH]]
+    python bench/personalize.py [--methods default quick] [--runs cold warm added] [--out [PATH]]
     python bench/personalize.py --pairs 2 --max-steps 2 --runs warm     # a quick check that it works
 
 Each run is its own process (the worker's peak RSS is read from that process's children).
@@ -100,9 +103,9 @@ def run_once(method: str, pairs: int, max_steps: int | None, persona: Path) -> i
 
 def _answer_tokens(base: Path, answers: list[str]) -> int:
     """Tokens of the taught answers, end-of-turn token included (llama.cpp's tokenizer)."""
-    from tunechat.core.engine import tokenize_with_vocab
+    from tunechat.core.engine import tokenize_all_with_vocab
 
-    return sum(len(tokenize_with_vocab(base, a)) + 1 for a in answers)
+    return sum(len(ids) + 1 for ids in tokenize_all_with_vocab(base, answers))  # the vocabulary loaded once
 
 
 # -- the matmul floor --------------------------------------------------------------------------
@@ -177,7 +180,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=[*METHODS, *RECIPES],
                         help="recipes: default, quick or a recipe name (default: default quick)")
-    parser.add_argument("--runs", nargs="+", default=["cold", "warm"], choices=["cold", "warm"])
+    parser.add_argument("--runs", nargs="+", default=["cold", "warm"], choices=["cold", "warm", "added"])
     parser.add_argument("--persona", type=Path, default=PERSONA)
     parser.add_argument("--pairs", type=int, default=10, help="how many of the persona's facts (default 10)")
     parser.add_argument("--max-steps", type=int, default=None, help="cap the training steps (a quick check)")
@@ -201,13 +204,18 @@ def main() -> int:
         recipe = METHODS.get(name, name)
         cache = Path(tempfile.mkdtemp(prefix="tunechat-bench-cache-"))
         try:
-            if "cold" not in args.runs:
+            if "cold" not in args.runs and "warm" in args.runs:
                 print(f"warming the cache for {recipe}…", flush=True)
                 _child(recipe, cache, args, max_steps=1)
             for run in args.runs:
                 say()
-                say(f"## {name} ({recipe}), {run}: empty data folder, "
-                    + ("empty cache" if run == "cold" else "cache filled by the run before"))
+                if run == "added":  # its own cache, filled without the last pair
+                    shutil.rmtree(cache, ignore_errors=True)
+                    print(f"filling a cache with {args.pairs - 1} pairs…", flush=True)
+                    _child(recipe, cache, args, max_steps=1, pairs=args.pairs - 1)
+                say(f"## {name} ({recipe}), {run}: empty data folder, " + {
+                    "cold": "empty cache", "warm": "cache filled by the run before",
+                    "added": f"cache filled by a run on the first {args.pairs - 1} pairs"}[run])
                 code, output = _child(recipe, cache, args, args.max_steps)
                 stats = None
                 for line in output:
@@ -228,12 +236,12 @@ def main() -> int:
     return 1 if failed else 0
 
 
-def _child(recipe: str, cache: Path, args, max_steps: int | None) -> tuple[int, list[str]]:
+def _child(recipe: str, cache: Path, args, max_steps: int | None, pairs: int | None = None) -> tuple[int, list[str]]:
     """One run in its own process, a new data folder over ``cache``; its phase lines are printed
     as they come, its other lines returned."""
     home = tempfile.mkdtemp(prefix="tunechat-bench-")
     env = {**os.environ, "TUNECHAT_HOME": home, "TUNECHAT_CACHE": str(cache)}
-    command = [sys.executable, str(Path(__file__).resolve()), "--one", recipe, "--pairs", str(args.pairs),
+    command = [sys.executable, str(Path(__file__).resolve()), "--one", recipe, "--pairs", str(pairs or args.pairs),
                "--persona", str(args.persona)]
     if max_steps is not None:
         command += ["--max-steps", str(max_steps)]
