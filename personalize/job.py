@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -87,6 +88,7 @@ class PersonalizeJob:
         self.spec.write(self.job_dir)
         self.process: subprocess.Popen[str] | None = None
         self._lock_fd: int | None = None
+        self._lock_fd_guard = threading.Lock()  # cancel (the UI) and events' end (a thread) both release
         self.outcome: Outcome | None = None
         self.error: str | None = None
 
@@ -154,9 +156,12 @@ class PersonalizeJob:
         shutil.rmtree(self.job_dir, ignore_errors=True)
 
     def _release(self) -> None:
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)  # closing the descriptor drops the lock
-            self._lock_fd = None
+        """Drop the run lock, once: closing a descriptor twice could close whatever file took
+        its number in between."""
+        with self._lock_fd_guard:
+            fd, self._lock_fd = self._lock_fd, None
+        if fd is not None:
+            os.close(fd)  # closing the descriptor drops the lock
 
     def install(self, consent: bool = False) -> ModelEntry:
         """Make the finished model a version and the current model, or raise saying why not."""

@@ -57,3 +57,46 @@ def test_a_second_personalization_is_refused_while_one_runs(store, home):
     third.start()
     assert third.process is not None and third.process.poll() is None
     third.cancel()
+
+
+def test_the_run_lock_is_released_once_when_cancel_and_the_end_of_events_race(store, home, monkeypatch):
+    """Cancel (the UI thread) and the end of ``events()`` (the thread reading the worker) both
+    release the run lock. Each must close its descriptor once: a second close fails, or closes
+    whatever file took the number in between. ``os.close`` is slowed so the two overlap."""
+    import os
+    import threading
+
+    from tunechat.personalize import job as job_module
+    from tunechat.personalize.job import PersonalizeJob, take_run_lock
+
+    store.add_pair("What is my name?", "Your name is Ada.")
+    job = PersonalizeJob(store)
+    job._lock_fd = take_run_lock()
+    closed: list[int] = []
+    real_close = os.close
+
+    def slow_close(fd: int) -> None:
+        time.sleep(0.05)
+        closed.append(fd)
+        real_close(fd)
+
+    monkeypatch.setattr(job_module.os, "close", slow_close)
+    errors: list[BaseException] = []
+
+    def release() -> None:
+        try:
+            job._release()
+        except BaseException as exc:  # noqa: BLE001 - the test reports what a thread raised
+            errors.append(exc)
+
+    threads = [threading.Thread(target=release) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    monkeypatch.setattr(job_module.os, "close", real_close)
+    assert not errors and len(closed) == 1
+    again = PersonalizeJob(store)  # the lock is free
+    again._lock_fd = take_run_lock()
+    again.discard()
+    job.discard()
