@@ -82,15 +82,11 @@ def batch(vocab: int, rng: random.Random):
 
 def counted_flop(passes, config) -> tuple[float, list[tuple[int, int, int, int]]]:
     """(FLOP, shapes) of the step's counted matrix products (bench/step.py's ``pass_matmuls``)."""
-    from step import pass_matmuls
+    from step import dims_of, pass_matmuls
 
     from tunechat.personalize import train
 
-    heads = config.num_attention_heads
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
-    dims = {"hidden": config.hidden_size, "ff": config.intermediate_size,
-            "kv": config.num_key_value_heads * head_dim, "vocab": config.vocab_size,
-            "layers": config.num_hidden_layers}
+    dims = dims_of(config.to_dict())
     shapes = []
     for examples in passes:
         shared = train.shared_prefix_length(examples)

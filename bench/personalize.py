@@ -155,7 +155,11 @@ def base_dims() -> dict[str, int]:
     from tunechat.core.registry import embedded_model_path
     from tunechat.personalize.dequantize import config_dict
 
-    c = config_dict(read_header(embedded_model_path()))
+    return dims_of(config_dict(read_header(embedded_model_path())))
+
+
+def dims_of(c: dict) -> dict[str, int]:
+    """The widths the matmul count needs, from an HF config dict."""
     heads, kv_heads = int(c["num_attention_heads"]), int(c.get("num_key_value_heads") or c["num_attention_heads"])
     head = int(c.get("head_dim") or int(c["hidden_size"]) // heads)
     return {"hidden": int(c["hidden_size"]), "ff": int(c["intermediate_size"]), "kv": kv_heads * head,

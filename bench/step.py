@@ -53,7 +53,7 @@ def _bench_personalize() -> types.ModuleType:
 
 
 _floor = _bench_personalize()
-base_dims, matmul_floor = _floor.base_dims, _floor.matmul_floor
+base_dims, dims_of, matmul_floor = _floor.base_dims, _floor.dims_of, _floor.matmul_floor
 
 PERSONA = ROOT / "bench" / "data" / "persona-public.json"
 BASELINE = "6dd67b4"  # the last commit whose step padded each batch and ran the shared prefix as its own pass
@@ -98,6 +98,18 @@ def setup(pairs: int):
                                  max_answer_tokens=recipe.replay_answer_tokens)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     return train.add_lora(model, recipe), facts, replay, recipe, pad_id
+
+
+def warm_references(model, replay, pad_id: int, reference) -> None:
+    """The base model's references for every replay example, in adapter-off passes of 16."""
+    import torch
+
+    from tunechat.personalize import train
+
+    with torch.no_grad():
+        for i in range(0, len(replay), 16):
+            batch = replay[i:i + 16]
+            train._kl_to_base(model, train._forward(model, batch, pad_id, "cpu", None), batch, reference)
 
 
 def baseline_step(old, model, optimizer, params, fact_batch, replay_batch, recipe, reference, pad_id) -> float:
@@ -162,10 +174,7 @@ def main() -> int:
     old_optimizer = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=0.0)
     new_optimizer = train.optimizer_for(params, recipe, "cpu")
     reference = ReferenceCache()
-    with torch.no_grad():  # warm references: neither step runs the base model
-        for i in range(0, len(replay), 16):
-            train._kl_to_base(model, train._forward(model, replay[i:i + 16], pad_id, "cpu", None), replay[i:i + 16],
-                              reference)
+    warm_references(model, replay, pad_id, reference)  # neither step runs the base model
     model.train()
     rng = random.Random(recipe.seed)
 

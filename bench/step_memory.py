@@ -30,8 +30,7 @@ def peak_and_now_mib() -> tuple[int, int]:
 
 
 def main() -> None:
-    import torch
-    from step import setup  # bench/step.py
+    from step import setup, warm_references  # bench/step.py
 
     from tunechat.personalize import train
     from tunechat.personalize.reference import ReferenceCache
@@ -41,10 +40,7 @@ def main() -> None:
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = train.optimizer_for(params, recipe, "cpu")
     reference = ReferenceCache()
-    with torch.no_grad():
-        for i in range(0, len(replay), 16):
-            batch = replay[i:i + 16]
-            train._kl_to_base(model, train._forward(model, batch, pad_id, "cpu", None), batch, reference)
+    warm_references(model, replay, pad_id, reference)
     model.train()
     peak, now = peak_and_now_mib()
     print(f"loaded, references warm: peak RSS {peak} MiB, now {now} MiB", flush=True)
