@@ -26,7 +26,7 @@ from tunechat.core.manifest import MANIFEST_FILE, Check, Manifest
 from tunechat.core.registry import ADAPTER_FILE, MODEL_FILE, ModelEntry, Registry
 from tunechat.core.store import Store, pairs_fingerprint
 from tunechat.personalize.data import require_pairs
-from tunechat.personalize.progress import PARENT_ENV, EventKind
+from tunechat.personalize.progress import PARENT_ENV, EventKind, Phase, RunProgress
 from tunechat.personalize.recipe import DEFAULT_RECIPE
 from tunechat.personalize.spec import JobSpec, Outtype
 
@@ -91,6 +91,13 @@ class PersonalizeJob:
         self._lock_fd_guard = threading.Lock()  # cancel (the UI) and events' end (a thread) both release
         self.outcome: Outcome | None = None
         self.error: str | None = None
+
+    def progress(self) -> RunProgress:
+        """A fresh estimate of this run's progress, calibrated by this machine's earlier runs."""
+        skip: list[Phase] = (["paraphrase"] if not self.spec.training_recipe().paraphrases else []) + (
+            ["evaluate"] if self.spec.skip_eval else [])
+        return RunProgress.from_history((e.manifest for e in self.registry.personal_versions()),
+                                        self.spec.recipe, skip)
 
     def start(self) -> None:
         """Start the worker; refuse (PersonalizeError) while another personalization runs."""

@@ -239,13 +239,38 @@ def evaluate_model(job: Job, base: Baseline, engine: Engine, adapted: Engine) ->
             return slots.untold_reply(question, job.taught_subjects) or greedy_answer(adapted, question)
         return base.answers[question]
 
+    counted = _counted(job.reporter, 2 * (_asks(job.probes) + (_asks(gate) if gate else 0)))
     gate = job.gate
     return Evaluation(
-        after=evaluate.score(alone, job.probes, base.answers),
-        scoped=evaluate.score(scoped, job.probes, base.answers),
-        gate_after=evaluate.score(alone, gate, base.answers) if gate else None,
-        gate_scoped=evaluate.score(scoped, gate, base.answers) if gate else None,
+        after=evaluate.score(counted(alone), job.probes, base.answers),
+        scoped=evaluate.score(counted(scoped), job.probes, base.answers),
+        gate_after=evaluate.score(counted(alone), gate, base.answers) if gate else None,
+        gate_scoped=evaluate.score(counted(scoped), gate, base.answers) if gate else None,
         drift=_drift(job, engine, base.answers) if job.spec.score_drift else None,
+
+
+def _asks(probes: ProbeSet) -> int:
+    """How many questions ``evaluate.score`` asks of ``probes`` (each locality question once,
+    whether it counts or only feeds the soft score)."""
+    return len(probes.taught) + len(probes.paraphrases) + len(probes.locality) + len(probes.untaught)
+
+
+def _counted(reporter: Reporter, total: int):
+    """Wraps answerers so that each question asked reports the evaluate phase's progress (it
+    takes a minute on a CPU: without it the phase looks frozen)."""
+    done = 0
+
+    def wrap(ask: evaluate.Answerer) -> evaluate.Answerer:
+        def counted(question: str) -> str:
+            nonlocal done
+            answer = ask(question)
+            done += 1
+            reporter.progress("evaluate", min(done, total), total)
+            return answer
+
+        return counted
+
+    return wrap
     )
 
 

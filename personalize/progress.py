@@ -1,16 +1,26 @@
-"""The worker's progress protocol: one JSON object per line on the protocol stream.
+"""The worker's progress protocol, and the one estimate of a run's progress read from it.
 
-Events: {"event": "phase", "phase": ..., "detail": ...}
+Events, one JSON object per line on the protocol stream:
+        {"event": "phase", "phase": ..., "detail": ...}
         {"event": "progress", "phase": ..., "step": n, "total": n, "loss": x, "eta": s}
         {"event": "done", "result": {...}}   {"event": "error", "message": ...}
+
+``RunProgress`` turns them into what the TUI and the CLI show: each phase's share done, the
+whole run's, one time left (revised as steps are timed) and whether the machine is busy.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import statistics
 import sys
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import IO, Any, Literal, get_args
+
+from tunechat.core.manifest import Manifest
 
 # The parent passes its pid to the worker in this variable (the worker exits when orphaned).
 PARENT_ENV = "TUNECHAT_WORKER_PARENT"
@@ -50,3 +60,204 @@ class Reporter:
         if eta is not None:
             fields["eta"] = round(eta, 1)
         self.emit("progress", **fields)
+
+
+PHASE_TITLES: dict[Phase, str] = {
+    "prepare": "Getting ready", "baseline": "Base model's answers", "paraphrase": "Rewording questions",
+    "load": "Loading weights", "train": "Training", "merge": "Merging", "convert": "Writing the model",
+    "verify": "Checking files", "evaluate": "Scoring",
+}
+# Seconds per phase of the default method, warm, on 2 cores (bench/results/personalize.txt):
+# the estimate until this machine's own runs, or this run's steps, say better.
+TYPICAL_SECONDS: dict[Phase, float] = {
+    "prepare": 3.0, "baseline": 4.0, "paraphrase": 4.0, "load": 2.0, "train": 78.0, "merge": 0.5,
+    "convert": 1.5, "verify": 5.0, "evaluate": 9.0,
+}
+BUSY_FACTOR = 1.8  # steps this much slower than calibrated: the machine is busy with something else
+RECENT_STEPS = 3  # steps whose median is "now"
+
+
+@dataclass
+class PhaseState:
+    started: float | None = None
+    ended: float | None = None
+    skipped: bool = False
+    step: int = 0
+    total: int = 0
+    step_times: list[float] = field(default_factory=list)  # when each step's event arrived
+
+
+class RunProgress:
+    """Where a run stands. Feed it every event; read each phase's share, the whole run's,
+    ``remaining`` seconds and ``busy``. Phases not started are expected to take what this
+    machine's last run of the method took (``from_history``), else ``TYPICAL_SECONDS``, scaled
+    by how much slower or faster the phases done so far went than expected."""
+
+    def __init__(self, expected: Mapping[Phase, float] | None = None, step_seconds: float | None = None,
+                 skip: Iterable[Phase] = (), clock: Callable[[], float] = time.monotonic) -> None:
+        self.expected: dict[Phase, float] = {**TYPICAL_SECONDS, **(expected or {})}
+        self.calibrated_step = step_seconds  # a training step's seconds on this machine, when known
+        self.clock = clock
+        self.start = clock()
+        self.phases: dict[Phase, PhaseState] = {p: PhaseState(skipped=p in set(skip)) for p in PHASES}
+        self.current: Phase | None = None
+        self.losses: list[float] = []
+        self.finished = False
+
+    @classmethod
+    def from_history(cls, manifests: Iterable[Manifest | None], method: str, skip: Iterable[Phase] = (),
+                     clock: Callable[[], float] = time.monotonic) -> RunProgress:
+        """Calibrated by the newest earlier run of ``method`` on this machine, if any."""
+        runs = sorted((m for m in manifests if m is not None and m.method == method and m.timings),
+                      key=lambda m: m.created_at)
+        if not runs:
+            return cls(skip=skip, clock=clock)
+        last = runs[-1]
+        expected = {p: float(s) for p, s in last.timings.items() if p in PHASES}
+        train = last.train
+        step = ((train.seconds - train.confirm_seconds) / train.steps
+                if train.seconds and train.steps else None)
+        return cls(expected, step, skip, clock)
+
+    # -- events -------------------------------------------------------------------------
+    def feed(self, kind: str, data: Mapping[str, Any]) -> None:
+        now = self.clock()
+        phase = data.get("phase")
+        if kind in ("done", "error"):
+            self._end_current(now)
+            self.finished = True
+        elif kind == "phase" and phase in self.phases:
+            if phase != self.current:
+                self._end_current(now)
+                for earlier in PHASES[:PHASES.index(phase)]:  # a phase the worker left out
+                    if self.phases[earlier].started is None:
+                        self.phases[earlier].skipped = True
+                self.current = phase
+                state = self.phases[phase]
+                state.started, state.skipped = now, False
+        elif kind == "progress" and phase in self.phases:
+            if phase != self.current:
+                self.feed("phase", {"phase": phase})
+            state = self.phases[phase]
+            state.step, state.total = int(data.get("step", 0)), int(data.get("total", 0))
+            state.step_times.append(now)
+            if phase == "train" and data.get("loss") is not None:
+                self.losses.append(float(data["loss"]))
+
+    def _end_current(self, now: float) -> None:
+        if self.current is not None and self.phases[self.current].ended is None:
+            self.phases[self.current].ended = now
+
+    # -- reading ------------------------------------------------------------------------
+    def share(self, phase: Phase) -> float | None:
+        """How much of ``phase`` is done, 0 to 1; None while it runs without counting steps."""
+        state = self.phases[phase]
+        if state.ended is not None or state.skipped:
+            return 1.0
+        if state.started is None:
+            return 0.0
+        return min(1.0, state.step / state.total) if state.total else None
+
+    def seconds(self, phase: Phase) -> float | None:
+        """How long ``phase`` took, or has taken so far."""
+        state = self.phases[phase]
+        if state.started is None:
+            return None
+        return (state.ended if state.ended is not None else self.clock()) - state.started
+
+    def step_seconds(self, phase: Phase = "train") -> float | None:
+        """The current seconds per step of ``phase``: the median of its last steps (the first
+        step, which also sets up, left out)."""
+        times = self.phases[phase].step_times
+        gaps = [b - a for a, b in zip(times, times[1:])][-RECENT_STEPS:]
+        return statistics.median(gaps) if gaps else None
+
+    @property
+    def speed(self) -> float:
+        """How long the finished phases took against their expectation (2.0: twice as long)."""
+        took = expected = 0.0
+        for phase, state in self.phases.items():
+            if state.ended is not None and state.started is not None and self.expected[phase] >= 1.0:
+                took += state.ended - state.started
+                expected += self.expected[phase]
+        return min(5.0, max(0.5, took / expected)) if expected else 1.0
+
+    @property
+    def remaining(self) -> float:
+        """Seconds left in the whole run, by one rule: the current phase from its own timed
+        steps where it counts them, every phase to come from its expectation."""
+        if self.finished:
+            return 0.0
+        left = 0.0
+        for phase, state in self.phases.items():
+            if state.skipped or state.ended is not None:
+                continue
+            expected = self.expected[phase] * self.speed
+            if state.started is None:
+                left += expected
+                continue
+            per_step = self.step_seconds(phase)
+            if state.total and per_step is not None:
+                left += per_step * max(0, state.total - state.step)
+            elif state.total and state.step:
+                elapsed = self.clock() - state.started
+                left += elapsed / state.step * max(0, state.total - state.step)
+            else:
+                left += max(expected - (self.clock() - state.started), 0.1 * expected)
+        return left
+
+    @property
+    def overall(self) -> float:
+        """The whole run's share done, 0 to 1, in time."""
+        if self.finished:
+            return 1.0
+        spent = self.clock() - self.start
+        return spent / (spent + self.remaining) if spent + self.remaining > 0 else 0.0
+
+    @property
+    def busy(self) -> str | None:
+        """A sentence when training steps run much slower than calibrated (this machine's last
+        run, else the fastest of this run's first steps): something else is using the machine."""
+        now = self.step_seconds("train")
+        times = self.phases["train"].step_times
+        if now is None or len(times) < RECENT_STEPS + 1 or self.phases["train"].ended is not None:
+            return None
+        reference, source = self.calibrated_step, "on this machine before"
+        if reference is None:
+            gaps = [b - a for a, b in zip(times, times[1:])]
+            reference, source = min(gaps[:RECENT_STEPS]), "at the start of this run"
+        if now < BUSY_FACTOR * reference:
+            return None
+        return (f"The machine is busy: a training step takes {now:.1f} s, {now / reference:.1f}× the "
+                f"{reference:.1f} s it took {source}.")
+
+    def phase_text(self, phase: Phase) -> str:
+        """What a phase's row says beside its bar."""
+        state = self.phases[phase]
+        took = self.seconds(phase)
+        if state.skipped:
+            return "skipped"
+        if state.ended is not None and took is not None:
+            return f"done in {duration(took)}"
+        if state.started is None:
+            return ""
+        if phase == "train" and state.total:
+            loss = f" · loss {self.losses[-1]:.4f}" if self.losses else ""
+            return f"step {state.step} of at most {state.total}{loss}"
+        if state.total:
+            return f"{state.step} of {state.total}"
+        return "working…"
+
+    def eta_text(self) -> str:
+        return "done" if self.finished else f"about {duration(self.remaining, rough=True)} left"
+
+
+def duration(seconds: float, rough: bool = False) -> str:
+    """"45 s", "2 min 05 s"; ``rough``: rounded as an estimate deserves ("about 2 min 10 s")."""
+    s = max(0, round(seconds))
+    if rough:
+        s = max(5, round(s / 5) * 5) if s < 60 else round(s / 10) * 10 if s < 600 else round(s / 60) * 60
+    if s < 60:
+        return f"{s} s"
+    minutes, rest = divmod(s, 60)
+    return f"{minutes} min" if rest == 0 or minutes >= 10 else f"{minutes} min {rest:02d} s"

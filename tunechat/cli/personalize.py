@@ -6,10 +6,12 @@ import argparse
 import sys
 from pathlib import Path
 
+from tunechat.core import scope
 from tunechat.core.store import Store
 from tunechat.core.wording import count
 from tunechat.personalize.base import refusal
-from tunechat.personalize.job import PersonalizeError, PersonalizeJob
+from tunechat.personalize.job import Event, PersonalizeError, PersonalizeJob
+from tunechat.personalize.progress import PHASE_TITLES, RunProgress
 from tunechat.personalize.report import full_report
 
 
@@ -33,9 +35,11 @@ def run_personalize(args: argparse.Namespace, store: Store) -> int:
         print(f"tunechat: {exc}", file=sys.stderr)
         return 2
     print(f"Personalizing {job.base.name} on {count(store.count_pairs(), 'pair')}…", file=sys.stderr)
+    progress, busy_said = job.progress(), False
     try:
         for event in job.events():
-            _print_event(event)
+            progress.feed(event.kind, event.data)
+            busy_said = _print_event(event, progress, busy_said)
     except KeyboardInterrupt:
         job.cancel()
         print("\ntunechat: cancelled; the current model is unchanged.", file=sys.stderr)
@@ -44,7 +48,7 @@ def run_personalize(args: argparse.Namespace, store: Store) -> int:
         job.discard()
         print(f"tunechat: personalization failed: {job.error}", file=sys.stderr)
         return 1
-    print(full_report(job.outcome.manifest))
+    print(full_report(job.outcome.manifest, in_chat=scope.scoping_enabled(store)))
     try:
         entry = job.install(consent=args.yes)
     except PersonalizeError as exc:
@@ -57,10 +61,16 @@ def run_personalize(args: argparse.Namespace, store: Store) -> int:
     return 0
 
 
-def _print_event(event) -> None:
+def _print_event(event: Event, progress: RunProgress, busy_said: bool) -> bool:
+    """Phases and training steps, each with the run's time left; once, that the machine is
+    busy. Returns whether that was said."""
     data = event.data
     if event.kind == "phase":
-        print(f"[{data['phase']}] {data.get('detail', '')}", file=sys.stderr)
+        title = PHASE_TITLES.get(data["phase"], data["phase"])
+        print(f"[{title}] {data.get('detail', '')}  ({progress.eta_text()})", file=sys.stderr)
     elif event.kind == "progress" and data.get("phase") == "train":
-        print(f"  step {data['step']}/{data['total']}  loss {data.get('loss', 0):.4f}  eta {data.get('eta', 0):.0f}s",
-              file=sys.stderr)
+        print(f"  {progress.phase_text('train')}  ({progress.eta_text()})", file=sys.stderr)
+        if progress.busy and not busy_said:
+            print(f"  {progress.busy}", file=sys.stderr)
+            return True
+    return busy_said

@@ -1,0 +1,117 @@
+"""One estimate of a run's progress, read from the worker's events (recorded here, with a clock
+that moves only when told)."""
+
+from __future__ import annotations
+
+import io
+import json
+
+from tunechat.core.manifest import Manifest
+from tunechat.personalize.progress import Reporter, RunProgress, duration
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _run_to_training(clock: Clock, progress: RunProgress, step_s: float, steps: int) -> None:
+    for phase, took in (("prepare", 3), ("baseline", 4), ("paraphrase", 4), ("load", 2)):
+        progress.feed("phase", {"phase": phase})
+        clock.now += took
+    progress.feed("phase", {"phase": "train"})
+    for step in range(1, steps + 1):
+        clock.now += step_s
+        progress.feed("progress", {"phase": "train", "step": step, "total": 40, "loss": 1.0 / step})
+
+
+def test_the_time_left_is_revised_by_the_timed_steps_and_the_whole_run_moves_with_it():
+    clock = Clock()
+    progress = RunProgress(clock=clock)
+    first_guess = progress.remaining
+    assert 100 < first_guess < 120  # the typical run's phases
+    _run_to_training(clock, progress, step_s=2.0, steps=10)
+    # 30 steps of 2 s left, then merge, convert, verify and evaluate as expected
+    assert progress.remaining == 30 * 2.0 + 0.5 + 1.5 + 5 + 9
+    assert progress.share("train") == 10 / 40 and progress.share("prepare") == 1.0
+    assert 0.2 < progress.overall < 0.4
+    assert progress.phase_text("train") == "step 10 of at most 40 · loss 0.1000"
+    assert progress.phase_text("prepare") == "done in 3 s"
+    assert progress.eta_text() == "about 1 min 20 s left"
+    before = progress.remaining
+    for step in range(11, 14):  # the steps slow down: the estimate follows
+        clock.now += 6.0
+        progress.feed("progress", {"phase": "train", "step": step, "total": 40, "loss": 0.05})
+    assert progress.remaining > before + 60
+
+
+def test_a_phase_without_steps_counts_down_its_expectation_and_a_left_out_phase_is_skipped():
+    clock = Clock()
+    progress = RunProgress(skip=["paraphrase"], clock=clock)
+    progress.feed("phase", {"phase": "prepare"})
+    progress.feed("phase", {"phase": "baseline"})
+    progress.feed("phase", {"phase": "load"})
+    assert progress.phase_text("paraphrase") == "skipped" and progress.share("paraphrase") == 1.0
+    assert progress.share("load") is None and progress.phase_text("load") == "working…"
+    clock.now += 100  # far past the expectation: still a little left, never negative
+    assert progress.remaining > 0
+    progress.feed("done", {})
+    assert progress.overall == 1.0 and progress.eta_text() == "done"
+
+
+def test_evaluation_shows_its_own_progress():
+    clock = Clock()
+    progress = RunProgress(clock=clock)
+    progress.feed("phase", {"phase": "evaluate"})
+    for step in range(1, 5):
+        clock.now += 0.5
+        progress.feed("progress", {"phase": "evaluate", "step": step, "total": 40})
+    assert progress.share("evaluate") == 0.1 and progress.phase_text("evaluate") == "4 of 40"
+    assert progress.remaining == 36 * 0.5
+
+
+def test_a_busy_machine_is_named_against_the_last_run_or_the_first_steps():
+    last = Manifest.from_dict({"method": "m", "created_at": 1, "timings": {"train": 80.0},
+                               "train": {"seconds": 80.0, "steps": 40, "confirm_seconds": 0.0}})
+    clock = Clock()
+    calibrated = RunProgress.from_history([None, last], "m", clock=clock)
+    assert calibrated.expected["train"] == 80.0 and calibrated.calibrated_step == 2.0
+    _run_to_training(clock, calibrated, step_s=5.0, steps=5)
+    assert calibrated.busy is not None and "5.0 s, 2.5× the 2.0 s it took on this machine before" in calibrated.busy
+
+    clock = Clock()
+    fresh = RunProgress.from_history([last], "another method", clock=clock)
+    assert fresh.calibrated_step is None
+    _run_to_training(clock, fresh, step_s=2.0, steps=5)
+    assert fresh.busy is None
+    for step in range(6, 10):
+        clock.now += 4.5
+        fresh.feed("progress", {"phase": "train", "step": step, "total": 40})
+    assert fresh.busy is not None and "at the start of this run" in fresh.busy
+
+
+def test_durations_read_as_a_person_says_them():
+    assert duration(42) == "42 s" and duration(125) == "2 min 05 s" and duration(3600) == "60 min"
+    assert duration(42, rough=True) == "40 s" and duration(2, rough=True) == "5 s"
+    assert duration(801, rough=True) == "13 min"
+
+
+def test_every_question_the_evaluation_asks_is_reported():
+    """The worker's evaluate phase reports a step per question asked, up to its total."""
+    from tunechat.personalize import evaluate, phases
+
+    stream = io.StringIO()
+    probes = evaluate.ProbeSet(taught=[evaluate.Probe("What is my name?", "Ada")],
+                               locality=[evaluate.Probe("Capital of France?", "Paris"),
+                                         evaluate.Probe("2+2?", "4")],
+                               untaught=["What is my cat's name?"])
+    counted = phases._counted(Reporter(stream), 2 * phases._asks(probes))
+    base = {"Capital of France?": "Paris.", "2+2?": "5"}
+    for ask in (lambda q: "Ada", lambda q: "I don't know"):
+        evaluate.score(counted(ask), probes, base)
+    events = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert {e["phase"] for e in events} == {"evaluate"}
+    assert [e["step"] for e in events] == list(range(1, 9)) and events[-1]["total"] == 8
