@@ -92,9 +92,9 @@ def borrows(answer: str, keys: Iterable[str]) -> bool:
 
 def answer_keys(answers: Iterable[str]) -> list[str]:
     """Borrow keys for pairs that have no key of their own (the user's): the capitalized names
-    of the taught answers (``tunechat.core.scope.taught_names``), their numbers ("42", "5:30"),
+    of the taught answers (``tunechat.core.turns.taught_names``), their numbers ("42", "5:30"),
     and a whole answer of at most three words ("Pimiento.")."""
-    from tunechat.core.scope import taught_names
+    from tunechat.core.turns import taught_names
 
     answers = list(answers)
     keys = set(taught_names(answers))

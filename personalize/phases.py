@@ -22,13 +22,14 @@ from tunechat.convert.header import read_header
 from tunechat.convert.lora import write_lora_gguf
 from tunechat.convert.verify import CheckResult
 from tunechat.convert.writer import DEFAULT_OUTTYPE, write_gguf
-from tunechat.core import jsonl, paths, scope, slots
+from tunechat.core import jsonl, paths
 from tunechat.core.chat_template import CHATML_TEMPLATE
 from tunechat.core.engine import Engine, tokenize_all_with_vocab
 from tunechat.core.fingerprint import base_fingerprint, file_fingerprint
 from tunechat.core.gguf_check import check_gguf_file
 from tunechat.core.manifest import Check, Drift, DriftScores, Gate, Manifest, Metrics, Scores, TrainStats
 from tunechat.core.registry import ADAPTER_FILE, MODEL_FILE, PAIRS_FILE
+from tunechat.core.turns import Taught, decide
 from tunechat.personalize import base as base_mod
 from tunechat.personalize import checks, data, evaluate, general, negatives, paraphrase, siblings, train
 from tunechat.personalize.data import Example, TemplateInfo
@@ -56,9 +57,8 @@ class Job:
     outtype: Outtype
     probes: ProbeSet
     gate: ProbeSet | None  # the built-in locality gate, when the spec brings probes of its own
-    scope_names: list[str]  # words that send a question to the personal model (tunechat.core.scope)
     write_merged: bool  # also write the merged GGUF (JobSpec.writes_merged)
-    taught_subjects: list[str]  # the taught questions' slot words (tunechat.core.slots)
+    taught: Taught  # what the pairs teach, as the chat derives it (tunechat.core.turns)
 
     @property
     def eval_questions(self) -> list[str]:
@@ -100,7 +100,7 @@ class Written:
 @dataclass(frozen=True)
 class Evaluation:
     after: evaluate.Scores  # the personal model alone, on every question
-    scoped: evaluate.Scores  # as the chat answers (tunechat.core.scope)
+    scoped: evaluate.Scores  # as the chat answers (tunechat.core.turns.decide)
     gate_after: evaluate.Scores | None
     gate_scoped: evaluate.Scores | None
     drift: DriftScores | None
@@ -120,15 +120,13 @@ def prepare(spec: JobSpec, reporter: Reporter) -> Job:
     fingerprint = base_fingerprint(base_gguf)
     folder = base if base.is_dir() else base_mod.cached_base_folder(base_gguf, say)
     device, _ = train.pick_device()
-    subjects = slots.taught_subjects(q for q, _ in pairs)
     return Job(
         spec=spec, reporter=reporter, pairs=pairs, recipe=recipe, base_gguf=base_gguf,
         fingerprint=fingerprint, folder=folder, device=device, outtype=spec.outtype or DEFAULT_OUTTYPE,
         probes=_probe_set(spec, pairs),
         gate=ProbeSet([], locality=evaluate.builtin_locality_probes()) if spec.score_gate else None,
-        scope_names=scope.taught_names(a for _, a in pairs) + slots.subject_signals(subjects),
         write_merged=spec.writes_merged(base_gguf.stat().st_size),
-        taught_subjects=subjects,
+        taught=Taught.from_pairs(pairs),
     )
 
 
@@ -235,18 +233,20 @@ def evaluate_model(job: Job, base: Baseline, engine: Engine, adapted: Engine) ->
         return greedy_answer(engine, question)
 
     def scoped(question: str) -> str:
-        if scope.speaks_of_user(question, job.scope_names):
-            return slots.untold_reply(question, job.taught_subjects) or greedy_answer(adapted, question)
-        return base.answers[question]
+        decision = decide([{"role": "user", "content": question}], job.taught)
+        if decision.route == "base":
+            return base.answers[question]
+        return decision.untold or greedy_answer(adapted, question)
 
-    counted = _counted(job.reporter, 2 * (_asks(job.probes) + (_asks(gate) if gate else 0)))
     gate = job.gate
+    counted = _counted(job.reporter, 2 * (_asks(job.probes) + (_asks(gate) if gate else 0)))
     return Evaluation(
         after=evaluate.score(counted(alone), job.probes, base.answers),
         scoped=evaluate.score(counted(scoped), job.probes, base.answers),
         gate_after=evaluate.score(counted(alone), gate, base.answers) if gate else None,
         gate_scoped=evaluate.score(counted(scoped), gate, base.answers) if gate else None,
         drift=_drift(job, engine, base.answers) if job.spec.score_drift else None,
+    )
 
 
 def _asks(probes: ProbeSet) -> int:
@@ -271,7 +271,6 @@ def _counted(reporter: Reporter, total: int):
         return counted
 
     return wrap
-    )
 
 
 def record_pairs(job: Job, out: Path) -> None:
@@ -311,8 +310,8 @@ def manifest(job: Job, base: Baseline, rewordings: dict[str, list[str]], result:
         checks=[Check(r.name, r.passed, r.detail) for r in results],
         metrics=Metrics(before=_summary(base.before), after=_summary(after) if after else None,
                         scoped=_summary(evaluation.scoped) if evaluation else None),
-        scope_names=job.scope_names,
-        taught_subjects=job.taught_subjects,
+        scope_names=list(job.taught.signals),  # read back only for a version without its pairs file
+        taught_subjects=list(job.taught.subjects or ()),
         answers=after.details if after else None,
         scoped_answers=evaluation.scoped.details if evaluation else None,
         gate=gate,

@@ -10,8 +10,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 
-from tunechat.core.scope import speaks_of_user
 from tunechat.core.slots import FAMILIES, FORMS, SLOT_TOKEN
+from tunechat.core.turns import speaks_of_user
 
 PER_PAIR = 3
 TOTAL = 12

@@ -2,7 +2,7 @@
 
 from tests.conftest import PUBLIC_PERSONA, SECOND_PERSONA
 from tunechat.core.engine import GenerationSettings
-from tunechat.core.scope import speaks_of_user
+from tunechat.core.turns import speaks_of_user
 from tunechat.personalize.evaluate import (
     Drift,
     Probe,

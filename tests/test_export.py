@@ -150,9 +150,9 @@ def test_a_version_without_a_merged_file_runs_as_base_and_adapter_scoped_or_not(
     for scoped in (True, False):
         engine = scope.open_engine(entry.path, registry, scoped)
         assert isinstance(engine, scope.ScopedEngine) and engine.model_path == entry.path
-        assert engine.complete(question, GREEDY_24) == expected_personal and engine.last_route == "personal"
+        assert engine.complete(question, GREEDY_24) == expected_personal and engine.last.route == "personal"
         answer = engine.complete(general, GREEDY_24)
-        assert engine.last_route == ("base" if scoped else "personal")
+        assert engine.last.route == ("base" if scoped else "personal")
         if scoped:  # the base model's own answer, word for word
             assert answer == expected_base
         engine.close()

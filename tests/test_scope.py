@@ -8,7 +8,8 @@ import pytest
 
 from tests.conftest import PUBLIC_PERSONA, ROOT, SECOND_PERSONA
 from tests.helpers import add_version
-from tunechat.core.scope import ScopedEngine, open_engine, speaks_of_user, taught_names, turn_speaks_of_user
+from tunechat.core.scope import ScopedEngine, open_engine
+from tunechat.core.turns import Taught, speaks_of_user, taught_names, turn_speaks_of_user
 
 # The public persona sits beside the repository (../shared) on the team's machines, not in a clone.
 PERSONAS = [pytest.param(PUBLIC_PERSONA, marks=pytest.mark.skipif(not PUBLIC_PERSONA.is_file(), reason="no ../shared")),
@@ -70,11 +71,12 @@ def test_each_turn_goes_to_the_model_its_question_calls_for(engine, base_model):
     try:
         general = [{"role": "user", "content": "What is my name?"}, {"role": "assistant", "content": "Ada."},
                    {"role": "user", "content": "What is the capital of France?"}]
-        assert scoped.route(general) is other and scoped.last_route == "base"
-        assert scoped.complete(general, settings) == other.complete(general, settings)
-        assert scoped.last_route == "base"
+        assert scoped.decide(general).route == "base" and scoped.engine_for("base") is other
+        # A self-contained question is asked alone: the personal answer before it is not shown.
+        assert scoped.complete(general, settings) == other.complete(general[-1:], settings)
+        assert scoped.last.route == "base"
         personal = general[:1]
-        assert scoped.route(personal) is engine and scoped.last_route == "personal"
+        assert scoped.decide(personal).route == "personal" and scoped.engine_for("personal") is engine
         assert scoped.complete(personal, settings) == engine.complete(personal, settings)
     finally:
         other.close()
@@ -89,7 +91,7 @@ def test_only_a_personal_version_whose_base_exists_is_scoped(store, base_model):
 
     scoped = open_engine(model, registry, scoped=True)
     try:
-        assert isinstance(scoped, ScopedEngine) and scoped.names == ["Ada"]
+        assert isinstance(scoped, ScopedEngine) and scoped.taught.names == ("Ada",)
         assert scoped.personal.model_path == model and scoped.base.model_path == base_model
     finally:
         scoped.close()
@@ -118,28 +120,31 @@ def test_one_model_answers_each_turn_as_that_model_alone_would(base_model, tmp_p
     from tunechat.core.engine import Engine, GenerationSettings
 
     lora = random_lora_gguf(base_model, tmp_path / "adapter.gguf", scale=0.12)
-    scoped = ScopedEngine(Engine(base_model, lora_path=lora), names=["Ada"])
+    scoped = ScopedEngine(Engine(base_model, lora_path=lora), taught=Taught(("Ada",)))
     settings = GenerationSettings(max_tokens=24)
     chat = [{"role": "user", "content": "What is my name?"}]
-    turns = ["What is the capital of Japan?", "Who is Ada?", "Name a fruit.", "What is my favourite colour?"]
-    answers, routes = [], []
+    turns = ["What is the capital of Japan?", "Who is Ada?", "Name a fruit.", "What is my favourite colour?",
+             "How long is it?"]
+    answers, routes, contexts = [], [], []
     for question in turns + turns[:2]:
         chat = [*chat, {"role": "assistant", "content": "Noted."},
                 {"role": "user", "content": question}]
         answers.append(scoped.complete(chat, settings))
-        routes.append(scoped.last_route)
+        routes.append(scoped.last.route)
+        contexts.append(scoped.last.context)
     scoped.close()
-    assert routes == ["base", "personal", "base", "personal", "base", "personal"]
+    assert routes == ["base", "personal", "base", "personal", "personal", "base", "personal"]
+    # A self-contained question is asked alone; a follow-up sees the exchange it points back to.
+    assert contexts[2] == [{"role": "user", "content": "Name a fruit."}]
+    assert contexts[4] == [{"role": "user", "content": "What is my favourite colour?"},
+                           {"role": "assistant", "content": "Noted."}, {"role": "user", "content": "How long is it?"}]
     alone = {"base": Engine(base_model), "personal": Engine(base_model, lora_path=lora)}
-    chat = [{"role": "user", "content": "What is my name?"}]
     differ = 0
-    for question, route, answer in zip(turns + turns[:2], routes, answers):
-        chat = [*chat, {"role": "assistant", "content": "Noted."},
-                {"role": "user", "content": question}]
+    for route, answer, context in zip(routes, answers, contexts):
         fresh = Engine(base_model, lora_path=lora if route == "personal" else None)
-        assert answer == fresh.complete(chat, settings) == alone[route].complete(chat, settings), question
+        assert answer == fresh.complete(context, settings) == alone[route].complete(context, settings), context
         fresh.close()
-        differ += alone["base"].complete(chat, settings) != alone["personal"].complete(chat, settings)
+        differ += alone["base"].complete(context, settings) != alone["personal"].complete(context, settings)
     assert differ  # the adapter changes answers, so the comparison above means something
     for engine in alone.values():
         engine.close()
@@ -155,9 +160,9 @@ def test_a_forced_side_answers_whatever_the_rule_says(base_model, tmp_path):
     settings = GenerationSettings(max_tokens=16)
     try:
         base_answer = scoped.complete(general, settings)
-        assert scoped.last_route == "base"
+        assert scoped.last.route == "base"
         personal_answer = scoped.complete(general, settings, force="personal")
-        assert scoped.last_route == "personal" and personal_answer != base_answer
+        assert scoped.last.route == "personal" and personal_answer != base_answer
         assert scoped.complete(general, settings) == base_answer
     finally:
         scoped.close()
@@ -170,32 +175,32 @@ def test_a_question_about_an_untaught_subject_gets_the_untold_reply(base_model, 
     models as before, and so is everything by a version that does not say what it was taught."""
     from tests.helpers import random_lora_gguf
     from tunechat.core.engine import Engine, GenerationSettings
-    from tunechat.core.slots import taught_subjects
 
     lora = random_lora_gguf(base_model, tmp_path / "adapter.gguf", scale=0.12)
-    scoped = ScopedEngine(Engine(base_model, lora_path=lora), subjects=taught_subjects(["What is my dog's name?"]))
+    taught = Taught.from_pairs([("What is my dog's name?", "Rex.")])
+    scoped = ScopedEngine(Engine(base_model, lora_path=lora), taught=taught)
     alone = Engine(base_model, lora_path=lora)
     settings = GenerationSettings(max_tokens=16)
     ask = lambda q: [{"role": "user", "content": q}]  # noqa: E731
     try:
         assert scoped.complete(ask("What is my cat's name?"), settings) == "You haven't told me your cat's name yet."
-        assert scoped.last_route == "personal" and scoped.last_untold
+        assert scoped.last.route == "personal" and scoped.last.answered_by == "untold"
         streamed = "".join(scoped.stream(ask("Which hamster do I have?"), settings))
-        assert streamed == "You haven't told me which hamster you have yet." and scoped.last_untold
+        assert streamed == "You haven't told me which hamster you have yet." and scoped.last.answered_by == "untold"
         for question in ("What is my dog's name?", "What is the capital of Japan?"):
             answer = scoped.complete(ask(question), settings)
-            assert not scoped.last_untold and "told me" not in answer
+            assert scoped.last.untold is None and "told me" not in answer
         assert scoped.complete(ask("When is my birthday?"), settings) == "You haven't told me your birthday yet."
         advice = scoped.complete(ask("What should I name my cat?"), settings)
-        assert advice == alone.complete(ask("What should I name my cat?"), settings) and not scoped.last_untold
+        assert advice == alone.complete(ask("What should I name my cat?"), settings) and scoped.last.untold is None
         forced = scoped.complete(ask("What is my cat's name?"), settings, force="personal")
-        assert forced == alone.complete(ask("What is my cat's name?"), settings) and not scoped.last_untold
+        assert forced == alone.complete(ask("What is my cat's name?"), settings) and scoped.last.untold is None
     finally:
         scoped.close()
         alone.close()
-    unknown = ScopedEngine(Engine(base_model, lora_path=lora), subjects=None)  # a version made before subjects
+    unknown = ScopedEngine(Engine(base_model, lora_path=lora), taught=Taught())  # a version that does not say
     try:
         unknown.complete(ask("What is my cat's name?"), settings)
-        assert unknown.last_route == "personal" and not unknown.last_untold
+        assert unknown.last.route == "personal" and unknown.last.untold is None
     finally:
         unknown.close()

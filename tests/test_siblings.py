@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from tests.conftest import PUBLIC_PERSONA, SECOND_PERSONA
-from tunechat.core.scope import speaks_of_user
+from tunechat.core.turns import speaks_of_user
 from tunechat.personalize.siblings import sibling_questions, swaps
 
 THIRD_PERSONA = SECOND_PERSONA.parent / "persona-third.json"

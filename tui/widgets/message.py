@@ -8,7 +8,7 @@ from textual.containers import Vertical
 from textual.widgets import Markdown, Static
 from textual.widgets.markdown import MarkdownStream
 
-from tunechat.core.scope import AnsweredBy
+from tunechat.core.turns import AnsweredBy
 
 
 class MessageView(Vertical, can_focus=True):
@@ -20,17 +20,18 @@ class MessageView(Vertical, can_focus=True):
         Binding("c", "screen.copy_message", "Copy", show=False),
     ]
 
-    def __init__(self, role: str, content: str = "", message_id: int | None = None) -> None:
+    def __init__(self, role: str, content: str = "", message_id: int | None = None,
+                 answered_by: AnsweredBy | None = None) -> None:
         super().__init__(classes=f"message {role}")
         self.role = role
         self.content = content
         self.message_id = message_id
         # Which side of a scoped chat answered (tunechat.core.scope); None with one model.
-        self.answered_by: AnsweredBy | None = None
+        self.answered_by: AnsweredBy | None = answered_by
         self._stream: MarkdownStream | None = None
 
     def compose(self) -> ComposeResult:
-        yield Static("You" if self.role == "user" else "Assistant", classes="role")
+        yield Static("You" if self.role == "user" else self._label(), classes="role")
         yield Markdown(self.content or ("…" if self.role == "assistant" else ""), classes="body")
 
     @property
@@ -59,11 +60,13 @@ class MessageView(Vertical, can_focus=True):
             text += f"\n\n*{note}*"
         await self.body.update(text)
 
-    def _update_label(self) -> None:
+    def _label(self) -> str:
         by = {"personal": "personal model", "base": "base model", "untold": "not taught yet"}
         label = "Assistant" + (f"  · {by[self.answered_by]}" if self.answered_by else "")
-        label += "  ✓ kept" if self.has_class("kept") else ""
-        self.query_one(".role", Static).update(label)
+        return label + ("  ✓ kept" if self.has_class("kept") else "")
+
+    def _update_label(self) -> None:
+        self.query_one(".role", Static).update(self._label())
 
     def mark_answered_by(self, side: AnsweredBy) -> None:
         self.answered_by = side

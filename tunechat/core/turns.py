@@ -1,0 +1,215 @@
+"""One decision for each turn of a chat with a personal version: who answers it (the personal
+model, the base model it came from, or the chat itself saying it was never told), what the
+answering model sees of the conversation, and why.
+
+The chat, ``tunechat ask``, ``tunechat chat``, the personalize evaluation and the benchmarks
+all call ``decide``: the scores a version's report gives are the chat's.
+
+What a model sees of the conversation (``CONTEXT``), measured in conversations
+(``bench/conversation.py``, docs/experiments.md, "What a turn sees"): small models copy the
+pattern of the turns they see. Given the whole history, after a few "You haven't told me ...
+yet." turns both models answered everything that way, the base model's general questions
+included, and a personal answer ("You live in Gdansk.") came back as the answer to a
+question about France. So a turn sees only the exchanges it belongs to: a self-contained
+question is asked alone; a follow-up that points back ("How old is she?") sees the exchanges
+of the chain it continues; the chat's own untold replies are never shown to a model.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from tunechat.core.chat_template import ChatMessage, with_system
+from tunechat.core.slots import subject_signals, taught_subjects, untold_reply
+
+# A turn speaks of the user when its message refers to them in the first person, singular
+# only: "we", "our" and "us" are mostly generic in questions ("our solar system", "how do we
+# measure"), and taught answers speak to one person ("Your name is ...").
+FIRST_PERSON = frozenset({"i", "i'm", "im", "i've", "i'd", "i'll", "my", "mine", "myself", "me"})
+OBJECT_PRONOUNS = frozenset({"me"})
+# "tell me the capital of France" asks for something; it does not speak of the asker.
+REQUEST_VERBS = frozenset({
+    "tell", "give", "show", "help", "let", "teach", "remind", "write", "find", "get", "send",
+    "bring", "make", "explain", "answer", "name", "list", "recommend", "suggest",
+})
+# A follow-up that points back ("How old is he?") goes where the question it follows went.
+BACK_REFERENCES = frozenset({"he", "she", "him", "her", "his", "hers", "they", "them", "their", "it", "its"})
+_WORD = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)?")
+
+Route = Literal["personal", "base"]
+# Who gave a turn's answer: one of the models, or the chat saying that the user never told it.
+AnsweredBy = Literal["personal", "base", "untold"]
+ANSWERED_BY: tuple[AnsweredBy, ...] = ("personal", "base", "untold")
+# What a model sees of the conversation: every earlier turn ("whole"), the exchanges its own
+# side answered ("side"), or only the exchanges the turn continues ("chain"). Measured in
+# bench/conversation.py; the product ships the one that won.
+Context = Literal["whole", "side", "chain"]
+CONTEXTS: tuple[Context, ...] = ("whole", "side", "chain")
+CONTEXT: Context = "chain"
+# The message key under which an assistant message carries who answered it.
+BY_KEY = "answered_by"
+
+
+@dataclass(frozen=True)
+class Taught:
+    """What a version was taught, derived from its pairs when it loads (never frozen into a
+    manifest with the rules of the day): the capitalized names inside its answers and the slot
+    words of its questions. ``subjects`` is None when the pairs are unknown (a version made
+    before pairs were kept beside it): then no question gets the untold reply."""
+
+    names: tuple[str, ...] = ()
+    subjects: tuple[str, ...] | None = None
+
+    @classmethod
+    def from_pairs(cls, pairs: Iterable[tuple[str, str]]) -> Taught:
+        pairs = list(pairs)
+        return cls(tuple(taught_names(a for _, a in pairs)), tuple(taught_subjects(q for q, _ in pairs)))
+
+    @property
+    def signals(self) -> tuple[str, ...]:
+        """The words that send a question naming one to the personal model."""
+        return self.names + tuple(subject_signals(self.subjects or ()))
+
+
+@dataclass(frozen=True)
+class Decision:
+    """How one turn is answered."""
+
+    route: Route  # the model that answers (or would: an untold reply names the personal side)
+    untold: str | None  # the chat's own reply instead of a model's, for an untaught subject
+    context: list[ChatMessage]  # what the answering model sees, ending with the user's message
+    reason: str  # why, in a few words a person can read
+
+    @property
+    def answered_by(self) -> AnsweredBy:
+        return "untold" if self.untold is not None else self.route
+
+
+def decide(messages: Sequence[ChatMessage], taught: Taught, force: Route | None = None,
+           context: Context = CONTEXT) -> Decision:
+    """The decision for the conversation's last user message. ``messages``: the chat so far
+    (an optional system message first), its assistant messages carrying ``BY_KEY`` where the
+    chat knows who answered them; ``force``: this side answers, whatever the rule says (the
+    chat's mode, or asking the other model), and then there is no untold reply."""
+    system = [_plain(m) for m in messages if m["role"] == "system"]
+    turns = [m for m in messages if m["role"] != "system"]
+    users = [m["content"] for m in turns if m["role"] == "user"]
+    last = users[-1] if users else ""
+    if force is not None:
+        route, reason = force, f"the {force} model, as asked"
+    else:
+        route, reason = _route(users, taught)
+    untold = None
+    if force is None and route == "personal" and taught.subjects is not None:
+        untold = untold_reply(last, taught.subjects)
+        if untold is not None:
+            reason = "asks about something you have not taught"
+    return Decision(route, untold, system + _context(turns, route, context), reason)
+
+
+def as_history(messages: Iterable, system_prompt: str | None) -> list[ChatMessage]:
+    """A stored chat's messages (``store.Message``) as ``decide`` reads them: each with who
+    answered it, where known, and the chat's system prompt first when it has one."""
+    turns: list[ChatMessage] = [
+        {"role": m.role, "content": m.content, **({BY_KEY: m.answered_by} if m.answered_by else {})}
+        for m in messages
+    ]
+    return with_system(turns, system_prompt)
+
+
+def _route(users: Sequence[str], taught: Taught) -> tuple[Route, str]:
+    """The scope rule over the user messages: the last one speaks of the user, or points back
+    ("How old is he?") to a chain of user messages that did."""
+    for i, text in enumerate(reversed(users)):
+        why = _speaks_of_user(text, taught.signals)
+        if why is not None:
+            return "personal", why if i == 0 else "follows a question about you"
+        if not _points_back(text):
+            break
+    return "base", "does not speak of you"
+
+
+def _speaks_of_user(text: str, signals: Iterable[str]) -> str | None:
+    words = words_of(text)
+    for i, word in enumerate(words):
+        if word in FIRST_PERSON and not (word in OBJECT_PRONOUNS and i > 0 and words[i - 1] in REQUEST_VERBS):
+            return f'speaks of you ("{word}")'
+    known = {s.casefold() for s in signals}
+    named = next((w for w in words if w in known), None)
+    return f'names "{named}", which you taught' if named else None
+
+
+def words_of(text: str) -> list[str]:
+    return [w.casefold().replace("’", "'") for w in _WORD.findall(text)]
+
+
+def speaks_of_user(text: str, names: Iterable[str] = ()) -> bool:
+    """Whether ``text`` refers to the user (first person) or names something taught."""
+    return _speaks_of_user(text, names) is not None
+
+
+def turn_speaks_of_user(messages: Sequence[ChatMessage], names: Iterable[str] = ()) -> bool:
+    """Whether the conversation's last user message speaks of the user, or refers back with a
+    pronoun ("How old is he?", "And what does he eat?") to a chain of user messages that did."""
+    users = [m["content"] for m in messages if m["role"] == "user"]
+    return _route(users, Taught(tuple(names)))[0] == "personal"
+
+
+def taught_names(answers: Iterable[str]) -> list[str]:
+    """Capitalized words inside taught answers (not the first of a sentence): the names,
+    places and brands only the user's pairs mention."""
+    found: set[str] = set()
+    for answer in answers:
+        for sentence in re.split(r"(?<=[.!?])\s+", answer.strip()):
+            words = _WORD.findall(sentence)
+            found.update(w for w in words[1:] if w[:1].isupper() and w.casefold() not in FIRST_PERSON)
+    return sorted(found)
+
+
+def _points_back(text: str) -> bool:
+    return any(word in BACK_REFERENCES for word in words_of(text))
+
+
+def _exchanges(turns: Sequence[ChatMessage]) -> list[list[ChatMessage]]:
+    """The turns as exchanges: a user message and the answers that follow it."""
+    out: list[list[ChatMessage]] = []
+    for message in turns:
+        if message["role"] == "user" or not out:
+            out.append([message])
+        else:
+            out[-1].append(message)
+    return out
+
+
+def _context(turns: Sequence[ChatMessage], route: Route, context: Context) -> list[ChatMessage]:
+    exchanges = _exchanges(turns)
+    if not exchanges:
+        return []
+    *earlier, current = exchanges
+    if context == "whole":
+        return [_plain(m) for m in turns]
+    if context == "side":
+        kept = [e for e in earlier if _by(e) in (route, None)]
+    else:  # the chain: the exchanges the current message points back to, nearest first
+        kept = []
+        question = current[0]["content"]
+        for exchange in reversed(earlier):
+            if not _points_back(question):
+                break
+            kept.insert(0, exchange)
+            question = exchange[0]["content"]
+    kept = [e for e in kept if _by(e) != "untold"]
+    return [_plain(m) for e in kept for m in e] + [_plain(m) for m in current]
+
+
+def _by(exchange: Sequence[ChatMessage]) -> str | None:
+    """Who answered an exchange (its last answer), None when the chat does not know."""
+    answers = [m for m in exchange if m["role"] == "assistant"]
+    return answers[-1].get(BY_KEY) if answers else None
+
+
+def _plain(message: ChatMessage) -> ChatMessage:
+    return {"role": message["role"], "content": message["content"]}
