@@ -18,11 +18,11 @@ from textual.widgets import Footer, Header
 from textual.worker import Worker, WorkerState
 
 from tunechat.core import scope
-from tunechat.core.chat_template import with_system
 from tunechat.core.engine import GenerationSettings
 from tunechat.core.registry import Registry
 from tunechat.core.scope import ChatEngine
 from tunechat.core.store import Chat, Store, StoreError
+from tunechat.core.turns import ANSWERED_BY, AnsweredBy, as_history
 from tunechat.tui.screens.chats import ChatsClosed, ChatsScreen
 from tunechat.tui.screens.confirm import ErrorDialog
 from tunechat.tui.screens.help import HelpScreen, key_label
@@ -146,7 +146,8 @@ class ChatScreen(Screen[None]):
         self.sub_title = self.chat.title
         self.refresh_status()
         await self.conversation.remove_children()
-        views = [MessageView(m.role, m.content, m.id) for m in self.store.messages(self.chat.id)]
+        views = [MessageView(m.role, m.content, m.id, _answered_by(m.answered_by))
+                 for m in self.store.messages(self.chat.id)]
         if views:
             await self.conversation.mount_all(views)
         self.conversation.scroll_end(animate=False)
@@ -155,8 +156,7 @@ class ChatScreen(Screen[None]):
     def _history(self) -> list[dict[str, str]]:
         assert self.chat is not None
         chat = self.store.get_chat(self.chat.id)
-        turns = [{"role": m.role, "content": m.content} for m in self.store.messages(chat.id)]
-        return with_system(turns, chat.system_prompt)
+        return as_history(self.store.messages(chat.id), chat.system_prompt)
 
     # -- sending and streaming ----------------------------------------------------------
     @on(PromptInput.Submitted)
@@ -218,7 +218,7 @@ class ChatScreen(Screen[None]):
         if by is not None:
             view.mark_answered_by(by)
         if view.content.strip() and self.chat is not None:
-            view.message_id = self.store.add_message(self.chat.id, "assistant", view.content.strip()).id
+            view.message_id = self.store.add_message(self.chat.id, "assistant", view.content.strip(), by).id
         self.generating = False
         self.status.activity = "ready"
         while self._retired:
@@ -391,3 +391,8 @@ class ChatScreen(Screen[None]):
 
     def action_personalize_quick(self) -> None:
         self.action_personalize(quick=True)
+
+
+def _answered_by(value: str | None) -> AnsweredBy | None:
+    """A stored message's source, as the chat labels it."""
+    return next((by for by in ANSWERED_BY if by == value), None)
