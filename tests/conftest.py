@@ -58,7 +58,8 @@ def engine(base_model):
     e.close()
 
 
-def run_cli(*args: str, env_home: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+def run_cli(*args: str, env_home: Path | None = None, timeout: float = 600,
+            input: str | None = None) -> subprocess.CompletedProcess:
     """Run the real ``tunechat`` command in a subprocess with the test's environment."""
     return subprocess.run([sys.executable, "-m", "tunechat.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=ROOT, env=dict(os.environ))
+                          timeout=timeout, cwd=ROOT, env=dict(os.environ), input=input)

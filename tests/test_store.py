@@ -105,3 +105,46 @@ def test_committed_pairs_survive_a_killed_process(home):
     subprocess.run([sys.executable, "-c", code], env=dict(os.environ), check=False)
     store = Store()
     assert [p.question for p in store.pairs()] == ["Q kept"]
+
+
+def test_the_change_stamp_moves_on_every_commit_here_or_elsewhere_and_only_then(store):
+    stamp = store.change_stamp()
+    store.count_pairs()
+    store.get_setting("current_model")
+    assert store.change_stamp() == stamp  # reading changes nothing
+    store.add_pair("What is my name?", "Ada")
+    mine = store.change_stamp()
+    assert mine != stamp  # this connection's own commit
+    other = Store()
+    other.set_setting("current_model", "elsewhere")
+    other.close()
+    assert store.change_stamp() != mine  # another connection's (another process's) commit
+
+
+def test_who_answered_and_each_chat_s_mode_are_columns_deleted_with_the_chat(home):
+    """A chat's mode was a setting keyed by its id: migration 3 moves it into the chat, and a
+    deleted chat's mode is gone with it (ids are reused, and a new chat must start on auto)."""
+    home.mkdir(parents=True, exist_ok=True)
+    path = home / "v2.db"
+    db = sqlite3.connect(path)
+    for script in MIGRATIONS[:2]:
+        db.executescript(script)
+    db.execute("INSERT INTO chats(id, title, created_at, updated_at) VALUES (1, 'a', 0, 0), (2, 'b', 0, 0)")
+    db.execute("INSERT INTO settings VALUES ('scope_mode:1', 'base'), ('scope_mode:9', 'personal')")
+    db.execute("PRAGMA user_version = 2")
+    db.commit()
+    db.close()
+    store = Store(path)
+    assert [store.get_chat(i).mode for i in (1, 2)] == ["base", "auto"]
+    assert store.get_setting("scope_mode:1") is None and store.get_setting("scope_mode:9") is None
+    answer = store.add_message(1, "assistant", "Paris.", "base")
+    assert store.messages(1) == [answer] and answer.answered_by == "base"
+    with pytest.raises(StoreError):
+        store.add_message(1, "assistant", "x", "nobody")
+    store.set_chat_mode(2, "personal")
+    assert store.get_chat(2).mode == "personal"
+    store.delete_chat(2)
+    again = store.create_chat()
+    assert again.id == 2 and again.mode == "auto"  # the id is reused, the mode is not
+    assert store.latest_chat() == again
+    store.close()

@@ -7,6 +7,7 @@ moment loses at most the change in flight, never one already made.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import sqlite3
@@ -15,8 +16,12 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tunechat.core import paths
+
+if TYPE_CHECKING:
+    from tunechat.core.faults import Fault
 
 # Each entry upgrades the schema from version i to i + 1. Never edit a shipped entry; append.
 MIGRATIONS: list[str] = [
@@ -53,6 +58,15 @@ MIGRATIONS: list[str] = [
         value TEXT NOT NULL
     );
     """,
+    # 2 -> 3: who answered each message and who answers each chat, deleted with the chat
+    # (they were settings keyed by chat id, which a new chat could inherit)
+    """
+    ALTER TABLE messages ADD COLUMN answered_by TEXT CHECK (answered_by IN ('personal', 'base', 'untold'));
+    ALTER TABLE chats ADD COLUMN mode TEXT NOT NULL DEFAULT 'auto' CHECK (mode IN ('auto', 'personal', 'base'));
+    UPDATE chats SET mode = (SELECT value FROM settings WHERE key = 'scope_mode:' || chats.id)
+        WHERE (SELECT value FROM settings WHERE key = 'scope_mode:' || chats.id) IN ('personal', 'base');
+    DELETE FROM settings WHERE key LIKE 'scope_mode:%';
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -70,6 +84,7 @@ class Chat:
     system_prompt: str | None
     created_at: float
     updated_at: float
+    mode: str = "auto"  # who answers its turns: "auto" (the scope rule), "personal" or "base"
 
 
 @dataclass(frozen=True)
@@ -78,6 +93,7 @@ class Message:
     chat_id: int
     role: str
     content: str
+    answered_by: str | None = None  # an answer's source: "personal", "base", "untold"; None when unknown
 
 
 @dataclass(frozen=True)
@@ -108,11 +124,15 @@ def pairs_fingerprint(pairs: Iterable[Pair]) -> str:
 
 
 class Store:
-    """One connection to the database, safe to share between the UI and worker threads."""
+    """One connection to the database, safe to share between the UI and worker threads.
+
+    When the database cannot be written (a read-only data folder, a full disk), it is opened
+    read-only: reads go on, and every write raises ``fault`` saying why."""
 
     def __init__(self, path: Path | None = None) -> None:
         self.path = path or paths.database_path()
         self._lock = threading.RLock()
+        self.fault: Fault | None = None  # why this store cannot be written; None: it can
         try:
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             self._db.row_factory = sqlite3.Row
@@ -120,11 +140,38 @@ class Store:
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.execute("PRAGMA busy_timeout=5000")
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"Cannot open the tunechat database {self.path}: {exc}") from exc
-        for suffix in ("", "-wal", "-shm"):
-            paths.make_private(Path(f"{self.path}{suffix}"))
-        self.migrate()
+            for suffix in ("", "-wal", "-shm"):
+                paths.make_private(Path(f"{self.path}{suffix}"))
+            self.migrate()
+        except sqlite3.Error as exc:
+            self._open_read_only(exc)
+
+    def _open_read_only(self, cause: sqlite3.Error) -> None:
+        """Open the database for reading only, when ``cause`` is a fault of the machine that
+        keeps it from being written; else raise StoreError. A database of an older schema is
+        read from an upgraded copy in memory."""
+        from tunechat.core.faults import classify
+
+        fault = classify(cause, self.path.parent)
+        if fault is None:
+            raise StoreError(f"Cannot open the tunechat database {self.path}: {cause}") from cause
+        opened = getattr(self, "_db", None)
+        if opened is not None:
+            with contextlib.suppress(sqlite3.Error):
+                opened.close()
+        try:
+            self._db = _read_only_connection(self.path)
+            if self.schema_version < SCHEMA_VERSION:
+                memory = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
+                self._db.backup(memory)
+                self._db.close()
+                self._db = memory
+                self.migrate()
+            self._db.row_factory = sqlite3.Row
+            self._db.execute("PRAGMA query_only=ON")
+        except sqlite3.Error:
+            raise fault from cause
+        self.fault = fault
 
     # -- schema -------------------------------------------------------------------------
     @property
@@ -156,8 +203,17 @@ class Store:
         with self._lock:
             self._db.close()
 
+    def change_stamp(self) -> tuple[int, int]:
+        """A value that moves whenever anything is committed to the database, by another
+        connection (``PRAGMA data_version``) or by this one (rows it changed): cheap to poll,
+        so a reader can re-read only after a change."""
+        with self._lock:
+            return int(self._db.execute("PRAGMA data_version").fetchone()[0]), self._db.total_changes
+
     def _tx(self) -> _Transaction:
-        return _Transaction(self._db, self._lock)
+        if self.fault is not None:
+            raise self.fault
+        return _Transaction(self._db, self._lock, self.path.parent)
 
     # -- chats --------------------------------------------------------------------------
     def create_chat(self, title: str = "New chat", system_prompt: str | None = None) -> Chat:
@@ -173,11 +229,15 @@ class Store:
         row = self._db.execute("SELECT * FROM chats WHERE id=?", (chat_id,)).fetchone()
         if row is None:
             raise StoreError(f"No chat with id {chat_id}.")
-        return Chat(row["id"], row["title"], row["system_prompt"], row["created_at"], row["updated_at"])
+        return _chat(row)
 
     def list_chats(self) -> list[Chat]:
         rows = self._db.execute("SELECT * FROM chats ORDER BY updated_at DESC, id DESC").fetchall()
-        return [Chat(r["id"], r["title"], r["system_prompt"], r["created_at"], r["updated_at"]) for r in rows]
+        return [_chat(r) for r in rows]
+
+    def set_chat_mode(self, chat_id: int, mode: str) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE chats SET mode=? WHERE id=?", (mode, chat_id))
 
     def rename_chat(self, chat_id: int, title: str) -> None:
         title = title.strip()
@@ -205,15 +265,15 @@ class Store:
             vacuum.close()
 
     # -- messages -----------------------------------------------------------------------
-    def add_message(self, chat_id: int, role: str, content: str) -> Message:
+    def add_message(self, chat_id: int, role: str, content: str, answered_by: str | None = None) -> Message:
         now = time.time()
         with self._tx() as db:
             cur = db.execute(
-                "INSERT INTO messages(chat_id, role, content, created_at) VALUES (?,?,?,?)",
-                (chat_id, role, content, now),
+                "INSERT INTO messages(chat_id, role, content, created_at, answered_by) VALUES (?,?,?,?,?)",
+                (chat_id, role, content, now, answered_by),
             )
             db.execute("UPDATE chats SET updated_at=? WHERE id=?", (now, chat_id))
-        return Message(_row_id(cur), chat_id, role, content)
+        return Message(_row_id(cur), chat_id, role, content, answered_by)
 
     def update_message(self, message_id: int, content: str) -> None:
         with self._tx() as db:
@@ -225,9 +285,14 @@ class Store:
 
     def messages(self, chat_id: int) -> list[Message]:
         rows = self._db.execute(
-            "SELECT id, chat_id, role, content FROM messages WHERE chat_id=? ORDER BY id", (chat_id,)
+            "SELECT id, chat_id, role, content, answered_by FROM messages WHERE chat_id=? ORDER BY id", (chat_id,)
         ).fetchall()
-        return [Message(r["id"], r["chat_id"], r["role"], r["content"]) for r in rows]
+        return [Message(r["id"], r["chat_id"], r["role"], r["content"], r["answered_by"]) for r in rows]
+
+    def latest_chat(self) -> Chat | None:
+        """The chat changed last, None when there is none."""
+        chats = self.list_chats()
+        return chats[0] if chats else None
 
     # -- pairs --------------------------------------------------------------------------
     def add_pair(self, question: str, answer: str, source: str = "added") -> Pair:
@@ -304,6 +369,10 @@ class Store:
                 )
 
 
+def _chat(row: sqlite3.Row) -> Chat:
+    return Chat(row["id"], row["title"], row["system_prompt"], row["created_at"], row["updated_at"], row["mode"])
+
+
 def _pair(row: sqlite3.Row) -> Pair:
     return Pair(row["id"], row["question"], row["answer"], row["source"], row["created_at"])
 
@@ -314,22 +383,67 @@ def _split_sql(script: str) -> Iterator[str]:
             yield statement
 
 
+def _read_only_connection(path: Path) -> sqlite3.Connection:
+    """``path`` opened read-only. Where SQLite cannot share it with writers (no ``-shm`` file
+    can be created beside it), it is read as an immutable file, unless a write-ahead log holds
+    changes that would then be missed; no file reads as an empty database."""
+    if not path.is_file():
+        return sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
+    uri = path.resolve().as_uri() + "?mode=ro"
+    try:
+        db = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None)
+        try:
+            db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.Error:
+            db.close()
+            raise
+        return db
+    except sqlite3.Error:
+        wal = Path(f"{path}-wal")
+        if wal.is_file() and wal.stat().st_size > 0:
+            raise
+    return sqlite3.connect(uri + "&immutable=1", uri=True, check_same_thread=False, isolation_level=None)
+
+
 class _Transaction:
-    def __init__(self, db: sqlite3.Connection, lock: threading.RLock) -> None:
-        self._db, self._lock = db, lock
+    def __init__(self, db: sqlite3.Connection, lock: threading.RLock, folder: Path) -> None:
+        self._db, self._lock, self._folder = db, lock, folder
 
     def __enter__(self) -> sqlite3.Connection:
         self._lock.acquire()
-        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as failed:
+            self._lock.release()
+            self._raise_fault(failed)
+            raise
         return self._db
 
     def __exit__(self, exc_type, exc, tb) -> None:
         try:
-            self._db.execute("ROLLBACK" if exc_type else "COMMIT")
+            if exc_type is None:
+                self._db.execute("COMMIT")
+            elif self._db.in_transaction:  # SQLite rolls back by itself after some errors (a full disk)
+                self._db.execute("ROLLBACK")
+        except sqlite3.Error as failed:  # a commit the disk refused: nothing of it is kept
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            self._raise_fault(failed)
+            raise
         finally:
             self._lock.release()
         if isinstance(exc, sqlite3.IntegrityError):
             raise StoreError(f"Refused: {exc}") from exc
+        if isinstance(exc, sqlite3.Error):
+            self._raise_fault(exc)
+
+    def _raise_fault(self, cause: sqlite3.Error) -> None:
+        """Raise the machine's fault behind ``cause`` (a read-only folder, a full disk), if any."""
+        from tunechat.core.faults import classify
+
+        fault = classify(cause, self._folder)
+        if fault is not None:
+            raise fault from cause
 
 
 def _row_id(cursor: sqlite3.Cursor) -> int:

@@ -1,0 +1,79 @@
+"""One decision per turn (tunechat.core.turns.decide): who answers, what that model sees, why."""
+
+from __future__ import annotations
+
+from tunechat.core.turns import BY_KEY, Taught, decide
+
+TAUGHT = Taught.from_pairs([("What is my dog's name?", "Your dog is called Biscuit."),
+                            ("Where do I live?", "You live in Gdansk.")])
+
+
+def chat(*turns: tuple[str, str, str]) -> list[dict[str, str]]:
+    """Exchanges (question, answer, who answered), then nothing: the caller adds the new message."""
+    return [m for q, a, by in turns
+            for m in ({"role": "user", "content": q}, {"role": "assistant", "content": a, BY_KEY: by})]
+
+
+def ask(history: list[dict[str, str]], question: str) -> list[dict[str, str]]:
+    return [*history, {"role": "user", "content": question}]
+
+
+HISTORY = chat(("What is the capital of France?", "Paris.", "base"),
+               ("What is my cat's name?", "You haven't told me your cat's name yet.", "untold"),
+               ("What is my dog's name?", "Your dog is called Biscuit.", "personal"))
+
+
+def test_what_a_version_was_taught_comes_from_its_pairs():
+    assert TAUGHT.names == ("Biscuit", "Gdansk")
+    assert "dog" in (TAUGHT.subjects or ()) and "cat" not in (TAUGHT.subjects or ())
+    assert Taught().subjects is None  # unknown: no untold reply
+
+
+def test_a_self_contained_question_is_asked_alone_whatever_came_before():
+    general = decide(ask(HISTORY, "Name three primary colours."), TAUGHT)
+    assert general.route == "base" and general.untold is None
+    assert general.context == [{"role": "user", "content": "Name three primary colours."}]
+    personal = decide(ask(HISTORY, "Where do I live?"), TAUGHT)
+    assert personal.route == "personal" and personal.context == [{"role": "user", "content": "Where do I live?"}]
+    assert "you" in personal.reason
+
+
+def test_a_follow_up_sees_the_exchanges_it_points_back_to_and_goes_where_they_went():
+    history = ask(HISTORY, "How old is he?")
+    decision = decide(history, TAUGHT)
+    assert decision.route == "personal" and decision.reason == "follows a question about you"
+    assert decision.context == [{"role": "user", "content": "What is my dog's name?"},
+                                {"role": "assistant", "content": "Your dog is called Biscuit."},
+                                {"role": "user", "content": "How old is he?"}]
+    # A general follow-up sees its own chain, and goes to the base model.
+    france = decide(ask(chat(("What is the capital of France?", "Paris.", "base")), "How big is it?"), TAUGHT)
+    assert france.route == "base" and [m["content"] for m in france.context] == [
+        "What is the capital of France?", "Paris.", "How big is it?"]
+
+
+def test_the_chat_s_own_untold_replies_are_never_shown_to_a_model():
+    for context in ("whole", "side", "chain"):
+        after_untold = decide(ask(HISTORY[:4], "And how old is it?"), TAUGHT, context=context)
+        assert not any("told me" in m["content"] for m in after_untold.context if context != "whole")
+    untold = decide(ask(HISTORY, "What is my sister's name?"), TAUGHT)
+    assert untold.answered_by == "untold" and untold.untold == "You haven't told me your sister's name yet."
+
+
+def test_the_side_policy_shows_a_model_only_its_own_exchanges():
+    side = decide(ask(HISTORY, "What is the capital of Spain?"), TAUGHT, context="side")
+    assert [m["content"] for m in side.context] == ["What is the capital of France?", "Paris.",
+                                                    "What is the capital of Spain?"]
+    whole = decide(ask(HISTORY, "What is the capital of Spain?"), TAUGHT, context="whole")
+    assert len(whole.context) == len(HISTORY) + 1 and all(set(m) == {"role", "content"} for m in whole.context)
+
+
+def test_a_forced_side_answers_and_gets_no_untold_reply():
+    forced = decide(ask(HISTORY, "What is my sister's name?"), TAUGHT, force="personal")
+    assert forced.route == "personal" and forced.untold is None
+    assert decide(ask(HISTORY, "Where do I live?"), TAUGHT, force="base").route == "base"
+
+
+def test_the_system_prompt_stays_first():
+    history = [{"role": "system", "content": "Be brief."}, *ask(HISTORY, "Name a fruit.")]
+    assert decide(history, TAUGHT).context == [{"role": "system", "content": "Be brief."},
+                                               {"role": "user", "content": "Name a fruit."}]
