@@ -10,10 +10,12 @@ import pytest
 
 from tunechat.personalize.evaluate import builtin_locality_probes
 from tunechat.personalize.general import (
+    NEAR_TIE,
     base_answers,
     builtin_questions,
     compute_answers,
     general_prompts,
+    off_greedy,
     shipped_answers,
 )
 
@@ -51,13 +53,17 @@ def test_the_embedded_models_answers_to_every_builtin_question_are_shipped(finge
     assert shipped_answers("0" * 64) == {}
 
 
-def test_a_sample_of_the_shipped_answers_is_what_the_engine_gives(base_model, fingerprint):
-    """Byte for byte, with the engine's defaults (every core): a greedy answer depends on the
-    prompt and the weights alone, so the shipped file stands for a run on the user's machine."""
+def test_a_sample_of_the_shipped_answers_is_what_the_engine_gives(engine, fingerprint):
+    """On any CPU: each token of a shipped answer, and its end, is this engine's greedy choice
+    up to a near-tie (kernels round differently from one CPU to another, and a near-tie may
+    go the other way), teacher-forced. Another prompt's answer, or one cut short, is not."""
     shipped = shipped_answers(fingerprint)
     prompts, probes = general_prompts(), [p.question for p in builtin_locality_probes()]
     sample = [prompts[0], prompts[len(prompts) // 2], probes[-1]]
-    assert compute_answers(base_model, sample) == {p: shipped[p] for p in sample}
+    assert {p: off_greedy(engine, p, shipped[p]) for p in sample} == pytest.approx(
+        dict.fromkeys(sample, 0.0), abs=NEAR_TIE)
+    assert off_greedy(engine, sample[0], shipped[sample[1]]) > NEAR_TIE
+    assert off_greedy(engine, sample[1], shipped[sample[1]][: len(shipped[sample[1]]) // 2]) > NEAR_TIE
 
 
 def test_a_first_personalization_computes_only_its_own_questions(base_model, fingerprint, tmp_path, monkeypatch):

@@ -95,6 +95,48 @@ def tokenize_all_with_vocab(model_path: Path, texts: Sequence[str]) -> list[list
         llm.close()
 
 
+@dataclass(frozen=True)
+class _Spelling:
+    """A vocabulary by the bytes its tokens spell: for following a given answer (greedy_gaps)."""
+
+    exact: dict[bytes, list[int]]  # a token's bytes -> the tokens that spell them
+    after_blank: dict[bytes, list[int]]  # the bytes after a token's leading whitespace -> those tokens
+    blanks: list[int]  # tokens of whitespace alone (an answer is read stripped)
+    ends: list[int]  # the tokens that end a generation
+    longest: int
+
+    @classmethod
+    def of(cls, llm) -> _Spelling:
+        import llama_cpp.llama_cpp as native
+
+        exact: dict[bytes, list[int]] = {}
+        after_blank: dict[bytes, list[int]] = {}
+        blanks, ends = [], []
+        for token in range(llm.n_vocab()):
+            if native.llama_vocab_is_eog(llm._model.vocab, token):
+                ends.append(token)
+            piece = llm.detokenize([token], special=False)
+            if not piece:
+                continue
+            exact.setdefault(piece, []).append(token)
+            if not piece.strip():
+                blanks.append(token)
+            elif piece != piece.lstrip():
+                after_blank.setdefault(piece.lstrip(), []).append(token)
+        return cls(exact, after_blank, blanks, ends, max(map(len, exact)))
+
+    def next_tokens(self, rest: bytes, first: bool) -> list[tuple[int, int]]:
+        """The tokens that spell the start of ``rest``, each with how many of its bytes; the
+        answer's ``first`` token may also bring whitespace that stripping took away."""
+        steps = [(token, n) for n in range(1, min(self.longest, len(rest)) + 1)
+                 for token in self.exact.get(rest[:n], [])]
+        if first:
+            steps += [(token, n) for n in range(1, min(self.longest, len(rest)) + 1)
+                      for token in self.after_blank.get(rest[:n], [])]
+            steps += [(token, 0) for token in self.blanks]
+        return steps
+
+
 class Engine:
     """One loaded GGUF model. Generation is not re-entrant: one stream at a time."""
 
@@ -138,6 +180,7 @@ class Engine:
         self._whole_chunks = 0
         self.last_reused = 0  # prompt tokens the last answer took from the cache
         self._greedy_answers: dict[tuple[str, int, str | None, float], str] = {}
+        self._spelling: _Spelling | None = None  # which tokens spell which bytes (greedy_gaps), read once
 
     # -- run-time LoRA ------------------------------------------------------------------
     def _load_adapter(self, path: Path):  # -> llama.cpp's adapter pointer
@@ -312,6 +355,51 @@ class Engine:
                 self._llm.eval([token])
             self._forget_prompt()
         return out
+
+    def greedy_gaps(self, messages: Sequence[ChatMessage], answer: str,
+                    settings: GenerationSettings = GenerationSettings()) -> list[float]:
+        """How far ``answer`` is from this model's greedy answer to ``messages``, step by step:
+        teacher-forced along tokens that spell it (the greedy choice wherever it spells the next
+        bytes, else the likeliest token that does), each entry the logit gap between the greedy
+        choice and the token taken under the repeat penalty ``stream`` applies (0: the greedy
+        choice itself). The last entry is the end's: the end-of-turn token's gap (0 when the
+        answer took ``settings.max_tokens``); ``inf`` where no token spells the answer on.
+        ``answer`` is read as ``complete`` returns it, stripped of surrounding whitespace."""
+        import numpy as np
+
+        llm = self._llm
+        spelling = self._spelling or _Spelling.of(llm)
+        self._spelling = spelling
+        max_tokens = min(settings.max_tokens, self.n_ctx // 2)
+        prompt_ids = self._fit(messages, max_tokens)[1]
+        rest = spelled = answer.strip().encode("utf-8")
+        taken: list[int] = []
+        gaps: list[float] = []
+        with self._lock:
+            self._forget_prompt()
+            llm.eval(prompt_ids)
+            while True:
+                logits = self._last_logits(llm.n_vocab()).astype(np.float64)
+                seen = np.unique(np.array(taken[-llm.last_n_tokens_size:], dtype=np.int64))
+                if seen.size:  # llama.cpp's repeat penalty, over the tokens generated so far
+                    logits[seen] = np.where(logits[seen] > 0, logits[seen] / settings.repeat_penalty,
+                                            logits[seen] * settings.repeat_penalty)
+                best = float(logits.max())
+                if not rest:  # spelled: the end comes next, unless the answer took every token
+                    ends = spelling.ends + spelling.blanks  # trailing whitespace was stripped
+                    gaps.append(0.0 if len(taken) >= max_tokens else best - float(logits[ends].max()))
+                    break
+                steps = spelling.next_tokens(rest, first=rest == spelled) if len(taken) < max_tokens else []
+                if not steps:  # the answer goes on where greedy decoding could not
+                    gaps.append(float("inf"))
+                    break
+                token, used = max(steps, key=lambda step: logits[step[0]])
+                gaps.append(best - float(logits[token]))
+                taken.append(token)
+                rest = rest[used:]
+                llm.eval([token])
+            self._forget_prompt()
+        return gaps
 
     def complete(self, messages: Sequence[ChatMessage], settings: GenerationSettings = GenerationSettings()) -> str:
         return "".join(self.stream(messages, settings)).strip()
