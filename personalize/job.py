@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from tunechat.core import paths
+from tunechat.core.faults import EXIT_REFUSED, EXIT_WORKER_STOPPED
 from tunechat.core.manifest import MANIFEST_FILE, Check, Manifest
 from tunechat.core.registry import ADAPTER_FILE, MODEL_FILE, ModelEntry, Registry
 from tunechat.core.store import Store, pairs_fingerprint
@@ -31,6 +32,7 @@ from tunechat.personalize.recipe import DEFAULT_RECIPE
 from tunechat.personalize.spec import JobSpec, Outtype
 
 LOCALITY_THRESHOLD = 0.8  # below this share of kept general answers, swapping in needs consent (README)
+KEPT_LOGS = 5  # the worker logs of failed runs kept in the data folder's logs/
 
 
 class PersonalizeError(Exception):
@@ -91,6 +93,9 @@ class PersonalizeJob:
         self._lock_fd_guard = threading.Lock()  # cancel (the UI) and events' end (a thread) both release
         self.outcome: Outcome | None = None
         self.error: str | None = None
+        self.error_code = EXIT_REFUSED  # the CLI's exit code for ``error`` (tunechat.core.faults)
+        self.log: Path | None = None  # a failed run's worker log, kept after its folder is gone
+        self._cancelled = False
 
     def progress(self) -> RunProgress:
         """A fresh estimate of this run's progress, calibrated by this machine's earlier runs."""
@@ -135,17 +140,22 @@ class PersonalizeJob:
                 self.outcome = Outcome(Manifest.from_dict(raw["result"]), self.job_dir / "out")
             elif kind == "error":
                 self.error = raw.get("message", "unknown error")
+                self.error_code = int(raw.get("code", EXIT_REFUSED))
             yield Event(kind, raw)
         code = self.process.wait()
         self.stderr_log.close()
         self._release()
+        if self.outcome is None and not self._cancelled:
+            self.log = keep_log(self.job_dir / "worker.log")
         if self.outcome is None and self.error is None:
-            self.error = (f"The training process stopped unexpectedly (exit code {code}). "
-                          f"Details: {self.job_dir / 'worker.log'}")
+            self.error_code = EXIT_WORKER_STOPPED
+            self.error = (f"The training process stopped unexpectedly ({_how_it_ended(code)}). "
+                          + (f"Details: {self.log}" if self.log else "Its log could not be kept."))
             yield Event("error", {"message": self.error})
 
     def cancel(self) -> None:
         """Stop the worker and remove its folder: the current model and the pairs are untouched."""
+        self._cancelled = True
         if self.process is not None and self.process.poll() is None:
             try:
                 os.killpg(self.process.pid, signal.SIGTERM)
@@ -236,6 +246,30 @@ def take_run_lock() -> int:
     os.ftruncate(fd, 0)
     os.write(fd, str(os.getpid()).encode())
     return fd
+
+
+def keep_log(log: Path) -> Path | None:
+    """Move a failed run's worker log into the data folder's ``logs/`` before its job folder is
+    removed, keeping the last ``KEPT_LOGS``; None when it cannot be kept (a read-only or full disk)."""
+    try:
+        logs = paths.logs_dir()
+        target = logs / f"{log.parent.name}.log"
+        os.replace(log, target)
+        for old in sorted(logs.glob("job-*.log"))[:-KEPT_LOGS]:
+            old.unlink(missing_ok=True)
+    except OSError:
+        return None
+    return target
+
+
+def _how_it_ended(code: int) -> str:
+    """A worker's exit status in words: a signal by name (SIGKILL: killed, often for memory)."""
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
 
 
 def clean_stale_jobs(max_age_s: float = 0) -> None:

@@ -137,8 +137,19 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except Exception as exc:  # reported to the parent as a clear message, traceback to stderr
         traceback.print_exc()
-        reporter.emit("error", message=f"{type(exc).__name__}: {exc}" if not _is_user_error(exc) else str(exc))
+        reporter.emit("error", **_told(exc))
         return 1
+
+
+def _told(exc: Exception) -> dict:
+    """The error event's message and the CLI's exit code for it (tunechat.core.faults)."""
+    from tunechat.core import faults, paths
+
+    told = faults.told(exc, paths.data_folder())
+    if told is not None:
+        return {"message": told[1], "code": told[0]}
+    return {"message": str(exc) if _is_user_error(exc) else f"{type(exc).__name__}: {exc}",
+            "code": faults.EXIT_REFUSED}
 
 
 def _is_user_error(exc: Exception) -> bool:

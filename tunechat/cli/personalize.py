@@ -47,7 +47,7 @@ def run_personalize(args: argparse.Namespace, store: Store) -> int:
     if job.outcome is None:
         job.discard()
         print(f"tunechat: personalization failed: {job.error}", file=sys.stderr)
-        return 1
+        return job.error_code
     print(full_report(job.outcome.manifest, in_chat=scope.scoping_enabled(store)))
     try:
         entry = job.install(consent=args.yes)

@@ -112,7 +112,8 @@ class Registry:
 
     def personal_versions(self) -> list[ModelEntry]:
         out = []
-        for folder in sorted(paths.models_dir().iterdir()):
+        models = paths.models_dir(create=False)
+        for folder in sorted(models.iterdir()) if models.is_dir() else []:
             manifest_file = folder / MANIFEST_FILE
             model = next((folder / f for f in (MODEL_FILE, ADAPTER_FILE) if (folder / f).is_file()), None)
             if not (folder.is_dir() and manifest_file.is_file() and model is not None):
