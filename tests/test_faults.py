@@ -117,7 +117,7 @@ def test_a_read_only_data_folder_is_read_and_refuses_writes_in_one_line(kept):
     asked = run_with("read-only", "ask", "What is the capital of Japan?", "--max-tokens", "16")
     assert asked.returncode == 0 and "Tokyo" in asked.stdout, asked.stderr
     for command in (["pairs", "add", "q", "a"], ["pairs", "delete", "1"], ["scope", "on"],
-                    ["models", "use", "smollm2-135m"], ["personalize"]):
+                    ["models", "use", "smollm2-135m"], ["personalize"], []):  # []: the chat, which keeps messages
         told(run_with("read-only", *command), faults.EXIT_READ_ONLY, f"The data folder {kept} {READ_ONLY_LINE}")
     assert "Ada Quill." in run_cli("pairs", "list").stdout and "scope off" in run_cli("scope").stdout
 

@@ -125,7 +125,7 @@ def _model_path(args: argparse.Namespace, store) -> Path:
 def _run_tui(args: argparse.Namespace) -> int:
     from tunechat.tui.app import TunechatApp
 
-    store = _open_store()
+    store = _writable_store()  # the chat keeps every message: refused up front, in one line
     app = TunechatApp(store=store, model_override=Path(args.model).expanduser() if args.model else None)
     app.run()
     return app.return_code or 0

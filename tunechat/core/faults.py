@@ -116,7 +116,8 @@ def _classify_sqlite_error(exc: sqlite3.Error, data_folder: Path) -> Fault | Non
     text = str(exc)
     if name.startswith("SQLITE_FULL") or "database or disk is full" in text:
         return disk_full(data_folder)
-    if name.startswith("SQLITE_READONLY") or "readonly database" in text or not writable(data_folder):
+    if name.startswith("SQLITE_READONLY") or "readonly database" in text or (
+            data_folder.is_dir() and not writable(data_folder)):
         return read_only(data_folder)
     if (name.startswith(("SQLITE_IOERR", "SQLITE_CANTOPEN")) or "disk I/O error" in text) \
             and free_bytes(data_folder) < LOW_SPACE:
