@@ -242,8 +242,7 @@ class RunProgress:
         if state.started is None:
             return ""
         if phase == "train" and state.total:
-            loss = f" · loss {self.losses[-1]:.4f}" if self.losses else ""
-            return f"step {state.step} of at most {state.total}{loss}"
+            return f"step {state.step} of at most {state.total}"
         if state.total:
             return f"{state.step} of {state.total}"
         return "working…"

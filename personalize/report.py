@@ -137,7 +137,7 @@ def summary(manifest: Manifest, in_chat: bool = True, surface: Surface = "tui") 
 
 
 def summary_text(manifest: Manifest, in_chat: bool = True, surface: Surface = "tui") -> str:
-    return "\n".join([data_text(manifest), *map(str, summary(manifest, in_chat, surface))])
+    return data_text(manifest) + "\n\n" + "\n".join(map(str, summary(manifest, in_chat, surface)))
 
 
 # (label, score key, what it measures, what good looks like)
@@ -147,7 +147,7 @@ ROWS = (
     ("generalization", "generalization", "taught questions asked in other words, never trained",
      "higher is better; 100% = every rewording"),
     ("locality", "locality", "general questions still answered right, of those the base model got right",
-     "higher is better; 100% = nothing forgotten; under 80% it is used only with your consent"),
+     "higher is better; 100% = nothing forgotten; under 80% needs your consent"),
     ("soft locality", "soft_locality", "how much of the base model's own wording general answers keep",
      "higher is better; 100% = word for word; a right answer in other words lowers it"),
     ("no borrowing", "no_borrowing", "questions never taught answered without a taught answer",
@@ -168,8 +168,9 @@ def score_table(manifest: Manifest) -> str:
     after = manifest.metrics.after or Scores()
     scoped = manifest.metrics.scoped
     columns = [("before", before), ("alone", after)] + ([("in chat", scoped)] if scoped else [])
-    lines = ["Scores (before: the base model; alone: the new model"
-             + ("; in chat: the base model answers what does not speak of you" if scoped else "") + "):"]
+    lines = ["Scores: before = the base model · alone = the new model by itself"]
+    if scoped:
+        lines.append("        in chat = as the chat answers, the base model taking what does not speak of you")
     for label, key, measures, good in ROWS:
         if all(getattr(s, key) is None for _, s in columns):
             continue

@@ -141,7 +141,8 @@ async def test_tui_personalize_swaps_the_model_into_the_running_chat(store):
         if not screen.finished:
             await pilot.press("y")
         assert screen.installed, str(screen.query_one("#report-text").render())
-        assert "reliability" in str(screen.query_one("#report-text").render())
+        assert "Learned" in str(screen.query_one("#report-text").render())  # the plain summary
+        assert "higher is better" in str(screen.query_one("#details-text").render())  # the figures, folded
         await wait_until(lambda: app.engine is not base_engine, pilot, timeout=120)
         assert "personal-" in app.status.model_name
         await pilot.press("escape")
@@ -232,8 +233,7 @@ async def test_shift_f6_runs_the_quick_method_and_esc_cancels_it(store):
         spec = json.loads((screen.job.job_dir / "job.json").read_text())
         assert spec["recipe"] == QUICK_RECIPE  # the worker is told to run the quick method
         job_dir = screen.job.job_dir
-        await wait_until(lambda: str(screen.query_one("#phase").render()).startswith(("prepare", "baseline")),
-                         pilot, timeout=120)
+        await wait_until(lambda: screen.run.progress.current in ("prepare", "baseline"), pilot, timeout=120)
         await pilot.press("escape")
         await wait_until(lambda: not isinstance(app.screen, PersonalizeScreen), pilot, timeout=30)
     assert Registry(store).current() == current and not job_dir.exists()

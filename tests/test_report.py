@@ -48,7 +48,7 @@ def test_scoped_scores_get_their_own_column_and_a_line_that_says_what_it_means()
     scoped = {"reliability": 1.0, "locality": 1.0, "generalization": 0.5}
     text = full_report({**MANIFEST, "metrics": {**MANIFEST["metrics"], "scoped": scoped}})
     assert _row(text, "locality") == ["before", "100%", "alone", "75%", "in", "chat", "100%"]
-    assert "the base model answers what does not speak of you" in text
+    assert "the base model taking what does not speak of you" in text
     assert "in chat" not in full_report(MANIFEST)  # versions from before scoping: two columns
 
 
@@ -126,7 +126,7 @@ def test_every_figure_in_the_details_says_what_good_looks_like():
 
     text = full_report(RUN)
     summary_part, details = text.split("\n\nDetails\n\n")
-    assert "reliability" not in summary_part and summary_part.splitlines()[1].startswith("✓ Learned")
+    assert "reliability" not in summary_part and summary_part.splitlines()[2].startswith("✓ Learned")
     for label, *_ in ROWS[:1] + ROWS[2:]:
         line = next(i for i, line in enumerate(details.splitlines()) if line.strip().startswith(label + " "))
         assert "higher is better" in details.splitlines()[line + 2]

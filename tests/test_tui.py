@@ -192,17 +192,87 @@ async def test_a_missing_model_offers_the_default(store, tmp_path):
         assert app.engine.name == "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
+async def test_after_a_failed_load_and_not_now_the_app_says_so_and_stays_usable(store, tmp_path):
+    from tunechat.tui.screens.models import ModelsScreen
+
+    app = TunechatApp(store=store, model_override=tmp_path / "gone.gguf", settings=GREEDY)
+    async with app.run_test(size=(100, 36)) as pilot:
+        await wait_until(lambda: isinstance(app.screen, Confirm), pilot)
+        assert "F7" in str(app.screen.question)
+        await pilot.press("n")
+        assert app.screen is app.chat_screen
+        status = str(app.status.render())
+        assert "none loaded (F7 to choose one)" in status and "loading" not in status
+        app.query_one(PromptInput).focus()
+        await pilot.press(*"Hello", "enter")
+        await pilot.pause()
+        assert store.messages(app.chat.id) == [] and app.query_one(PromptInput).text == "Hello"  # kept, not lost
+        assert any("No model is loaded" in str(n.message) for n in app._notifications)
+        assert not any("still loading" in str(n.message) for n in app._notifications)
+        await pilot.press("f7")
+        assert isinstance(app.screen, ModelsScreen)
+        await pilot.press("enter")  # the embedded model, first in the list
+        await wait_until(lambda: app.engine is not None and app.status.activity == "ready", pilot)
+        assert app.query_one(PromptInput).refusal is None
+        assert "none loaded" not in str(app.status.render())
+
+
+async def test_a_failed_switch_keeps_the_model_in_use(store, tmp_path):
+    app = TunechatApp(store=store, settings=GREEDY)
+    async with app.run_test(size=(100, 36)) as pilot:
+        await wait_until(lambda: app.engine is not None, pilot)
+        name = app.status.model_name
+        app.use_model(tmp_path / "gone.gguf")
+        await wait_until(lambda: isinstance(app.screen, Confirm), pilot)
+        await pilot.press("n")
+        assert app.status.model_name == name and app.status.activity == "ready"
+        assert app.query_one(PromptInput).refusal is None
+
+
+async def test_a_failing_worker_is_shown_never_silent(store):
+    from tunechat.tui.screens.confirm import ErrorDialog
+
+    app = TunechatApp(store=store, settings=GREEDY)
+    async with app.run_test(size=(100, 36)) as pilot:
+        def broken() -> None:
+            raise OSError("disk full")
+
+        app.run_worker(broken, thread=True, exit_on_error=False, group="export", description="Exporting")
+        await wait_until(lambda: isinstance(app.screen, ErrorDialog), pilot)
+        assert app.screen.dialog_title == "Exporting failed" and "OSError: disk full" in app.screen.message
+
+
+async def test_slash_focuses_the_search_box_and_types_a_slash_in_it(store):
+    store.add_pair("Is 1/2 a half?", "Yes")
+    app = TunechatApp(store=store, settings=GREEDY)
+    async with app.run_test(size=(100, 36)) as pilot:
+        await pilot.press("f3")
+        search = app.screen.query_one("#search")
+        await pilot.press("slash")
+        assert app.focused is search and search.value == ""
+        await pilot.press("1", "slash", "2")
+        assert search.value == "1/2" and app.screen.query_one("DataTable").row_count == 1
+
+
 async def test_help_and_palette_list_every_action(store):
     app = TunechatApp(store=store, settings=GREEDY)
     async with app.run_test(size=(100, 40)) as pilot:
-        titles = [c.title for c in app.get_system_commands(app.screen)]
+        commands = list(app.get_system_commands(app.screen))
+        titles = [c.title for c in commands]
         for action in ("Keep", "Correct", "Regenerate", "Chats", "Pairs", "Add pair", "System", "Personalize",
-                       "Quick personalize", "Models", "Help"):
+                       "Quick personalize", "Models", "Help", "Export a version", "Roll back model",
+                       "Use the embedded default model"):
             assert action in titles
+        assert len(titles) == len(set(titles))  # every action once
+        for command in commands:  # the line under a title says more than the title again
+            assert not command.help.startswith(f"{command.title} ("), command
+        assert next(c for c in commands if c.title == "Add pair").help.endswith("· F4")
         await pilot.press("f1")
         text = app.screen.query_one("Markdown").source
         assert "Ctrl+K" in text and "Keep" in text and "Shift+Enter" in text
         assert "Shift+F6" in text and "Quick personalize" in text
+        assert "Esc closes this help" in text.splitlines()[2]  # at the top, not below the fold
+        assert "esc" in str(app.screen.query_one("Footer").query("FooterKey").first().render()).lower()
 
 
 def test_chat_screen_snapshot(snap_compare, home):
@@ -387,6 +457,298 @@ async def test_the_other_model_answers_again_and_a_chat_can_pick_who_answers(sto
         assert (await _ask(app, pilot, "What is the capital of France?")).answered_by == "personal"
         await pilot.press("f8")
         assert (await _ask(app, pilot, "Who is Ada?")).answered_by == "base"  # the rule would say personal
+        earlier = screen.chat.id
         await pilot.press("ctrl+n")  # a new chat starts on the rule
         await pilot.pause()
         assert "answers: auto" in str(screen.status.render())
+        # Reopened (as F2 does), the chat shows who answered each message, keeps its mode, and
+        # Ctrl+O still knows which model to ask.
+        await screen.open_chat(earlier)
+        await pilot.pause()
+        views = [v for v in screen.conversation.query(MessageView) if v.role == "assistant"]
+        assert [v.answered_by for v in views] == ["personal", "personal", "base"]
+        assert "base model" in str(views[-1].query_one(".role").render())
+        assert "answers: base" in str(screen.status.render())
+        await pilot.press("ctrl+o")
+        await wait_until(lambda: not screen.generating
+                         and screen.conversation.query(MessageView)[-1] is not views[-1], pilot)
+        assert screen.conversation.query(MessageView)[-1].answered_by == "personal"
+
+
+# -- the personalize screen, fed recorded events ------------------------------------------
+
+class Clock:
+    """A clock that moves only when told: durations and times left come out the same every run."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+# A default run's report as the worker writes it (the scores and answers of a run with 7 pairs).
+RECORDED_MANIFEST = {
+    "created_at": 1767346200, "pairs_count": 7, "method": "replay-kl-para-greedy",
+    "recipe": {"stop_when": "greedy"}, "paraphrases": {"What is my name?": ["What am I called?"] * 3},
+    "metrics": {"before": {"reliability": 0.0, "locality": 1.0, "soft_locality": 1.0, "no_borrowing": 1.0,
+                           "admits": 0.17},
+                "after": {"reliability": 1.0, "locality": 12 / 14, "soft_locality": 0.32, "no_borrowing": 0.5,
+                          "admits": 0.5},
+                "scoped": {"reliability": 1.0, "locality": 1.0, "soft_locality": 0.58, "no_borrowing": 1.0,
+                           "admits": 2 / 6}},
+    "answers": {"taught": {f"t{i}": "" for i in range(7)}, "locality": {f"l{i}": "" for i in range(14)},
+                "untaught": {f"u{i}": "" for i in range(6)}},
+    "scoped_answers": {"taught": {f"t{i}": "" for i in range(7)}, "locality": {f"l{i}": "" for i in range(14)},
+                       "untaught": {f"u{i}": "" for i in range(6)}},
+    "checks": [{"name": "metadata", "passed": True, "detail": "identical to the base"},
+               {"name": "logits", "passed": True, "detail": "top-1 agreement 100%"},
+               {"name": "answers", "passed": True, "detail": "7/7 taught answers from the GGUF"}],
+    "timings": {"prepare": 3.1, "baseline": 0.1, "paraphrase": 0.2, "load": 2.4, "train": 74.5, "merge": 0.4,
+                "convert": 1.5, "verify": 5.2, "evaluate": 9.8},
+    "train": {"steps": 26, "final_loss": 0.0123, "tokens_per_second": 360.0, "stopped_early": True},
+}
+
+
+class RecordedJob:
+    """Stands in for PersonalizeJob: replays the events put in its queue (None ends them) and
+    installs nothing."""
+
+    def __init__(self, clock: Clock, manifest: dict | None = None) -> None:
+        import queue
+        from types import SimpleNamespace
+
+        from tunechat.core.manifest import Manifest
+        from tunechat.core.registry import embedded_model_path
+        from tunechat.personalize.job import Outcome
+
+        self.clock, self.queue = clock, queue.Queue()
+        self.spec = SimpleNamespace(pairs=[("q", "a")] * 7, recipe="replay-kl-para-greedy")
+        self.base = embedded_model_path()
+        self.error: str | None = None
+        self.outcome = Outcome(Manifest.from_dict(manifest), Path("/nonexistent")) if manifest else None
+        self.cancelled = False
+
+    def progress(self):
+        from tunechat.personalize.progress import RunProgress
+
+        return RunProgress(clock=self.clock)
+
+    def events(self):
+        while (event := self.queue.get()) is not None:
+            yield event
+
+    def install(self, consent: bool = False):
+        from types import SimpleNamespace
+
+        return SimpleNamespace(name="personal-20260102-093000", path=self.base)
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        self.queue.put(None)
+
+    def discard(self) -> None:
+        pass
+
+
+def recorded_events(until_step: int, step_s: float = 2.0, slow_from: int | None = None):
+    """(seconds before it, event) of a default run up to training step ``until_step``."""
+    from tunechat.personalize.job import Event
+
+    yield 0.0, Event("phase", {"phase": "prepare", "detail": "loading libraries"})
+    for phase, took, detail in (("baseline", 3.1, "the base model's answers (cached after the first run)"),
+                                ("paraphrase", 0.1, "the base model rewords your questions (cached per pair)"),
+                                ("load", 0.2, "base weights on cpu"),
+                                ("train", 2.4, "7 pairs, method replay-kl-para-greedy")):
+        yield took, Event("phase", {"phase": phase, "detail": detail})
+    for step in range(1, until_step + 1):
+        slow = slow_from is not None and step >= slow_from
+        yield step_s * (2.6 if slow else 1.0), Event(
+            "progress", {"phase": "train", "step": step, "total": 40, "loss": round(2.5 / step ** 1.5, 4), "eta": 0})
+
+
+class NoSwitchApp(TunechatApp):
+    """The real app, but a finished run's model (a stand-in) is not loaded."""
+
+    def on_personalize_finished(self, message) -> None:
+        message.prevent_default()  # the app's own handler would load it
+
+
+def _recorded_run(app, clock: Clock, manifest: dict | None = None, until_step: int = 12, slow_from: int | None = 9):
+    from tunechat.tui.screens.personalize import PersonalizeRun
+
+    job = RecordedJob(clock, manifest)
+    run = PersonalizeRun(app, job, None, in_chat=True)
+    for wait, event in recorded_events(until_step, slow_from=slow_from):
+        clock.now += wait
+        run.feed(event)
+    app.personalize_run = run
+    return run
+
+
+def test_personalize_progress_snapshot(snap_compare, home):
+    """A bar per phase and one for the whole run, one time left, the loss, and a busy machine
+    named, with the way back to the chat."""
+    from tunechat.core.store import Store
+    from tunechat.tui.screens.personalize import PersonalizeScreen
+
+    store = Store()
+    app = NoSwitchApp(store=store, settings=GREEDY)
+
+    async def running(pilot):
+        await wait_until(lambda: app.engine is not None and app.status.activity == "ready", pilot)
+        _recorded_run(app, Clock())
+        await app.push_screen(PersonalizeScreen(store))
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=(110, 40), run_before=running)
+
+
+def test_personalize_report_snapshot(snap_compare, home):
+    """After the run: plain sentences marked ✓ or ⚠, the expert figures folded away."""
+    from tunechat.core.store import Store
+    from tunechat.tui.screens.personalize import PersonalizeScreen
+
+    store = Store()
+    app = NoSwitchApp(store=store, settings=GREEDY)
+
+    async def finished(pilot):
+        await wait_until(lambda: app.engine is not None and app.status.activity == "ready", pilot)
+        run = _recorded_run(app, Clock(), RECORDED_MANIFEST, until_step=26, slow_from=None)
+        await app.push_screen(PersonalizeScreen(store))
+        run.end()  # while shown, as a run ends
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=(110, 40), run_before=finished)
+
+
+async def test_the_report_unfolds_its_figures_and_esc_leaves_no_run_behind(store):
+    from tunechat.tui.screens.personalize import PersonalizeScreen
+
+    app = NoSwitchApp(store=store, settings=GREEDY)
+    async with app.run_test(size=(110, 40)) as pilot:
+        run = _recorded_run(app, Clock(), RECORDED_MANIFEST, until_step=26, slow_from=None)
+        run.end()
+        await app.push_screen(PersonalizeScreen(store))
+        await pilot.pause()
+        screen = app.screen
+        summary = str(screen.query_one("#report-text").render())
+        assert "✓ Learned 7 of 7 facts." in summary and "reliability" not in summary
+        assert "Now using personal-20260102-093000" in str(screen.query_one("#result").render())
+        details = screen.query_one("#details")
+        assert details.collapsed
+        await pilot.press("d")
+        assert not details.collapsed
+        assert "higher is better" in str(screen.query_one("#details-text").render())
+        await pilot.press("escape")
+        assert app.screen is app.chat_screen and app.personalize_run is None
+        assert "personaliz" not in str(app.status.render())
+
+
+async def test_a_run_goes_on_while_the_chat_is_used_and_f6_shows_it_again(store):
+    """c puts the run away: the status bar follows it; F6 shows the same run, its evaluation
+    moving, then its report."""
+    from tunechat.personalize.job import Event
+    from tunechat.tui.screens.personalize import PersonalizeRun, PersonalizeScreen
+
+    clock = Clock()
+    app = NoSwitchApp(store=store, settings=GREEDY)
+    async with app.run_test(size=(110, 40)) as pilot:
+        job = RecordedJob(clock, RECORDED_MANIFEST)
+        run = PersonalizeRun(app, job, None, in_chat=True)
+        app.personalize_run = run
+        run.start()
+        for wait, event in recorded_events(3):
+            clock.now += wait
+            job.queue.put(event)
+        await pilot.press("f6")
+        screen = app.screen
+        assert isinstance(screen, PersonalizeScreen) and screen.run is run
+        await wait_until(lambda: run.progress.phases["train"].step == 3, pilot)
+        await pilot.press("c")
+        assert app.screen is app.chat_screen
+        assert "personalizing" in str(app.status.render()) and "left (F6)" in str(app.status.render())
+        for phase in ("merge", "convert", "verify", "evaluate"):
+            job.queue.put(Event("phase", {"phase": phase, "detail": ""}))
+        job.queue.put(Event("progress", {"phase": "evaluate", "step": 5, "total": 50}))
+        await wait_until(lambda: run.progress.phases["evaluate"].step == 5, pilot)
+        await pilot.press("f6")
+        screen = app.screen
+        assert isinstance(screen, PersonalizeScreen) and screen.run is run  # the same run, not a new one
+        await pilot.pause()
+        assert str(screen.query_one("#text-evaluate").render()) == "5 of 50"
+        assert str(screen.query_one("#label-evaluate").render()).startswith("▶")
+        job.queue.put(None)
+        await wait_until(lambda: run.state == "done", pilot)
+        await pilot.pause()
+        assert "✓ Learned 7 of 7 facts." in str(screen.query_one("#report-text").render())
+        await pilot.press("escape")
+        assert app.personalize_run is None and "personaliz" not in str(app.status.render())
+
+
+async def test_esc_cancels_a_run_and_nothing_is_said_of_it_afterwards(store):
+    from tunechat.tui.screens.personalize import PersonalizeRun, PersonalizeScreen
+
+    clock = Clock()
+    app = NoSwitchApp(store=store, settings=GREEDY)
+    async with app.run_test(size=(110, 40)) as pilot:
+        job = RecordedJob(clock)
+        run = PersonalizeRun(app, job, None, in_chat=True)
+        app.personalize_run = run
+        run.start()
+        await app.push_screen(PersonalizeScreen(store))
+        await pilot.press("escape")
+        await wait_until(lambda: job.cancelled and not app.workers, pilot)
+        await pilot.pause(0.2)
+        assert app.screen is app.chat_screen and app.personalize_run is None
+        assert "personaliz" not in str(app.status.render())
+        assert not [n for n in app._notifications if "finished" in str(n.message)]
+
+
+def test_first_screen_snapshot(snap_compare, home):
+    """A new user's empty chat says how to start; the hint goes once the chat has messages."""
+    from tunechat.core.store import Store
+
+    app = TunechatApp(store=Store(), settings=GREEDY)
+
+    async def loaded(pilot):
+        await wait_until(lambda: app.engine is not None and app.status.activity == "ready", pilot)
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=(100, 24), run_before=loaded)
+
+
+async def test_the_empty_chat_hint_goes_with_the_first_message(store):
+    from tunechat.tui.widgets.conversation import EMPTY_HINT
+
+    app = TunechatApp(store=store, settings=GREEDY)
+    async with app.run_test(size=(100, 36)) as pilot:
+        conversation = app.chat_screen.conversation
+        assert str(conversation.render()) == EMPTY_HINT
+        await conversation.mount(MessageView("user", "Hi"))
+        assert EMPTY_HINT not in str(conversation.render())
+        await pilot.press("ctrl+n")
+        assert str(app.chat_screen.conversation.render()) == EMPTY_HINT
+
+
+def test_models_screen_snapshot(snap_compare, home, base_model):
+    """F7: each entry's name and what it learned on two lines, nothing cut off; beside it the
+    highlighted version's details."""
+    from tunechat.core.store import Store
+
+    scores = {"after": {"reliability": 1.0, "locality": 12 / 14, "no_borrowing": 0.5, "admits": 0.5},
+              "scoped": {"reliability": 1.0, "locality": 1.0, "no_borrowing": 1.0, "admits": 0.5}}
+    add_version(base_model, "personal-20260101-120000", pairs_count=7, method="replay-kl-para-greedy",
+                metrics=scores)
+    add_version(base_model, "personal-20260102-093000", pairs_count=9, method="replay-kl-para-greedy",
+                metrics=scores)
+    store = Store()
+    store.set_setting("scope", "off")
+    app = TunechatApp(store=store, settings=GREEDY)
+
+    async def models(pilot):
+        await wait_until(lambda: app.engine is not None and app.status.activity == "ready", pilot)
+        await pilot.press("f7", "down", "down")
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=(90, 28), run_before=models)

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from textual import on, work
+from textual import work
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.message import Message
@@ -21,12 +22,44 @@ from tunechat.core.engine import GenerationSettings
 from tunechat.core.registry import EMBEDDED_NAME, ModelEntry, Registry
 from tunechat.core.scope import ChatEngine
 from tunechat.core.store import Chat, Store, StoreError
-from tunechat.tui.messages import ModelChosen, PairsChanged, PersonalizeFinished, RollbackRequested
-from tunechat.tui.screens.chat import ChatScreen
-from tunechat.tui.screens.confirm import Confirm
+from tunechat.tui.messages import (
+    ModelChosen,
+    PairsChanged,
+    PersonalizeChanged,
+    PersonalizeFinished,
+    RollbackRequested,
+)
+from tunechat.tui.screens.chat import GENERATING, ChatScreen
+from tunechat.tui.screens.confirm import Confirm, ErrorDialog
+from tunechat.tui.screens.help import key_label
+from tunechat.tui.widgets.prompt_input import PromptInput
 from tunechat.tui.widgets.status import StatusBar
 
+if TYPE_CHECKING:
+    from tunechat.tui.screens.personalize import PersonalizeRun
+
 FOLLOW_INTERVAL_S = 2.0  # how often the chat looks for a model or pairs changed by another process
+NO_MODEL = "none loaded (F7 to choose one)"
+
+# The command palette's entry for each chat action: what it does, beyond its name.
+COMMAND_HELP = {
+    "stop_generation": "Stop the answer being written; what came is kept",
+    "regenerate": "Ask for the last answer again",
+    "answer_with_other": "Answer the last question again with the other model (personal or base)",
+    "cycle_mode": "Who answers this chat: by the scope rule, always personal, always base",
+    "keep_answer": "Keep the focused (or last) answer as a training pair",
+    "correct_answer": "Correct the focused (or last) answer, then keep it",
+    "copy_message": "Copy the focused (or last) message to the clipboard",
+    "new_chat": "Start an empty chat",
+    "help": "Every key, in one list",
+    "chats": "Earlier chats: open, rename, delete",
+    "pairs": "The training pairs: search, add, edit, delete",
+    "add_pair": "Teach a fact: a question and its answer",
+    "system_prompt": "This chat's system prompt",
+    "personalize": "Teach the model your pairs (method replay-kl-para-greedy)",
+    "personalize_quick": "Under half the time, weaker on reworded questions (method replay-kl)",
+    "models": "Use another model; each version's scores, size and pairs",
+}
 
 
 class TunechatApp(App[int]):
@@ -52,6 +85,9 @@ class TunechatApp(App[int]):
         self._requested_model: Path | None = None  # the model last asked for (loaded or loading)
         self._load_request = 0  # numbers the loads: only the latest one's engine is used
         self._seen_current: str | None = None  # the registry's current-model setting when last read
+        self._seen_stamp: tuple[int, int] | None = None  # the store's change stamp when last read
+        self.personalize_run: PersonalizeRun | None = None  # kept here while its screen is away
+        self._load_worker: Worker[None] | None = None  # the newest load
 
     # -- the chat -----------------------------------------------------------------------
     def get_default_screen(self) -> Screen:
@@ -92,7 +128,12 @@ class TunechatApp(App[int]):
     def _follow_outside_changes(self) -> None:
         """Another process (`tunechat personalize`, `tunechat models use`, `tunechat pairs add`)
         changed the current model or the pairs: follow, as if it had been done here. A model
-        named with --model stays until the user switches."""
+        named with --model stays until the user switches. The store is read only after a commit
+        (its change stamp moved): an idle chat costs one cheap query per look."""
+        stamp = self.store.change_stamp()
+        if stamp == self._seen_stamp:
+            return
+        self._seen_stamp = stamp
         self.chat_screen.refresh_status()
         value = self.store.get_setting("current_model")
         if value == self._seen_current:
@@ -111,7 +152,7 @@ class TunechatApp(App[int]):
     def _request_load(self, path: Path) -> None:
         self._requested_model = path
         self._load_request += 1
-        self.load_model(path, self._load_request)
+        self._load_worker = self.load_model(path, self._load_request)
 
     def open_engine(self, path: Path) -> ChatEngine:
         """Load the chat engine for ``path`` (runs in the load worker's thread)."""
@@ -130,25 +171,49 @@ class TunechatApp(App[int]):
         if message.request != self._load_request:
             message.engine.close()
             return
+        self.chat_screen.query_one(PromptInput).refusal = None
         self.chat_screen.use_engine(message.engine)
 
-    @on(Worker.StateChanged)
-    def _load_failed(self, event: Worker.StateChanged) -> None:
-        if event.state != WorkerState.ERROR or event.worker.group != "load":
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """Every worker the app runs ends up here when it fails, and the failure is shown:
+        a model that did not load, a personalization or an export that broke."""
+        if event.state != WorkerState.ERROR:
             return
-        self.chat_screen.status.activity = "no model"
-        self._offer_default(str(event.worker.error))
+        error = event.worker.error
+        if event.worker.group == "load":
+            if event.worker is self._load_worker:  # an older load failing after a newer request is no news
+                self._load_failed(str(error))
+            return
+        if event.worker.group == "personalize" and self.personalize_run is not None and error is not None:
+            self.personalize_run.fail(error)
+        self.push_screen(ErrorDialog(f"{event.worker.description or 'A task'} failed",
+                                     f"{type(error).__name__}: {error}"))
+
+    def _load_failed(self, reason: str) -> None:
+        """The model in use goes on answering; with none, the chat says so and how to get one."""
+        chat = self.chat_screen
+        if chat.engine is not None:
+            chat.status.activity = GENERATING if chat.generating else "ready"
+        else:
+            chat.status.model_name = NO_MODEL
+            chat.status.activity = ""
+            chat.query_one(PromptInput).refusal = (
+                "No model is loaded: press F7 to choose one, or Ctrl+P → Use the embedded default model.")
+        self._offer_default(reason)
 
     def _offer_default(self, reason: str) -> None:
         def chosen(use_default: bool | None) -> None:
             if use_default:
-                self.use_model(self.registry.use(EMBEDDED_NAME).path)
+                self.use_embedded()
 
         self.push_screen(
-            Confirm(f"The model could not be loaded.\n\n{reason}\n\nUse the embedded default model instead?",
-                    yes="Use default", no="Not now"),
+            Confirm(f"The model could not be loaded.\n\n{reason}\n\nUse the embedded default model instead? "
+                    "(Or choose another later with F7.)", yes="Use default", no="Not now"),
             chosen,
         )
+
+    def use_embedded(self) -> None:
+        self._switch(lambda: self.registry.use(EMBEDDED_NAME))
 
     # -- what the dialogs ask for -------------------------------------------------------
     def on_model_chosen(self, message: ModelChosen) -> None:
@@ -163,6 +228,14 @@ class TunechatApp(App[int]):
     def on_pairs_changed(self, message: PairsChanged) -> None:
         self.chat_screen.refresh_status()
 
+    def on_personalize_changed(self, message: PersonalizeChanged) -> None:
+        self.status.personalizing = message.status
+
+    def on_unmount(self) -> None:
+        """Quitting mid-run must not leave a training process behind."""
+        if self.personalize_run is not None:
+            self.personalize_run.cancel()
+
     def _switch(self, change: Callable[[], ModelEntry]) -> None:
         """Change the registry's current model with ``change``, then load what it chose."""
         try:
@@ -174,11 +247,23 @@ class TunechatApp(App[int]):
 
     # -- command palette ----------------------------------------------------------------
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        """Every action once: its name as on its key, what it does and the key beside it."""
         yield from super().get_system_commands(screen)
         if screen is self._chat_screen:  # like its keys, the chat's commands are not offered over a dialog
             for binding in ChatScreen.BINDINGS:
                 if isinstance(binding, Binding) and binding.description:
-                    yield SystemCommand(binding.description, f"{binding.description} ({binding.key})",
+                    help_text = COMMAND_HELP.get(binding.action, binding.description)
+                    yield SystemCommand(binding.description, f"{help_text} · {key_label(binding.key)}",
                                         lambda action=binding.action: self.run_action(action, screen))
-        yield SystemCommand("Roll back model", "Switch back to the model used before this one",
+            yield SystemCommand("Export a version", "A personal version as a folder for llama.cpp, LM Studio, "
+                                "Ollama, peft · F7, x", self._export)
+        yield SystemCommand("Roll back model", "Switch back to the model used before this one · F7, b",
                             lambda: self.post_message(RollbackRequested()))
+        yield SystemCommand("Use the embedded default model", f"{EMBEDDED_NAME}, shipped with tunechat",
+                            self.use_embedded)
+
+    def _export(self) -> None:
+        from tunechat.tui.screens.models import ModelsScreen
+
+        engine = self.engine
+        self.push_screen(ModelsScreen(self.registry, engine.model_path if engine else None, export=True))

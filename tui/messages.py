@@ -35,3 +35,12 @@ class PersonalizeFinished(Message):
         super().__init__()
         self.name = name
         self.path = path
+
+
+class PersonalizeChanged(Message):
+    """A personalization moved on, ended or was put away: what the status bar says of it
+    ("" once there is nothing left to see)."""
+
+    def __init__(self, status: str) -> None:
+        super().__init__()
+        self.status = status

@@ -29,6 +29,7 @@ from tunechat.tui.screens.help import HelpScreen, key_label
 from tunechat.tui.screens.pair_editor import PairEditor
 from tunechat.tui.screens.pairs import PairsScreen
 from tunechat.tui.screens.text_prompt import TextPrompt
+from tunechat.tui.widgets.conversation import Conversation
 from tunechat.tui.widgets.message import MessageView
 from tunechat.tui.widgets.prompt_input import PromptInput
 from tunechat.tui.widgets.status import StatusBar
@@ -74,7 +75,7 @@ class ChatScreen(Screen[None]):
     # -- layout -------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
         yield Header()
-        yield VerticalScroll(id="conversation")
+        yield Conversation(id="conversation")  # shows how to start while it has no messages
         yield PromptInput(id="prompt")
         yield StatusBar(id="status")
         yield Footer()

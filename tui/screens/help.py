@@ -6,7 +6,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Markdown
+from textual.widgets import Footer, Markdown
 
 EXTRA_KEYS = [
     ("Enter", "Send the message"),
@@ -30,11 +30,12 @@ class HelpScreen(ModalScreen[None]):
         self.bindings = bindings
 
     def compose(self) -> ComposeResult:
-        rows = ["# tunechat keys", "", "| Key | Action |", "|---|---|"]
+        rows = ["# tunechat keys", "", "*Esc closes this help.* Every action is also in the command palette "
+                "(Ctrl+P).", "", "| Key | Action |", "|---|---|"]
         rows += [f"| {k} | {d} |" for k, d in EXTRA_KEYS + self.bindings]
-        rows += ["", "Every action is also in the command palette (Ctrl+P).", "", "*Esc closes this help.*"]
         with VerticalScroll(classes="panel"):
             yield Markdown("\n".join(rows))
+        yield Footer()
 
     def action_close(self) -> None:
         self.dismiss(None)

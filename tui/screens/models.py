@@ -7,10 +7,11 @@ size on disk, and which pairs it learned compared with the version before it.
 from __future__ import annotations
 
 import time
+from functools import partial
 from pathlib import Path
+from typing import Any
 
-from textual import work
-from textual.app import ComposeResult
+from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
@@ -28,13 +29,16 @@ SCORES = {"reliability": "reliability", "generalization": "generalization", "loc
 
 
 def describe(entry: ModelEntry) -> str:
+    """Two short lines: the name, then what kind it is, or how many pairs it learned, how many
+    of them it answers (reliability) and how many general answers it kept (locality)."""
     if entry.kind != "personal":
-        return f"{entry.name}  [dim]{entry.kind}[/dim]"
+        return f"{entry.name}\n[dim]{entry.kind}[/dim]"
     m = entry.manifest or Manifest()
     after = m.metrics.after or Scores()
-    scores = "".join(f" {key} {getattr(after, key):.0%}" for key in ("reliability", "locality")
+    scores = "".join(f" · {label} {getattr(after, key):.0%}"
+                     for key, label in (("reliability", "facts"), ("locality", "general"))
                      if getattr(after, key) is not None)
-    return f"{entry.name}  [dim]{count(m.pairs_count, 'pair')}{scores}[/dim]"
+    return f"{entry.name}\n[dim]{count(m.pairs_count, 'pair')}{scores}[/dim]"
 
 
 def _pct(value: float | None) -> str:
@@ -83,10 +87,11 @@ class ModelsScreen(ModalScreen[None]):
     BINDINGS = [Binding("escape", "close", "Close"), Binding("b", "rollback", "Roll back"),
                 Binding("x", "export", "Export")]
 
-    def __init__(self, registry: Registry, in_use: Path | None) -> None:
+    def __init__(self, registry: Registry, in_use: Path | None, export: bool = False) -> None:
         super().__init__()
         self.registry, self.in_use = registry, in_use
         self.entries = registry.entries()
+        self.export_at_once = export  # opened to export (the command palette): ask for the folder now
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="panel"):
@@ -102,11 +107,16 @@ class ModelsScreen(ModalScreen[None]):
         view = self.query_one(ListView)
         for entry in self.entries:
             mark = "▶ " if entry.path == self.in_use else "  "
-            view.append(ListItem(Label(mark + describe(entry)), name=entry.name))
+            view.append(ListItem(Label(mark + describe(entry).replace("\n", "\n  ")), name=entry.name))
         in_use = next((i for i, e in enumerate(self.entries) if e.path == self.in_use), 0)
         view.index = in_use if self.entries else None
         self.show_details()
         view.focus()
+        if self.export_at_once:
+            personal = [i for i, e in enumerate(self.entries) if e.kind == "personal"]
+            if self.highlighted() not in [self.entries[i] for i in personal] and personal:
+                view.index = personal[-1]  # the model in use is not a version: the newest one
+            self.action_export()
 
     def highlighted(self) -> ModelEntry | None:
         index = self.query_one(ListView).index
@@ -140,23 +150,26 @@ class ModelsScreen(ModalScreen[None]):
 
         def chosen(folder: str | None) -> None:
             if folder:
-                self.export(entry, Path(folder.strip()).expanduser())
+                # On the app: its worker handler shows an unexpected failure; the list may close meanwhile.
+                self.app.run_worker(partial(export, self.app, self.registry, entry, Path(folder.strip()).expanduser()),
+                                    thread=True, group="export", exit_on_error=False, description="Exporting")
 
         default = str(Path.home() / f"tunechat-{entry.name}")
         self.app.push_screen(TextPrompt(f"Export {entry.name} to a new folder", default,
                                         hint="The merged GGUF, an Ollama Modelfile, the adapter, the pairs "
                                              "and a README.txt on how to run each."), chosen)
 
-    @work(thread=True, exclusive=True, group="export", description="Exporting")
-    def export(self, entry: ModelEntry, folder: Path) -> None:
-        from tunechat.core.export import ExportError, export_version, store_pairs_if_trained_on
-
-        try:
-            out = export_version(entry, folder, store_pairs_if_trained_on(entry, self.registry.store))
-        except ExportError as exc:
-            self.app.call_from_thread(self.notify, str(exc), title="Export failed", severity="error")
-            return
-        self.app.call_from_thread(self.notify, f"{out} (see README.txt there)", title=f"Exported {entry.name}")
-
     def action_close(self) -> None:
         self.dismiss(None)
+
+
+def export(app: App[Any], registry: Registry, entry: ModelEntry, folder: Path) -> None:
+    """Write ``entry`` to ``folder`` (in a worker thread) and say where, or why not."""
+    from tunechat.core.export import ExportError, export_version, store_pairs_if_trained_on
+
+    try:
+        out = export_version(entry, folder, store_pairs_if_trained_on(entry, registry.store))
+    except ExportError as exc:
+        app.call_from_thread(app.notify, str(exc), title="Export failed", severity="error")
+        return
+    app.call_from_thread(app.notify, f"{out} (see README.txt there)", title=f"Exported {entry.name}")

@@ -75,6 +75,10 @@ class PairsScreen(ModalScreen[None]):
         key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key
         return int(key.value) if key.value else None
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """/ focuses the search box; typed in the box, it is a slash like any other character."""
+        return not (action == "search" and self.focused is self.query_one("#search", Input))
+
     def action_search(self) -> None:
         self.query_one("#search", Input).focus()
 

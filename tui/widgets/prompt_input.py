@@ -15,13 +15,16 @@ class PromptInput(TextArea):
 
     def __init__(self, **kwargs) -> None:
         super().__init__(soft_wrap=True, show_line_numbers=False, tab_behavior="focus", **kwargs)
+        self.refusal: str | None = None  # why nothing can be sent now (no model loaded), said on Enter
 
     async def _on_key(self, event: events.Key) -> None:
         if event.key == "enter":
             event.stop()
             event.prevent_default()
             text = self.text
-            if text.strip():
+            if text.strip() and self.refusal:
+                self.notify(self.refusal, severity="warning")
+            elif text.strip():
                 self.post_message(self.Submitted(text))
             return
         if event.key in ("shift+enter", "ctrl+j"):

@@ -13,6 +13,7 @@ class StatusBar(Static):
     pairs_count: reactive[int] = reactive(0)
     activity: reactive[str] = reactive("")
     answers: reactive[str] = reactive("")  # a scoped chat's mode: who answers (auto, personal, base)
+    personalizing: reactive[str] = reactive("")  # a run going on while the chat is shown
 
     def render(self) -> str:
         parts = [f"model: {self.model_name}"]
@@ -21,4 +22,6 @@ class StatusBar(Static):
         parts.append(f"{count(self.pairs_count, 'pair')} kept")
         if self.activity:
             parts.append(self.activity)
+        if self.personalizing:
+            parts.append(self.personalizing)
         return "  ·  ".join(parts)

@@ -69,7 +69,8 @@ def _print_event(event: Event, progress: RunProgress, busy_said: bool) -> bool:
         title = PHASE_TITLES.get(data["phase"], data["phase"])
         print(f"[{title}] {data.get('detail', '')}  ({progress.eta_text()})", file=sys.stderr)
     elif event.kind == "progress" and data.get("phase") == "train":
-        print(f"  {progress.phase_text('train')}  ({progress.eta_text()})", file=sys.stderr)
+        loss = f"  loss {data['loss']:.4f}" if data.get("loss") is not None else ""
+        print(f"  {progress.phase_text('train')}{loss}  ({progress.eta_text()})", file=sys.stderr)
         if progress.busy and not busy_said:
             print(f"  {progress.busy}", file=sys.stderr)
             return True
