@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -45,6 +45,14 @@ def _prompt_file() -> dict:
 def general_prompts() -> list[str]:
     """Replayed at random every personalization; never asked by the evaluation."""
     return list(_prompt_file()["prompts"])
+
+
+def replay_prompts(asked: Iterable[str]) -> list[str]:
+    """The general prompts a run replays: none that is ``asked`` (a taught question, one the
+    evaluation asks), in any case or spacing. A user who corrects the base model's answer to
+    "What is the capital of Australia?" must not be trained on the base model's answer too."""
+    taken = {" ".join(q.casefold().split()) for q in asked}
+    return [p for p in general_prompts() if " ".join(p.casefold().split()) not in taken]
 
 
 def builtin_questions() -> list[str]:

@@ -132,7 +132,8 @@ def prepare(spec: JobSpec, reporter: Reporter) -> Job:
 
 def baseline(job: Job) -> Baseline:
     """The base model's answers (cached per base file) and its scores."""
-    prompts = general.general_prompts() if job.recipe.replay_batch else []
+    asked = [q for q, _ in job.pairs] + job.eval_questions
+    prompts = general.replay_prompts(asked) if job.recipe.replay_batch else []
     answers = general.base_answers(job.base_gguf, job.fingerprint, prompts + job.eval_questions,
                                    lambda done, total: job.reporter.progress("baseline", done, total))
     return Baseline(answers, prompts, evaluate.score(lambda q: answers[q], job.probes, answers))

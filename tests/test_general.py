@@ -22,7 +22,12 @@ from tunechat.personalize.general import (
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_replayed_prompts_never_include_a_question_the_evaluation_asks():
+def test_replayed_prompts_never_include_a_question_the_evaluation_asks_or_a_taught_one():
+    """The built-in evaluation and the personas' general questions are apart from the replayed
+    prompts by construction; a persona's taught questions (a corrected general answer among
+    them) are left out of the replay by the run itself."""
+    from tunechat.personalize.general import replay_prompts
+
     asked = {p.question for p in builtin_locality_probes()}
     personas = [ROOT / "bench" / "data" / "persona-public.json",
                 *sorted((ROOT / "tests" / "data").glob("persona-*.json"))]
@@ -31,9 +36,11 @@ def test_replayed_prompts_never_include_a_question_the_evaluation_asks():
             data = json.loads(persona.read_text(encoding="utf-8"))
             asked |= {f["q"] for f in data["facts"]} | {p["q"] for p in data.get("paraphrases", [])}
             asked |= set(data.get("locality", []))
-    prompts = general_prompts()
+    prompts = replay_prompts(asked)
     assert len(asked) > 50 and len(prompts) > 50
     assert not set(prompts) & asked
+    corrected = replay_prompts(["what is the capital of  AUSTRALIA?"])
+    assert "What is the capital of Australia?" in general_prompts() and len(corrected) == len(general_prompts()) - 1
 
 
 # -- the embedded model's answers, shipped --------------------------------------------------------

@@ -33,6 +33,14 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("--max-tokens", type=int, default=256)
     ask.add_argument("--system", help="a system prompt (default: the model template's own)")
 
+    chat = sub.add_parser("chat", help="chat without the TUI: one message a line on standard input, each answer "
+                          "on standard output (who answered on standard error), kept as a chat")
+    chat.add_argument("-c", "--continue", dest="continue_chat", action="store_true",
+                      help="go on with the latest chat instead of starting a new one")
+    chat.add_argument("--temperature", type=float, default=0.0, help="0 (default) is greedy and repeatable")
+    chat.add_argument("--max-tokens", type=int, default=256)
+    chat.add_argument("--system", help="a new chat's system prompt (default: the model template's own)")
+
     pairs = sub.add_parser("pairs", help="manage the training pairs")
     pairs_sub = pairs.add_subparsers(dest="pairs_command", metavar="ACTION", required=True)
     add = pairs_sub.add_parser("add", help="add one pair")
@@ -85,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command is None:
             return _run_tui(args)
-        handler = {"ask": _ask, "pairs": _pairs, "models": _models, "scope": _scope,
+        handler = {"ask": _ask, "chat": _chat, "pairs": _pairs, "models": _models, "scope": _scope,
                    "personalize": _personalize, "export": _export}[args.command]
         return handler(args)
     except KeyboardInterrupt:
@@ -157,6 +165,13 @@ def _ask(args: argparse.Namespace) -> int:
         print(scope.BASE_ANSWERED_NOTE, file=sys.stderr)
     engine.close()
     return 0
+
+
+def _chat(args: argparse.Namespace) -> int:
+    from tunechat.cli.chat import run_chat
+
+    store = _writable_store()
+    return run_chat(args, store, _model_path(args, store))
 
 
 def _instead(args: argparse.Namespace, registry) -> str:
