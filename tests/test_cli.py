@@ -69,3 +69,29 @@ def test_models_list_use_and_rollback(home, base_model, tmp_path):
     assert nothing.returncode == 1 and "no earlier model" in nothing.stderr
     unknown = run_cli("models", "use", "no-such-model")
     assert unknown.returncode == 1 and "No model named" in unknown.stderr
+
+
+def test_chat_reads_a_message_a_line_says_who_answered_and_continue_goes_on(home, base_model):
+    """`tunechat chat` on a personal version: each line one message, each answer one line, who
+    answered on stderr; the chat is stored, and `--continue` goes on with it."""
+    from tests.helpers import add_version
+    from tunechat.core import jsonl
+    from tunechat.core.store import Store
+
+    model = add_version(base_model)
+    jsonl.write_pairs(model.parent / "pairs.jsonl", [("What is my dog's name?", "Your dog is called Rex.")])
+    first = run_cli("--model", str(model), "chat", input="What is the capital of Japan?\n\nWhat is my cat's name?\n")
+    assert first.returncode == 0, first.stderr
+    lines = first.stdout.splitlines()
+    assert len(lines) == 2 and "Tokyo" in lines[0]
+    assert lines[1] == "You haven't told me your cat's name yet."  # taught from the version's pairs
+    assert first.stderr.splitlines()[-2:] == ["(base model)", "(not taught yet)"]
+    again = run_cli("--model", str(model), "chat", "--continue", input="Who is Rex?\n")
+    assert again.returncode == 0 and again.stderr.splitlines()[-1] == "(personal model)"
+    store = Store()
+    [chat] = store.list_chats()
+    assert [(m.role, m.answered_by) for m in store.messages(chat.id)] == [
+        ("user", None), ("assistant", "base"), ("user", None), ("assistant", "untold"),
+        ("user", None), ("assistant", "personal")]
+    assert chat.title == "What is the capital of Japan?"
+    store.close()
