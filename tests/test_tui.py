@@ -686,6 +686,19 @@ async def test_a_run_goes_on_while_the_chat_is_used_and_f6_shows_it_again(store)
         assert app.personalize_run is None and "personaliz" not in str(app.status.render())
 
 
+async def test_personalize_without_pairs_says_why_and_leaves_no_run(store):
+    from tunechat.tui.screens.personalize import PersonalizeScreen
+
+    app = TunechatApp(store=store, settings=GREEDY)
+    async with app.run_test(size=(110, 40)) as pilot:
+        await pilot.press("f6")
+        assert isinstance(app.screen, PersonalizeScreen)
+        assert "could not start" in str(app.screen.query_one("#report-text").render())
+        assert app.personalize_run is None
+        await pilot.press("escape")
+        assert app.screen is app.chat_screen
+
+
 async def test_esc_cancels_a_run_and_nothing_is_said_of_it_afterwards(store):
     from tunechat.tui.screens.personalize import PersonalizeRun, PersonalizeScreen
 

@@ -88,6 +88,8 @@ class PersonalizeRun:
             self.ending = (f"The new model forgets too much of what the base model knew (locality "
                            f"{job.outcome.locality_after:.0%}). Press y to use it anyway, esc to discard it.")
             self.changed()
+            if self.screen is None:
+                self.app.notify("The new model needs your consent: F6 shows why.", title="Personalize")
         else:
             self.install(consent=False)
 
