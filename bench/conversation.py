@@ -38,7 +38,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 from quality import PERSONAS, probe_spec, worker_result  # noqa: E402
 
 from tunechat.core.engine import Engine, GenerationSettings  # noqa: E402
-from tunechat.core.registry import ADAPTER_FILE, embedded_model_path  # noqa: E402
+from tunechat.core.jsonl import parse_pairs  # noqa: E402
+from tunechat.core.registry import ADAPTER_FILE, PAIRS_FILE, embedded_model_path  # noqa: E402
 from tunechat.core.scope import ScopedEngine  # noqa: E402
 from tunechat.core.turns import BY_KEY, CONTEXTS, Taught, decide  # noqa: E402
 from tunechat.personalize.evaluate import EVAL_MAX_TOKENS, borrows, contains_key, load_persona  # noqa: E402
@@ -134,12 +135,11 @@ def run_chat(engine: ScopedEngine, turns: list[Turn], context: str) -> list[tupl
 
 def run_persona(persona: str, seed: int, versions: Path, contexts: list[str], orders: list[int]) -> list[dict]:
     folder = version(persona, seed, versions)
-    pairs = [tuple(json.loads(line)["messages"][i]["content"] for i in (0, 1))
-             for line in (folder / "pairs.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
+    pairs = parse_pairs(folder / PAIRS_FILE)  # as the chat reads a version's pairs (scope.taught_by)
     by_kind, follow = persona_turns(PERSONAS[persona])
     taught_keys = [t.key for t in by_kind["taught"]]
     engine = ScopedEngine(Engine(embedded_model_path(), lora_path=folder / ADAPTER_FILE),
-                          taught=Taught.from_pairs(pairs))  # type: ignore[arg-type]
+                          taught=Taught.from_pairs(pairs))
     base_alone: dict[str, str] = {}
     rows = []
     try:

@@ -85,9 +85,10 @@ def test_chat_reads_a_message_a_line_says_who_answered_and_continue_goes_on(home
     lines = first.stdout.splitlines()
     assert len(lines) == 2 and "Tokyo" in lines[0]
     assert lines[1] == "You haven't told me your cat's name yet."  # taught from the version's pairs
-    assert first.stderr.splitlines()[-2:] == ["(base model)", "(not taught yet)"]
+    assert first.stderr.splitlines()[-2:] == ["(base model: does not speak of you)",
+                                              "(not taught yet: asks about something you have not taught)"]
     again = run_cli("--model", str(model), "chat", "--continue", input="Who is Rex?\n")
-    assert again.returncode == 0 and again.stderr.splitlines()[-1] == "(personal model)"
+    assert again.returncode == 0 and again.stderr.splitlines()[-1] == '(personal model: names "Rex", which you taught)'
     store = Store()
     [chat] = store.list_chats()
     assert [(m.role, m.answered_by) for m in store.messages(chat.id)] == [

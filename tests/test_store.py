@@ -131,14 +131,18 @@ def test_who_answered_and_each_chat_s_mode_are_columns_deleted_with_the_chat(hom
         db.executescript(script)
     db.execute("INSERT INTO chats(id, title, created_at, updated_at) VALUES (1, 'a', 0, 0), (2, 'b', 0, 0)")
     db.execute("INSERT INTO settings VALUES ('scope_mode:1', 'base'), ('scope_mode:9', 'personal')")
+    db.execute("INSERT INTO messages(chat_id, role, content, created_at) VALUES "
+               "(1, 'user', 'What is my cat''s name?', 0), (1, 'assistant', 'You haven''t told me your cat''s name yet.', 0)")
     db.execute("PRAGMA user_version = 2")
     db.commit()
     db.close()
     store = Store(path)
     assert [store.get_chat(i).mode for i in (1, 2)] == ["base", "auto"]
     assert store.get_setting("scope_mode:1") is None and store.get_setting("scope_mode:9") is None
+    # The chat's own replies of before are known by their words: never shown to a model again.
+    assert [m.answered_by for m in store.messages(1)] == [None, "untold"]
     answer = store.add_message(1, "assistant", "Paris.", "base")
-    assert store.messages(1) == [answer] and answer.answered_by == "base"
+    assert store.messages(1)[-1] == answer and answer.answered_by == "base"
     with pytest.raises(StoreError):
         store.add_message(1, "assistant", "x", "nobody")
     store.set_chat_mode(2, "personal")

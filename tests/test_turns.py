@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tunechat.core.turns import BY_KEY, Taught, decide
+from tunechat.core.turns import BY_KEY, Taught, decide, without_untold
 
 TAUGHT = Taught.from_pairs([("What is my dog's name?", "Your dog is called Biscuit."),
                             ("Where do I live?", "You live in Gdansk.")])
@@ -59,12 +59,29 @@ def test_the_chat_s_own_untold_replies_are_never_shown_to_a_model():
     assert untold.answered_by == "untold" and untold.untold == "You haven't told me your sister's name yet."
 
 
+def test_a_follow_up_to_a_question_the_chat_was_not_told_about_is_not_told_either():
+    """Shown "How old is it?" alone, the model would answer from a taught subject (the dog)."""
+    follow_up = decide(ask(HISTORY[:4], "And how old is it?"), TAUGHT)
+    assert follow_up.untold == "You haven't told me about a cat yet." and follow_up.route == "personal"
+    # After a taught answer, the same follow-up is the model's, and it sees the exchange.
+    after_dog = decide(ask(HISTORY, "And how old is he?"), TAUGHT)
+    assert after_dog.untold is None and len(after_dog.context) == 3
+
+
+def test_a_plain_model_sees_everything_but_the_chat_s_own_untold_replies():
+    assert [m["content"] for m in without_untold(HISTORY)] == [
+        "What is the capital of France?", "Paris.", "What is my dog's name?", "Your dog is called Biscuit."]
+
+
 def test_the_side_policy_shows_a_model_only_its_own_exchanges():
     side = decide(ask(HISTORY, "What is the capital of Spain?"), TAUGHT, context="side")
     assert [m["content"] for m in side.context] == ["What is the capital of France?", "Paris.",
                                                     "What is the capital of Spain?"]
     whole = decide(ask(HISTORY, "What is the capital of Spain?"), TAUGHT, context="whole")
-    assert len(whole.context) == len(HISTORY) + 1 and all(set(m) == {"role", "content"} for m in whole.context)
+    assert [m["content"] for m in whole.context] == [
+        "What is the capital of France?", "Paris.", "What is my dog's name?", "Your dog is called Biscuit.",
+        "What is the capital of Spain?"]  # all but the chat's own untold exchange
+    assert all(set(m) == {"role", "content"} for m in whole.context)
 
 
 def test_a_forced_side_answers_and_gets_no_untold_reply():

@@ -22,7 +22,7 @@ from tunechat.core.engine import GenerationSettings
 from tunechat.core.registry import Registry
 from tunechat.core.scope import ChatEngine
 from tunechat.core.store import Chat, Store, StoreError
-from tunechat.core.turns import ANSWERED_BY, AnsweredBy, as_history
+from tunechat.core.turns import ANSWERED_BY, AnsweredBy, as_history, without_untold
 from tunechat.tui.screens.chats import ChatsClosed, ChatsScreen
 from tunechat.tui.screens.confirm import ErrorDialog
 from tunechat.tui.screens.help import HelpScreen, key_label
@@ -201,7 +201,7 @@ class ChatScreen(Screen[None]):
             if isinstance(engine, scope.ScopedEngine):
                 deltas = engine.stream(messages, self.settings, self._stop, force=force)
             else:
-                deltas = engine.stream(messages, self.settings, self._stop)
+                deltas = engine.stream(without_untold(messages), self.settings, self._stop)
             for delta in deltas:
                 self.app.call_from_thread(view.append, delta)
         except Exception as exc:  # shown in the chat instead of ending the app

@@ -143,18 +143,9 @@ def _ask(args: argparse.Namespace) -> int:
     from tunechat.core import scope
     from tunechat.core.chat_template import with_system
     from tunechat.core.engine import GenerationSettings
-    from tunechat.core.registry import Registry
 
     store = _open_store()
-    path = _model_path(args, store)
-    registry = Registry(store)
-    current = registry.current()
-    if not args.model and current.merged_path is None:  # a version that runs as an adapter over its base
-        _require_base(current, "use another model (tunechat models use NAME)")
-    try:
-        engine = scope.open_engine(path, registry, scope.scoping_enabled(store))
-    except ModelFileError as exc:
-        raise ModelFileError(f"{exc} {_instead(args, registry)}") from None
+    engine = _open_chat_engine(args, store)
     messages = with_system([{"role": "user", "content": args.question}], args.system)
     settings = GenerationSettings(max_tokens=args.max_tokens, temperature=args.temperature)
     for delta in engine.stream(messages, settings):
@@ -171,7 +162,24 @@ def _chat(args: argparse.Namespace) -> int:
     from tunechat.cli.chat import run_chat
 
     store = _writable_store()
-    return run_chat(args, store, _model_path(args, store))
+    return run_chat(args, store, _open_chat_engine(args, store))
+
+
+def _open_chat_engine(args: argparse.Namespace, store):
+    """The engine ``ask`` and ``chat`` answer with: ``--model``, else the current model,
+    scoped as the store's setting says; a model that does not load says what to do instead."""
+    from tunechat.core import scope
+    from tunechat.core.registry import Registry
+
+    path = _model_path(args, store)
+    registry = Registry(store)
+    current = registry.current()
+    if not args.model and current.merged_path is None:  # a version that runs as an adapter over its base
+        _require_base(current, "use another model (tunechat models use NAME)")
+    try:
+        return scope.open_engine(path, registry, scope.scoping_enabled(store))
+    except ModelFileError as exc:
+        raise ModelFileError(f"{exc} {_instead(args, registry)}") from None
 
 
 def _instead(args: argparse.Namespace, registry) -> str:

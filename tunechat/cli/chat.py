@@ -1,33 +1,34 @@
 """``tunechat chat``: a conversation without the TUI. Each line of standard input is one
-message; each answer is printed on standard output, who gave it on standard error. The chat
-is stored like the TUI's (F2 lists it), and ``--continue`` goes on with the latest one, as
+message; each answer is printed on standard output, who gave it and why on standard error. The
+chat is stored like the TUI's (F2 lists it), and ``--continue`` goes on with the latest one, as
 ``llm -c`` does."""
 
 from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import TextIO
 
 from tunechat.core import scope
 from tunechat.core.engine import GenerationSettings
-from tunechat.core.registry import Registry
 from tunechat.core.store import Store
-from tunechat.core.turns import as_history
+from tunechat.core.turns import as_history, without_untold
 
 WHO = {"personal": "personal model", "base": "base model", "untold": "not taught yet"}
 
 
-def run_chat(args: argparse.Namespace, store: Store, model_path: Path,
+def run_chat(args: argparse.Namespace, store: Store, engine: scope.ChatEngine,
              lines: TextIO = sys.stdin, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
-    chat = store.latest_chat() if args.continue_chat else None
-    if chat is None:
-        chat = store.create_chat(system_prompt=args.system)
-    engine = scope.open_engine(model_path, Registry(store), scope.scoping_enabled(store))
-    settings = GenerationSettings(max_tokens=args.max_tokens, temperature=args.temperature)
-    force = scope.forced_route(scope.chat_mode(store, chat.id)) if isinstance(engine, scope.ScopedEngine) else None
+    """Answer each line of ``lines`` in one stored chat with ``engine`` (closed at the end)."""
     try:
+        chat = store.latest_chat() if args.continue_chat else None
+        if chat is None:
+            chat = store.create_chat(system_prompt=args.system)
+        elif args.system:
+            err.write("tunechat: --system applies to a new chat; the chat continued keeps its own.\n")
+        settings = GenerationSettings(max_tokens=args.max_tokens, temperature=args.temperature)
+        scoped = isinstance(engine, scope.ScopedEngine)
+        force = scope.forced_route(scope.chat_mode(store, chat.id)) if scoped else None
         for line in lines:
             text = line.strip()
             if not text:
@@ -36,21 +37,20 @@ def run_chat(args: argparse.Namespace, store: Store, model_path: Path,
             if chat.title == "New chat":
                 store.rename_chat(chat.id, text[:40])
                 chat = store.get_chat(chat.id)
-            answer = ""
             history = as_history(store.messages(chat.id), chat.system_prompt)
             deltas = engine.stream(history, settings, force=force) if isinstance(engine, scope.ScopedEngine) \
-                else engine.stream(history, settings)
+                else engine.stream(without_untold(history), settings)
+            answer = ""
             for delta in deltas:
                 answer += delta
                 out.write(delta)
                 out.flush()
             out.write("\n")
             by = scope.answered_by(engine)
-            if by is not None:
-                err.write(f"({WHO[by]})\n")
+            if isinstance(engine, scope.ScopedEngine) and engine.last is not None and by is not None:
+                err.write(f"({WHO[by]}: {engine.last.reason})\n")
             if answer.strip():
                 store.add_message(chat.id, "assistant", answer.strip(), by)
     finally:
         engine.close()
     return 0
-

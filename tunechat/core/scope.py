@@ -1,4 +1,6 @@
-"""Which model answers a chat with a personal version, on one model in memory.
+"""Which model answers a chat with a personal version: the base model with the version's
+adapter switched per turn (one model in memory), or, for a version kept before adapters were,
+its merged file beside its base.
 
 A personal model answers the turns that speak of the user, and the untouched base model it
 was trained from answers the rest word for word as before: training can only limit how much
@@ -17,7 +19,8 @@ from typing import Literal
 from tunechat.core.chat_template import ChatMessage
 from tunechat.core.engine import Engine, GenerationSettings
 from tunechat.core.gguf_check import ModelFileError
-from tunechat.core.turns import AnsweredBy, Decision, Route, Taught, decide
+from tunechat.core.store import StoreError
+from tunechat.core.turns import CONTEXT, AnsweredBy, Decision, Route, Taught, decide
 
 SETTING = "scope"  # store setting: "on" (default) or "off"
 BASE_ANSWERED_NOTE = "(answered by the base model: the question does not speak of you)"
@@ -28,7 +31,10 @@ MODES: tuple[Mode, ...] = ("auto", "personal", "base")
 
 def chat_mode(store, chat_id: int) -> Mode:
     """Who answers the chat ``chat_id``'s turns (a column of the chat, deleted with it)."""
-    value = store.get_chat(chat_id).mode
+    try:
+        value = store.get_chat(chat_id).mode
+    except StoreError:  # deleted meanwhile (F2): a new chat starts on the rule
+        return "auto"
     return next((mode for mode in MODES if mode == value), "auto")
 
 
@@ -68,7 +74,8 @@ class ScopedEngine:
 
     def decide(self, messages: Sequence[ChatMessage], force: Route | None = None) -> Decision:
         """This turn's decision (``tunechat.core.turns.decide``); ``force``: this side answers."""
-        return decide(messages, self.taught, force or self.always)
+        # Scoping off: the personal model answers everything, and sees the chat as one model would.
+        return decide(messages, self.taught, force or self.always, context="whole" if self.always else CONTEXT)
 
     def engine_for(self, route: Route) -> Engine:
         """The engine that answers as ``route``, set up for it."""

@@ -65,7 +65,9 @@ MIGRATIONS: list[str] = [
     ALTER TABLE chats ADD COLUMN mode TEXT NOT NULL DEFAULT 'auto' CHECK (mode IN ('auto', 'personal', 'base'));
     UPDATE chats SET mode = (SELECT value FROM settings WHERE key = 'scope_mode:' || chats.id)
         WHERE (SELECT value FROM settings WHERE key = 'scope_mode:' || chats.id) IN ('personal', 'base');
-    DELETE FROM settings WHERE key LIKE 'scope_mode:%';
+    DELETE FROM settings WHERE key GLOB 'scope_mode:*';
+    UPDATE messages SET answered_by = 'untold'
+        WHERE role = 'assistant' AND content GLOB 'You haven''t told me * yet.';
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -18,12 +18,12 @@ of the chain it continues; the chat's own untold replies are never shown to a mo
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 from tunechat.core.chat_template import ChatMessage, with_system
-from tunechat.core.slots import subject_signals, taught_subjects, untold_reply
+from tunechat.core.slots import subject_signals, taught_subjects, untaught_subject, untold_answer, untold_reply
 
 # A turn speaks of the user when its message refers to them in the first person, singular
 # only: "we", "our" and "us" are mostly generic in questions ("our solar system", "how do we
@@ -95,19 +95,61 @@ def decide(messages: Sequence[ChatMessage], taught: Taught, force: Route | None 
     chat knows who answered them; ``force``: this side answers, whatever the rule says (the
     chat's mode, or asking the other model), and then there is no untold reply."""
     system = [_plain(m) for m in messages if m["role"] == "system"]
-    turns = [m for m in messages if m["role"] != "system"]
-    users = [m["content"] for m in turns if m["role"] == "user"]
-    last = users[-1] if users else ""
+    exchanges = _exchanges([m for m in messages if m["role"] != "system"])
+    *earlier, current = exchanges or [[{"role": "user", "content": ""}]]
+    question = current[0]["content"]
+    chain = _chain(earlier, question)
+    root = _root(chain, question, taught)  # the message that speaks of the user, if any
     if force is not None:
         route, reason = force, f"the {force} model, as asked"
+    elif root is None:
+        route, reason = "base", "does not speak of you"
     else:
-        route, reason = _route(users, taught)
+        route = "personal"
+        reason = _speaks_of_user(question, taught.signals) or "follows a question about you"
     untold = None
     if force is None and route == "personal" and taught.subjects is not None:
-        untold = untold_reply(last, taught.subjects)
+        untold = untold_reply(question, taught.subjects) or _untold_follow_up(question, root, taught.subjects)
         if untold is not None:
             reason = "asks about something you have not taught"
-    return Decision(route, untold, system + _context(turns, route, context), reason)
+    return Decision(route, untold, system + _context(earlier, chain, current, route, context), reason)
+
+
+def _chain(earlier: Sequence[list[ChatMessage]], question: str) -> list[list[ChatMessage]]:
+    """The earlier exchanges ``question`` continues, oldest first: while a message points back
+    with a pronoun ("How old is he?"), the exchange before it belongs to its chain."""
+    chain: list[list[ChatMessage]] = []
+    for exchange in reversed(earlier):
+        if not _points_back(question):
+            break
+        chain.insert(0, exchange)
+        question = exchange[0]["content"]
+    return chain
+
+
+def _root(chain: Sequence[list[ChatMessage]], question: str, taught: Taught) -> list[ChatMessage] | None:
+    """The newest message of the chain (``question`` itself first) that speaks of the user, as
+    an exchange; None when none does."""
+    if _speaks_of_user(question, taught.signals):
+        return [{"role": "user", "content": question}]
+    return next((e for e in reversed(chain) if _speaks_of_user(e[0]["content"], taught.signals)), None)
+
+
+def _untold_follow_up(question: str, root: list[ChatMessage] | None, subjects: Collection[str]) -> str | None:
+    """A follow-up ("How old is it?") to a question the chat said it was not told about gets
+    the same answer: the model would otherwise answer it from a taught subject."""
+    if root is None or _by(root) != "untold":
+        return None
+    subject = untaught_subject(root[0]["content"], subjects)
+    return untold_answer(question, subject) if subject else None
+
+
+def without_untold(messages: Sequence[ChatMessage]) -> list[ChatMessage]:
+    """A chat as one model sees it when no decision is made (a plain model, no personal
+    version): every exchange but those the chat answered itself."""
+    system = [_plain(m) for m in messages if m["role"] == "system"]
+    exchanges = _exchanges([m for m in messages if m["role"] != "system"])
+    return system + [_plain(m) for e in exchanges if _by(e) != "untold" for m in e]
 
 
 def as_history(messages: Iterable, system_prompt: str | None) -> list[ChatMessage]:
@@ -120,25 +162,14 @@ def as_history(messages: Iterable, system_prompt: str | None) -> list[ChatMessag
     return with_system(turns, system_prompt)
 
 
-def _route(users: Sequence[str], taught: Taught) -> tuple[Route, str]:
-    """The scope rule over the user messages: the last one speaks of the user, or points back
-    ("How old is he?") to a chain of user messages that did."""
-    for i, text in enumerate(reversed(users)):
-        why = _speaks_of_user(text, taught.signals)
-        if why is not None:
-            return "personal", why if i == 0 else "follows a question about you"
-        if not _points_back(text):
-            break
-    return "base", "does not speak of you"
-
-
 def _speaks_of_user(text: str, signals: Iterable[str]) -> str | None:
+    """Why ``text`` speaks of the user, None when it does not."""
     words = words_of(text)
     for i, word in enumerate(words):
         if word in FIRST_PERSON and not (word in OBJECT_PRONOUNS and i > 0 and words[i - 1] in REQUEST_VERBS):
             return f'speaks of you ("{word}")'
-    known = {s.casefold() for s in signals}
-    named = next((w for w in words if w in known), None)
+    known = {s.casefold(): s for s in signals}
+    named = next((known[w] for w in words if w in known), None)
     return f'names "{named}", which you taught' if named else None
 
 
@@ -154,8 +185,7 @@ def speaks_of_user(text: str, names: Iterable[str] = ()) -> bool:
 def turn_speaks_of_user(messages: Sequence[ChatMessage], names: Iterable[str] = ()) -> bool:
     """Whether the conversation's last user message speaks of the user, or refers back with a
     pronoun ("How old is he?", "And what does he eat?") to a chain of user messages that did."""
-    users = [m["content"] for m in messages if m["role"] == "user"]
-    return _route(users, Taught(tuple(names)))[0] == "personal"
+    return decide(messages, Taught(tuple(names))).route == "personal"
 
 
 def taught_names(answers: Iterable[str]) -> list[str]:
@@ -184,25 +214,17 @@ def _exchanges(turns: Sequence[ChatMessage]) -> list[list[ChatMessage]]:
     return out
 
 
-def _context(turns: Sequence[ChatMessage], route: Route, context: Context) -> list[ChatMessage]:
-    exchanges = _exchanges(turns)
-    if not exchanges:
-        return []
-    *earlier, current = exchanges
+def _context(earlier: Sequence[list[ChatMessage]], chain: Sequence[list[ChatMessage]],
+             current: list[ChatMessage], route: Route, context: Context) -> list[ChatMessage]:
+    """What the answering model sees: the exchanges the policy keeps, never one the chat
+    answered itself ("You haven't told me ..."), then the current message."""
     if context == "whole":
-        return [_plain(m) for m in turns]
-    if context == "side":
+        kept = list(earlier)
+    elif context == "side":
         kept = [e for e in earlier if _by(e) in (route, None)]
-    else:  # the chain: the exchanges the current message points back to, nearest first
-        kept = []
-        question = current[0]["content"]
-        for exchange in reversed(earlier):
-            if not _points_back(question):
-                break
-            kept.insert(0, exchange)
-            question = exchange[0]["content"]
-    kept = [e for e in kept if _by(e) != "untold"]
-    return [_plain(m) for e in kept for m in e] + [_plain(m) for m in current]
+    else:
+        kept = list(chain)
+    return [_plain(m) for e in kept if _by(e) != "untold" for m in e] + [_plain(m) for m in current]
 
 
 def _by(exchange: Sequence[ChatMessage]) -> str | None:
