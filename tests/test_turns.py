@@ -94,3 +94,14 @@ def test_the_system_prompt_stays_first():
     history = [{"role": "system", "content": "Be brief."}, *ask(HISTORY, "Name a fruit.")]
     assert decide(history, TAUGHT).context == [{"role": "system", "content": "Be brief."},
                                                {"role": "user", "content": "Name a fruit."}]
+
+
+def test_first_person_words_of_other_languages_send_a_question_to_the_personal_model():
+    """The rule's words are data (tunechat/core/data/scope_words.json), per language."""
+    taught = Taught.from_pairs([("¿Cómo se llama mi perro?", "Tu perro se llama Turrón.")])
+    for question in ("¿Cómo se llama mi perro?", "Quel est le nom de mon chien ?", "Wie heißt mein Hund?",
+                     "Où j'habite ?", "Qual é o nome do meu cão?"):
+        assert decide(ask([], question), taught).route == "personal", question
+    for question in ("¿Cuál es la capital de Italia?", "Quelle est la capitale de la France ?",
+                     "Was ist die Hauptstadt von Deutschland?", "Tell me the capital of France."):
+        assert decide(ask([], question), taught).route == "base", question

@@ -17,26 +17,29 @@ of the chain it continues; the chat's own untold replies are never shown to a mo
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 from tunechat.core.chat_template import ChatMessage, with_system
 from tunechat.core.slots import subject_signals, taught_subjects, untaught_subject, untold_answer, untold_reply
 
-# A turn speaks of the user when its message refers to them in the first person, singular
-# only: "we", "our" and "us" are mostly generic in questions ("our solar system", "how do we
-# measure"), and taught answers speak to one person ("Your name is ...").
-FIRST_PERSON = frozenset({"i", "i'm", "im", "i've", "i'd", "i'll", "my", "mine", "myself", "me"})
-OBJECT_PRONOUNS = frozenset({"me"})
-# "tell me the capital of France" asks for something; it does not speak of the asker.
-REQUEST_VERBS = frozenset({
-    "tell", "give", "show", "help", "let", "teach", "remind", "write", "find", "get", "send",
-    "bring", "make", "explain", "answer", "name", "list", "recommend", "suggest",
-})
+# The scope rule's words, per language (data/scope_words.json: closed-class words only). A turn
+# speaks of the user when its message refers to them in the first person, singular only: "we",
+# "our" and "us" are mostly generic in questions ("our solar system"), and taught answers speak
+# to one person ("Your name is ..."); "me" after a request verb ("tell me the capital of
+# France") asks for something and does not speak of the asker.
+_SCOPE_WORDS = json.loads((Path(__file__).parent / "data" / "scope_words.json").read_text(encoding="utf-8"))
+_LANGUAGES = [value for key, value in _SCOPE_WORDS.items() if key != "about"]
+FIRST_PERSON = frozenset(w for lang in _LANGUAGES for w in lang["first_person"])
+ELIDED_FIRST_PERSON = frozenset(w for lang in _LANGUAGES for w in lang.get("elided", []))
+OBJECT_PRONOUNS = frozenset(w for lang in _LANGUAGES for w in lang.get("object_pronouns", []))
+REQUEST_VERBS = frozenset(w for lang in _LANGUAGES for w in lang.get("request_verbs", []))
 # A follow-up that points back ("How old is he?") goes where the question it follows went.
-BACK_REFERENCES = frozenset({"he", "she", "him", "her", "his", "hers", "they", "them", "their", "it", "its"})
+BACK_REFERENCES = frozenset(w for lang in _LANGUAGES for w in lang.get("back_references", []))
 _WORD = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)?")
 
 Route = Literal["personal", "base"]
@@ -166,7 +169,9 @@ def _speaks_of_user(text: str, signals: Iterable[str]) -> str | None:
     """Why ``text`` speaks of the user, None when it does not."""
     words = words_of(text)
     for i, word in enumerate(words):
-        if word in FIRST_PERSON and not (word in OBJECT_PRONOUNS and i > 0 and words[i - 1] in REQUEST_VERBS):
+        if word in OBJECT_PRONOUNS and i > 0 and words[i - 1] in REQUEST_VERBS:
+            continue
+        if word in FIRST_PERSON or word.split("'")[0] in ELIDED_FIRST_PERSON and "'" in word:
             return f'speaks of you ("{word}")'
     known = {s.casefold(): s for s in signals}
     named = next((known[w] for w in words if w in known), None)
