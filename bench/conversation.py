@@ -65,7 +65,7 @@ SETTINGS = GenerationSettings(max_tokens=EVAL_MAX_TOKENS, temperature=0.0)
 class Turn:
     kind: str
     question: str
-    key: str  # what a right answer holds; for untaught questions, nothing to hold
+    key: str  # what a right answer holds; a follow-up: the key of the question it follows
 
 
 def persona_turns(path: Path) -> tuple[dict[str, list[Turn]], dict[str, list[Turn]]]:
@@ -79,9 +79,10 @@ def persona_turns(path: Path) -> tuple[dict[str, list[Turn]], dict[str, list[Tur
         "first-person general": [Turn("first-person general", q, k) for q, k in FIRST_PERSON_GENERAL],
         "untaught": [Turn("untaught", q, "") for q in probes.untaught],
     }
+    keys = {t.question: t.key for kind in ("taught", "reworded") for t in by_kind[kind]}
     follow: dict[str, list[Turn]] = {}
     for item in data.get("conversation_followups", []):
-        follow.setdefault(item["after"], []).append(Turn("follow-up", item["q"], ""))
+        follow.setdefault(item["after"], []).append(Turn("follow-up", item["q"], keys.get(item["after"], "")))
     return by_kind, follow
 
 
@@ -98,8 +99,13 @@ def conversation(by_kind: dict[str, list[Turn]], follow: dict[str, list[Turn]], 
 
 
 def right(turn: Turn, answer: str, taught_keys: list[str]) -> bool:
-    if turn.kind in ("untaught", "follow-up"):
+    """A taught, reworded or general question: its key given. An untaught question: no taught
+    key given. A follow-up (untaught in every persona): no taught key but the one of the
+    question it follows ("What year did I buy it?" may name the taught car)."""
+    if turn.kind == "untaught":
         return not borrows(answer, taught_keys)
+    if turn.kind == "follow-up":
+        return not borrows(answer, [k for k in taught_keys if k != turn.key])
     return contains_key(answer, turn.key)
 
 
