@@ -14,8 +14,9 @@ def test_pairs_add_list_export_import(home, tmp_path):
     assert run_cli("pairs", "export", str(out)).returncode == 0
     assert json.loads(out.read_text())["messages"][1]["content"] == "Ada Quill."
     imported = run_cli("pairs", "import", str(out))
-    assert imported.returncode == 0 and "Imported 1 pair from" in imported.stdout
-    assert run_cli("pairs", "list").stdout.count("Ada Quill.") == 2
+    assert imported.returncode == 0 and "Imported 0 pairs from" in imported.stdout  # the same file again
+    assert "1 pair already kept, skipped" in imported.stdout
+    assert run_cli("pairs", "list").stdout.count("Ada Quill.") == 1
 
 
 def test_import_with_a_broken_line_names_it_and_imports_nothing(home, tmp_path):

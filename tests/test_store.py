@@ -66,6 +66,16 @@ def test_pairs_crud_and_search(store):
         store.delete_pair(a.id)
 
 
+def test_importing_the_same_pairs_again_adds_nothing(store):
+    store.add_pair("What is my name?", "Ada Quill.")
+    added = store.add_pairs([("what is my name", "Ada  Quill"), ("Where do I live?", "Tromsø."),
+                             ("Where do I live ?", "tromsø"), ("Where do I live?", "Oslo.")])
+    assert added == 2  # the first is kept already, the third says the second again
+    assert [(p.question, p.answer) for p in store.pairs()][1:] == [("Where do I live?", "Tromsø."),
+                                                                   ("Where do I live?", "Oslo.")]
+    assert store.add_pairs([(p.question, p.answer) for p in store.pairs()]) == 0
+
+
 def test_add_pairs_is_all_or_nothing(store):
     with pytest.raises(StoreError):
         store.add_pairs([("q1", "a1"), ("q2", "")])
@@ -132,7 +142,8 @@ def test_who_answered_and_each_chat_s_mode_are_columns_deleted_with_the_chat(hom
     db.execute("INSERT INTO chats(id, title, created_at, updated_at) VALUES (1, 'a', 0, 0), (2, 'b', 0, 0)")
     db.execute("INSERT INTO settings VALUES ('scope_mode:1', 'base'), ('scope_mode:9', 'personal')")
     db.execute("INSERT INTO messages(chat_id, role, content, created_at) VALUES "
-               "(1, 'user', 'What is my cat''s name?', 0), (1, 'assistant', 'You haven''t told me your cat''s name yet.', 0)")
+               "(1, 'user', 'What is my cat''s name?', 0), "
+               "(1, 'assistant', 'You haven''t told me your cat''s name yet.', 0)")
     db.execute("PRAGMA user_version = 2")
     db.commit()
     db.close()

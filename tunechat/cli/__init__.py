@@ -229,7 +229,8 @@ def _pairs(args: argparse.Namespace) -> int:
     elif cmd == "import":
         items = jsonl.parse_pairs(args.file)
         n = store.add_pairs(items, source="imported")
-        print(f"Imported {count(n, 'pair')} from {args.file}. {count(store.count_pairs(), 'pair')} kept.")
+        skipped = f" ({count(len(items) - n, 'pair')} already kept, skipped)" if n < len(items) else ""
+        print(f"Imported {count(n, 'pair')} from {args.file}{skipped}. {count(store.count_pairs(), 'pair')} kept.")
     elif cmd == "export":
         rows = store.pairs()
         jsonl.write_pairs(args.file, rows)

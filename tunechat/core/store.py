@@ -13,6 +13,7 @@ import json
 import sqlite3
 import threading
 import time
+import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,6 +116,14 @@ def validate_pair(question: str, answer: str) -> tuple[str, str]:
     if not a:
         raise StoreError("The answer is empty: a training pair needs an answer.")
     return q, a
+
+
+def pair_key(question: str, answer: str) -> tuple[str, str]:
+    """What two pairs that say the same share: case, spacing and punctuation aside."""
+    def norm(text: str) -> str:
+        kept = "".join(" " if unicodedata.category(c).startswith("P") else c for c in text.casefold())
+        return " ".join(kept.split())
+    return norm(question), norm(answer)
 
 
 def pairs_fingerprint(pairs: Iterable[Pair]) -> str:
@@ -310,10 +319,19 @@ class Store:
         return self.get_pair(_row_id(cur))
 
     def add_pairs(self, items: list[tuple[str, str]], source: str = "imported") -> int:
-        """Add many pairs in one transaction: all of them or none."""
+        """Add many pairs in one transaction: all of them or none, less those already kept or
+        given twice (``pair_key``: importing a file again adds nothing). Returns how many were
+        added."""
         checked = [validate_pair(q, a) for q, a in items]
         now = time.time()
         with self._tx() as db:
+            seen = {pair_key(r["question"], r["answer"]) for r in db.execute("SELECT question, answer FROM pairs")}
+            fresh = []
+            for q, a in checked:
+                if pair_key(q, a) not in seen:
+                    seen.add(pair_key(q, a))
+                    fresh.append((q, a))
+            checked = fresh
             db.executemany(
                 "INSERT INTO pairs(question, answer, source, created_at, updated_at) VALUES (?,?,?,?,?)",
                 [(q, a, source, now, now) for q, a in checked],
