@@ -185,7 +185,8 @@ class TunechatApp(App[int]):
                 self._load_failed(str(error))
             return
         if event.worker.group == "personalize" and self.personalize_run is not None and error is not None:
-            self.personalize_run.fail(error)
+            self.personalize_run.fail(error)  # the run's own screen says so (F6), and the status bar
+            return
         self.push_screen(ErrorDialog(f"{event.worker.description or 'A task'} failed",
                                      f"{type(error).__name__}: {error}"))
 

@@ -170,8 +170,12 @@ class ChatScreen(Screen[None]):
             return
         assert self.chat is not None
         text = event.text.strip()
+        try:
+            message = self.store.add_message(self.chat.id, "user", text)
+        except (StoreError, OSError) as exc:  # a full disk, a read-only folder: the text stays to retry
+            self.notify(f"Not sent: {exc}", severity="error", timeout=10)
+            return
         self.query_one(PromptInput).clear()
-        message = self.store.add_message(self.chat.id, "user", text)
         if self.chat.title == "New chat":
             self.store.rename_chat(self.chat.id, text.splitlines()[0][:40])
             self.chat = self.store.get_chat(self.chat.id)
@@ -218,8 +222,11 @@ class ChatScreen(Screen[None]):
         await view.end_stream(note)
         if by is not None:
             view.mark_answered_by(by)
-        if view.content.strip() and self.chat is not None:
-            view.message_id = self.store.add_message(self.chat.id, "assistant", view.content.strip(), by).id
+        try:
+            if view.content.strip() and self.chat is not None:
+                view.message_id = self.store.add_message(self.chat.id, "assistant", view.content.strip(), by).id
+        except (StoreError, OSError) as exc:  # shown, not kept: the chat goes on
+            self.notify(f"The answer could not be kept: {exc}", severity="error", timeout=10)
         self.generating = False
         self.status.activity = "ready"
         while self._retired:

@@ -48,6 +48,7 @@ class PersonalizeRun:
         self.manifest: Manifest | None = None
         self.ending = ""  # the closing words under the report
         self.installed: str | None = None
+        self.failed = False  # the run ended without a new model in use (said in ``ending``)
         self.screen: PersonalizeScreen | None = None  # the screen showing this run, when one is
         self.cancelled = False
 
@@ -77,12 +78,13 @@ class PersonalizeRun:
         self.progress.finished = True
         if job.outcome is None:
             job.discard()
-            self._close(f"Personalization failed: {job.error}\n\nThe current model is unchanged.")
+            self._close(f"Personalization failed: {job.error}\n\nThe current model is unchanged.", failed=True)
             return
         self.manifest = job.outcome.manifest
         if job.outcome.failed_checks:
             job.discard()
-            self._close("The new model failed a check and was not swapped in; the current model is unchanged.")
+            self._close("The new model failed a check and was not swapped in; the current model is unchanged.",
+                        failed=True)
         elif job.outcome.needs_consent:
             self.state = "consent"
             self.ending = (f"The new model forgets too much of what the base model knew (locality "
@@ -98,13 +100,14 @@ class PersonalizeRun:
         if self.cancelled:
             return
         self.job.cancel()
-        self._close(f"Personalization stopped: {type(error).__name__}: {error}\n\nThe current model is unchanged.")
+        self._close(f"Personalization stopped: {type(error).__name__}: {error}\n\nThe current model is unchanged.",
+                    failed=True)
 
     def install(self, consent: bool) -> None:
         try:
             entry = self.job.install(consent=consent)
-        except PersonalizeError as exc:
-            self._close(str(exc))
+        except (PersonalizeError, StoreError, OSError) as exc:  # a full disk or read-only folder too
+            self._close(f"{exc}\n\nThe current model is unchanged.", failed=True)
             return
         self.installed = entry.name
         self.app.post_message(PersonalizeFinished(entry.name, entry.path))
@@ -118,12 +121,16 @@ class PersonalizeRun:
             self.job.cancel()
             self.state = "done"
 
-    def _close(self, ending: str) -> None:
-        self.state, self.ending = "done", ending
+    def _close(self, ending: str, failed: bool = False) -> None:
+        self.state, self.ending, self.failed = "done", ending, failed
         self.changed()
         if self.screen is None:  # finished while the user chats: say so
-            self.app.notify("Personalization finished: F6 shows the report." if self.installed is None else
-                            f"Now using {self.installed}. F6 shows the report.", title="Personalize")
+            if failed:
+                self.app.notify("Personalization did not finish: F6 says why. The current model is unchanged.",
+                                title="Personalize", severity="error")
+            else:
+                self.app.notify("Personalization finished: F6 shows the report." if self.installed is None else
+                                f"Now using {self.installed}. F6 shows the report.", title="Personalize")
 
     def changed(self) -> None:
         if self.screen is not None and self.screen.is_attached:
@@ -136,7 +143,7 @@ class PersonalizeRun:
         if self.state == "consent":
             return "personalized: needs your consent (F6)"
         if self.state == "done":
-            return "personalized: F6 shows the report"
+            return "personalize failed: F6 says why" if self.failed else "personalized: F6 shows the report"
         return f"personalizing {self.progress.overall:.0%}, {self.progress.eta_text()} (F6)"
 
 
