@@ -22,7 +22,7 @@ from tunechat.core.engine import GenerationSettings
 from tunechat.core.registry import Registry
 from tunechat.core.scope import ChatEngine
 from tunechat.core.store import Chat, Store, StoreError
-from tunechat.core.turns import ANSWERED_BY, AnsweredBy, as_history, without_untold
+from tunechat.core.turns import ANSWERED_BY, AnsweredBy, as_history
 from tunechat.tui.screens.chats import ChatsClosed, ChatsScreen
 from tunechat.tui.screens.confirm import ErrorDialog
 from tunechat.tui.screens.help import HelpScreen, key_label
@@ -202,11 +202,7 @@ class ChatScreen(Screen[None]):
         assert engine is not None
         error: str | None = None
         try:
-            if isinstance(engine, scope.ScopedEngine):
-                deltas = engine.stream(messages, self.settings, self._stop, force=force)
-            else:
-                deltas = engine.stream(without_untold(messages), self.settings, self._stop)
-            for delta in deltas:
+            for delta in scope.stream_answer(engine, messages, self.settings, self._stop, force):
                 self.app.call_from_thread(view.append, delta)
         except Exception as exc:  # shown in the chat instead of ending the app
             error = f"{type(exc).__name__}: {exc}"

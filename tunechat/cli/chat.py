@@ -12,7 +12,7 @@ from typing import TextIO
 from tunechat.core import scope
 from tunechat.core.engine import GenerationSettings
 from tunechat.core.store import Store
-from tunechat.core.turns import as_history, without_untold
+from tunechat.core.turns import as_history
 
 WHO = {"personal": "personal model", "base": "base model", "untold": "not taught yet"}
 
@@ -27,8 +27,7 @@ def run_chat(args: argparse.Namespace, store: Store, engine: scope.ChatEngine,
         elif args.system:
             err.write("tunechat: --system applies to a new chat; the chat continued keeps its own.\n")
         settings = GenerationSettings(max_tokens=args.max_tokens, temperature=args.temperature)
-        scoped = isinstance(engine, scope.ScopedEngine)
-        force = scope.forced_route(scope.chat_mode(store, chat.id)) if scoped else None
+        force = scope.forced_route(scope.chat_mode(store, chat.id)) if isinstance(engine, scope.ScopedEngine) else None
         for line in lines:
             text = line.strip()
             if not text:
@@ -38,16 +37,14 @@ def run_chat(args: argparse.Namespace, store: Store, engine: scope.ChatEngine,
                 store.rename_chat(chat.id, text[:40])
                 chat = store.get_chat(chat.id)
             history = as_history(store.messages(chat.id), chat.system_prompt)
-            deltas = engine.stream(history, settings, force=force) if isinstance(engine, scope.ScopedEngine) \
-                else engine.stream(without_untold(history), settings)
             answer = ""
-            for delta in deltas:
+            for delta in scope.stream_answer(engine, history, settings, force=force):
                 answer += delta
                 out.write(delta)
                 out.flush()
             out.write("\n")
             by = scope.answered_by(engine)
-            if isinstance(engine, scope.ScopedEngine) and engine.last is not None and by is not None:
+            if by is not None and isinstance(engine, scope.ScopedEngine) and engine.last is not None:
                 err.write(f"({WHO[by]}: {engine.last.reason})\n")
             if answer.strip():
                 store.add_message(chat.id, "assistant", answer.strip(), by)

@@ -20,7 +20,7 @@ from tunechat.core.chat_template import ChatMessage
 from tunechat.core.engine import Engine, GenerationSettings
 from tunechat.core.gguf_check import ModelFileError
 from tunechat.core.store import StoreError
-from tunechat.core.turns import CONTEXT, AnsweredBy, Decision, Route, Taught, decide
+from tunechat.core.turns import CONTEXT, AnsweredBy, Decision, Route, Taught, decide, without_untold
 
 SETTING = "scope"  # store setting: "on" (default) or "off"
 BASE_ANSWERED_NOTE = "(answered by the base model: the question does not speak of you)"
@@ -104,6 +104,15 @@ class ScopedEngine:
 
 
 ChatEngine = Engine | ScopedEngine
+
+
+def stream_answer(engine: ChatEngine, messages: Sequence[ChatMessage], settings: GenerationSettings,
+                  stop: threading.Event | None = None, force: Route | None = None) -> Iterator[str]:
+    """A chat's next answer from either kind of engine: a scoped one decides the turn (``force``:
+    this side answers); a plain model sees the chat but the chat's own untold replies."""
+    if isinstance(engine, ScopedEngine):
+        return engine.stream(messages, settings, stop, force=force)
+    return engine.stream(without_untold(messages), settings, stop)
 
 
 def answered_by(engine: ChatEngine) -> AnsweredBy | None:
