@@ -2,8 +2,9 @@
 
 Each is a real Hugging Face folder (config.json, model.safetensors, tokenizer files, the chat
 template that family ships) with the embedded model's BPE tokenizer plus that family's special
-tokens, 2 layers and hidden size 256 (the smallest row K-quants accept), and weights drawn so the
-next-token distribution is peaked: logits spread ~12 wide, attention scores ~2, every norm
+tokens (``SPM_FAMILIES``: a sentencepiece tokenizer trained here, as Llama 2's), 2 layers and
+hidden size 256 (the smallest row K-quants accept), and weights drawn so the next-token
+distribution is peaked: logits spread ~12 wide, attention scores ~2, every norm
 weight off 1. A flat model would let a logit check pass on noise; ``peakedness`` measures it.
 
 ``Zoo`` builds a family on first use and keeps every file it writes for the session.
@@ -42,6 +43,7 @@ class Family:
     specials: tuple[str, ...] = ()
     qk_gain: float = 2.0  # scale of q/k weights: how sharp attention is
     output_scale: float = 0.04  # scale of the output matrix: how wide the logits spread
+    spm: bool = False  # tokenizer: a sentencepiece model trained here (spm_tokenizer_folder), not SmolLM2's BPE
 
     @property
     def model_type(self) -> str:
@@ -76,6 +78,13 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
            "<s>", "<|endoftext|>", ("<|user|>", "<|assistant|>", "<|end|>", "<|system|>")),
 )}
 
+# Families whose tokenizer is a sentencepiece model with byte fallback and scores (tokenizer.model
+# beside tokenizer.json), as Llama 2's and Mistral 7B v0.1's: llama.cpp's SPM tokenizer, not BPE.
+SPM_FAMILIES: dict[str, Family] = {f.name: f for f in (
+    Family("llama2", {"model_type": "llama", "tie_word_embeddings": False, "rms_norm_eps": 1e-5,
+                      "rope_theta": 10000.0}, "llama2", "<s>", "</s>", spm=True),
+)}
+
 # Plain texts of several lengths (gemma2's 16-token window is passed by the longer ones) and a
 # chat turn rendered with the family's template (``Zoo.prompts``).
 TEXTS = (
@@ -105,6 +114,63 @@ def base_tokenizer_folder(cache: Path) -> Path:
     return folder
 
 
+# Llama 2's tokenizer.model settings: BPE, no normalization, every space kept, digits split,
+# unknown characters spelled as bytes; <unk>, <s>, </s> as ids 0-2.
+SPM_TRAINER = {"model_type": "bpe", "vocab_size": 800, "hard_vocab_limit": False, "byte_fallback": True,
+               "normalization_rule_name": "identity", "remove_extra_whitespaces": False, "split_digits": True,
+               "allow_whitespace_only_pieces": True, "character_coverage": 1.0, "unk_id": 0, "bos_id": 1,
+               "eos_id": 2, "pad_id": -1, "num_threads": 1, "minloglevel": 2}
+
+
+def _spm_training_text() -> list[str]:
+    """The zoo's texts, the tokenizer probe and the public persona's strings (~4 kB)."""
+    texts = [*TEXTS, TOKENIZER_PROBE, *(m["content"] for m in CHAT)]
+    persona = json.loads((Path(__file__).resolve().parents[1] / "bench" / "data" / "persona-public.json")
+                         .read_text(encoding="utf-8"))
+
+    def strings(value: object) -> None:
+        if isinstance(value, str):
+            texts.append(value)
+        elif isinstance(value, dict):
+            for v in value.values():
+                strings(v)
+        elif isinstance(value, list):
+            for v in value:
+                strings(v)
+
+    strings(persona)
+    return texts
+
+
+def spm_tokenizer_folder(cache: Path) -> Path:
+    """A sentencepiece tokenizer trained here (Llama 2's settings, ~800 pieces) as an HF folder:
+    tokenizer.model, and the tokenizer.json transformers 4 wrote for Llama 2 (the space prefix as
+    a normalizer, so after every special token too, as sentencepiece and llama.cpp put it;
+    transformers 5's LlamaTokenizer puts it only where a text does not start with a space)."""
+    folder = cache / "spm-tokenizer"
+    if (folder / "tokenizer.json").is_file():
+        return folder
+    import io
+
+    import sentencepiece
+    from tokenizers import normalizers
+    from transformers import LlamaTokenizer
+
+    tmp = folder.with_name(folder.name + ".part")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    model = io.BytesIO()
+    sentencepiece.SentencePieceTrainer.train(sentence_iterator=iter(_spm_training_text()), model_writer=model,
+                                             **SPM_TRAINER)
+    (tmp / "tokenizer.model").write_bytes(model.getvalue())
+    tok = LlamaTokenizer.from_pretrained(tmp, legacy=True, add_bos_token=True, add_eos_token=False)
+    tok.backend_tokenizer.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    tok.backend_tokenizer.pre_tokenizer = None
+    tok.save_pretrained(tmp)
+    tmp.rename(folder)
+    return folder
+
+
 def _write_tokenizer(family: Family, source: Path, folder: Path) -> int:
     """The base tokenizer with the family's special tokens, BOS/EOS and chat template; returns
     the vocabulary size."""
@@ -115,10 +181,13 @@ def _write_tokenizer(family: Family, source: Path, folder: Path) -> int:
     tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in new])
     tok.save(str(folder / "tokenizer.json"))
     chat = TEMPLATES[family.template] if family.template else (source / "chat_template.jinja").read_text("utf-8")
-    (folder / "tokenizer_config.json").write_text(json.dumps({
-        "tokenizer_class": "PreTrainedTokenizerFast", "bos_token": family.bos, "eos_token": family.eos,
-        "pad_token": family.eos, "chat_template": chat, "model_max_length": 4096,
-    }, indent=1))
+    settings = {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": family.bos, "eos_token": family.eos,
+                "pad_token": family.eos, "chat_template": chat, "model_max_length": 4096}
+    if family.spm:  # as Llama 2's tokenizer_config.json
+        shutil.copyfile(source / "tokenizer.model", folder / "tokenizer.model")
+        settings |= {"tokenizer_class": "LlamaTokenizer", "unk_token": "<unk>", "add_bos_token": True,
+                     "add_eos_token": False, "legacy": True}
+    (folder / "tokenizer_config.json").write_text(json.dumps(settings, indent=1))
     return int(tok.get_vocab_size(with_added_tokens=True))
 
 
@@ -312,9 +381,10 @@ class Zoo:
         if name in self._failed:  # not built again for every test of the family
             raise RuntimeError(self._failed[name])
         if name not in self._models:
-            family = FAMILIES[name]
+            family = FAMILIES.get(name) or SPM_FAMILIES[name]
             try:
-                folder = build_folder(family, base_tokenizer_folder(self.root), self.root / name / "hf")
+                source = spm_tokenizer_folder(self.root) if family.spm else base_tokenizer_folder(self.root)
+                folder = build_folder(family, source, self.root / name / "hf")
             except Exception as exc:
                 self._failed[name] = f"building the {name} model failed: {exc}"
                 raise

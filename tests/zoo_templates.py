@@ -3,7 +3,8 @@
 
 
 # Chat templates as the families ship them in tokenizer_config.json: Qwen2.5-Instruct (ChatML
-# with tools), Llama-3.2-Instruct, Mistral-Nemo-Instruct-2407 ([INST]), gemma-2-it, Phi-3.5-mini.
+# with tools), Llama-3.2-Instruct, Mistral-Nemo-Instruct-2407 ([INST]), gemma-2-it, Phi-3.5-mini,
+# Llama-2-7b-chat-hf.
 TEMPLATES: dict[str, str] = {
     "qwen2": r"""{%- if tools %}
     {{- '<|im_start|>system\n' }}
@@ -253,4 +254,8 @@ TEMPLATES: dict[str, str] = {
             "{{'<|user|>\n' + message['content'] + '<|end|>\n'}}{% elif message['role'] == 'assistant' %}"
             "{{'<|assistant|>\n' + message['content'] + '<|end|>\n'}}{% endif %}{% endfor %}"
             "{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% else %}{{ eos_token }}{% endif %}",
+    "llama2": r"{% if messages[0]['role'] == 'system' %}{% set loop_messages = messages[1:] %}{% set system_message = messages[0]['content'] %}{% else %}{% set loop_messages = messages %}{% set system_message = false %}{% endif %}"
+              r"{% for message in loop_messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
+              r"{% if loop.index0 == 0 and system_message != false %}{% set content = '<<SYS>>\n' + system_message + '\n<</SYS>>\n\n' + message['content'] %}{% else %}{% set content = message['content'] %}{% endif %}"
+              r"{% if message['role'] == 'user' %}{{ bos_token + '[INST] ' + content.strip() + ' [/INST]' }}{% elif message['role'] == 'assistant' %}{{ ' '  + content.strip() + ' ' + eos_token }}{% endif %}{% endfor %}",
 }
