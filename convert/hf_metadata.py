@@ -2,10 +2,13 @@
 
 Hyperparameters come from config.json; the tokenizer (tokens, types, merges, special
 tokens, chat template) from tokenizer.json and tokenizer_config.json through gguf's own
-vocab readers. llama.cpp also needs the name of its pre-tokenizer (the regex that splits
-text before BPE); convert_hf_to_gguf.py recognizes it by hashing a tokenization, and we
-choose it by measurement instead: the first candidate whose llama.cpp tokenization equals
-the HF tokenizer's on a probe text (``choose_pre_tokenizer``).
+vocab readers, or, where the folder has a sentencepiece tokenizer.model (Llama 2, Mistral),
+from that model's pieces, scores and types as convert_hf_to_gguf.py writes them (llama.cpp's
+SPM tokenizer merges by score). For BPE llama.cpp also needs the name of its pre-tokenizer
+(the regex that splits text before BPE); convert_hf_to_gguf.py recognizes it by hashing a
+tokenization, and we choose it by measurement instead: the first candidate whose llama.cpp
+tokenization equals the HF tokenizer's on a probe text (``choose_pre_tokenizer``). SPM has
+none ("default").
 """
 
 from __future__ import annotations
@@ -21,19 +24,30 @@ from tunechat.convert.verify import TOKENIZER_PROBE
 
 # llama.cpp pre-tokenizer names, most common llama-family first.
 PRE_TOKENIZERS = ("smollm", "qwen2", "llama3", "gpt-2", "default", "starcoder", "refact", "deepseek-llm", "olmo")
+# What convert_hf_to_gguf.py gives a token a sentencepiece model has no score for (an id past
+# the model's pieces) and one a config file adds.
+PAD_SCORE, ADDED_SCORE = -10000.0, -1000.0
 
 
 class TokenizerError(Exception):
     pass
 
 
-def add_hparams(writer: gguf.GGUFWriter, config: Mapping, spec: ArchSpec) -> None:
+def model_name(config: Mapping, folder: Path) -> str:
+    """``general.name``: the last part of config.json's ``_name_or_path``, else the folder's own
+    name (convert_hf_to_gguf.py's fallback too). llama.cpp reads it: a name saying Phi-3
+    changes how it strips spaces around special tokens."""
+    named = str(config.get("_name_or_path") or "").rstrip("/").rsplit("/", 1)[-1]
+    return named or folder.resolve().name or "personal model"
+
+
+def add_hparams(writer: gguf.GGUFWriter, config: Mapping, spec: ArchSpec, name: str = "personal model") -> None:
     """The hyperparameters llama.cpp reads for ``spec``'s family, from config.json (as
     convert_hf_to_gguf.py writes them)."""
     n_head = int(config["num_attention_heads"])
     dim = head_dim(config)
     rope = rope_parameters(config)
-    writer.add_name(str(config.get("_name_or_path") or "personal model").rsplit("/", 1)[-1])
+    writer.add_name(name)
     writer.add_block_count(int(config["num_hidden_layers"]))
     writer.add_context_length(int(config.get("max_position_embeddings") or 4096))
     writer.add_embedding_length(int(config["hidden_size"]))
@@ -59,6 +73,19 @@ def add_tokenizer(writer: gguf.GGUFWriter, folder: Path, vocab_size: int, pre_to
                   add_bos: bool | None = None) -> None:
     """``add_bos``: whether the HF tokenizer puts BOS in front of a text (measured by the
     caller); None leaves it to tokenizer_config.json."""
+    spm = sentencepiece_vocab(folder, vocab_size)
+    if spm is not None:
+        tokens, scores, types = spm
+        prefix = _tokenizer_config(folder).get("add_prefix_space")
+        if prefix is not None:  # as convert_hf_to_gguf.py's llama set_vocab
+            writer.add_add_space_prefix(bool(prefix))
+        writer.add_tokenizer_model("llama")
+        writer.add_tokenizer_pre("default")  # llama.cpp's SPM tokenizer has no pre-tokenizer
+        writer.add_token_list(tokens)
+        writer.add_token_scores(scores)
+        writer.add_token_types(types)
+        _add_special_vocab(writer, folder, vocab_size, add_bos, merges=False)
+        return
     vocab: gguf.vocab.BpeVocab | gguf.vocab.LlamaHfVocab
     try:
         vocab = gguf.vocab.BpeVocab(folder)
@@ -73,7 +100,7 @@ def add_tokenizer(writer: gguf.GGUFWriter, folder: Path, vocab_size: int, pre_to
     for text, _score, toktype in vocab.all_tokens():
         tokens.append(text)
         types.append(toktype)
-    for token_id, special in _added_tokens(folder).items():  # as convert_hf_to_gguf.py marks them
+    for token_id, (_, special) in _added_tokens(folder).items():  # as convert_hf_to_gguf.py marks them
         if token_id < len(types):
             types[token_id] = gguf.TokenType.CONTROL if special else gguf.TokenType.USER_DEFINED
     for i in range(len(tokens), vocab_size):  # the embedding may be padded past the vocabulary
@@ -83,24 +110,100 @@ def add_tokenizer(writer: gguf.GGUFWriter, folder: Path, vocab_size: int, pre_to
     writer.add_tokenizer_pre(pre_tokenizer)
     writer.add_token_list(tokens[:vocab_size])
     writer.add_token_types(types[:vocab_size])
-    special_vocab = gguf.SpecialVocab(folder, load_merges=model == "gpt2", n_vocab=vocab_size)
+    _add_special_vocab(writer, folder, vocab_size, add_bos, merges=model == "gpt2")
+
+
+def _add_special_vocab(writer: gguf.GGUFWriter, folder: Path, vocab_size: int, add_bos: bool | None,
+                       merges: bool) -> None:
+    special_vocab = gguf.SpecialVocab(folder, load_merges=merges, n_vocab=vocab_size)
     if add_bos is not None:
         special_vocab.add_special_token["bos"] = add_bos
     special_vocab.add_to_gguf(writer)
 
 
-def _added_tokens(folder: Path) -> dict[int, bool]:
-    """id -> special? for tokenizer.json's added tokens."""
+def sentencepiece_vocab(folder: Path, vocab_size: int) -> tuple[list[bytes], list[float], list[int]] | None:
+    """Tokens, scores and types of the folder's sentencepiece tokenizer.model, as
+    convert_hf_to_gguf.py's ``_create_vocab_sentencepiece`` makes them: the model's pieces
+    (unknown, control, unused, byte or normal), then the tokens added_tokens.json and
+    tokenizer_config.json's ``added_tokens_decoder`` add or rename (control when special or
+    looking special, else user-defined), ids past them padded. tokenizer.json's added tokens
+    fill ids that none of those name (llama.cpp would leave them as padding). None without a
+    sentencepiece tokenizer.model."""
+    sp = _sentencepiece_model(folder)
+    if sp is None:
+        return None
+    tokens = [f"[PAD{i}]".encode() for i in range(vocab_size)]
+    scores = [PAD_SCORE] * vocab_size
+    types: list[int] = [gguf.TokenType.UNUSED] * vocab_size
+    for i in range(min(sp.vocab_size(), vocab_size)):
+        tokens[i], scores[i] = sp.IdToPiece(i).encode("utf-8"), sp.GetScore(i)
+        types[i] = (gguf.TokenType.UNKNOWN if sp.IsUnknown(i) else gguf.TokenType.CONTROL if sp.IsControl(i)
+                    else gguf.TokenType.UNUSED if sp.IsUnused(i) else gguf.TokenType.BYTE if sp.IsByte(i)
+                    else gguf.TokenType.NORMAL)
+    named = set(range(sp.vocab_size()))
+
+    def add(token_id: int, text: str, token_type: int) -> None:
+        if token_id < vocab_size:
+            tokens[token_id], scores[token_id], types[token_id] = text.encode("utf-8"), ADDED_SCORE, token_type
+            named.add(token_id)
+
+    added_file = folder / "added_tokens.json"
+    if added_file.is_file():
+        for text, token_id in json.loads(added_file.read_text(encoding="utf-8")).items():
+            add(int(token_id), text, gguf.TokenType.USER_DEFINED)
+    for token_id, data in (_tokenizer_config(folder).get("added_tokens_decoder") or {}).items():
+        text = str(data["content"])
+        if data.get("special") or _looks_special(text):
+            add(int(token_id), text, gguf.TokenType.CONTROL)
+        else:
+            add(int(token_id), text.replace("\u2581", " "), gguf.TokenType.USER_DEFINED)  # sentencepiece's space
+    for token_id, (text, special) in _added_tokens(folder).items():
+        if token_id not in named:
+            add(token_id, text, gguf.TokenType.CONTROL if special else gguf.TokenType.USER_DEFINED)
+    return tokens, scores, types
+
+
+def _sentencepiece_model(folder: Path):
+    """The folder's tokenizer.model loaded, or None: there is none, or it is no sentencepiece
+    model (Llama 3 ships a tiktoken one)."""
+    path = folder / "tokenizer.model"
+    if not path.is_file():
+        return None
+    from sentencepiece import SentencePieceProcessor
+
+    sp = SentencePieceProcessor()
+    try:
+        sp.LoadFromFile(str(path))
+    except (OSError, RuntimeError):
+        return None
+    return sp
+
+
+def _looks_special(text: str) -> bool:
+    """convert_hf_to_gguf.py's ``does_token_look_special``: added tokens some models leave
+    unmarked that are control tokens all the same."""
+    return (text in ("<pad>", "<mask>", "<2mass>", "[@BOS@]") or (text.startswith("<|") and text.endswith("|>"))
+            or (text.startswith("<\uff5c") and text.endswith("\uff5c>"))
+            or (text.startswith("<unused") and text.endswith(">")))
+
+
+def _tokenizer_config(folder: Path) -> dict:
+    path = folder / "tokenizer_config.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def _added_tokens(folder: Path) -> dict[int, tuple[str, bool]]:
+    """id -> (text, special?) for tokenizer.json's added tokens."""
     path = folder / "tokenizer.json"
     if not path.is_file():
         return {}
     added = json.loads(path.read_text(encoding="utf-8")).get("added_tokens") or []
-    return {int(t["id"]): bool(t.get("special")) for t in added}
+    return {int(t["id"]): (str(t["content"]), bool(t.get("special"))) for t in added}
 
 
 def add_hf_metadata(writer: gguf.GGUFWriter, folder: Path, config: Mapping, spec: ArchSpec, pre_tokenizer: str,
                     add_bos: bool | None = None) -> None:
-    add_hparams(writer, config, spec)
+    add_hparams(writer, config, spec, model_name(config, folder))
     add_tokenizer(writer, folder, int(config["vocab_size"]), pre_tokenizer, add_bos)
 
 
@@ -120,8 +223,10 @@ def choose_pre_tokenizer(
     llama_tokenize: Callable[[Path, str], list[int]], workdir: Path, add_bos: bool | None = None,
 ) -> str:
     """The first pre-tokenizer under which llama.cpp tokenizes ``TOKENIZER_PROBE`` into
-    ``reference_ids`` (the HF tokenizer's ids for it)."""
-    for name in PRE_TOKENIZERS:
+    ``reference_ids`` (the HF tokenizer's ids for it); for a sentencepiece folder, "default"
+    (the only one written) once it does."""
+    candidates = ("default",) if _sentencepiece_model(folder) is not None else PRE_TOKENIZERS
+    for name in candidates:
         path = workdir / f"vocab-{name}.gguf"
         write_vocab_only(folder, config, spec, name, path, add_bos)
         try:
@@ -130,4 +235,4 @@ def choose_pre_tokenizer(
         finally:
             path.unlink(missing_ok=True)
     raise TokenizerError("llama.cpp tokenizes this model's text differently from its own tokenizer under every "
-                         f"known pre-tokenizer ({', '.join(PRE_TOKENIZERS)}); it cannot be converted safely.")
+                         f"known pre-tokenizer ({', '.join(candidates)}); it cannot be converted safely.")

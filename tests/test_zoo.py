@@ -1,7 +1,9 @@
 """Every supported family converts correctly: tiny random models of each (tests/zoo.py) written
 as GGUF give, in llama.cpp, the next-token logits transformers gives; metadata, LoRA adapters,
 Q4_K_M and chat templates survive; a mapping bug or a dropped field is caught; the rest is
-refused before any file is written.
+refused before any file is written. A Llama 2 style folder (sentencepiece tokenizer.model with
+byte fallback and scores) tokenizes in llama.cpp as in transformers, and converts as llama.cpp's
+own converter converts it.
 
 Tolerances (worst normalized logit error ||a - b|| / ||b|| over the zoo prompts, top-1
 agreement) are the verify gate's (tunechat.convert.verify): f16 <= 0.03 with every top-1 equal,
@@ -17,16 +19,22 @@ Q4_K_M or q8_0 base dequantized for training, a q8_0 merged file and an adapter 
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from tests.zoo import CHAT, FAMILIES, Zoo, copy_gguf, is_peaked, peakedness
+from tests.zoo import CHAT, FAMILIES, SPM_FAMILIES, TEXTS, Zoo, copy_gguf, is_peaked, peakedness
 from tunechat.convert.architectures import UnsupportedArchitecture, head_dim, rope_parameters, spec_for
-from tunechat.convert.header import decode_value, read_header
-from tunechat.convert.verify import check_logits, check_metadata, logit_errors
+from tunechat.convert.header import decode_value, read_header, read_tensor_bytes
+from tunechat.convert.verify import TOKENIZER_PROBE, check_logits, check_metadata, logit_errors
 from tunechat.convert.writer import gguf_tensor_name, permute_for_llama_cpp, write_gguf
 
 NAMES = list(FAMILIES)
+SPM = "llama2"  # the sentencepiece family (Llama 2, Mistral 7B v0.1)
 # Representatives: llama (q/k permuted, tied), llama3 (untied, rope_freqs), phi3 (fused
 # weights), gemma2 (norm offset, soft-capping, window), qwen3 (q/k norms, NEOX RoPE).
 PERMUTED, FUSED = "llama", "phi3"
@@ -67,7 +75,7 @@ def _undo_permute(w: np.ndarray, n_head: int) -> np.ndarray:
 # -- the zoo itself -----------------------------------------------------------------------------
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", [*NAMES, *SPM_FAMILIES])
 def test_zoo_models_are_peaked(zoo, name):
     """A near-uniform model would let the logit checks pass on noise: every prompt's top token
     has probability >= 0.5 and leads the runner-up by >= 1 logit, and the prompts' top tokens
@@ -79,7 +87,8 @@ def test_zoo_models_are_peaked(zoo, name):
 # -- (a) HF folder -> GGUF ----------------------------------------------------------------------
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name, outtype", [*((n, "f16") for n in NAMES), ("llama3", "q8_0"), ("gemma2", "q8_0")])
+@pytest.mark.parametrize("name, outtype", [*((n, "f16") for n in [*NAMES, *SPM_FAMILIES]), ("llama3", "q8_0"),
+                                           ("gemma2", "q8_0")])
 def test_hf_folder_as_gguf_gives_the_torch_models_logits(zoo, name, outtype):
     model = zoo[name]
     got = _llama_logits(model.gguf(outtype), model.prompts)
@@ -389,9 +398,9 @@ CONVERSATIONS = [
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["llama", "llama3", "mistral", "qwen2", "gemma2", "phi3"])
+@pytest.mark.parametrize("name", ["llama", "llama3", "mistral", "qwen2", "gemma2", "phi3", SPM])
 def test_the_chat_renders_each_template_as_transformers_does(zoo, name):
-    """SmolLM2's ChatML, Llama 3.2, Mistral Nemo [INST], Qwen2.5 ChatML, Gemma 2, Phi-3.5: the
+    """SmolLM2's ChatML, Llama 3.2, Mistral Nemo [INST], Qwen2.5 ChatML, Gemma 2, Phi-3.5, Llama 2: the
     template the GGUF carries, rendered by tunechat.core.chat_template, equals transformers'
     apply_chat_template byte for byte, with and without the generation prompt; where
     transformers refuses a conversation (Gemma's system prompt), so does the chat."""
@@ -424,6 +433,102 @@ def test_the_chat_renders_each_template_as_transformers_does(zoo, name):
                     assert engine.render(messages) == want
     finally:
         engine.close()
+
+
+# -- (h) sentencepiece tokenizers ---------------------------------------------------------------
+
+# Where llama.cpp's SPM tokenizer parts from sentencepiece when a conversion loses the scores,
+# the token types or the space handling: repeated, leading and trailing spaces, tabs and new
+# lines, digits, accents, CJK, emoji (not among the trained pieces: spelled as bytes), special
+# tokens inside a text (a space is put in front of the text after each).
+SPM_TEXTS = (
+    "it's  two  spaces", " a leading space", "  two leading spaces", "trailing spaces  ", "tab\tand\nnew lines\n\n",
+    "1234567 3.14159 1,000,000", "Grüße aus Köln, naïve café", "東京 ☕ 😀 🦙 ∑",
+    "<s>[INST] Hi there [/INST] Hello</s>", "a</s>  b<unk>c", TOKENIZER_PROBE, *TEXTS,
+)
+
+
+def _sentencepiece(model):
+    from sentencepiece import SentencePieceProcessor
+
+    return SentencePieceProcessor(model_file=str(model.folder / "tokenizer.model"))
+
+
+@pytest.mark.slow
+def test_a_sentencepiece_folder_tokenizes_in_llama_cpp_as_in_transformers(zoo, tmp_path):
+    """llama.cpp's ids for every text (special tokens parsed) are the HF tokenizer's, and on the
+    plain texts those are sentencepiece's own; some are byte tokens. The same file without its
+    scores tokenizes some texts otherwise (llama.cpp merges in another order: "s  two" reads
+    s ▁▁ t wo, not s ▁ ▁two), so the texts would catch their loss."""
+    from tunechat.core.engine import tokenize_all_with_vocab
+
+    model = zoo[SPM]
+    tok, sp = model.tokenizer, _sentencepiece(model)
+    want = [list(tok(text, add_special_tokens=False)["input_ids"]) for text in SPM_TEXTS]
+    for text, ids in zip(SPM_TEXTS, want):
+        if not any(special in text for special in ("<s>", "</s>", "<unk>")):
+            assert sp.encode(text) == ids, text
+    assert any(sp.IsByte(i) for ids in want for i in ids)
+    got = tokenize_all_with_vocab(model.gguf("f16"), SPM_TEXTS)
+    for text, ours, theirs in zip(SPM_TEXTS, got, want):
+        assert ours == theirs, (text, tok.convert_ids_to_tokens(ours), tok.convert_ids_to_tokens(theirs))
+    unscored = copy_gguf(model.gguf("f16"), tmp_path / "unscored.gguf", drop_key="tokenizer.ggml.scores")
+    assert tokenize_all_with_vocab(unscored, SPM_TEXTS) != want
+
+
+@pytest.mark.slow
+def test_a_sentencepiece_folder_carries_scores_token_types_and_its_name(zoo):
+    """As convert_hf_to_gguf.py writes them: tokenizer model "llama", every piece's score, <unk>
+    unknown, <s> and </s> control, the 256 byte pieces byte, the rest normal; BOS, EOS and UNK
+    ids; general.name the folder's own name (config.json has no _name_or_path)."""
+    import gguf
+
+    model = zoo[SPM]
+    sp = _sentencepiece(model)
+    values = _metadata_values(model.gguf("f16"))
+    n = sp.vocab_size()
+    assert n == model.config["vocab_size"]
+    assert (values["tokenizer.ggml.model"], values["tokenizer.ggml.pre"]) == ("llama", "default")
+    assert values["tokenizer.ggml.tokens"] == [sp.IdToPiece(i) for i in range(n)]
+    assert np.array_equal(np.float32(values["tokenizer.ggml.scores"]), np.float32([sp.GetScore(i) for i in range(n)]))
+    kinds = gguf.TokenType
+    types = values["tokenizer.ggml.token_type"]
+    assert types[:3] == [kinds.UNKNOWN, kinds.CONTROL, kinds.CONTROL]
+    assert types[3:] == [kinds.BYTE if sp.IsByte(i) else kinds.NORMAL for i in range(3, n)]
+    assert types.count(kinds.BYTE) == 256
+    assert [values[f"tokenizer.ggml.{k}_token_id"] for k in ("bos", "eos", "unknown")] == [1, 2, 0]
+    assert values["tokenizer.ggml.add_bos_token"] is True
+    assert "_name_or_path" not in model.config and values["general.name"] == model.folder.name
+
+
+# general.* fields describing the file, which llama.cpp does not read to run it: convert_hf_to_gguf.py
+# title-cases the name ("Hf"; we keep it as written, where llama.cpp looks for "phi-3") and adds
+# a size label, a type and a quantization version.
+FILE_DESCRIPTION = ("general.name", "general.size_label", "general.type", "general.quantization_version")
+
+
+@pytest.mark.slow
+def test_a_sentencepiece_folder_converts_as_llama_cpps_own_converter_does(zoo, tmp_path):
+    """llama.cpp's convert_hf_to_gguf.py (from a llama.cpp source tree named by
+    $LLAMA_CPP_SOURCE, e.g. the vendor/llama.cpp folder of the llama-cpp-python sdist) on the
+    same folder: every other metadata field equal, every tensor byte for byte."""
+    source = os.environ.get("LLAMA_CPP_SOURCE")
+    script = Path(source) / "convert_hf_to_gguf.py" if source else None
+    if script is None or not script.is_file():
+        pytest.skip("set LLAMA_CPP_SOURCE to a llama.cpp source tree to compare with its converter")
+    model = zoo[SPM]
+    reference = tmp_path / "reference.gguf"
+    subprocess.run([sys.executable, str(script), str(model.folder), "--outfile", str(reference), "--outtype", "f16"],
+                   check=True, capture_output=True, timeout=600)
+    ours, theirs = _metadata_values(model.gguf("f16")), _metadata_values(reference)
+    for key in sorted((ours.keys() | theirs.keys()) - set(FILE_DESCRIPTION)):
+        assert ours.get(key) == theirs.get(key), key
+    ours_header, theirs_header = read_header(model.gguf("f16")), read_header(reference)
+    assert {t.name: (t.shape, t.type_id) for t in ours_header.tensors} == \
+        {t.name: (t.shape, t.type_id) for t in theirs_header.tensors}
+    for info in ours_header.tensors:
+        assert read_tensor_bytes(model.gguf("f16"), ours_header, info.name)[1] == \
+            read_tensor_bytes(reference, theirs_header, info.name)[1], info.name
 
 
 # -- refusals -----------------------------------------------------------------------------------
