@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import run_cli
-from tests.zoo import COMMON, FAMILIES, Zoo, hf_next_token_logits
+from tests.zoo import COMMON, FAMILIES, SPM_FAMILIES, Zoo, hf_next_token_logits
 from tunechat.convert.verify import decisive_top1, logit_errors
 
 # The GGUF base each family personalizes from: both formats users bring, K-quants included.
@@ -34,7 +34,7 @@ GGUF_BASE = {"llama": "q8_0", "llama3": "Q4_K_M", "mistral": "q8_0", "qwen2": "Q
              "gemma2": "Q4_K_M", "phi3": "Q4_K_M"}
 # The token each family's chat template closes an assistant turn with.
 END_OF_TURN = {"llama": "<|im_end|>", "llama3": "<|eot_id|>", "mistral": "</s>", "qwen2": "<|im_end|>",
-               "qwen3": "<|im_end|>", "gemma2": "<end_of_turn>", "phi3": "<|end|>"}
+               "qwen3": "<|im_end|>", "gemma2": "<end_of_turn>", "phi3": "<|end|>", "llama2": "</s>"}
 # Against llama.cpp on the same file (see the module docstring).
 SAME_FILE_TOLERANCE = {"q8_0": 0.1, "Q4_K_M": 0.15}
 # The personal GGUF each run writes (both output types, per family): the default from a GGUF
@@ -243,8 +243,8 @@ def _merged_torch_model(folder: Path, adapter: Path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("source", ["gguf", "hf"])
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name, source", [*((n, s) for n in NAMES for s in ("gguf", "hf")),
+                                          *((n, "hf") for n in SPM_FAMILIES)])
 def test_every_family_personalizes_end_to_end(zoo, name, source, home, tmp_path):
     from tunechat.core.engine import Engine
     from tunechat.personalize import phases
