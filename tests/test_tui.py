@@ -56,16 +56,40 @@ async def test_type_stream_keep_and_correct(store, monkeypatch):
         assert "Tokyo" in kept.answer
         assert "1 pair kept" in str(app.status.render())
 
+        reply = answer.content
         await pilot.press("ctrl+e")
         editor = app.screen
         assert isinstance(editor, PairEditor)
-        editor.query_one("#answer").load_text("Tokyo, the capital since 1868.")
+        field = editor.query_one("#answer")
+        assert field.text == reply.strip() and field.selected_text == field.text  # the whole answer, selected
+        await pilot.press(*"Kyoto, then Tokyo.")  # typing replaces the wrong answer
         await pilot.press("ctrl+s")
         corrected = store.pairs()[-1]
-        assert (corrected.answer, corrected.source) == ("Tokyo, the capital since 1868.", "corrected")
-        # the conversation itself is stored
+        assert (corrected.question, corrected.answer, corrected.source) == (
+            "What is the capital of Japan?", "Kyoto, then Tokyo.", "corrected")
+        # the message shows the correction, kept, with the model's reply struck through under it
+        assert answer.query_one(".body").source == "Kyoto, then Tokyo."
+        assert "✎ corrected · kept" in str(answer.query_one(".role").render())
+        was = answer.query_one(".was")
+        assert was.display and str(was.render()) == "was: " + " ".join(reply.split())
+        # the conversation itself is stored, the model's reply as it was
         chat_messages = store.messages(app.chat.id)
-        assert [m.role for m in chat_messages] == ["user", "assistant"]
+        assert [(m.role, m.content) for m in chat_messages] == [("user", "What is the capital of Japan?"),
+                                                                ("assistant", reply)]
+        # reopened (as F2 does), the chat shows the correction from the kept pair
+        await app.chat_screen.open_chat(app.chat.id)
+        await pilot.pause()
+        [again] = _answers(app)
+        assert again is not answer and again.content == reply
+        assert again.query_one(".body").source == "Kyoto, then Tokyo."
+        assert "✎ corrected · kept" in str(again.query_one(".role").render()) and again.query_one(".was").display
+        # a chat begun after the correction shows its own answer to the question as it is
+        await pilot.press("ctrl+n")
+        await _ask(app, pilot, "What is the capital of Japan?")
+        await app.chat_screen.open_chat(app.chat.id)
+        await pilot.pause()
+        [later] = _answers(app)
+        assert later.correction is None and "corrected" not in str(later.query_one(".role").render())
 
 
 async def test_escape_stops_and_keeps_partial_answer(store):
@@ -104,8 +128,11 @@ async def test_add_pair_form_refuses_empty_answer_then_saves(store):
         await pilot.press("ctrl+s")
         assert app.screen is editor and store.count_pairs() == 0  # refused in place
         editor.query_one("#answer").load_text("Your name is Ada Quill.")
+        editor.query_one("#answer").focus()
+        await pilot.press("ctrl+a", *"Your name is Ada.")  # ctrl+a selects the whole field
         await pilot.press("ctrl+s")
-        assert [(p.question, p.source) for p in store.pairs()] == [("What is my name?", "added")]
+        assert [(p.question, p.answer, p.source) for p in store.pairs()] == [
+            ("What is my name?", "Your name is Ada.", "added")]
 
 
 async def test_pairs_screen_searches_edits_and_deletes(store):

@@ -147,12 +147,35 @@ class ChatScreen(Screen[None]):
         self.sub_title = self.chat.title
         self.refresh_status()
         await self.conversation.remove_children()
-        views = [MessageView(m.role, m.content, m.id, _answered_by(m.answered_by))
-                 for m in self.store.messages(self.chat.id)]
+        views = self._message_views(self.chat)
         if views:
             await self.conversation.mount_all(views)
         self.conversation.scroll_end(animate=False)
         self.conversation.anchor()
+
+    def _message_views(self, chat: Chat) -> list[MessageView]:
+        """The chat's messages, each answer marked as the pairs in use say: kept as it is (a
+        "kept" pair with its question and text), or corrected (the last "corrected" pair with
+        its question, kept since the chat began; the first answer to that question shows it).
+        A correction is read back from the pairs, the stored message stays the model's reply."""
+        pairs = self.store.pairs()
+        kept = {(p.question, p.answer) for p in pairs if p.source == "kept"}
+        corrections = {p.question: p.answer for p in pairs
+                       if p.source == "corrected" and p.created_at >= chat.created_at}
+        views: list[MessageView] = []
+        question = ""
+        for m in self.store.messages(chat.id):
+            by = _answered_by(m.answered_by)
+            if m.role != "assistant":
+                question = m.content.strip()
+                views.append(MessageView(m.role, m.content, m.id, by))
+                continue
+            text = m.content.strip()
+            correction = corrections.pop(question, None)
+            is_kept = correction == text or (question, text) in kept
+            views.append(MessageView(m.role, m.content, m.id, by, kept=is_kept,
+                                     correction=None if correction == text else correction))
+        return views
 
     def _history(self) -> list[dict[str, str]]:
         assert self.chat is not None
@@ -294,7 +317,7 @@ class ChatScreen(Screen[None]):
             return
         view, question = found
         try:
-            self.store.add_pair(question, view.content, source="kept")
+            self.store.add_pair(question, view.answer, source="kept")
         except StoreError as exc:
             self.notify(str(exc), severity="error")
             return
@@ -308,14 +331,20 @@ class ChatScreen(Screen[None]):
             return
         view, question = found
 
-        def save(result: tuple[str, str] | None) -> None:
-            if result:
-                self.store.add_pair(*result, source="corrected")
-                view.mark_kept()
-                self.refresh_status()
-                self.notify("Kept the corrected answer as a training pair.")
+        async def save(result: tuple[str, str] | None) -> None:
+            if not result:
+                return
+            try:
+                pair = self.store.add_pair(*result, source="corrected")
+            except StoreError as exc:
+                self.notify(str(exc), severity="error")
+                return
+            # The stored message stays the model's reply; the view shows the pair's answer over it.
+            await view.mark_corrected(pair.answer)
+            self.refresh_status()
+            self.notify("Kept the corrected answer as a training pair.")
 
-        self.app.push_screen(PairEditor("Correct the answer, then keep it", question, view.content, focus_answer=True),
+        self.app.push_screen(PairEditor("Correct the answer, then keep it", question, view.answer, focus_answer=True),
                              save)
 
     def action_add_pair(self) -> None:
@@ -333,7 +362,7 @@ class ChatScreen(Screen[None]):
         target = focused or (views[-1] if views else None)
         if target is None:
             return
-        self.app.copy_to_clipboard(target.content)
+        self.app.copy_to_clipboard(target.answer)
         self.notify("Copied to the clipboard.")
 
     # -- other screens ------------------------------------------------------------------

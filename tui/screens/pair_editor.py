@@ -15,6 +15,8 @@ class PairEditor(ModalScreen[tuple[str, str] | None]):
     BINDINGS = [
         Binding("escape", "cancel", "Cancel"),
         Binding("ctrl+s", "save", "Save", priority=True),
+        # priority: a TextArea takes ctrl+a to go to the start of the line
+        Binding("ctrl+a", "select_all", "Select all", priority=True),
     ]
 
     def __init__(self, title: str, question: str = "", answer: str = "", focus_answer: bool = False) -> None:
@@ -37,7 +39,15 @@ class PairEditor(ModalScreen[tuple[str, str] | None]):
                 yield Button("Cancel (esc)", id="cancel")
 
     def on_mount(self) -> None:
-        self.query_one("#answer" if self.focus_answer else "#question", TextArea).focus()
+        field = self.query_one("#answer" if self.focus_answer else "#question", TextArea)
+        field.focus()
+        if self.focus_answer:  # a correction: typing replaces the answer, arrows keep and edit it
+            field.select_all()
+
+    def action_select_all(self) -> None:
+        """Select the whole text of the focused field."""
+        if isinstance(self.focused, TextArea):
+            self.focused.select_all()
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         if event.button.id == "save":
