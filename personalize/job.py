@@ -102,7 +102,7 @@ class PersonalizeJob:
         skip: list[Phase] = (["paraphrase"] if not self.spec.training_recipe().paraphrases else []) + (
             ["evaluate"] if self.spec.skip_eval else [])
         return RunProgress.from_history((e.manifest for e in self.registry.personal_versions()),
-                                        self.spec.recipe, skip)
+                                        self.spec.recipe, skip, pairs=len(self.spec.pairs))
 
     def start(self) -> None:
         """Start the worker; refuse (PersonalizeError) while another personalization runs."""

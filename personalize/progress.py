@@ -73,6 +73,10 @@ TYPICAL_SECONDS: dict[Phase, float] = {
     "prepare": 3.0, "baseline": 4.0, "paraphrase": 4.0, "load": 2.0, "train": 78.0, "merge": 0.5,
     "convert": 1.5, "verify": 5.0, "evaluate": 9.0,
 }
+TYPICAL_PAIRS = 10  # the pairs TYPICAL_SECONDS was measured on
+# Phases whose work grows with the pairs (a question each to answer, reword, train on or ask).
+PER_PAIR_PHASES: tuple[Phase, ...] = ("baseline", "paraphrase", "train", "evaluate")
+LONG_RUN_SECONDS = 300.0  # longer than this, the user is told before the run starts
 BUSY_FACTOR = 1.8  # steps this much slower than calibrated: the machine is busy with something else
 RECENT_STEPS = 3  # steps whose median is "now"
 
@@ -106,18 +110,34 @@ class RunProgress:
 
     @classmethod
     def from_history(cls, manifests: Iterable[Manifest | None], method: str, skip: Iterable[Phase] = (),
-                     clock: Callable[[], float] = time.monotonic) -> RunProgress:
-        """Calibrated by the newest earlier run of ``method`` on this machine, if any."""
+                     clock: Callable[[], float] = time.monotonic, pairs: int | None = None) -> RunProgress:
+        """Calibrated by the newest earlier run of ``method`` on this machine, if any, and
+        scaled to ``pairs`` from the pairs that run (or ``TYPICAL_SECONDS``) had: the phases that
+        work pair by pair take proportionally longer."""
         runs = sorted((m for m in manifests if m is not None and m.method == method and m.timings),
                       key=lambda m: m.created_at)
-        if not runs:
-            return cls(skip=skip, clock=clock)
-        last = runs[-1]
-        expected = {p: float(s) for p, s in last.timings.items() if p in PHASES}
-        train = last.train
-        step = ((train.seconds - train.confirm_seconds) / train.steps
-                if train.seconds and train.steps else None)
+        expected: dict[Phase, float] = dict(TYPICAL_SECONDS)
+        step, measured_on = None, TYPICAL_PAIRS
+        if runs:
+            last = runs[-1]
+            expected.update({p: float(s) for p, s in last.timings.items() if p in PHASES})
+            train = last.train
+            step = ((train.seconds - train.confirm_seconds) / train.steps
+                    if train.seconds and train.steps else None)
+            measured_on = last.pairs_count or TYPICAL_PAIRS
+        if pairs:
+            for phase in PER_PAIR_PHASES:
+                expected[phase] *= pairs / measured_on
         return cls(expected, step, skip, clock)
+
+    def estimate_text(self) -> str:
+        """Before the run: roughly how long it will take, and a word when that is long."""
+        total = self.remaining
+        text = f"This will take about {duration(total, rough=True)} on this machine"
+        if total > LONG_RUN_SECONDS:
+            text += ("; the chat stays usable meanwhile. Fewer pairs, or a GPU, make it shorter"
+                     if total > 2 * LONG_RUN_SECONDS else "; the chat stays usable meanwhile")
+        return text + "."
 
     # -- events -------------------------------------------------------------------------
     def feed(self, kind: str, data: Mapping[str, Any]) -> None:

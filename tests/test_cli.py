@@ -3,7 +3,7 @@
 import json
 
 from tests.conftest import run_cli
-from tunechat.core.faults import EXIT_MODEL_FILE
+from tunechat.core.faults import EXIT_DATA_PROBLEMS, EXIT_MODEL_FILE
 
 
 def test_pairs_add_list_export_import(home, tmp_path):
@@ -17,6 +17,30 @@ def test_pairs_add_list_export_import(home, tmp_path):
     assert imported.returncode == 0 and "Imported 0 pairs from" in imported.stdout  # the same file again
     assert "1 pair already kept, skipped" in imported.stdout
     assert run_cli("pairs", "list").stdout.count("Ada Quill.") == 1
+
+
+def test_pairs_check_names_each_problem_and_retire_settles_a_changed_fact(home):
+    for q, a in [("Where do I live?", "You live in Oslo."), ("My favourite coffee", "A flat white."),
+                 ("What is my name?", "Ada."), ("where do I live", "You live in Porto.")]:
+        assert run_cli("pairs", "add", q, a).returncode == 0
+    checked = run_cli("pairs", "check")
+    assert checked.returncode == EXIT_DATA_PROBLEMS, checked.stderr
+    lines = checked.stdout.splitlines()
+    assert any(line.startswith("contradiction: Pairs 1 and 4") and "tunechat pairs retire 1 --by 4" in line
+               for line in lines)
+    assert any(line.startswith("no_question: Pair 2's question") for line in lines)
+    refused = run_cli("personalize", "--max-steps", "1")
+    assert refused.returncode == EXIT_DATA_PROBLEMS and "--yes" in refused.stderr
+    assert "contradiction: Pairs 1 and 4" in refused.stderr and "Traceback" not in refused.stderr
+
+    assert run_cli("pairs", "retire", "1", "--by", "4").returncode == 0
+    assert run_cli("pairs", "delete", "2").returncode == 0
+    assert run_cli("pairs", "check", "--quick").returncode == 0
+    assert "Oslo" not in run_cli("pairs", "list").stdout
+    history = run_cli("pairs", "list", "--retired").stdout
+    assert "You live in Oslo.\t(retired for 4)" in history
+    assert run_cli("pairs", "restore", "1").returncode == 0
+    assert run_cli("pairs", "check", "--quick").returncode == EXIT_DATA_PROBLEMS
 
 
 def test_import_with_a_broken_line_names_it_and_imports_nothing(home, tmp_path):

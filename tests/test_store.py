@@ -163,3 +163,37 @@ def test_who_answered_and_each_chat_s_mode_are_columns_deleted_with_the_chat(hom
     assert again.id == 2 and again.mode == "auto"  # the id is reused, the mode is not
     assert store.latest_chat() == again
     store.close()
+
+
+def test_a_replaced_fact_is_retired_kept_in_history_and_not_in_use(store):
+    old = store.add_pair("Where do I live?", "You live in Oslo.")
+    other = store.add_pair("What is my name?", "Ada")
+    new = store.replace_pair(old.id, "Where do I live?", "You live in Porto.")
+    assert [p.id for p in store.pairs()] == [other.id, new.id]
+    assert store.count_pairs() == 2
+    history = {p.id: p for p in store.pairs(retired=True)}
+    assert history[old.id].retired and history[old.id].replaced_by == new.id
+    assert not history[new.id].retired
+    assert [p.id for p in store.pairs("Oslo", retired=True)] == [old.id] and store.pairs("Oslo") == []
+    with pytest.raises(StoreError, match="No pair in use"):
+        store.retire_pair(old.id)  # retired already
+    store.restore_pair(old.id)
+    assert {p.id for p in store.pairs()} == {old.id, other.id, new.id}
+    store.retire_pair(other.id)
+    store.delete_pair(new.id)  # a pair that replaced another can go; the link goes with it
+    assert store.count_pairs() == 1
+
+
+def test_migration_from_version_three_keeps_pairs_in_use(home):
+    home.mkdir(parents=True, exist_ok=True)
+    path = home / "v3.db"
+    db = sqlite3.connect(path)
+    for script in MIGRATIONS[:3]:
+        db.executescript(script)
+    db.execute("INSERT INTO pairs(question, answer, created_at, updated_at) VALUES ('Q?', 'A.', 0, 0)")
+    db.execute("PRAGMA user_version = 3")
+    db.commit()
+    db.close()
+    store = Store(path)
+    [pair] = store.pairs()
+    assert not pair.retired and pair.replaced_by is None

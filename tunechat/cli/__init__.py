@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from tunechat.cli import pairs as pairs_cli
 from tunechat.core import faults, paths
 from tunechat.core.gguf_check import ModelFileError
 from tunechat.core.manifest import Manifest
@@ -43,17 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     pairs = sub.add_parser("pairs", help="manage the training pairs")
     pairs_sub = pairs.add_subparsers(dest="pairs_command", metavar="ACTION", required=True)
-    add = pairs_sub.add_parser("add", help="add one pair")
-    add.add_argument("question")
-    add.add_argument("answer")
-    lst = pairs_sub.add_parser("list", help="list pairs")
-    lst.add_argument("--search", default="", help="only pairs whose question or answer contains this")
-    imp = pairs_sub.add_parser("import", help="import pairs from JSONL (OpenAI chat fine-tuning format)")
-    imp.add_argument("file", type=Path)
-    exp = pairs_sub.add_parser("export", help="export pairs to JSONL (OpenAI chat fine-tuning format)")
-    exp.add_argument("file", type=Path)
-    delete = pairs_sub.add_parser("delete", help="delete a pair by id")
-    delete.add_argument("id", type=int)
+    pairs_cli.add_arguments(pairs_sub)
 
     models = sub.add_parser("models", help="list models; use or roll back to one")
     models_sub = models.add_subparsers(dest="models_command", metavar="ACTION")
@@ -72,7 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the version to export (default: the current one) and a new folder to write")
 
     pers = sub.add_parser("personalize", help="train a personal model on the pairs and make it current")
-    pers.add_argument("--yes", action="store_true", help="swap in even if the locality check fails")
+    pers.add_argument("--yes", action="store_true", help="train even when the pairs have problems (tunechat "
+                      "pairs check), and swap in even if the locality check fails")
     pers.add_argument("--max-steps", type=int, default=None, help="cap on optimizer steps")
     pers.add_argument("--seed", type=int, default=0)
     pers.add_argument("--method", default=None, choices=list(RECIPES), metavar="METHOD",
@@ -213,32 +205,19 @@ def _scope(args: argparse.Namespace) -> int:
 
 
 def _pairs(args: argparse.Namespace) -> int:
-    from tunechat.core import jsonl
-    from tunechat.core.text import one_line
+    store = _open_store() if args.pairs_command in ("list", "export", "check") else _writable_store()
+    return pairs_cli.run(args, store, lambda: _model_checks(store))
 
-    cmd = args.pairs_command
-    store = _open_store() if cmd in ("list", "export") else _writable_store()
-    if cmd == "add":
-        pair = store.add_pair(args.question, args.answer, source="added")
-        print(f"Added pair {pair.id}. {count(store.count_pairs(), 'pair')} kept.")
-    elif cmd == "list":
-        rows = store.pairs(args.search)
-        for p in rows:
-            print(f"{p.id}\t{one_line(p.question, 60)}\t{one_line(p.answer, 60)}")
-        print(count(len(rows), "pair"), file=sys.stderr)
-    elif cmd == "import":
-        items = jsonl.parse_pairs(args.file)
-        n = store.add_pairs(items, source="imported")
-        skipped = f" ({count(len(items) - n, 'pair')} already kept, skipped)" if n < len(items) else ""
-        print(f"Imported {count(n, 'pair')} from {args.file}{skipped}. {count(store.count_pairs(), 'pair')} kept.")
-    elif cmd == "export":
-        rows = store.pairs()
-        jsonl.write_pairs(args.file, rows)
-        print(f"Exported {count(len(rows), 'pair')} to {args.file}.")
-    elif cmd == "delete":
-        store.delete_pair(args.id)
-        print(f"Deleted pair {args.id}.")
-    return 0
+
+def _model_checks(store) -> dict:
+    """The model-backed checks' arguments, from the current model (its base, for a version)."""
+    from tunechat.core.pair_checks import model_checks
+    from tunechat.core.registry import Registry
+
+    current = Registry(store).current()
+    _require_base(current, "use another model (tunechat models use NAME)")
+    return model_checks(current.base_path if current.kind == "personal" else current.path,
+                        adapter=current.adapter_path if current.kind == "personal" else None)
 
 
 def _export(args: argparse.Namespace) -> int:

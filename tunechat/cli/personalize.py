@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
-from tunechat.core import scope
-from tunechat.core.store import Store
+from tunechat.cli.pairs import print_problems
+from tunechat.core import faults, pair_checks, scope
+from tunechat.core.store import Pair, Store
 from tunechat.core.wording import count
 from tunechat.personalize.base import refusal
 from tunechat.personalize.job import Event, PersonalizeError, PersonalizeJob
@@ -34,8 +36,17 @@ def run_personalize(args: argparse.Namespace, store: Store) -> int:
     except EmptyDatasetError as exc:
         print(f"tunechat: {exc}", file=sys.stderr)
         return 2
-    print(f"Personalizing {job.base.name} on {count(store.count_pairs(), 'pair')}…", file=sys.stderr)
+    pairs = store.pairs()
+    problems = [p for p in pair_checks.check_pairs(pairs, **_token_counter(job.base, pairs)) if p.blocking]
+    if problems and not args.yes:
+        job.discard()
+        print_problems(problems, file=sys.stderr)
+        print("tunechat: not personalizing until these are looked at (tunechat pairs check); "
+              "run again with --yes to train on the pairs as they are.", file=sys.stderr)
+        return faults.EXIT_DATA_PROBLEMS
     progress, busy_said = job.progress(), False
+    print(f"Personalizing {job.base.name} on {count(store.count_pairs(), 'pair')}. {progress.estimate_text()}",
+          file=sys.stderr)
     try:
         for event in job.events():
             progress.feed(event.kind, event.data)
@@ -59,6 +70,18 @@ def run_personalize(args: argparse.Namespace, store: Store) -> int:
         return 3
     print(f"Now using {entry.name}. Roll back with: tunechat models rollback")
     return 0
+
+
+def _token_counter(base: Path, pairs: Sequence[Pair]) -> dict:
+    """``check_pairs``'s answer-length check with the base's own tokenizer (a GGUF file's
+    vocabulary, loaded alone, once); none for a Hugging Face folder."""
+    if not base.is_file():
+        return {}
+    from tunechat.core.engine import tokenize_all_with_vocab
+
+    answers = [p.answer for p in pairs]
+    lengths = dict(zip(answers, map(len, tokenize_all_with_vocab(base, answers))))
+    return {"count_tokens": lengths.__getitem__}
 
 
 def _print_event(event: Event, progress: RunProgress, busy_said: bool) -> bool:

@@ -70,6 +70,12 @@ MIGRATIONS: list[str] = [
     UPDATE messages SET answered_by = 'untold'
         WHERE role = 'assistant' AND content GLOB 'You haven''t told me * yet.';
     """,
+    # 3 -> 4: a fact that changed: the older pair is retired (kept in history, not trained)
+    # and points at the pair that replaced it
+    """
+    ALTER TABLE pairs ADD COLUMN retired_at REAL;
+    ALTER TABLE pairs ADD COLUMN replaced_by INTEGER REFERENCES pairs(id) ON DELETE SET NULL;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -106,6 +112,12 @@ class Pair:
     answer: str
     source: str
     created_at: float
+    retired_at: float | None = None  # when a newer pair replaced it or the user retired it; not trained since
+    replaced_by: int | None = None  # the pair that replaced it, when one did
+
+    @property
+    def retired(self) -> bool:
+        return self.retired_at is not None
 
 
 def validate_pair(question: str, answer: str) -> tuple[str, str]:
@@ -359,18 +371,61 @@ class Store:
             if cur.rowcount == 0:
                 raise StoreError(f"No pair with id {pair_id}.")
 
-    def pairs(self, search: str = "") -> list[Pair]:
+    def pairs(self, search: str = "", retired: bool = False) -> list[Pair]:
+        """The pairs in use (what training sees), or with ``retired`` the retired ones too;
+        with ``search`` only those whose question or answer contains it."""
+        where = [] if retired else ["retired_at IS NULL"]
+        args: list[str] = []
         if search:
-            like = f"%{search}%"
-            rows = self._db.execute(
-                "SELECT * FROM pairs WHERE question LIKE ? OR answer LIKE ? ORDER BY id", (like, like)
-            ).fetchall()
-        else:
-            rows = self._db.execute("SELECT * FROM pairs ORDER BY id").fetchall()
-        return [_pair(r) for r in rows]
+            where.append("(question LIKE ? OR answer LIKE ?)")
+            args += [f"%{search}%"] * 2
+        sql = "SELECT * FROM pairs" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id"
+        return [_pair(r) for r in self._db.execute(sql, args).fetchall()]
 
     def count_pairs(self) -> int:
-        return int(self._db.execute("SELECT count(*) FROM pairs").fetchone()[0])
+        """How many pairs are in use (retired ones aside)."""
+        return int(self._db.execute("SELECT count(*) FROM pairs WHERE retired_at IS NULL").fetchone()[0])
+
+    def replace_pair(self, old_id: int, question: str, answer: str, source: str = "added") -> Pair:
+        """A fact that changed: keep the new pair and retire ``old_id`` in one step. The old pair
+        stays in history (``pairs(retired=True)``) and is not trained again."""
+        q, a = validate_pair(question, answer)
+        if source not in PAIR_SOURCES:
+            raise StoreError(f"Unknown pair source {source!r}.")
+        now = time.time()
+        with self._tx() as db:
+            old = db.execute("SELECT retired_at FROM pairs WHERE id=?", (old_id,)).fetchone()
+            if old is None:
+                raise StoreError(f"No pair with id {old_id}.")
+            cur = db.execute(
+                "INSERT INTO pairs(question, answer, source, created_at, updated_at) VALUES (?,?,?,?,?)",
+                (q, a, source, now, now),
+            )
+            new_id = _row_id(cur)
+            db.execute("UPDATE pairs SET retired_at=?, replaced_by=?, updated_at=? WHERE id=?",
+                       (now, new_id, now, old_id))
+        return self.get_pair(new_id)
+
+    def retire_pair(self, pair_id: int, replaced_by: int | None = None) -> None:
+        """Stop training on a pair but keep it in history (``replaced_by``: the pair that
+        supersedes it, when one does)."""
+        now = time.time()
+        with self._tx() as db:
+            if replaced_by is not None and db.execute(
+                    "SELECT 1 FROM pairs WHERE id=? AND retired_at IS NULL", (replaced_by,)).fetchone() is None:
+                raise StoreError(f"No pair in use with id {replaced_by}.")
+            cur = db.execute("UPDATE pairs SET retired_at=?, replaced_by=?, updated_at=? WHERE id=? "
+                             "AND retired_at IS NULL", (now, replaced_by, now, pair_id))
+            if cur.rowcount == 0:
+                raise StoreError(f"No pair in use with id {pair_id}.")
+
+    def restore_pair(self, pair_id: int) -> None:
+        """Put a retired pair back in use."""
+        with self._tx() as db:
+            cur = db.execute("UPDATE pairs SET retired_at=NULL, replaced_by=NULL, updated_at=? WHERE id=? "
+                             "AND retired_at IS NOT NULL", (time.time(), pair_id))
+            if cur.rowcount == 0:
+                raise StoreError(f"No retired pair with id {pair_id}.")
 
     # -- settings -----------------------------------------------------------------------
     def get_setting(self, key: str, default: str | None = None) -> str | None:
@@ -394,7 +449,8 @@ def _chat(row: sqlite3.Row) -> Chat:
 
 
 def _pair(row: sqlite3.Row) -> Pair:
-    return Pair(row["id"], row["question"], row["answer"], row["source"], row["created_at"])
+    return Pair(row["id"], row["question"], row["answer"], row["source"], row["created_at"],
+                row["retired_at"], row["replaced_by"])
 
 
 def _split_sql(script: str) -> Iterator[str]:
