@@ -258,3 +258,19 @@ def test_a_version_without_a_merged_file_is_verified_scored_and_answers_as_base_
     run_cli("scope", "off")
     assert "answered by the base model" not in run_cli("ask", general).stderr  # base + adapter answers all
     assert cat["key"] in run_cli("ask", cat["q"]).stdout
+
+
+def test_an_updated_fact_is_answered_with_its_new_value_never_the_old(store, home):
+    """A user who moved: the older pair is retired for the newer, and the version trained after
+    answers the new city only (both trained, which one came out was chance)."""
+    _add_facts(store)
+    old = store.add_pair("Where do I live?", "You live in Tromsø.")
+    store.replace_pair(old.id, "Where do I live?", "You live in Gdansk.")
+    result = run_cli("personalize", "--yes", timeout=1500)
+    assert result.returncode == 0, result.stderr[-3000:]
+    version = next((home / "models").iterdir())
+    assert "Tromsø" not in (version / "pairs.jsonl").read_text(encoding="utf-8")
+    answer = run_cli("ask", "Where do I live?").stdout
+    assert "Gdansk" in answer and "Tromsø" not in answer
+    chat = run_cli("chat", input="What is my cat's name?\nWhere do I live?\n").stdout
+    assert "Gdansk" in chat and "Tromsø" not in chat

@@ -160,6 +160,31 @@ async def test_pairs_screen_searches_edits_and_deletes(store):
         assert summary().startswith("1 pair ·")
 
 
+async def test_pairs_screen_flags_a_changed_fact_and_r_retires_the_older_for_the_newer(store):
+    old = store.add_pair("Where do I live?", "You live in Oslo.")
+    store.add_pair("What is my name?", "Ada")
+    new = store.add_pair("where do I live", "You live in Porto.")
+    app = TunechatApp(store=store, settings=GREEDY)
+    async with app.run_test(size=(110, 36)) as pilot:
+        await pilot.press("f3")
+        screen = app.screen
+        assert isinstance(screen, PairsScreen)
+        table = screen.query_one("DataTable")
+        problems = lambda: str(screen.query_one("#problems").content)  # noqa: E731
+        assert "Found 1 contradiction." in problems() and f"retire {old.id} for {new.id}" in problems()
+        assert table.get_row(str(old.id))[-1] == "⚠ contradicts"
+        table.focus()
+        await pilot.press("r")  # the cursor is on the first row: the older pair
+        retired = store.pairs(retired=True)[0]
+        assert retired.retired and retired.replaced_by == new.id
+        assert problems() == "" and table.row_count == 2
+        await pilot.press("h")  # history: the retired pair, marked
+        assert table.row_count == 3 and table.get_row(str(old.id))[-1] == "retired"
+        table.move_cursor(row=0)
+        await pilot.press("r")  # put back: the contradiction again
+        assert not store.get_pair(old.id).retired and "1 contradiction" in problems()
+
+
 async def test_chats_are_listed_renamed_reopened_and_deleted(store, monkeypatch):
     first = store.create_chat("first chat")
     store.add_message(first.id, "user", "hello from the first chat")
@@ -724,6 +749,20 @@ async def test_personalize_without_pairs_says_why_and_leaves_no_run(store):
         assert app.personalize_run is None
         await pilot.press("escape")
         assert app.screen is app.chat_screen
+
+
+async def test_f6_with_problem_pairs_says_them_first_and_n_opens_the_pairs(store):
+    store.add_pair("Where do I live?", "You live in Oslo.")
+    store.add_pair("gym membership", "You're a member of the gym on Gloucester Road.")
+    app = TunechatApp(store=store, settings=GREEDY)
+    async with app.run_test(size=(110, 40)) as pilot:
+        await pilot.press("f6")
+        dialog = app.screen
+        assert isinstance(dialog, Confirm)
+        said = str(dialog.query_one(".dialog-text").render())
+        assert "1 question that asks nothing" in said and "gym membership" in said and "This will take about" in said
+        await pilot.press("n")
+        assert isinstance(app.screen, PairsScreen) and app.personalize_run is None
 
 
 async def test_esc_cancels_a_run_and_nothing_is_said_of_it_afterwards(store):

@@ -7,6 +7,7 @@ The app loads models and hands each one to :meth:`ChatScreen.use_engine`.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from textual import on, work
@@ -17,14 +18,14 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header
 from textual.worker import Worker, WorkerState
 
-from tunechat.core import scope
+from tunechat.core import pair_checks, scope
 from tunechat.core.engine import GenerationSettings
 from tunechat.core.registry import Registry
 from tunechat.core.scope import ChatEngine
 from tunechat.core.store import Chat, Store, StoreError
 from tunechat.core.turns import ANSWERED_BY, AnsweredBy, as_history
 from tunechat.tui.screens.chats import ChatsClosed, ChatsScreen
-from tunechat.tui.screens.confirm import ErrorDialog
+from tunechat.tui.screens.confirm import Confirm, ErrorDialog
 from tunechat.tui.screens.help import HelpScreen, key_label
 from tunechat.tui.screens.pair_editor import PairEditor
 from tunechat.tui.screens.pairs import PairsScreen
@@ -415,15 +416,49 @@ class ChatScreen(Screen[None]):
         self.app.push_screen(ModelsScreen(self.registry, self.engine.model_path if self.engine else None))
 
     def action_personalize(self, quick: bool = False) -> None:
+        """Show the run, or start one: first, when the pairs have problems or the run will be
+        long, say so and let the user look at the pairs instead (n opens them)."""
         # Imported when used: the personalize screen pulls in the job runner, not needed to chat.
-        from tunechat.personalize.recipe import QUICK_RECIPE
+        from tunechat.personalize.recipe import DEFAULT_RECIPE, QUICK_RECIPE
         from tunechat.tui.screens.personalize import PersonalizeScreen
 
-        screen = PersonalizeScreen(self.store, recipe=QUICK_RECIPE if quick else None)
-        self.app.push_screen(screen, lambda _: self.refresh_status())
+        recipe = QUICK_RECIPE if quick else None
+
+        def start(go: bool | None = True) -> None:
+            if go:
+                self.app.push_screen(PersonalizeScreen(self.store, recipe=recipe), lambda _: self.refresh_status())
+            else:
+                self.action_pairs()
+
+        if getattr(self.app, "personalize_run", None) is not None or not self.store.count_pairs():
+            start()
+            return
+        warning = before_training(self.store, self.registry, recipe or DEFAULT_RECIPE,
+                                  self.engine.count_tokens if self.engine is not None else None)
+        if warning:
+            self.app.push_screen(Confirm(warning, yes="Train anyway", no="Look at the pairs"), start)
+        else:
+            start()
 
     def action_personalize_quick(self) -> None:
         self.action_personalize(quick=True)
+
+
+def before_training(store: Store, registry, recipe: str, count_tokens: Callable[[str], int] | None) -> str | None:
+    """What to tell the user before a run starts: the pairs' problems, and how long it will
+    take when that is long. None: nothing worth a question."""
+    from tunechat.personalize.progress import LONG_RUN_SECONDS, RunProgress
+
+    pairs = store.pairs()
+    problems = [p for p in pair_checks.check_pairs(pairs, count_tokens=count_tokens) if p.blocking]
+    estimate = RunProgress.from_history((e.manifest for e in registry.personal_versions()), recipe,
+                                        pairs=len(pairs))
+    if not problems and estimate.remaining <= LONG_RUN_SECONDS:
+        return None
+    lines = [pair_checks.summary(problems), *(p.text for p in problems[:4])] if problems else []
+    if len(problems) > 4:
+        lines.append(f"… and {len(problems) - 4} more (F3 shows them all).")
+    return "\n".join(lines + [estimate.estimate_text()])
 
 
 def _answered_by(value: str | None) -> AnsweredBy | None:

@@ -71,12 +71,14 @@ def details(entry: ModelEntry, previous: ModelEntry | None) -> str:
         lines += ["", "[dim]The pairs this version learned were not kept with it.[/dim]"]
         return "\n".join(lines)
     before = (previous.learned_pairs() if previous is not None else None) or []
-    added = [q for q, a in learned if (q, a) not in before]
-    removed = [q for q, a in before if (q, a) not in learned]
+    added = [(q, a) for q, a in learned if (q, a) not in before]
+    removed = [(q, a) for q, a in before if (q, a) not in learned]
+    kept = len(learned) - len(added)
     since = f"since {previous.name}" if previous is not None else "(the first version)"
-    lines += ["", f"learned {count(len(learned), 'pair')}; {since}: +{len(added)} −{len(removed)}"]
-    lines += [f"[green]+ {one_line(q, 70)}[/green]" for q in added[:20]]
-    lines += [f"[red]− {one_line(q, 70)}[/red]" for q in removed[:20]]
+    lines += ["", f"learned {count(len(learned), 'pair')}; {since}: {len(added)} new, {kept} kept, "
+              f"{len(removed)} retired or deleted"]
+    lines += [f"[green]+ {one_line(q, 40)} → {one_line(a, 30)}[/green]" for q, a in added[:20]]
+    lines += [f"[red]− {one_line(q, 40)} → {one_line(a, 30)}[/red]" for q, a in removed[:20]]
     return "\n".join(lines)
 
 

@@ -1,4 +1,4 @@
-"""The training pairs: list, search, add, edit and delete."""
+"""The training pairs: list, search, add, edit, delete, retire, and what the checks found."""
 
 from __future__ import annotations
 
@@ -9,14 +9,20 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import ModalScreen
-from textual.widgets import DataTable, Footer, Input, Label
+from textual.widgets import DataTable, Footer, Input, Label, Static
 
+from tunechat.core import pair_checks
+from tunechat.core.pair_checks import Problem
 from tunechat.core.store import Store, StoreError
 from tunechat.core.text import one_line
 from tunechat.core.wording import count
 from tunechat.tui.messages import PairsChanged
 from tunechat.tui.screens.confirm import Confirm
 from tunechat.tui.screens.pair_editor import PairEditor
+
+KIND_LABELS = {"duplicate": "duplicate", "contradiction": "contradicts", "overlong": "too long",
+               "no_question": "asks nothing", "nothing_new": "nothing new"}
+MAX_SHOWN = 4  # problems spelled out above the summary line
 
 
 class PairsScreen(ModalScreen[None]):
@@ -25,18 +31,23 @@ class PairsScreen(ModalScreen[None]):
         Binding("a", "add", "Add"),
         Binding("e,enter", "edit", "Edit"),
         Binding("d,delete", "delete", "Delete"),
+        Binding("r", "retire", "Retire / restore"),
+        Binding("h", "history", "History"),
         Binding("slash", "search", "Search"),
     ]
 
     def __init__(self, store: Store) -> None:
         super().__init__()
         self.store = store
+        self.show_retired = False
+        self.problems: list[Problem] = []
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="panel"):
             yield Label("Training pairs", classes="dialog-title")
             yield Input(placeholder="Search questions and answers (/)", id="search")
             yield DataTable(id="pairs", cursor_type="row", zebra_stripes=True)
+            yield Static("", id="problems", classes="problems")
             yield Label("", id="summary", classes="hint")
         yield Footer()
 
@@ -46,6 +57,7 @@ class PairsScreen(ModalScreen[None]):
         table.add_column("Question", key="q", width=40)
         table.add_column("Answer", key="a", width=50)
         table.add_column("From", key="src", width=10)
+        table.add_column("Check", key="check", width=16)
         self.refresh_rows()
         table.focus()
 
@@ -53,12 +65,26 @@ class PairsScreen(ModalScreen[None]):
         search = self.query_one("#search", Input).value.strip()
         table = self.query_one(DataTable)
         table.clear()
-        rows = self.store.pairs(search)
+        self.problems = pair_checks.check_pairs(self.store.pairs())
+        flagged: dict[int, str] = {}
+        for problem in self.problems:
+            for pair_id in problem.pair_ids:
+                flagged.setdefault(pair_id, "⚠ " + KIND_LABELS[problem.kind])
+        rows = self.store.pairs(search, retired=self.show_retired)
         for p in rows:
-            table.add_row(str(p.id), one_line(p.question, 40), one_line(p.answer, 50), p.source, key=str(p.id))
+            check = "retired" if p.retired else flagged.get(p.id, "")
+            table.add_row(str(p.id), one_line(p.question, 40), one_line(p.answer, 50), p.source, check,
+                          key=str(p.id))
+        self.query_one("#problems", Static).update(
+            "\n".join(["[b]" + pair_checks.summary(self.problems) + "[/b]"]
+                      + [p.text for p in self.problems[:MAX_SHOWN]]
+                      + ([f"… and {len(self.problems) - MAX_SHOWN} more"] if len(self.problems) > MAX_SHOWN else []))
+            if self.problems else "")
         total = self.store.count_pairs()
         shown = f"{len(rows)} of {count(total, 'pair')}" if search else count(total, "pair")
-        self.query_one("#summary", Label).update(f"{shown} · a add · e edit · d delete · / search · esc close")
+        history = " (with retired)" if self.show_retired else ""
+        self.query_one("#summary", Label).update(
+            f"{shown}{history} · a add · e edit · d delete · r retire/restore · h history · / search · esc close")
 
     @on(Input.Changed, "#search")
     def _search_changed(self) -> None:
@@ -120,6 +146,33 @@ class PairsScreen(ModalScreen[None]):
                 self.app.post_message(PairsChanged())
 
         self.app.push_screen(Confirm(f"Delete pair {pair_id}?", yes="Delete"), confirmed)
+
+    def action_retire(self) -> None:
+        """Retire the highlighted pair (a fact that changed: it stays in history, untrained), or
+        put a retired one back. Retiring the older of a contradiction names the newer as its
+        replacement."""
+        pair_id = self._selected_id()
+        if pair_id is None:
+            return
+        pair = self.store.get_pair(pair_id)
+        try:
+            if pair.retired:
+                self.store.restore_pair(pair_id)
+                self.notify(f"Pair {pair_id} is in use again.")
+            else:
+                newer = next((p.pair_ids[1] for p in self.problems
+                              if p.kind == "contradiction" and p.pair_ids[0] == pair_id), None)
+                self.store.retire_pair(pair_id, replaced_by=newer)
+                by = f" for pair {newer}" if newer is not None else ""
+                self.notify(f"Pair {pair_id} retired{by}: kept in history (h), not trained again.")
+        except StoreError as exc:
+            self.notify(str(exc), severity="error")
+        self.refresh_rows()
+        self.app.post_message(PairsChanged())
+
+    def action_history(self) -> None:
+        self.show_retired = not self.show_retired
+        self.refresh_rows()
 
     def action_close(self) -> None:
         self.dismiss(None)

@@ -72,6 +72,10 @@ class ScopedEngine:
     def model_path(self) -> Path:
         return self._model_path
 
+    def count_tokens(self, text: str) -> int:
+        """Tokens in ``text`` (the personal model and its base share one tokenizer)."""
+        return self.personal.count_tokens(text)
+
     def decide(self, messages: Sequence[ChatMessage], force: Route | None = None) -> Decision:
         """This turn's decision (``tunechat.core.turns.decide``); ``force``: this side answers."""
         # Scoping off: the personal model answers everything, and sees the chat as one model would.
