@@ -5,8 +5,9 @@ What trains well is consistent, varied and free of doubles. Each check names the
 about and what to do:
 
 - ``duplicate``: the same question and answer, case, spacing and punctuation aside;
-- ``contradiction``: one fact with two answers (the same question, or, when a model is at hand,
-  questions the model reads as asking the same thing; ``same_fact``);
+- ``contradiction``: one fact with two answers: the same question (case, spacing and
+  punctuation aside) with different answers. Rewordings of one question are not found: the
+  embedded model's likelihoods do not tell them from unrelated questions (docs/experiments.md);
 - ``overlong``: an answer longer than the chat lets an answer run;
 - ``no_question``: a "question" that asks nothing (a statement about oneself, a fragment);
 - ``nothing_new``: an answer the current model already gives greedily. Training on it only
@@ -44,15 +45,13 @@ class Problem:
 
 def check_pairs(pairs: Sequence[Pair], *, count_tokens: Callable[[str], int] | None = None,
                 max_answer_tokens: int = 512,
-                same_fact: Callable[[Pair, Pair], bool] | None = None,
                 greedy_answer: Callable[[str], str] | None = None) -> list[Problem]:
     """Every problem found in ``pairs`` (the pairs in use), in the order of the pairs.
 
     ``count_tokens``: the model's tokenizer (without it, answers are not measured);
-    ``same_fact``: whether two pairs with different questions ask for the same fact;
     ``greedy_answer``: the current model's greedy answer to a question (the ``nothing_new`` check).
     """
-    problems = duplicates(pairs) + contradictions(pairs, same_fact)
+    problems = duplicates(pairs) + contradictions(pairs)
     for pair in pairs:
         if not asks_something(pair.question):
             problems.append(Problem("no_question", (pair.id,), (
@@ -85,9 +84,9 @@ def duplicates(pairs: Sequence[Pair]) -> list[Problem]:
     return problems
 
 
-def contradictions(pairs: Sequence[Pair], same_fact: Callable[[Pair, Pair], bool] | None = None) -> list[Problem]:
-    """Pairs that give one fact two answers: the same question with different answers, or
-    (``same_fact``) two questions asking for the same thing. The newer is taken as the update."""
+def contradictions(pairs: Sequence[Pair]) -> list[Problem]:
+    """Pairs that give one fact two answers: the same question with different answers. The
+    newer is taken as the update."""
     problems = []
     for i, older in enumerate(pairs):
         q_old, a_old = pair_key(older.question, older.answer)
@@ -95,7 +94,7 @@ def contradictions(pairs: Sequence[Pair], same_fact: Callable[[Pair, Pair], bool
             q_new, a_new = pair_key(newer.question, newer.answer)
             if a_new == a_old:
                 continue
-            if q_new == q_old or (same_fact is not None and same_fact(older, newer)):
+            if q_new == q_old:
                 problems.append(Problem("contradiction", (older.id, newer.id), (
                     f'Pairs {older.id} and {newer.id} answer the same question differently ("{_short(older.answer)}" '
                     f'and "{_short(newer.answer)}"): if the fact changed, retire {older.id} for {newer.id}; '
