@@ -6,6 +6,7 @@ model's logits, the training tokenizer's ids), so this package needs no torch.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,7 +81,20 @@ def check_token_ids(llama_ids: list[int], reference_ids: list[int], probe: str) 
     shorter = min(len(llama_ids), len(reference_ids))
     first = next((i for i, (x, y) in enumerate(zip(llama_ids, reference_ids)) if x != y), shorter)
     return CheckResult("tokenizer", False,
-                       f"llama.cpp and the training tokenizer disagree from token {first} of {probe!r}")
+                       f"llama.cpp and the training tokenizer disagree from token {first} of {probe!r} "
+                       f"(llama.cpp {llama_ids[first:first + 4]}, training {reference_ids[first:first + 4]})")
+
+
+def check_token_lists(llama_ids: Sequence[list[int]], reference_ids: Sequence[list[int]],
+                      probes: Sequence[str]) -> CheckResult:
+    """``check_token_ids`` on several texts (the plain probe and a chat the template renders, whose
+    special tokens the plain probe lacks): the first that differs, else all the same."""
+    for llama, reference, probe in zip(llama_ids, reference_ids, probes, strict=True):
+        result = check_token_ids(list(llama), list(reference), probe)
+        if not result.passed:
+            return result
+    total = sum(len(ids) for ids in llama_ids)
+    return CheckResult("tokenizer", True, f"same {total} token ids on the {len(probes)} probe texts")
 
 
 def logit_errors(gguf_logits: np.ndarray, reference: np.ndarray) -> tuple[float, float]:

@@ -74,8 +74,9 @@ def gguf_of_folder(folder: Path, progress: Callable[[str], None] = lambda _: Non
     return target
 
 
-# Bumped whenever what a cached folder holds changes, so older caches are rebuilt.
-CACHE_VERSION = 2
+# Bumped whenever what a cached folder holds changes, so older caches are rebuilt (3: a
+# sentencepiece tokenizer with llama.cpp's space prefix).
+CACHE_VERSION = 3
 
 
 def cached_base_folder(base: Path, progress: Callable[[str], None] = lambda _: None) -> Path:

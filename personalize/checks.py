@@ -13,8 +13,46 @@ import numpy as np
 
 from tunechat.convert import verify
 from tunechat.convert.verify import CheckResult
-from tunechat.core.engine import Engine
+from tunechat.core.engine import Engine, tokenize_all_with_vocab
+from tunechat.personalize.data import TemplateInfo, split_rendering
 from tunechat.personalize.evaluate import contains_key
+
+# Exchanges rendered with the base's own chat template for the tokenizer check: the template's
+# special tokens and the spaces and new lines it puts around them, which TOKENIZER_PROBE lacks
+# (a sentencepiece tokenizer read back from a GGUF by transformers 5 drops the "▁" after them).
+CHAT_PROBE = (("What's my dog's name?", "Rex, a 3-year-old collie."),
+              ("Where do I live?", "In Köln, by the Rhine!"))
+
+
+class TokenizerMismatch(Exception):
+    """The training tokenizer gives other ids than llama.cpp for text the chat sends the model."""
+
+
+def probe_texts(info: TemplateInfo) -> list[str]:
+    """TOKENIZER_PROBE, then each CHAT_PROBE exchange as training tokenizes it (``build_example``):
+    the rendered prompt and the answer, apart."""
+    return [verify.TOKENIZER_PROBE, *(text for q, a in CHAT_PROBE for text in split_rendering(info, q, a))]
+
+
+def training_ids(tokenizer, texts: Sequence[str]) -> list[list[int]]:
+    """The training tokenizer's ids for each text, as ``build_example`` asks for them."""
+    return [list(tokenizer(text, add_special_tokens=False)["input_ids"]) for text in texts]
+
+
+def check_training_tokenizer(base_gguf: Path, tokenizer, info: TemplateInfo) -> CheckResult:
+    """llama.cpp's ids (the base's vocabulary alone) against the training tokenizer's, on the
+    probe texts."""
+    texts = probe_texts(info)
+    return verify.check_token_lists(tokenize_all_with_vocab(base_gguf, texts), training_ids(tokenizer, texts), texts)
+
+
+def require_training_tokenizer(base_gguf: Path, tokenizer, info: TemplateInfo) -> None:
+    """Refuse, before any training, a base whose training tokenizer would not see the token ids
+    llama.cpp gives the chat: the model would learn text it is never shown."""
+    result = check_training_tokenizer(base_gguf, tokenizer, info)
+    if not result.passed:
+        raise TokenizerMismatch(f"Cannot personalize {base_gguf.name}: the tokenizer training reads from it does "
+                                f"not tokenize as llama.cpp does; {result.detail}.")
 
 
 def torch_last_logits(model, token_lists: Sequence[list[int]], device: str) -> np.ndarray:
@@ -90,17 +128,18 @@ class TorchSide:
 
     token_lists: list[list[int]]  # the rendered taught questions, as llama.cpp tokenizes them
     reference: np.ndarray  # the merged torch model's next-token logits after each
-    probe_ids: list[int]  # the torch tokenizer's ids for verify.TOKENIZER_PROBE
+    probe_texts: list[str]  # probe_texts(): the plain probe and the chat probe's prompts and answers
+    probe_ids: list[list[int]]  # the torch tokenizer's ids for each
     reproduced: list[bool]  # which taught answers the merged torch model gives greedily
     delta: float  # relative change of the weights against the base
 
 
 def torch_side(model, tokenizer, token_lists: Sequence[list[int]], device: str, reproduced: Sequence[bool],
-               delta: float) -> TorchSide:
+               delta: float, probes: Sequence[str]) -> TorchSide:
     return TorchSide(
         token_lists=[list(ids) for ids in token_lists],
         reference=torch_last_logits(model, token_lists, device),
-        probe_ids=list(tokenizer(verify.TOKENIZER_PROBE, add_special_tokens=False)["input_ids"]),
+        probe_texts=list(probes), probe_ids=training_ids(tokenizer, probes),
         reproduced=list(reproduced), delta=delta,
     )
 
@@ -115,8 +154,8 @@ def run_checks(
     scoped chat runs; its logits must match the merged torch model's too. Without a merged file
     (``new_gguf`` None), ``engine`` is the base with the adapter and is checked as such."""
     results = [verify.check_metadata(base_gguf, new_gguf)] if new_gguf is not None else []
-    llama_ids = engine.tokenize(verify.TOKENIZER_PROBE)
-    results.append(verify.check_token_ids(llama_ids, torch_side.probe_ids, verify.TOKENIZER_PROBE))
+    llama_ids = [engine.tokenize(text) for text in torch_side.probe_texts]
+    results.append(verify.check_token_lists(llama_ids, torch_side.probe_ids, torch_side.probe_texts))
     token_lists, reference = torch_side.token_lists, torch_side.reference
     merged_engine, adapted_engine = (engine, adapter_engine) if new_gguf is not None else (None, engine)
     if merged_engine is not None:

@@ -10,7 +10,9 @@ writer's mapping (``tunechat.convert.writer``: llama q/k rows out of llama.cpp's
 gemma's norm offset removed), cast to the training dtype and streamed into the safetensors
 file, one tensor in memory at a time. The config comes from the GGUF header through
 transformers' own key mapping, the tokenizer from transformers' GGUF tokenizer converter
-(under a second), so the folder is what transformers' loader would have given.
+(under a second), so the folder is what transformers' loader would have given; but for a
+sentencepiece vocabulary, whose space prefix is put where llama.cpp puts it
+(``space_prefix_as_llama_cpp``).
 """
 
 from __future__ import annotations
@@ -251,4 +253,28 @@ def write_hf_folder(gguf_path: Path, folder: Path, dtype: str = "float32",
     (folder / "config.json").write_text(json.dumps(saved, indent=2), encoding="utf-8")
     tokenizer = tokenizer_class(str(mapping.settings["model_type"])).from_pretrained(
         gguf_path.parent, gguf_file=gguf_path.name)
+    space_prefix_as_llama_cpp(tokenizer, mapping.header)
     tokenizer.save_pretrained(folder)
+
+
+def space_prefix_as_llama_cpp(tokenizer: Any, header: GGUFHeader) -> None:
+    """Give a sentencepiece vocabulary's tokenizer llama.cpp's space prefix (in place).
+
+    For an SPM vocabulary (``tokenizer.ggml.model`` "llama") with ``add_space_prefix`` (llama.cpp's
+    default), llama.cpp puts "▁" in front of every text between special tokens, even one that
+    starts with a space: ``<s>[INST]`` is <s> ▁[ INST ], `` Ada.`` is ▁ ▁Ada . (sentencepiece and
+    transformers 4's Llama tokenizer alike). transformers 5 reads such a GGUF with a Metaspace
+    pre-tokenizer that prepends only at the start of the whole text and never before a space,
+    so training text would lose those tokens around the chat template's special tokens. The
+    prefix becomes a normalizer, as in Llama 2's own tokenizer.json, which applies it to each
+    text between special tokens."""
+    from tokenizers import normalizers
+
+    if header.strings.get("tokenizer.ggml.model") != "llama":
+        return
+    raw = header.metadata_raw.get("tokenizer.ggml.add_space_prefix")
+    if raw is not None and not decode_value(raw)[0]:
+        return
+    backend = tokenizer.backend_tokenizer
+    backend.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    backend.pre_tokenizer = None

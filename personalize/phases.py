@@ -119,6 +119,8 @@ def prepare(spec: JobSpec, reporter: Reporter) -> Job:
     check_gguf_file(base_gguf)
     fingerprint = base_fingerprint(base_gguf)
     folder = base if base.is_dir() else base_mod.cached_base_folder(base_gguf, say)
+    tokenizer = base_mod.load_tokenizer(folder)
+    checks.require_training_tokenizer(base_gguf, tokenizer, template_info(base_gguf, tokenizer))
     device, _ = train.pick_device()
     return Job(
         spec=spec, reporter=reporter, pairs=pairs, recipe=recipe, base_gguf=base_gguf,
@@ -150,8 +152,7 @@ def reword(job: Job) -> dict[str, list[str]]:
 def load(job: Job, base: Baseline, rewordings: dict[str, list[str]]) -> Loaded:
     """The base weights with fresh adapters, and the examples rendered with its chat template."""
     model, tokenizer = base_mod.load_base(job.folder, job.device, "float32")
-    template = read_header(job.base_gguf).strings.get("tokenizer.chat_template") or CHATML_TEMPLATE
-    info = TemplateInfo(template, tokenizer.bos_token or "", tokenizer.eos_token or "")
+    info = template_info(job.base_gguf, tokenizer)
     facts = [data.build_examples(tokenizer, info, [(v, a) for v in [q, *rewordings.get(q, [])]], "fact")
              for q, a in job.pairs]
     replayed = [p for p in base.replay_prompts if base.answers[p]]
@@ -162,6 +163,13 @@ def load(job: Job, base: Baseline, rewordings: dict[str, list[str]]) -> Loaded:
                                  excluded=job.eval_questions) if job.recipe.negatives else []
     return Loaded(train.add_lora(model, job.recipe), tokenizer, info, facts, replay, pad_id,
                   data.build_examples(tokenizer, info, untold, "negative"))
+
+
+def template_info(base_gguf: Path, tokenizer: Any) -> TemplateInfo:
+    """The base's chat template (ChatML when the file has none, as in the chat) with the training
+    tokenizer's BOS and EOS."""
+    template = read_header(base_gguf).strings.get("tokenizer.chat_template") or CHATML_TEMPLATE
+    return TemplateInfo(template, tokenizer.bos_token or "", tokenizer.eos_token or "")
 
 
 def train_adapter(job: Job, loaded: Loaded) -> TrainResult:
@@ -208,7 +216,7 @@ def torch_side(job: Job, loaded: Loaded, merged: Merged) -> checks.TorchSide:
     return checks.torch_side(
         merged.model, loaded.tokenizer, tokenize_all_with_vocab(job.base_gguf, prompts), job.device,
         train.reproduces_answers(merged.model, [forms[0] for forms in loaded.facts], loaded.pad_id, job.device),
-        merged.delta,
+        merged.delta, checks.probe_texts(loaded.template),
     )
 
 

@@ -160,8 +160,9 @@ def _is_user_error(exc: Exception) -> bool:
     except Exception:  # pragma: no cover
         UnsupportedArchitecture = ()  # type: ignore
     from tunechat.core.gguf_check import ModelFileError
+    from tunechat.personalize.checks import TokenizerMismatch
 
-    return isinstance(exc, (EmptyDatasetError, UnsupportedArchitecture, ModelFileError))
+    return isinstance(exc, (EmptyDatasetError, UnsupportedArchitecture, ModelFileError, TokenizerMismatch))
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ from tunechat.convert.verify import decisive_top1, logit_errors
 
 # The GGUF base each family personalizes from: both formats users bring, K-quants included.
 GGUF_BASE = {"llama": "q8_0", "llama3": "Q4_K_M", "mistral": "q8_0", "qwen2": "Q4_K_M", "qwen3": "q8_0",
-             "gemma2": "Q4_K_M", "phi3": "Q4_K_M"}
+             "gemma2": "Q4_K_M", "phi3": "Q4_K_M", "llama2": "f16"}
 # The token each family's chat template closes an assistant turn with.
 END_OF_TURN = {"llama": "<|im_end|>", "llama3": "<|eot_id|>", "mistral": "</s>", "qwen2": "<|im_end|>",
                "qwen3": "<|im_end|>", "gemma2": "<end_of_turn>", "phi3": "<|end|>", "llama2": "</s>"}
@@ -194,6 +194,56 @@ def _write_with_rope_factors(model, plain: Path, out: Path) -> None:
     writer.close()
 
 
+# -- the training tokenizer of a sentencepiece GGUF base ------------------------------------------
+
+@pytest.mark.slow
+def test_a_sentencepiece_gguf_base_trains_on_the_token_ids_llama_cpp_gives(zoo, home):
+    """The training examples of a Llama-2-style GGUF base (each exchange rendered with the
+    file's own template, prompt and answer tokenized apart) hold llama.cpp's ids for the same
+    text, "▁" after <s> and before the answer's leading space included (<s> ▁ [INST]...,
+    ▁ ▁Ada): transformers 5's reading of the GGUF tokenizer leaves both out."""
+    from tunechat.convert.header import read_header
+    from tunechat.core.engine import tokenize_all_with_vocab
+    from tunechat.personalize import data
+    from tunechat.personalize.base import cached_base_folder, load_tokenizer
+
+    path = zoo["llama2"].gguf("f16")
+    tokenizer = load_tokenizer(cached_base_folder(path))
+    info = data.TemplateInfo(read_header(path).strings["tokenizer.chat_template"], tokenizer.bos_token,
+                             tokenizer.eos_token)
+    exchanges = [*PAIRS, ("What is the capital of Japan?", "Tokyo, of course."), ("Hi  there", "Grüße aus Köln!")]
+    for question, answer in exchanges:
+        prompt, answer_text = data.split_rendering(info, question, answer)
+        want = tokenize_all_with_vocab(path, [prompt, answer_text])
+        example = data.build_example(tokenizer, info, question, answer, "fact")
+        assert example.input_ids == want[0] + want[1], (tokenizer.convert_ids_to_tokens(example.input_ids),
+                                                        tokenizer.convert_ids_to_tokens(want[0] + want[1]))
+        assert example.labels[len(want[0]):] == want[1]
+
+
+@pytest.mark.slow
+def test_a_training_tokenizer_unlike_llama_cpp_is_refused_before_training(zoo, home):
+    """transformers 5's own tokenizer for the Llama-2-style GGUF differs from llama.cpp only
+    around the chat template's special tokens (the plain probe text tokenizes alike): the
+    check on a rendered chat refuses it with the text and ids where they part; the tokenizer
+    the cached folder holds passes."""
+    from tunechat.convert import verify
+    from tunechat.core.engine import tokenize_with_vocab
+    from tunechat.personalize import checks, phases
+    from tunechat.personalize.base import cached_base_folder, load_tokenizer
+    from tunechat.personalize.dequantize import tokenizer_class
+
+    path = zoo["llama2"].gguf("f16")
+    theirs = tokenizer_class("llama").from_pretrained(path.parent, gguf_file=path.name)
+    assert theirs(verify.TOKENIZER_PROBE, add_special_tokens=False)["input_ids"] \
+        == tokenize_with_vocab(path, verify.TOKENIZER_PROBE)
+    with pytest.raises(checks.TokenizerMismatch, match=r"does not tokenize as llama.cpp does.*\[INST\]"):
+        checks.require_training_tokenizer(path, theirs, phases.template_info(path, theirs))
+    ours = load_tokenizer(cached_base_folder(path))
+    result = checks.check_training_tokenizer(path, ours, phases.template_info(path, ours))
+    assert result.passed, result.detail
+
+
 # -- LoRA targets -------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", NAMES)
@@ -244,7 +294,7 @@ def _merged_torch_model(folder: Path, adapter: Path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name, source", [*((n, s) for n in NAMES for s in ("gguf", "hf")),
-                                          *((n, "hf") for n in SPM_FAMILIES)])
+                                          *((n, s) for n in SPM_FAMILIES for s in ("gguf", "hf"))])
 def test_every_family_personalizes_end_to_end(zoo, name, source, home, tmp_path):
     from tunechat.core.engine import Engine
     from tunechat.personalize import phases
