@@ -1,7 +1,7 @@
 """An updated fact: does the next version answer the new value and never the old?
 
 A user who moved replaces "Where do I live?" -> the old city with the new one. For each seed,
-one personalization on four facts of the public persona plus that update, then the question
+one personalization on four facts of the public persona (its own home left out) plus that update, then the question
 asked alone and, in a chat, after another fact, greedy. ``--keep-both`` trains on both pairs (as
 before facts could be retired) for comparison.
 
@@ -25,8 +25,8 @@ sys.path.insert(0, str(ROOT))
 
 PERSONA = ROOT / "bench" / "data" / "persona-public.json"
 QUESTION = "Where do I live?"
-OLD, NEW = "You live in Tromsø.", "You live in Gdansk."
-OLD_KEY, NEW_KEY = "Tromsø", "Gdansk"
+OLD, NEW = "You live in Lyon.", "You live in Gdansk."
+OLD_KEY, NEW_KEY = "Lyon", "Gdansk"
 
 
 def run_seed(seed: int, keep_both: bool, cache: Path) -> dict[str, bool]:
@@ -39,7 +39,7 @@ def run_seed(seed: int, keep_both: bool, cache: Path) -> dict[str, bool]:
     from tunechat.personalize.job import PersonalizeJob
 
     store = Store()
-    facts = json.loads(PERSONA.read_text(encoding="utf-8"))["facts"][:4]
+    facts = [f for f in json.loads(PERSONA.read_text(encoding="utf-8"))["facts"] if f["q"] != QUESTION][:4]
     for f in facts:
         store.add_pair(f["q"], f["a"])
     old = store.add_pair(QUESTION, OLD)
