@@ -21,8 +21,10 @@ def test_pairs_add_list_export_import(home, tmp_path):
 
 def test_pairs_check_names_each_problem_and_retire_settles_a_changed_fact(home):
     for q, a in [("Where do I live?", "You live in Oslo."), ("My favourite coffee", "A flat white."),
-                 ("What is my name?", "Ada."), ("where do I live", "You live in Porto.")]:
+                 ("What is my name?", "Ada.")]:
         assert run_cli("pairs", "add", q, a).returncode == 0
+    added = run_cli("pairs", "add", "where do I live", "You live in Porto.")
+    assert added.returncode == 0 and "tunechat pairs retire 1 --by 4" in added.stderr  # said at once
     checked = run_cli("pairs", "check")
     assert checked.returncode == EXIT_DATA_PROBLEMS, checked.stderr
     lines = checked.stdout.splitlines()

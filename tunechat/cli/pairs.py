@@ -46,6 +46,8 @@ def run(args: argparse.Namespace, store: Store, open_checker) -> int:
     if cmd == "add":
         pair = store.add_pair(args.question, args.answer, source="added")
         print(f"Added pair {pair.id}. {count(store.count_pairs(), 'pair')} kept.")
+        print_problems([p for p in pair_checks.check_pairs(store.pairs()) if pair.id in p.pair_ids],
+                       file=sys.stderr, quiet=True)
     elif cmd == "list":
         rows = store.pairs(args.search, retired=args.retired)
         for p in rows:
@@ -82,11 +84,13 @@ def run(args: argparse.Namespace, store: Store, open_checker) -> int:
     return 0
 
 
-def print_problems(problems: Sequence[pair_checks.Problem], file=sys.stdout) -> None:
-    """Each problem on its line, with the command that fixes it, then the summary."""
+def print_problems(problems: Sequence[pair_checks.Problem], file=sys.stdout, quiet: bool = False) -> None:
+    """Each problem on its line, with the command that fixes it, then the summary (``quiet``:
+    nothing at all when there is no problem)."""
     for p in problems:
         print(f"{'note' if not p.blocking else p.kind}: {p.text}{_command(p)}", file=file)
-    print(pair_checks.summary(problems), file=file)
+    if problems or not quiet:
+        print(pair_checks.summary(problems), file=file)
 
 
 def _command(problem: pair_checks.Problem) -> str:
