@@ -45,6 +45,16 @@ def test_pairs_check_names_each_problem_and_retire_settles_a_changed_fact(home):
     assert run_cli("pairs", "check", "--quick").returncode == EXIT_DATA_PROBLEMS
 
 
+def test_a_fact_said_as_a_sentence_is_kept_as_the_pair_the_model_wrote(home):
+    added = run_cli("pairs", "add", "I named my bike Rocket.")
+    assert added.returncode == 0, added.stderr
+    assert added.stdout.startswith("Added pair 1: ") and "tunechat pairs delete 1" in added.stdout
+    [line] = run_cli("pairs", "list").stdout.splitlines()
+    _, question, answer = line.split("\t")
+    assert question.endswith("?") and "Rocket" in answer and "Rocket" not in question
+    assert run_cli("pairs", "add", "What is my bike called?").returncode == 1  # a question needs its answer
+
+
 def test_import_with_a_broken_line_names_it_and_imports_nothing(home, tmp_path):
     bad = tmp_path / "bad.jsonl"
     good = '{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}'

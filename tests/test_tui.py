@@ -135,6 +135,36 @@ async def test_add_pair_form_refuses_empty_answer_then_saves(store):
             ("What is my name?", "Your name is Ada.", "added")]
 
 
+async def test_a_fact_typed_alone_in_f4_becomes_a_pair_shown_before_it_is_kept(store):
+    app = TunechatApp(store=store, settings=GREEDY)
+    async with app.run_test(size=(100, 36)) as pilot:
+        await wait_until(lambda: app.engine is not None, pilot)
+        await pilot.press("f4")
+        editor = app.screen
+        assert isinstance(editor, PairEditor)
+        editor.query_one("#question").load_text("I named my bike Rocket.")
+        await pilot.press("ctrl+s")
+        await wait_until(lambda: not editor.writing, pilot, timeout=120)
+        question, answer = editor.query_one("#question").text, editor.query_one("#answer").text
+        assert question.endswith("?") and "Rocket" in answer and store.count_pairs() == 0  # shown, not kept
+        assert "Written from your sentence" in str(editor.query_one("#error").render())
+        await pilot.press("ctrl+s")
+        assert [(p.question, p.answer) for p in store.pairs()] == [(question, answer)]
+
+
+async def test_a_fact_that_cannot_be_turned_into_a_pair_asks_for_the_question(store):
+    app = TunechatApp(store=store, settings=GREEDY)
+    async with app.run_test(size=(100, 36)) as pilot:
+        editor = PairEditor("Add a fact", write_fact=lambda sentence: None)
+        await app.push_screen(editor)
+        editor.query_one("#question").load_text("Lactose-free milk only, please")
+        await pilot.press("ctrl+s")
+        await wait_until(lambda: not editor.writing, pilot)
+        assert editor.query_one("#answer").text == "Lactose-free milk only, please"
+        assert editor.query_one("#question").text == "" and app.screen is editor
+        assert "write the question it answers" in str(editor.query_one("#error").render())
+
+
 async def test_pairs_screen_searches_edits_and_deletes(store):
     store.add_pair("What is my name?", "Ada")
     store.add_pair("Where do I live?", "Tromsø")

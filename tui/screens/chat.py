@@ -355,7 +355,20 @@ class ChatScreen(Screen[None]):
                 self.refresh_status()
                 self.notify("Pair added.")
 
-        self.app.push_screen(PairEditor("Add a fact or a question/answer pair"), save)
+        self.app.push_screen(PairEditor("Add a fact (a sentence, or a question and its answer)",
+                                        write_fact=self._write_fact), save)
+
+    def _write_fact(self, sentence: str) -> tuple[str, str] | None:
+        """A fact said as a sentence as the pair to train, written by the base model (called
+        from a worker thread); None when no model is loaded or no pair passed the checks."""
+        from tunechat.core.facts import pair_from_fact
+
+        engine = self.engine
+        if engine is None:
+            return None
+        base = engine.engine_for("base") if isinstance(engine, scope.ScopedEngine) else engine
+        pair = pair_from_fact(base, sentence)
+        return (pair.question, pair.answer) if pair is not None else None
 
     def action_copy_message(self) -> None:
         focused = self.focused if isinstance(self.focused, MessageView) else None

@@ -206,7 +206,17 @@ def _scope(args: argparse.Namespace) -> int:
 
 def _pairs(args: argparse.Namespace) -> int:
     store = _open_store() if args.pairs_command in ("list", "export", "check") else _writable_store()
-    return pairs_cli.run(args, store, lambda: _model_checks(store))
+    return pairs_cli.run(args, store, lambda: _model_checks(store), lambda: _base_engine(store))
+
+
+def _base_engine(store):
+    """The current model's base, loaded alone."""
+    from tunechat.core.engine import Engine
+    from tunechat.core.registry import Registry
+
+    current = Registry(store).current()
+    _require_base(current, "use another model (tunechat models use NAME)")
+    return Engine(current.base_path)
 
 
 def _model_checks(store) -> dict:

@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from tunechat.core import faults, pair_checks
+from tunechat.core.facts import looks_like_fact, pair_from_fact
 from tunechat.core.store import Store
 from tunechat.core.wording import count
 
 
 def add_arguments(sub) -> None:
     """The ``pairs`` actions, on the sub-parsers object of the ``pairs`` command."""
-    add = sub.add_parser("add", help="add one pair")
-    add.add_argument("question")
-    add.add_argument("answer")
+    add = sub.add_parser("add", help="add one pair, or a fact said as a sentence (\"My dog is called Biscuit.\")")
+    add.add_argument("question", help="the question, or a fact alone: the model writes the pair, and it is shown")
+    add.add_argument("answer", nargs="?", default="")
     lst = sub.add_parser("list", help="list the pairs in use")
     lst.add_argument("--search", default="", help="only pairs whose question or answer contains this")
     lst.add_argument("--retired", action="store_true", help="the retired pairs as well, marked")
@@ -37,13 +39,26 @@ def add_arguments(sub) -> None:
     delete.add_argument("id", type=int)
 
 
-def run(args: argparse.Namespace, store: Store, open_checker) -> int:
-    """``open_checker()``: the model-backed checks' arguments (``pair_checks.model_checks``)."""
+def run(args: argparse.Namespace, store: Store, open_checker, open_base) -> int:
+    """``open_checker()``: the model-backed checks' arguments (``pair_checks.model_checks``);
+    ``open_base()``: the current model's base, loaded (it writes a fact's pair)."""
     from tunechat.core import jsonl
     from tunechat.core.text import one_line
 
     cmd = args.pairs_command
-    if cmd == "add":
+    if cmd == "add" and not args.answer.strip() and looks_like_fact(args.question):
+        written = pair_from_fact(open_base(), args.question)
+        if written is None:
+            print(f"tunechat: this sentence could not be turned into a pair safely; give the question it answers "
+                  f"too: tunechat pairs add \"QUESTION\" {json.dumps(args.question, ensure_ascii=False)}",
+                  file=sys.stderr)
+            return faults.EXIT_REFUSED
+        pair = store.add_pair(written.question, written.answer, source="added")
+        print(f"Added pair {pair.id}: {pair.question} → {pair.answer}\n{count(store.count_pairs(), 'pair')} kept. "
+              f"Not what you meant? tunechat pairs delete {pair.id}")
+        print_problems([p for p in pair_checks.check_pairs(store.pairs()) if pair.id in p.pair_ids],
+                       file=sys.stderr, quiet=True)
+    elif cmd == "add":
         pair = store.add_pair(args.question, args.answer, source="added")
         print(f"Added pair {pair.id}. {count(store.count_pairs(), 'pair')} kept.")
         print_problems([p for p in pair_checks.check_pairs(store.pairs()) if pair.id in p.pair_ids],
