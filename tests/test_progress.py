@@ -6,6 +6,8 @@ from __future__ import annotations
 import io
 import json
 
+import pytest
+
 from tunechat.core.manifest import Manifest
 from tunechat.personalize.progress import Reporter, RunProgress, duration
 
@@ -115,3 +117,15 @@ def test_every_question_the_evaluation_asks_is_reported():
     events = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert {e["phase"] for e in events} == {"evaluate"}
     assert [e["step"] for e in events] == list(range(1, 9)) and events[-1]["total"] == 8
+
+
+def test_the_estimate_before_a_run_grows_with_the_pairs_and_says_a_long_run():
+    from tunechat.personalize.progress import LONG_RUN_SECONDS, PER_PAIR_PHASES, TYPICAL_PAIRS, TYPICAL_SECONDS
+
+    ten = RunProgress.from_history([], "replay-kl-para-greedy", pairs=TYPICAL_PAIRS)
+    many = RunProgress.from_history([], "replay-kl-para-greedy", pairs=40 * TYPICAL_PAIRS)
+    per_pair = sum(TYPICAL_SECONDS[p] for p in PER_PAIR_PHASES)
+    assert ten.remaining == pytest.approx(sum(TYPICAL_SECONDS.values()))
+    assert many.remaining - ten.remaining == pytest.approx(39 * per_pair)
+    assert ten.remaining < LONG_RUN_SECONDS and "stays usable" not in ten.estimate_text()
+    assert many.estimate_text().startswith("This will take about ") and "a GPU" in many.estimate_text()
