@@ -13,8 +13,8 @@ from tunechat.core import chat_template
 from tunechat.core.chat_template import TemplateError, check_template
 
 TOKENS = {"qwen2": ("<|im_start|>", "<|im_end|>"), "llama3": ("<|begin_of_text|>", "<|eot_id|>"),
-          "mistral": ("<s>", "</s>"), "gemma": ("<bos>", "<eos>"), "phi3": ("<s>", "<|endoftext|>"),
-          "chatml": ("", "<|im_end|>")}
+          "mistral": ("<s>", "</s>"), "llama2": ("<s>", "</s>"), "gemma": ("<bos>", "<eos>"),
+          "phi3": ("<s>", "<|endoftext|>"), "chatml": ("", "<|im_end|>")}
 ALL = {**TEMPLATES, "chatml": chat_template.CHATML_TEMPLATE}
 CONVERSATIONS = [
     [{"role": "user", "content": "Où est la gare ? 東京"}],

@@ -95,6 +95,8 @@ class PairEditor(ModalScreen[tuple[str, str] | None]):
         """The pair written from the sentence, to accept (Ctrl+S) or edit; else the sentence
         as the answer, and the user asked for the question."""
         self.writing = False
+        if not self.is_attached:  # closed while the pair was being written
+            return
         question, answer = self.query_one("#question", TextArea), self.query_one("#answer", TextArea)
         if pair is not None:
             question.load_text(pair[0])
