@@ -157,10 +157,10 @@ async def test_a_fact_that_cannot_be_turned_into_a_pair_asks_for_the_question(st
     async with app.run_test(size=(100, 36)) as pilot:
         editor = PairEditor("Add a fact", write_fact=lambda sentence: None)
         await app.push_screen(editor)
-        editor.query_one("#question").load_text("Lactose-free milk only, please")
+        editor.query_one("#question").load_text("My sister Maeve lives in Galway.")
         await pilot.press("ctrl+s")
         await wait_until(lambda: not editor.writing, pilot)
-        assert editor.query_one("#answer").text == "Lactose-free milk only, please"
+        assert editor.query_one("#answer").text == "Your sister Maeve lives in Galway."
         assert editor.query_one("#question").text == "" and app.screen is editor
         assert "write the question it answers" in str(editor.query_one("#error").render())
 

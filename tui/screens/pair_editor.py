@@ -11,7 +11,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Label, TextArea
 
-from tunechat.core.facts import looks_like_fact
+from tunechat.core.facts import looks_like_fact, second_person
 
 # Turns a fact said as a sentence into (question, answer), or None when it cannot safely.
 FactWriter = Callable[[str], "tuple[str, str] | None"]
@@ -93,7 +93,7 @@ class PairEditor(ModalScreen[tuple[str, str] | None]):
 
     def _show_written(self, sentence: str, pair: tuple[str, str] | None) -> None:
         """The pair written from the sentence, to accept (Ctrl+S) or edit; else the sentence
-        as the answer, and the user asked for the question."""
+        said to the user as the answer, and the user asked for the question."""
         self.writing = False
         if not self.is_attached:  # closed while the pair was being written
             return
@@ -106,7 +106,7 @@ class PairEditor(ModalScreen[tuple[str, str] | None]):
             answer.focus()
         else:
             question.load_text("")
-            answer.load_text(sentence)
+            answer.load_text(second_person(sentence))  # answers are said to the user
             self.query_one("#error", Label).update(
                 "This sentence could not be turned into a pair safely: write the question it answers.")
             question.focus()
