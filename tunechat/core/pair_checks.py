@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tunechat.core.facts import QUESTION_MARKS
 from tunechat.core.store import Pair, pair_key
 from tunechat.core.turns import FIRST_PERSON, words_of
 from tunechat.core.wording import count
 
-QUESTION_MARKS = ("?", "？", "¿", "؟", ";", "՞", "፧")  # ";" is the Greek question mark
 KINDS = ("contradiction", "duplicate", "no_question", "overlong", "nothing_new")  # the order they are said in
 NOTHING_NEW_TOKENS = 96  # an answer the model gives within this many tokens
 FRAGMENT_WORDS = 2  # a "question" this short without a question mark is a fragment ("gym membership")
