@@ -86,19 +86,22 @@ def duplicates(pairs: Sequence[Pair]) -> list[Problem]:
 
 def contradictions(pairs: Sequence[Pair]) -> list[Problem]:
     """Pairs that give one fact two answers: the same question with different answers. The
-    newer is taken as the update."""
+    newer is taken as the update. Grouped by question, so the pairs screen can run it on every
+    keystroke of its search however many pairs there are."""
+    keys = [pair_key(p.question, p.answer) for p in pairs]
+    asked: dict[str, list[int]] = {}
+    for i, (question, _) in enumerate(keys):
+        asked.setdefault(question, []).append(i)
     problems = []
     for i, older in enumerate(pairs):
-        q_old, a_old = pair_key(older.question, older.answer)
-        for newer in pairs[i + 1:]:
-            q_new, a_new = pair_key(newer.question, newer.answer)
-            if a_new == a_old:
+        for j in asked[keys[i][0]]:
+            newer = pairs[j]
+            if j <= i or keys[j][1] == keys[i][1]:
                 continue
-            if q_new == q_old:
-                problems.append(Problem("contradiction", (older.id, newer.id), (
-                    f'Pairs {older.id} and {newer.id} answer the same question differently ("{_short(older.answer)}" '
-                    f'and "{_short(newer.answer)}"): if the fact changed, retire {older.id} for {newer.id}; '
-                    "else word the questions apart.")))
+            problems.append(Problem("contradiction", (older.id, newer.id), (
+                f'Pairs {older.id} and {newer.id} answer the same question differently ("{_short(older.answer)}" '
+                f'and "{_short(newer.answer)}"): if the fact changed, retire {older.id} for {newer.id}; '
+                "else word the questions apart.")))
     return problems
 
 
