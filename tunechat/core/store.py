@@ -80,6 +80,7 @@ MIGRATIONS: list[str] = [
 SCHEMA_VERSION = len(MIGRATIONS)
 
 PAIR_SOURCES = ("kept", "corrected", "added", "imported")
+INSERT_PAIR = "INSERT INTO pairs(question, answer, source, created_at, updated_at) VALUES (?,?,?,?,?)"
 
 
 class StoreError(Exception):
@@ -120,8 +121,11 @@ class Pair:
         return self.retired_at is not None
 
 
-def validate_pair(question: str, answer: str) -> tuple[str, str]:
-    """Strip a pair and refuse an empty side, with a message a user understands."""
+def validate_pair(question: str, answer: str, source: str = "added") -> tuple[str, str]:
+    """Strip a pair and refuse an empty side (or an unknown source), with a message a user
+    understands."""
+    if source not in PAIR_SOURCES:
+        raise StoreError(f"Unknown pair source {source!r}.")
     q, a = question.strip(), answer.strip()
     if not q:
         raise StoreError("The question is empty: a training pair needs a question.")
@@ -319,22 +323,17 @@ class Store:
 
     # -- pairs --------------------------------------------------------------------------
     def add_pair(self, question: str, answer: str, source: str = "added") -> Pair:
-        q, a = validate_pair(question, answer)
-        if source not in PAIR_SOURCES:
-            raise StoreError(f"Unknown pair source {source!r}.")
+        q, a = validate_pair(question, answer, source)
         now = time.time()
         with self._tx() as db:
-            cur = db.execute(
-                "INSERT INTO pairs(question, answer, source, created_at, updated_at) VALUES (?,?,?,?,?)",
-                (q, a, source, now, now),
-            )
+            cur = db.execute(INSERT_PAIR, (q, a, source, now, now))
         return self.get_pair(_row_id(cur))
 
     def add_pairs(self, items: list[tuple[str, str]], source: str = "imported") -> int:
         """Add many pairs in one transaction: all of them or none, less those already kept or
         given twice (``pair_key``: importing a file again adds nothing). Returns how many were
         added."""
-        checked = [validate_pair(q, a) for q, a in items]
+        checked = [validate_pair(q, a, source) for q, a in items]
         now = time.time()
         with self._tx() as db:
             seen = {pair_key(r["question"], r["answer"]) for r in db.execute("SELECT question, answer FROM pairs")}
@@ -344,10 +343,7 @@ class Store:
                     seen.add(pair_key(q, a))
                     fresh.append((q, a))
             checked = fresh
-            db.executemany(
-                "INSERT INTO pairs(question, answer, source, created_at, updated_at) VALUES (?,?,?,?,?)",
-                [(q, a, source, now, now) for q, a in checked],
-            )
+            db.executemany(INSERT_PAIR, [(q, a, source, now, now) for q, a in checked])
         return len(checked)
 
     def get_pair(self, pair_id: int) -> Pair:
@@ -389,18 +385,13 @@ class Store:
     def replace_pair(self, old_id: int, question: str, answer: str, source: str = "added") -> Pair:
         """A fact that changed: keep the new pair and retire ``old_id`` in one step. The old pair
         stays in history (``pairs(retired=True)``) and is not trained again."""
-        q, a = validate_pair(question, answer)
-        if source not in PAIR_SOURCES:
-            raise StoreError(f"Unknown pair source {source!r}.")
+        q, a = validate_pair(question, answer, source)
         now = time.time()
         with self._tx() as db:
             old = db.execute("SELECT retired_at FROM pairs WHERE id=?", (old_id,)).fetchone()
             if old is None:
                 raise StoreError(f"No pair with id {old_id}.")
-            cur = db.execute(
-                "INSERT INTO pairs(question, answer, source, created_at, updated_at) VALUES (?,?,?,?,?)",
-                (q, a, source, now, now),
-            )
+            cur = db.execute(INSERT_PAIR, (q, a, source, now, now))
             new_id = _row_id(cur)
             db.execute("UPDATE pairs SET retired_at=?, replaced_by=?, updated_at=? WHERE id=?",
                        (now, new_id, now, old_id))
