@@ -152,8 +152,9 @@ def test_who_answered_and_each_chat_s_mode_are_columns_deleted_with_the_chat(hom
     assert store.get_setting("scope_mode:1") is None and store.get_setting("scope_mode:9") is None
     # The chat's own replies of before are known by their words: never shown to a model again.
     assert [m.answered_by for m in store.messages(1)] == [None, "untold"]
-    answer = store.add_message(1, "assistant", "Paris.", "base")
+    answer = store.add_message(1, "assistant", "Paris.", "base", "does not speak of you")
     assert store.messages(1)[-1] == answer and answer.answered_by == "base"
+    assert answer.why == "does not speak of you"  # why it went there, kept with the answer (migration 5)
     with pytest.raises(StoreError):
         store.add_message(1, "assistant", "x", "nobody")
     store.set_chat_mode(2, "personal")

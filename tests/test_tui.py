@@ -416,9 +416,12 @@ async def test_with_a_personal_model_the_base_model_answers_what_is_not_about_yo
         general = await _ask(app, pilot, "What is the capital of Japan?")
         assert "Tokyo" in general.content
         assert (general.answered_by == "base") is (scope_setting == "on")
-        assert ("base model" in str(general.query_one(".role").render())) is (scope_setting == "on")
+        assert ("base model: does not speak of you" in str(general.query_one(".role").render())) is \
+            (scope_setting == "on")
         personal = await _ask(app, pilot, "Who is Ada?")  # a taught name, no first person
         assert personal.answered_by != "base" and "base model" not in str(personal.query_one(".role").render())
+        assert ('names "Ada", which you taught' in str(personal.query_one(".role").render())) is \
+            (scope_setting == "on")
         await pilot.press("ctrl+k")  # keeping still reads right after the label changed
         assert "✓ kept" in str(personal.query_one(".role").render())
 
@@ -549,7 +552,8 @@ async def test_the_other_model_answers_again_and_a_chat_can_pick_who_answers(sto
         await pilot.pause()
         views = [v for v in screen.conversation.query(MessageView) if v.role == "assistant"]
         assert [v.answered_by for v in views] == ["personal", "personal", "base"]
-        assert "base model" in str(views[-1].query_one(".role").render())
+        assert "base model: as asked" in str(views[-1].query_one(".role").render())
+        assert "personal model: as asked" in str(views[0].query_one(".role").render())
         assert "answers: base" in str(screen.status.render())
         await pilot.press("ctrl+o")
         await wait_until(lambda: not screen.generating

@@ -174,7 +174,7 @@ class ChatScreen(Screen[None]):
             text = m.content.strip()
             correction = corrections.pop(question, None)
             is_kept = correction == text or (question, text) in kept
-            views.append(MessageView(m.role, m.content, m.id, by, kept=is_kept,
+            views.append(MessageView(m.role, m.content, m.id, by, why=m.why, kept=is_kept,
                                      correction=None if correction == text else correction))
         return views
 
@@ -231,20 +231,21 @@ class ChatScreen(Screen[None]):
         except Exception as exc:  # shown in the chat instead of ending the app
             error = f"{type(exc).__name__}: {exc}"
         finally:
-            by = scope.answered_by(engine)
-            self.app.call_from_thread(self._finish_answer, view, self._stop.is_set(), error, by)
+            by, why = scope.answered_by(engine), scope.answer_reason(engine)
+            self.app.call_from_thread(self._finish_answer, view, self._stop.is_set(), error, by, why)
 
     async def _finish_answer(self, view: MessageView, stopped: bool, error: str | None,
-                             by: scope.AnsweredBy | None) -> None:
+                             by: scope.AnsweredBy | None, why: str | None = None) -> None:
         note = "stopped" if stopped else None
         if error:
             note = f"error: {error}"
         await view.end_stream(note)
         if by is not None:
-            view.mark_answered_by(by)
+            view.mark_answered_by(by, why)
         try:
             if view.content.strip() and self.chat is not None:
-                view.message_id = self.store.add_message(self.chat.id, "assistant", view.content.strip(), by).id
+                view.message_id = self.store.add_message(self.chat.id, "assistant", view.content.strip(), by,
+                                                         why).id
         except (StoreError, OSError) as exc:  # shown, not kept: the chat goes on
             self.notify(f"The answer could not be kept: {exc}", severity="error", timeout=10)
         self.generating = False

@@ -25,13 +25,15 @@ class MessageView(Vertical, can_focus=True):
     ]
 
     def __init__(self, role: str, content: str = "", message_id: int | None = None,
-                 answered_by: AnsweredBy | None = None, kept: bool = False, correction: str | None = None) -> None:
+                 answered_by: AnsweredBy | None = None, kept: bool = False, correction: str | None = None,
+                 why: str | None = None) -> None:
         super().__init__(classes=f"message {role}")
         self.role = role
         self.content = content  # the message as stored: for an answer, the model's own reply
         self.message_id = message_id
         # Which side of a scoped chat answered (tunechat.core.scope); None with one model.
         self.answered_by: AnsweredBy | None = answered_by
+        self.why = why  # why that side answered (tunechat.core.turns.Decision.reason), when known
         # The answer kept in its place as a training pair, when the user corrected this one.
         self.correction: str | None = correction
         self._stream: MarkdownStream | None = None
@@ -77,6 +79,8 @@ class MessageView(Vertical, can_focus=True):
     def _label(self) -> str:
         by = {"personal": "personal model", "base": "base model", "untold": "not taught yet"}
         label = "Assistant" + (f"  · {by[self.answered_by]}" if self.answered_by else "")
+        if self.answered_by and self.why:
+            label += f": {self.why}"
         if self.correction is not None:
             return label + "  ✎ corrected · kept"
         return label + ("  ✓ kept" if self.has_class("kept") else "")
@@ -88,8 +92,9 @@ class MessageView(Vertical, can_focus=True):
     def _update_label(self) -> None:
         self.query_one(".role", Static).update(self._label())
 
-    def mark_answered_by(self, side: AnsweredBy) -> None:
+    def mark_answered_by(self, side: AnsweredBy, why: str | None = None) -> None:
         self.answered_by = side
+        self.why = why
         self._update_label()
 
     def mark_kept(self) -> None:

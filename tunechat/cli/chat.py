@@ -43,11 +43,11 @@ def run_chat(args: argparse.Namespace, store: Store, engine: scope.ChatEngine,
                 out.write(delta)
                 out.flush()
             out.write("\n")
-            by = scope.answered_by(engine)
-            if by is not None and isinstance(engine, scope.ScopedEngine) and engine.last is not None:
-                err.write(f"({WHO[by]}: {engine.last.reason})\n")
+            by, why = scope.answered_by(engine), scope.answer_reason(engine)
+            if by is not None:
+                err.write(f"({WHO[by]}: {why})\n")
             if answer.strip():
-                store.add_message(chat.id, "assistant", answer.strip(), by)
+                store.add_message(chat.id, "assistant", answer.strip(), by, why)
     finally:
         engine.close()
     return 0

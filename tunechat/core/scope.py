@@ -126,6 +126,13 @@ def answered_by(engine: ChatEngine) -> AnsweredBy | None:
     return engine.last.answered_by
 
 
+def answer_reason(engine: ChatEngine) -> str | None:
+    """Why ``engine``'s last turn went where it did, in a few words; None with one model."""
+    if not isinstance(engine, ScopedEngine) or engine.last is None:
+        return None
+    return engine.last.reason
+
+
 def answered_by_base(engine: ChatEngine) -> bool:
     """Whether the last turn ``engine`` answered went to the base model (scoping)."""
     return answered_by(engine) == "base"

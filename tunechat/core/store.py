@@ -76,6 +76,10 @@ MIGRATIONS: list[str] = [
     ALTER TABLE pairs ADD COLUMN retired_at REAL;
     ALTER TABLE pairs ADD COLUMN replaced_by INTEGER REFERENCES pairs(id) ON DELETE SET NULL;
     """,
+    # 4 -> 5: why the side that answered a message was chosen ("speaks of you ("my")")
+    """
+    ALTER TABLE messages ADD COLUMN why TEXT;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -104,6 +108,7 @@ class Message:
     role: str
     content: str
     answered_by: str | None = None  # an answer's source: "personal", "base", "untold"; None when unknown
+    why: str | None = None  # why that side answered, in a few words (tunechat.core.turns.Decision.reason)
 
 
 @dataclass(frozen=True)
@@ -292,15 +297,16 @@ class Store:
             vacuum.close()
 
     # -- messages -----------------------------------------------------------------------
-    def add_message(self, chat_id: int, role: str, content: str, answered_by: str | None = None) -> Message:
+    def add_message(self, chat_id: int, role: str, content: str, answered_by: str | None = None,
+                    why: str | None = None) -> Message:
         now = time.time()
         with self._tx() as db:
             cur = db.execute(
-                "INSERT INTO messages(chat_id, role, content, created_at, answered_by) VALUES (?,?,?,?,?)",
-                (chat_id, role, content, now, answered_by),
+                "INSERT INTO messages(chat_id, role, content, created_at, answered_by, why) VALUES (?,?,?,?,?,?)",
+                (chat_id, role, content, now, answered_by, why),
             )
             db.execute("UPDATE chats SET updated_at=? WHERE id=?", (now, chat_id))
-        return Message(_row_id(cur), chat_id, role, content, answered_by)
+        return Message(_row_id(cur), chat_id, role, content, answered_by, why)
 
     def update_message(self, message_id: int, content: str) -> None:
         with self._tx() as db:
@@ -312,9 +318,9 @@ class Store:
 
     def messages(self, chat_id: int) -> list[Message]:
         rows = self._db.execute(
-            "SELECT id, chat_id, role, content, answered_by FROM messages WHERE chat_id=? ORDER BY id", (chat_id,)
+            "SELECT id, chat_id, role, content, answered_by, why FROM messages WHERE chat_id=? ORDER BY id", (chat_id,)
         ).fetchall()
-        return [Message(r["id"], r["chat_id"], r["role"], r["content"], r["answered_by"]) for r in rows]
+        return [Message(r["id"], r["chat_id"], r["role"], r["content"], r["answered_by"], r["why"]) for r in rows]
 
     def latest_chat(self) -> Chat | None:
         """The chat changed last, None when there is none."""

@@ -104,7 +104,7 @@ def decide(messages: Sequence[ChatMessage], taught: Taught, force: Route | None 
     chain = _chain(earlier, question)
     root = _root(chain, question, taught)  # the message that speaks of the user, if any
     if force is not None:
-        route, reason = force, f"the {force} model, as asked"
+        route, reason = force, "as asked"
     elif root is None:
         route, reason = "base", "does not speak of you"
     else:
