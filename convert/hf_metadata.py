@@ -22,8 +22,10 @@ import gguf
 from tunechat.convert.architectures import ArchSpec, gguf_arch_name, head_dim, rope_parameters
 from tunechat.convert.verify import TOKENIZER_PROBE
 
-# llama.cpp pre-tokenizer names, most common llama-family first.
-PRE_TOKENIZERS = ("smollm", "qwen2", "llama3", "gpt-2", "default", "starcoder", "refact", "deepseek-llm", "olmo")
+# llama.cpp pre-tokenizer names, most common llama-family first: SmolLM's, Qwen2's (single
+# digits), Llama 3's (digits in threes; "llama-bpe" is the name convert_hf_to_gguf.py writes for
+# it, which llama.cpp also knows as "llama3").
+PRE_TOKENIZERS = ("smollm", "qwen2", "llama-bpe", "gpt-2", "default", "starcoder", "refact", "deepseek-llm", "olmo")
 # What convert_hf_to_gguf.py gives a token a sentencepiece model has no score for (an id past
 # the model's pieces) and one a config file adds.
 PAD_SCORE, ADDED_SCORE = -10000.0, -1000.0
@@ -118,6 +120,8 @@ def _add_special_vocab(writer: gguf.GGUFWriter, folder: Path, vocab_size: int, a
     special_vocab = gguf.SpecialVocab(folder, load_merges=merges, n_vocab=vocab_size)
     if add_bos is not None:
         special_vocab.add_special_token["bos"] = add_bos
+    if merges:  # a byte-level BPE whose files say nothing appends no EOS: said, as convert_hf_to_gguf.py says it
+        special_vocab.add_special_token.setdefault("eos", False)
     special_vocab.add_to_gguf(writer)
 
 

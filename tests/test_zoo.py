@@ -2,8 +2,9 @@
 as GGUF give, in llama.cpp, the next-token logits transformers gives; metadata, LoRA adapters,
 Q4_K_M and chat templates survive; a mapping bug or a dropped field is caught; the rest is
 refused before any file is written. A Llama 2 style folder (sentencepiece tokenizer.model with
-byte fallback and scores) tokenizes in llama.cpp as in transformers, and converts as llama.cpp's
-own converter converts it.
+byte fallback and scores) and the byte-level BPE kinds of SmolLM2, Llama 3 and Qwen2 tokenize in
+llama.cpp as in transformers, under the pre-tokenizer llama.cpp's converter names for them; and
+each kind converts as llama.cpp's own converter converts it.
 
 Tolerances (worst normalized logit error ||a - b|| / ||b|| over the zoo prompts, top-1
 agreement) are the verify gate's (tunechat.convert.verify): f16 <= 0.03 with every top-1 equal,
@@ -501,34 +502,133 @@ def test_a_sentencepiece_folder_carries_scores_token_types_and_its_name(zoo):
     assert "_name_or_path" not in model.config and values["general.name"] == model.folder.name
 
 
+# -- (i) byte-level BPE tokenizers ---------------------------------------------------------------
+
+# The pre-tokenizer each BPE kind must get: the name convert_hf_to_gguf.py gives the real
+# tokenizer (SmolLM2's, Meta-Llama-3's, Qwen2.5's), and whether llama.cpp is to put BOS in front.
+BPE_FAMILIES = {"llama": ("smollm", False), "llama3": ("llama-bpe", True), "qwen2": ("qwen2", False)}
+# The names the converter could pick instead: each splits some text otherwise, but Llama 3's for
+# Qwen2's kind: its digits in threes find no merge in a vocabulary learned on single digits, so
+# the ids are the same (the converter takes "qwen2" by its order).
+BPE_PRE_TOKENIZERS = ("smollm", "qwen2", "llama-bpe")
+SAME_IDS = {"qwen2": ("llama-bpe",)}
+
+
+def _bpe_texts(tok) -> list[str]:
+    """The texts where pre-tokenizers part (digits, contractions in any case, a letter after a
+    tab or a symbol, runs of spaces and new lines, non-Latin scripts), the family's special
+    tokens inside a text, and the chat template's renderings. All in NFC: Qwen2's tokenizer
+    normalizes to NFC and llama.cpp does not (for a real Qwen too), so decomposed accents split
+    otherwise."""
+    specials = [t.content for t in tok.added_tokens_decoder.values() if t.special]
+    rendered = [tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=prompt)
+                for messages in CONVERSATIONS for prompt in (True, False)]
+    return [*SPM_TEXTS, "I'VE 'LL 'Re don'T", "x\t\tabc  \n\n  \n  y", "12345678901 $1,234.5",
+            *(f"a{t} b{t}\n" for t in specials), *rendered]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", BPE_FAMILIES)
+def test_a_byte_level_bpe_folder_tokenizes_in_llama_cpp_as_in_transformers(zoo, name, tmp_path):
+    """SmolLM2's, Llama 3's and Qwen2's kinds of BPE (tests/zoo.py): the converter names the
+    pre-tokenizer convert_hf_to_gguf.py names for the real tokenizer, and says whether to add
+    BOS as the folder does; llama.cpp's ids for every text (special tokens parsed) are the HF
+    tokenizer's. Under any other of those pre-tokenizers some text tokenizes otherwise, so the
+    texts would catch a wrong choice."""
+    from tunechat.convert.architectures import spec_for_config
+    from tunechat.convert.hf_metadata import write_vocab_only
+    from tunechat.core.engine import tokenize_all_with_vocab
+
+    model = zoo[name]
+    tok = model.tokenizer
+    pre, add_bos = BPE_FAMILIES[name]
+    assert model.pre_tokenizer == (pre, add_bos)
+    values = _metadata_values(model.gguf("f16"))
+    assert (values["tokenizer.ggml.model"], values["tokenizer.ggml.pre"]) == ("gpt2", pre)
+    assert values["tokenizer.ggml.add_bos_token"] is add_bos
+    assert (tok("x")["input_ids"][0] == tok.bos_token_id) is add_bos
+    texts = _bpe_texts(tok)
+    want = [list(tok(text, add_special_tokens=False)["input_ids"]) for text in texts]
+    got = tokenize_all_with_vocab(model.gguf("f16"), texts)
+    for text, ours, theirs in zip(texts, got, want):
+        assert ours == theirs, (text, tok.convert_ids_to_tokens(ours), tok.convert_ids_to_tokens(theirs))
+    for other in set(BPE_PRE_TOKENIZERS) - {pre, *SAME_IDS.get(name, ())}:
+        path = tmp_path / f"{other}.gguf"
+        write_vocab_only(model.folder, model.config, spec_for_config(model.config), other, path, add_bos)
+        assert tokenize_all_with_vocab(path, texts) != want, other
+
+
+# -- llama.cpp's own converter ------------------------------------------------------------------
+
 # general.* fields describing the file, which llama.cpp does not read to run it: convert_hf_to_gguf.py
 # title-cases the name ("Hf"; we keep it as written, where llama.cpp looks for "phi-3") and adds
 # a size label, a type and a quantization version.
 FILE_DESCRIPTION = ("general.name", "general.size_label", "general.type", "general.quantization_version")
+# Fields convert_hf_to_gguf.py leaves out for Qwen2 and Qwen3 and we write: the values llama.cpp
+# takes without them (head size n_embd / n_head, rotary dimensions the head size, the
+# vocabulary the token list's length).
+DERIVED_FIELDS = ("attention.key_length", "attention.value_length", "rope.dimension_count", "vocab_size")
+# Tensors computed in float32 by another order of operations (numpy here, torch there): the
+# llama 3 RoPE divisors may differ in the last bit where the zoo's 64-token original context
+# puts a frequency in the smoothed band (for Llama 3.1/3.2's own parameters they are equal).
+COMPUTED_TENSORS = ("rope_freqs.weight",)
+# convert_hf_to_gguf.py run with the pre-tokenizer name given: it recognizes a tokenizer by
+# hashing its ids for a text, and a tokenizer trained here has a hash of its own.
+_CONVERT_WITH_PRE = """
+import runpy, sys
+source, pre = sys.argv[1], sys.argv[2]
+sys.path[:0] = [source, source + "/gguf-py"]
+from conversion.base import TextModel
+TextModel.get_vocab_base_pre = lambda self, tokenizer: pre
+sys.argv = [source + "/convert_hf_to_gguf.py", *sys.argv[3:]]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def _derived_fields(ours: dict, theirs: dict) -> set[str]:
+    """The ``DERIVED_FIELDS`` only ours has, each checked to hold llama.cpp's default."""
+    arch = str(ours["general.architecture"])
+    heads, width = ours[f"{arch}.attention.head_count"], ours[f"{arch}.embedding_length"]
+    default = {"attention.key_length": width // heads, "attention.value_length": width // heads,
+               "rope.dimension_count": ours[f"{arch}.attention.key_length"],
+               "vocab_size": len(ours["tokenizer.ggml.tokens"])}
+    only_ours = {field for field in DERIVED_FIELDS if f"{arch}.{field}" in ours and f"{arch}.{field}" not in theirs}
+    for field in only_ours:
+        assert ours[f"{arch}.{field}"] == default[field], field
+    return {f"{arch}.{field}" for field in only_ours}
 
 
 @pytest.mark.slow
-def test_a_sentencepiece_folder_converts_as_llama_cpps_own_converter_does(zoo, tmp_path):
+@pytest.mark.parametrize("name", [SPM, "llama3", "qwen2", "qwen3"])
+def test_a_folder_converts_as_llama_cpps_own_converter_does(zoo, name, tmp_path):
     """llama.cpp's convert_hf_to_gguf.py (from a llama.cpp source tree named by
     $LLAMA_CPP_SOURCE, e.g. the vendor/llama.cpp folder of the llama-cpp-python sdist) on the
-    same folder: every other metadata field equal, every tensor byte for byte."""
+    same folder (a sentencepiece one, Llama 3's and Qwen2's kinds of BPE), its pre-tokenizer
+    recognition replaced by the name ours chose (the hash of a tokenizer trained here is known
+    to no converter; test_a_byte_level_bpe_folder_tokenizes_in_llama_cpp_as_in_transformers
+    checks the name): every other metadata field equal, but fields llama.cpp derives alike;
+    every tensor byte for byte, but float32 rounding in computed ones."""
     source = os.environ.get("LLAMA_CPP_SOURCE")
     script = Path(source) / "convert_hf_to_gguf.py" if source else None
     if script is None or not script.is_file():
         pytest.skip("set LLAMA_CPP_SOURCE to a llama.cpp source tree to compare with its converter")
-    model = zoo[SPM]
+    model = zoo[name]
     reference = tmp_path / "reference.gguf"
-    subprocess.run([sys.executable, str(script), str(model.folder), "--outfile", str(reference), "--outtype", "f16"],
-                   check=True, capture_output=True, timeout=600)
+    subprocess.run([sys.executable, "-c", _CONVERT_WITH_PRE, str(source), model.pre_tokenizer[0], str(model.folder),
+                    "--outfile", str(reference), "--outtype", "f16"], check=True, capture_output=True, timeout=600)
     ours, theirs = _metadata_values(model.gguf("f16")), _metadata_values(reference)
-    for key in sorted((ours.keys() | theirs.keys()) - set(FILE_DESCRIPTION)):
+    for key in sorted((ours.keys() | theirs.keys()) - set(FILE_DESCRIPTION) - _derived_fields(ours, theirs)):
         assert ours.get(key) == theirs.get(key), key
     ours_header, theirs_header = read_header(model.gguf("f16")), read_header(reference)
     assert {t.name: (t.shape, t.type_id) for t in ours_header.tensors} == \
         {t.name: (t.shape, t.type_id) for t in theirs_header.tensors}
     for info in ours_header.tensors:
-        assert read_tensor_bytes(model.gguf("f16"), ours_header, info.name)[1] == \
-            read_tensor_bytes(reference, theirs_header, info.name)[1], info.name
+        mine = read_tensor_bytes(model.gguf("f16"), ours_header, info.name)[1]
+        other = read_tensor_bytes(reference, theirs_header, info.name)[1]
+        if info.name in COMPUTED_TENSORS:
+            assert np.allclose(np.frombuffer(mine, np.float32), np.frombuffer(other, np.float32), rtol=1e-6, atol=0)
+        else:
+            assert mine == other, info.name
 
 
 # -- refusals -----------------------------------------------------------------------------------

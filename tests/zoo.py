@@ -1,8 +1,10 @@
 """A zoo of tiny random-weight models, one per supported family, built locally (no downloads).
 
 Each is a real Hugging Face folder (config.json, model.safetensors, tokenizer files, the chat
-template that family ships) with the embedded model's BPE tokenizer plus that family's special
-tokens (``SPM_FAMILIES``: a sentencepiece tokenizer trained here, as Llama 2's), 2 layers and
+template that family ships) with a tokenizer of the kind the family ships (``Family.tokenizer``):
+the embedded model's (SmolLM2's) byte-level BPE, a byte-level BPE with Llama 3's or Qwen2's
+pre-tokenizer trained here (``BPE_KINDS``), or a sentencepiece model trained here as Llama 2's
+(``SPM_FAMILIES``); plus that family's special tokens; 2 layers and
 hidden size 256 (the smallest row K-quants accept), and weights drawn so the next-token
 distribution is peaked: logits spread ~12 wide, attention scores ~2, every norm
 weight off 1. A flat model would let a logit check pass on noise; ``peakedness`` measures it.
@@ -43,11 +45,17 @@ class Family:
     specials: tuple[str, ...] = ()
     qk_gain: float = 2.0  # scale of q/k weights: how sharp attention is
     output_scale: float = 0.04  # scale of the output matrix: how wide the logits spread
-    spm: bool = False  # tokenizer: a sentencepiece model trained here (spm_tokenizer_folder), not SmolLM2's BPE
+    # "smollm2": the embedded model's BPE (base_tokenizer_folder); "spm": a sentencepiece model
+    # trained here (spm_tokenizer_folder); else a key of BPE_KINDS (bpe_tokenizer_folder)
+    tokenizer: str = "smollm2"
 
     @property
     def model_type(self) -> str:
         return str(self.config["model_type"])
+
+    @property
+    def spm(self) -> bool:
+        return self.tokenizer == "spm"
 
 
 LLAMA3_ROPE = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
@@ -58,16 +66,19 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
                      "rope_theta": 10000.0}, None, "<|im_start|>", "<|im_end|>"),
     Family("llama3", {"model_type": "llama", "tie_word_embeddings": False, "rms_norm_eps": 1e-5,
                       "rope_parameters": LLAMA3_ROPE}, "llama3",
-           "<|begin_of_text|>", "<|eot_id|>", ("<|start_header_id|>", "<|end_header_id|>")),
+           "<|begin_of_text|>", "<|eot_id|>", ("<|start_header_id|>", "<|end_header_id|>"), tokenizer="llama3"),
     Family("mistral", {"model_type": "mistral", "tie_word_embeddings": False, "rms_norm_eps": 1e-5, "head_dim": 64,
                        "sliding_window": 4096, "rope_theta": 1000000.0}, "mistral",
            "<s>", "</s>", ("[INST]", "[/INST]")),
     Family("qwen2", {"model_type": "qwen2", "tie_word_embeddings": True, "rms_norm_eps": 1e-6,
-                     "rope_theta": 1000000.0}, "qwen2", "<|im_start|>", "<|im_end|>"),
+                     "rope_theta": 1000000.0}, "qwen2", "<|im_start|>", "<|im_end|>",
+           tokenizer="qwen2"),
     Family("qwen2-untied", {"model_type": "qwen2", "tie_word_embeddings": False, "rms_norm_eps": 1e-6,
-                            "rope_theta": 1000000.0}, "qwen2", "<|im_start|>", "<|im_end|>"),
+                            "rope_theta": 1000000.0}, "qwen2", "<|im_start|>", "<|im_end|>",
+           tokenizer="qwen2"),
     Family("qwen3", {"model_type": "qwen3", "tie_word_embeddings": True, "rms_norm_eps": 1e-6, "head_dim": 128,
-                     "rope_theta": 1000000.0}, "qwen2", "<|im_start|>", "<|im_end|>"),
+                     "rope_theta": 1000000.0}, "qwen2", "<|im_start|>", "<|im_end|>",
+           tokenizer="qwen2"),
     # head_dim 256 = query_pre_attn_scalar, as gemma-2-2b/9b (transformers' GGUF loader assumes it)
     Family("gemma2", {"model_type": "gemma2", "tie_word_embeddings": True, "rms_norm_eps": 1e-6, "head_dim": 256,
                       "query_pre_attn_scalar": 256, "sliding_window": 16, "attn_logit_softcapping": 10.0,
@@ -82,7 +93,7 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
 # beside tokenizer.json), as Llama 2's and Mistral 7B v0.1's: llama.cpp's SPM tokenizer, not BPE.
 SPM_FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("llama2", {"model_type": "llama", "tie_word_embeddings": False, "rms_norm_eps": 1e-5,
-                      "rope_theta": 10000.0}, "llama2", "<s>", "</s>", spm=True),
+                      "rope_theta": 10000.0}, "llama2", "<s>", "</s>", tokenizer="spm"),
 )}
 
 # Plain texts of several lengths (gemma2's 16-token window is passed by the longer ones) and a
@@ -171,6 +182,102 @@ def spm_tokenizer_folder(cache: Path) -> Path:
     return folder
 
 
+# Byte-level BPE tokenizers as Llama 3 and Qwen2 ship them (their tokenizer.json layouts): a
+# Split by the family's regex, then ByteLevel without its own regex; Llama 3 adds BOS through a
+# TemplateProcessing post-processor and looks a whole pre-token up before merging
+# (ignore_merges), Qwen2 normalizes to NFC and adds nothing. Trained here on the zoo's texts.
+LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
+                r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
+               r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+BPE_MERGES = 800  # merges learned on top of the 256 byte tokens
+
+
+@dataclass(frozen=True)
+class BpeKind:
+    """A byte-level BPE tokenizer as one family ships it."""
+
+    name: str
+    split: str  # the pre-tokenizer's regex
+    specials: tuple[str, ...]  # added after the learned tokens, as the family numbers them
+    tokenizer_class: str  # tokenizer_config.json's
+    bos: str | None = None  # put in front of every text by the post-processor
+    nfc: bool = False
+    ignore_merges: bool = False
+
+
+BPE_KINDS: dict[str, BpeKind] = {k.name: k for k in (
+    BpeKind("llama3", LLAMA3_SPLIT, ("<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>",
+                                     "<|end_header_id|>", "<|eot_id|>"),
+            "PreTrainedTokenizerFast", bos="<|begin_of_text|>", ignore_merges=True),
+    BpeKind("qwen2", QWEN2_SPLIT, ("<|endoftext|>", "<|im_start|>", "<|im_end|>"), "Qwen2Tokenizer", nfc=True),
+)}
+
+
+def _train_bpe(kind: BpeKind):
+    """``kind``'s tokenizer, its merges learned on ``_spm_training_text`` (~1 s)."""
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.normalizer = normalizers.NFC() if kind.nfc else None
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(kind.split), behavior="isolated"),
+                                                 pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=256 + BPE_MERGES, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(_spm_training_text(), trainer)
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in kind.specials])
+    tok.post_processor = _bpe_post_processor(kind, tok)
+    if kind.ignore_merges:
+        layout = json.loads(tok.to_str())
+        layout["model"]["ignore_merges"] = True
+        tok = Tokenizer.from_str(json.dumps(layout))
+    return tok
+
+
+def _bpe_post_processor(kind: BpeKind, tok):
+    from tokenizers import processors
+
+    if kind.bos is None:  # Qwen2's
+        return processors.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False)
+    byte_level = processors.ByteLevel(trim_offsets=False)  # Llama 3's: offsets only
+    bos = (kind.bos, tok.token_to_id(kind.bos))
+    framed = processors.TemplateProcessing(single=f"{kind.bos}:0 $A:0", pair=f"{kind.bos}:0 $A:0 {kind.bos}:1 $B:1",
+                                           special_tokens=[bos])
+    return processors.Sequence([byte_level, framed])
+
+
+def _bpe_folder_name(kind: BpeKind) -> str:
+    return f"{kind.name}-bpe-tokenizer"
+
+
+def _bpe_kind_of(source: Path) -> BpeKind | None:
+    """The BPE kind ``source`` (a tokenizer folder) was trained as, or None (SmolLM2's, sentencepiece)."""
+    return next((k for k in BPE_KINDS.values() if source.name == _bpe_folder_name(k)), None)
+
+
+def bpe_tokenizer_folder(cache: Path, kind: BpeKind) -> Path:
+    """``kind``'s tokenizer trained here, as an HF folder (tokenizer.json)."""
+    folder = cache / _bpe_folder_name(kind)
+    if (folder / "tokenizer.json").is_file():
+        return folder
+    tmp = folder.with_name(folder.name + ".part")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    _train_bpe(kind).save(str(tmp / "tokenizer.json"))
+    tmp.rename(folder)
+    return folder
+
+
+def tokenizer_folder(family: Family, cache: Path) -> Path:
+    """The folder whose tokenizer the family's model starts from."""
+    if family.tokenizer == "smollm2":
+        return base_tokenizer_folder(cache)
+    if family.spm:
+        return spm_tokenizer_folder(cache)
+    return bpe_tokenizer_folder(cache, BPE_KINDS[family.tokenizer])
+
+
 def _write_tokenizer(family: Family, source: Path, folder: Path) -> int:
     """The base tokenizer with the family's special tokens, BOS/EOS and chat template; returns
     the vocabulary size."""
@@ -183,6 +290,9 @@ def _write_tokenizer(family: Family, source: Path, folder: Path) -> int:
     chat = TEMPLATES[family.template] if family.template else (source / "chat_template.jinja").read_text("utf-8")
     settings = {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": family.bos, "eos_token": family.eos,
                 "pad_token": family.eos, "chat_template": chat, "model_max_length": 4096}
+    kind = _bpe_kind_of(source)
+    if kind is not None:  # transformers' Qwen2Tokenizer puts its own pre-tokenizer in: only over Qwen2's kind
+        settings["tokenizer_class"] = kind.tokenizer_class
     if family.spm:  # as Llama 2's tokenizer_config.json
         shutil.copyfile(source / "tokenizer.model", folder / "tokenizer.model")
         settings |= {"tokenizer_class": "LlamaTokenizer", "unk_token": "<unk>", "add_bos_token": True,
@@ -383,8 +493,7 @@ class Zoo:
         if name not in self._models:
             family = FAMILIES.get(name) or SPM_FAMILIES[name]
             try:
-                source = spm_tokenizer_folder(self.root) if family.spm else base_tokenizer_folder(self.root)
-                folder = build_folder(family, source, self.root / name / "hf")
+                folder = build_folder(family, tokenizer_folder(family, self.root), self.root / name / "hf")
             except Exception as exc:
                 self._failed[name] = f"building the {name} model failed: {exc}"
                 raise
