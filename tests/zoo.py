@@ -40,7 +40,7 @@ class Family:
     name: str
     config: dict
     template: str | None  # a key of TEMPLATES; None: the embedded model's own (SmolLM2's ChatML)
-    bos: str
+    bos: str | None  # None: the tokenizer has none (Qwen2.5's)
     eos: str
     specials: tuple[str, ...] = ()
     qk_gain: float = 2.0  # scale of q/k weights: how sharp attention is
@@ -71,13 +71,13 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
                        "sliding_window": 4096, "rope_theta": 1000000.0}, "mistral",
            "<s>", "</s>", ("[INST]", "[/INST]")),
     Family("qwen2", {"model_type": "qwen2", "tie_word_embeddings": True, "rms_norm_eps": 1e-6,
-                     "rope_theta": 1000000.0}, "qwen2", "<|im_start|>", "<|im_end|>",
+                     "rope_theta": 1000000.0}, "qwen2", None, "<|im_end|>",
            tokenizer="qwen2"),
     Family("qwen2-untied", {"model_type": "qwen2", "tie_word_embeddings": False, "rms_norm_eps": 1e-6,
-                            "rope_theta": 1000000.0}, "qwen2", "<|im_start|>", "<|im_end|>",
+                            "rope_theta": 1000000.0}, "qwen2", None, "<|im_end|>",
            tokenizer="qwen2"),
     Family("qwen3", {"model_type": "qwen3", "tie_word_embeddings": True, "rms_norm_eps": 1e-6, "head_dim": 128,
-                     "rope_theta": 1000000.0}, "qwen2", "<|im_start|>", "<|im_end|>",
+                     "rope_theta": 1000000.0}, "qwen2", None, "<|im_end|>",
            tokenizer="qwen2"),
     # head_dim 256 = query_pre_attn_scalar, as gemma-2-2b/9b (transformers' GGUF loader assumes it)
     Family("gemma2", {"model_type": "gemma2", "tie_word_embeddings": True, "rms_norm_eps": 1e-6, "head_dim": 256,
@@ -201,6 +201,7 @@ class BpeKind:
     split: str  # the pre-tokenizer's regex
     specials: tuple[str, ...]  # added after the learned tokens, as the family numbers them
     tokenizer_class: str  # tokenizer_config.json's
+    config_bos: str  # the token config.json's bos_token_id names
     bos: str | None = None  # put in front of every text by the post-processor
     nfc: bool = False
     ignore_merges: bool = False
@@ -209,8 +210,9 @@ class BpeKind:
 BPE_KINDS: dict[str, BpeKind] = {k.name: k for k in (
     BpeKind("llama3", LLAMA3_SPLIT, ("<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>",
                                      "<|end_header_id|>", "<|eot_id|>"),
-            "PreTrainedTokenizerFast", bos="<|begin_of_text|>", ignore_merges=True),
-    BpeKind("qwen2", QWEN2_SPLIT, ("<|endoftext|>", "<|im_start|>", "<|im_end|>"), "Qwen2Tokenizer", nfc=True),
+            "PreTrainedTokenizerFast", "<|begin_of_text|>", bos="<|begin_of_text|>", ignore_merges=True),
+    BpeKind("qwen2", QWEN2_SPLIT, ("<|endoftext|>", "<|im_start|>", "<|im_end|>"), "Qwen2Tokenizer", "<|endoftext|>",
+            nfc=True),
 )}
 
 
@@ -284,7 +286,7 @@ def _write_tokenizer(family: Family, source: Path, folder: Path) -> int:
     from tokenizers import AddedToken, Tokenizer
 
     tok = Tokenizer.from_file(str(source / "tokenizer.json"))
-    new = [t for t in (family.bos, family.eos, *family.specials) if tok.token_to_id(t) is None]
+    new = [t for t in (family.bos, family.eos, *family.specials) if t is not None and tok.token_to_id(t) is None]
     tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in new])
     tok.save(str(folder / "tokenizer.json"))
     chat = TEMPLATES[family.template] if family.template else (source / "chat_template.jinja").read_text("utf-8")
@@ -455,6 +457,16 @@ def zoo_prompts(tokenizer) -> list[list[int]]:
     return [list(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in (chat, *TEXTS)]
 
 
+def _config_token_ids(family: Family, tokenizer) -> dict[str, int]:
+    """config.json's bos_token_id and eos_token_id as the family's own has them (Qwen2.5 names
+    <|endoftext|> there, though its tokenizer has no BOS); {} leaves transformers' defaults."""
+    kind = BPE_KINDS.get(family.tokenizer)
+    if kind is None:
+        return {}
+    return {"bos_token_id": tokenizer.convert_tokens_to_ids(kind.config_bos),
+            "eos_token_id": tokenizer.convert_tokens_to_ids(family.eos)}
+
+
 def build_folder(family: Family, tokenizer_source: Path, folder: Path, max_seeds: int = 32) -> Path:
     """The family's tiny model saved as an HF folder (config, safetensors, tokenizer, template):
     the first seed whose weights are peaked on every zoo prompt."""
@@ -465,8 +477,9 @@ def build_folder(family: Family, tokenizer_source: Path, folder: Path, max_seeds
 
     folder.mkdir(parents=True, exist_ok=True)
     vocab = _write_tokenizer(family, tokenizer_source, folder)
-    prompts = zoo_prompts(load_tokenizer(folder))
-    settings = {**COMMON, **family.config, "vocab_size": vocab}
+    tokenizer = load_tokenizer(folder)
+    prompts = zoo_prompts(tokenizer)
+    settings = {**COMMON, **family.config, "vocab_size": vocab, **_config_token_ids(family, tokenizer)}
     model_type = settings.pop("model_type")
     config = AutoConfig.for_model(model_type, **settings)
     config._name_or_path = f"zoo-{family.name}"
