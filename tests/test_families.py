@@ -197,21 +197,25 @@ def _write_with_rope_factors(model, plain: Path, out: Path) -> None:
 # -- the training tokenizer of a sentencepiece GGUF base ------------------------------------------
 
 @pytest.mark.slow
-def test_a_sentencepiece_gguf_base_trains_on_the_token_ids_llama_cpp_gives(zoo, home):
-    """The training examples of a Llama-2-style GGUF base (each exchange rendered with the
-    file's own template, prompt and answer tokenized apart) hold llama.cpp's ids for the same
-    text, "▁" after <s> and before the answer's leading space included (<s> ▁ [INST]...,
-    ▁ ▁Ada): transformers 5's reading of the GGUF tokenizer leaves both out."""
+@pytest.mark.parametrize("name", ["llama2", "llama3", "qwen2"])
+def test_a_gguf_base_trains_on_the_token_ids_llama_cpp_gives(zoo, name, home):
+    """The training examples of a GGUF base (each exchange rendered with the file's own
+    template, prompt and answer tokenized apart) hold llama.cpp's ids for the same text: for
+    Llama 2's sentencepiece, "▁" after <s> and before the answer's leading space included
+    (<s> ▁ [INST]..., ▁ ▁Ada), which transformers 5's reading of the GGUF tokenizer leaves out;
+    for Llama 3's and Qwen2's byte-level BPE (tests/zoo.py), their pre-tokenizers, the BOS
+    Llama 3's template writes once."""
     from tunechat.convert.header import read_header
     from tunechat.core.engine import tokenize_all_with_vocab
     from tunechat.personalize import data
     from tunechat.personalize.base import cached_base_folder, load_tokenizer
 
-    path = zoo["llama2"].gguf("f16")
+    path = zoo[name].gguf("f16")
     tokenizer = load_tokenizer(cached_base_folder(path))
     info = data.TemplateInfo(read_header(path).strings["tokenizer.chat_template"], tokenizer.bos_token,
                              tokenizer.eos_token)
-    exchanges = [*PAIRS, ("What is the capital of Japan?", "Tokyo, of course."), ("Hi  there", "Grüße aus Köln!")]
+    exchanges = [*PAIRS, ("What is the capital of Japan?", "Tokyo, of course."), ("Hi  there", "Grüße aus Köln!"),
+                 ("How much is 12345 + 678?\tQuick", "13023, I'VE counted.")]  # where the BPE kinds part
     for question, answer in exchanges:
         prompt, answer_text = data.split_rendering(info, question, answer)
         want = tokenize_all_with_vocab(path, [prompt, answer_text])
