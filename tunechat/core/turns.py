@@ -30,8 +30,8 @@ from tunechat.core.slots import subject_signals, taught_subjects, untaught_subje
 # The scope rule's words, per language (data/scope_words.json: closed-class words only). A turn
 # speaks of the user when its message refers to them in the first person, singular only: "we",
 # "our" and "us" are mostly generic in questions ("our solar system"), and taught answers speak
-# to one person ("Your name is ..."); "me" after a request verb ("tell me the capital of
-# France") asks for something and does not speak of the asker.
+# to one person ("Your name is ..."); "me" next to a request word ("tell me the capital of
+# France", "¿me puedes decir ...?") asks for something and does not speak of the asker.
 _SCOPE_WORDS = json.loads((Path(__file__).parent / "data" / "scope_words.json").read_text(encoding="utf-8"))
 _LANGUAGES = [value for key, value in _SCOPE_WORDS.items() if key != "about"]
 FIRST_PERSON = frozenset(w for lang in _LANGUAGES for w in lang["first_person"])
@@ -169,8 +169,8 @@ def _speaks_of_user(text: str, signals: Iterable[str]) -> str | None:
     """Why ``text`` speaks of the user, None when it does not."""
     words = words_of(text)
     for i, word in enumerate(words):
-        if word in OBJECT_PRONOUNS and i > 0 and words[i - 1] in REQUEST_VERBS:
-            continue
+        if word in OBJECT_PRONOUNS and REQUEST_VERBS.intersection(words[max(i - 1, 0):i] + words[i + 1:i + 2]):
+            continue  # "tell me ...", "¿me puedes decir ...?": asks for something, not about the asker
         if word in FIRST_PERSON or word.split("'")[0] in ELIDED_FIRST_PERSON and "'" in word:
             return f'speaks of you ("{word}")'
     known = {s.casefold(): s for s in signals}
