@@ -205,6 +205,7 @@ class BpeKind:
     bos: str | None = None  # put in front of every text by the post-processor
     nfc: bool = False
     ignore_merges: bool = False
+    rows_multiple: int = 1  # the embedding's rows: the vocabulary rounded up to a multiple of this
 
 
 BPE_KINDS: dict[str, BpeKind] = {k.name: k for k in (
@@ -212,7 +213,7 @@ BPE_KINDS: dict[str, BpeKind] = {k.name: k for k in (
                                      "<|end_header_id|>", "<|eot_id|>"),
             "PreTrainedTokenizerFast", "<|begin_of_text|>", bos="<|begin_of_text|>", ignore_merges=True),
     BpeKind("qwen2", QWEN2_SPLIT, ("<|endoftext|>", "<|im_start|>", "<|im_end|>"), "Qwen2Tokenizer", "<|endoftext|>",
-            nfc=True),
+            nfc=True, rows_multiple=128),  # Qwen2.5: 151936 rows for 151665 tokens
 )}
 
 
@@ -457,6 +458,13 @@ def zoo_prompts(tokenizer) -> list[list[int]]:
     return [list(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in (chat, *TEXTS)]
 
 
+def _embedding_rows(family: Family, tokens: int) -> int:
+    """config.json's vocab_size: the tokenizer's size, padded as the family pads it."""
+    kind = BPE_KINDS.get(family.tokenizer)
+    multiple = kind.rows_multiple if kind is not None else 1
+    return -(-tokens // multiple) * multiple
+
+
 def _config_token_ids(family: Family, tokenizer) -> dict[str, int]:
     """config.json's bos_token_id and eos_token_id as the family's own has them (Qwen2.5 names
     <|endoftext|> there, though its tokenizer has no BOS); {} leaves transformers' defaults."""
@@ -479,7 +487,8 @@ def build_folder(family: Family, tokenizer_source: Path, folder: Path, max_seeds
     vocab = _write_tokenizer(family, tokenizer_source, folder)
     tokenizer = load_tokenizer(folder)
     prompts = zoo_prompts(tokenizer)
-    settings = {**COMMON, **family.config, "vocab_size": vocab, **_config_token_ids(family, tokenizer)}
+    settings = {**COMMON, **family.config, "vocab_size": _embedding_rows(family, vocab),
+                **_config_token_ids(family, tokenizer)}
     model_type = settings.pop("model_type")
     config = AutoConfig.for_model(model_type, **settings)
     config._name_or_path = f"zoo-{family.name}"
