@@ -202,6 +202,8 @@ class BpeKind:
     specials: tuple[str, ...]  # added after the learned tokens, as the family numbers them
     tokenizer_class: str  # tokenizer_config.json's
     config_bos: str  # the token config.json's bos_token_id names
+    config_eos: tuple[str, ...]  # the tokens its eos_token_id names: one, or a list (Llama 3.2's)
+    pad: str | None  # tokenizer_config.json's pad_token
     bos: str | None = None  # put in front of every text by the post-processor
     nfc: bool = False
     ignore_merges: bool = False
@@ -211,9 +213,10 @@ class BpeKind:
 BPE_KINDS: dict[str, BpeKind] = {k.name: k for k in (
     BpeKind("llama3", LLAMA3_SPLIT, ("<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>",
                                      "<|end_header_id|>", "<|eot_id|>"),
-            "PreTrainedTokenizerFast", "<|begin_of_text|>", bos="<|begin_of_text|>", ignore_merges=True),
+            "PreTrainedTokenizerFast", "<|begin_of_text|>", ("<|end_of_text|>", "<|eot_id|>"), None,
+            bos="<|begin_of_text|>", ignore_merges=True),
     BpeKind("qwen2", QWEN2_SPLIT, ("<|endoftext|>", "<|im_start|>", "<|im_end|>"), "Qwen2Tokenizer", "<|endoftext|>",
-            nfc=True, rows_multiple=128),  # Qwen2.5: 151936 rows for 151665 tokens
+            ("<|im_end|>",), "<|endoftext|>", nfc=True, rows_multiple=128),  # Qwen2.5: 151936 rows for 151665 tokens
 )}
 
 
@@ -295,7 +298,7 @@ def _write_tokenizer(family: Family, source: Path, folder: Path) -> int:
                 "pad_token": family.eos, "chat_template": chat, "model_max_length": 4096}
     kind = _bpe_kind_of(source)
     if kind is not None:  # transformers' Qwen2Tokenizer puts its own pre-tokenizer in: only over Qwen2's kind
-        settings["tokenizer_class"] = kind.tokenizer_class
+        settings |= {"tokenizer_class": kind.tokenizer_class, "pad_token": kind.pad}
     if family.spm:  # as Llama 2's tokenizer_config.json
         shutil.copyfile(source / "tokenizer.model", folder / "tokenizer.model")
         settings |= {"tokenizer_class": "LlamaTokenizer", "unk_token": "<unk>", "add_bos_token": True,
@@ -467,12 +470,14 @@ def _embedding_rows(family: Family, tokens: int) -> int:
 
 def _config_token_ids(family: Family, tokenizer) -> dict[str, int]:
     """config.json's bos_token_id and eos_token_id as the family's own has them (Qwen2.5 names
-    <|endoftext|> there, though its tokenizer has no BOS); {} leaves transformers' defaults."""
+    <|endoftext|> BOS there, though its tokenizer has none; Llama 3.2 a list of EOS); {} leaves
+    transformers' defaults."""
     kind = BPE_KINDS.get(family.tokenizer)
     if kind is None:
         return {}
+    eos = [tokenizer.convert_tokens_to_ids(t) for t in kind.config_eos]
     return {"bos_token_id": tokenizer.convert_tokens_to_ids(kind.config_bos),
-            "eos_token_id": tokenizer.convert_tokens_to_ids(family.eos)}
+            "eos_token_id": eos[0] if len(eos) == 1 else eos}
 
 
 def build_folder(family: Family, tokenizer_source: Path, folder: Path, max_seeds: int = 32) -> Path:
