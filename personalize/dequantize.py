@@ -12,7 +12,8 @@ file, one tensor in memory at a time. The config comes from the GGUF header thro
 transformers' own key mapping, the tokenizer from transformers' GGUF tokenizer converter
 (under a second), so the folder is what transformers' loader would have given; but for a
 sentencepiece vocabulary, whose space prefix is put where llama.cpp puts it
-(``space_prefix_as_llama_cpp``).
+(``space_prefix_as_llama_cpp``), and a BPE one llama.cpp looks words up in before merging
+(``merges_as_llama_cpp``: Llama 3's).
 """
 
 from __future__ import annotations
@@ -33,6 +34,13 @@ from tunechat.convert.writer import COPIED_TENSORS, gguf_tensor_name
 
 # safetensors dtype names and bytes per element, for the dtypes training loads.
 DTYPES: dict[str, tuple[str, int]] = {"float32": ("F32", 4), "bfloat16": ("BF16", 2), "float16": ("F16", 2)}
+# Pre-tokenizers under which llama.cpp takes a word the vocabulary has whole as one token before
+# merging (its vocabulary loader's ``ignore_merges``), as these models' tokenizer.json say
+# ("ignore_merges": true): Llama 3's names, Mistral Nemo's tekken, GLM-4's and the others it lists.
+IGNORE_MERGES_PRE_TOKENIZERS = frozenset({
+    "llama3", "llama-v3", "llama-bpe", "falcon3", "falcon-h1", "pixtral", "midm-2.0", "lfm2", "jina-v5-nano",
+    "tekken", "minicpm5", "youtu", "glm4", "glm5", "granite-embed-multi-97m",
+})
 # Metadata arrays that are the vocabulary, not the config: skipped when reading the config.
 _TOKENIZER_ARRAYS = ("tokenizer.ggml.tokens", "tokenizer.ggml.merges", "tokenizer.ggml.scores",
                      "tokenizer.ggml.token_type")
@@ -254,7 +262,17 @@ def write_hf_folder(gguf_path: Path, folder: Path, dtype: str = "float32",
     tokenizer = tokenizer_class(str(mapping.settings["model_type"])).from_pretrained(
         gguf_path.parent, gguf_file=gguf_path.name)
     space_prefix_as_llama_cpp(tokenizer, mapping.header)
+    merges_as_llama_cpp(tokenizer, mapping.header)
     tokenizer.save_pretrained(folder)
+
+
+def merges_as_llama_cpp(tokenizer: Any, header: GGUFHeader) -> None:
+    """Look each word up whole before merging, as llama.cpp does for this file's pre-tokenizer
+    (in place). transformers 5 reads a byte-level GGUF vocabulary into a BPE that always merges,
+    which splits a word Llama 3's vocabulary has whole but no merge makes (its tokenizer.json
+    says ``ignore_merges``); llama.cpp gives it as one token."""
+    if header.strings.get("tokenizer.ggml.pre") in IGNORE_MERGES_PRE_TOKENIZERS:
+        tokenizer.backend_tokenizer.model.ignore_merges = True
 
 
 def space_prefix_as_llama_cpp(tokenizer: Any, header: GGUFHeader) -> None:

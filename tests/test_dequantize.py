@@ -1,9 +1,11 @@
 """A GGUF base dequantized by tunechat.personalize.dequantize is the folder transformers' own
 GGUF loader would give: every tensor equal (float32 exactly, bfloat16 as transformers' cast of
-it), the same config.json and tokenizer files, the same logits; for the embedded model and for
-tiny zoo models (tests/zoo.py) of the families whose mapping differs: llama 3 (q/k permuted,
-untied, ``rope_freqs`` in the file), qwen2 (biases, no permutation), gemma2 (norm offset),
-phi3 (fused qkv and gate/up), each from a Q4_K_M file written by llama.cpp's quantizer.
+it), the same config.json and tokenizer files (but for the word lookup before merging that
+llama.cpp does under Llama 3's pre-tokenizer, ``merges_as_llama_cpp``), the same logits; for
+the embedded model and for tiny zoo models (tests/zoo.py) of the families whose mapping
+differs: llama 3 (q/k permuted, untied, ``rope_freqs`` in the file), qwen2 (biases, no
+permutation), gemma2 (norm offset), phi3 (fused qkv and gate/up), each from a Q4_K_M file
+written by llama.cpp's quantizer.
 """
 
 from __future__ import annotations
@@ -57,7 +59,11 @@ def _assert_same_folder(gguf_path: Path, folder: Path, tmp_path: Path, prompts: 
     from safetensors.numpy import load_file
     from transformers import AutoModelForCausalLM
 
+    from tunechat.convert.header import read_header
+    from tunechat.personalize.dequantize import merges_as_llama_cpp
+
     reference, config, tokenizer = _transformers_load(gguf_path, given)
+    merges_as_llama_cpp(tokenizer, read_header(gguf_path))  # where the folder departs from transformers
     expected = {k: v.numpy() for k, v in reference.state_dict().items()}
     got = load_file(folder / "model.safetensors")
     tied = bool(config.get("tie_word_embeddings"))

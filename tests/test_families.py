@@ -215,7 +215,8 @@ def test_a_gguf_base_trains_on_the_token_ids_llama_cpp_gives(zoo, name, home):
     info = data.TemplateInfo(read_header(path).strings["tokenizer.chat_template"], tokenizer.bos_token,
                              tokenizer.eos_token)
     exchanges = [*PAIRS, ("What is the capital of Japan?", "Tokyo, of course."), ("Hi  there", "Grüße aus Köln!"),
-                 ("How much is 12345 + 678?\tQuick", "13023, I'VE counted.")]  # where the BPE kinds part
+                 ("How much is 12345 + 678?\tQuick", "13023, I'VE counted."),  # where the BPE kinds part
+                 ("Where does the hippopotamus live?", "In Zürich.")]  # Llama 3's whole words (tests/zoo.py)
     for question, answer in exchanges:
         prompt, answer_text = data.split_rendering(info, question, answer)
         want = tokenize_all_with_vocab(path, [prompt, answer_text])

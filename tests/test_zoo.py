@@ -28,7 +28,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.zoo import CHAT, FAMILIES, SPM_FAMILIES, TEXTS, Zoo, copy_gguf, is_peaked, peakedness
+from tests.zoo import (
+    CHAT,
+    FAMILIES,
+    SPM_FAMILIES,
+    TEXTS,
+    WHOLE_WORDS,
+    WHOLE_WORDS_TEXT,
+    Zoo,
+    copy_gguf,
+    is_peaked,
+    peakedness,
+)
 from tunechat.convert.architectures import UnsupportedArchitecture, head_dim, rope_parameters, spec_for
 from tunechat.convert.header import decode_value, read_header, read_tensor_bytes
 from tunechat.convert.verify import TOKENIZER_PROBE, check_logits, check_metadata, logit_errors
@@ -519,14 +530,15 @@ SAME_IDS = {"qwen2": ("llama-bpe",)}
 
 def _bpe_texts(tok) -> list[str]:
     """The texts where pre-tokenizers part (digits, contractions in any case, a letter after a
-    tab or a symbol, runs of spaces and new lines, non-Latin scripts), the family's special
-    tokens inside a text, and the chat template's renderings. All in NFC: Qwen2's tokenizer
+    tab or a symbol, runs of spaces and new lines, non-Latin scripts, words Llama 3's kind has
+    whole but no merge makes), the family's special tokens inside a text, and the chat
+    template's renderings. All in NFC: Qwen2's tokenizer
     normalizes to NFC and llama.cpp does not (for a real Qwen too), so decomposed accents split
     otherwise."""
     specials = [t.content for t in tok.added_tokens_decoder.values() if t.special]
     rendered = [tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=prompt)
                 for messages in CONVERSATIONS for prompt in (True, False)]
-    return [*SPM_TEXTS, "I'VE 'LL 'Re don'T", "x\t\tabc  \n\n  \n  y", "12345678901 $1,234.5",
+    return [*SPM_TEXTS, "I'VE 'LL 'Re don'T", "x\t\tabc  \n\n  \n  y", "12345678901 $1,234.5", WHOLE_WORDS_TEXT,
             *(f"a{t} b{t}\n" for t in specials), *rendered]
 
 
@@ -552,6 +564,8 @@ def test_a_byte_level_bpe_folder_tokenizes_in_llama_cpp_as_in_transformers(zoo, 
     assert (tok("x")["input_ids"][0] == tok.bos_token_id) is add_bos
     texts = _bpe_texts(tok)
     want = [list(tok(text, add_special_tokens=False)["input_ids"]) for text in texts]
+    if name == "llama3":  # the whole words are single tokens: llama.cpp must look them up before merging
+        assert all(len(tok.tokenize(word)) == 1 for word in WHOLE_WORDS)
     got = tokenize_all_with_vocab(model.gguf("f16"), texts)
     for text, ours, theirs in zip(texts, got, want):
         assert ours == theirs, (text, tok.convert_ids_to_tokens(ours), tok.convert_ids_to_tokens(theirs))

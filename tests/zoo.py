@@ -191,6 +191,10 @@ LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,
 QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
                r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
 BPE_MERGES = 800  # merges learned on top of the 256 byte tokens
+# Words Llama 3's kind has whole though no merge makes them (as some of Llama 3's own tokens):
+# only a tokenizer that looks a pre-token up before merging (ignore_merges) gives them.
+WHOLE_WORDS = (" Zürich", " hippopotamus")
+WHOLE_WORDS_TEXT = "From Zürich, a hippopotamus."
 
 
 @dataclass(frozen=True)
@@ -232,13 +236,25 @@ def _train_bpe(kind: BpeKind):
     trainer = trainers.BpeTrainer(vocab_size=256 + BPE_MERGES, show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator(_spm_training_text(), trainer)
+    if kind.ignore_merges:
+        tok = _with_whole_words(tok, WHOLE_WORDS)
     tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in kind.specials])
     tok.post_processor = _bpe_post_processor(kind, tok)
-    if kind.ignore_merges:
-        layout = json.loads(tok.to_str())
-        layout["model"]["ignore_merges"] = True
-        tok = Tokenizer.from_str(json.dumps(layout))
     return tok
+
+
+def _with_whole_words(tok, words: tuple[str, ...]):
+    """``tok`` looking a pre-token up before merging, with ``words`` added to its vocabulary
+    and no merge making them."""
+    from tokenizers import Tokenizer, pre_tokenizers
+
+    layout = json.loads(tok.to_str())
+    vocab = layout["model"]["vocab"]
+    spell = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    for word in words:
+        vocab.setdefault(spell.pre_tokenize_str(word)[0][0], len(vocab))
+    layout["model"]["ignore_merges"] = True
+    return Tokenizer.from_str(json.dumps(layout))
 
 
 def _bpe_post_processor(kind: BpeKind, tok):
