@@ -21,6 +21,7 @@ import shutil
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -30,6 +31,10 @@ from tunechat.convert.verify import TOKENIZER_PROBE
 from tunechat.convert.writer import write_gguf
 
 from .zoo_templates import TEMPLATES
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
+    from tokenizers.processors import PostProcessor
 
 HIDDEN = 256
 COMMON = {"hidden_size": HIDDEN, "intermediate_size": 512, "num_hidden_layers": 2, "num_attention_heads": 4,
@@ -217,14 +222,15 @@ class BpeKind:
 BPE_KINDS: dict[str, BpeKind] = {k.name: k for k in (
     BpeKind("llama3", LLAMA3_SPLIT, ("<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>",
                                      "<|end_header_id|>", "<|eot_id|>"),
-            "PreTrainedTokenizerFast", "<|begin_of_text|>", ("<|end_of_text|>", "<|eot_id|>"), None,
-            bos="<|begin_of_text|>", ignore_merges=True),
-    BpeKind("qwen2", QWEN2_SPLIT, ("<|endoftext|>", "<|im_start|>", "<|im_end|>"), "Qwen2Tokenizer", "<|endoftext|>",
-            ("<|im_end|>",), "<|endoftext|>", nfc=True, rows_multiple=128),  # Qwen2.5: 151936 rows for 151665 tokens
+            tokenizer_class="PreTrainedTokenizerFast", config_bos="<|begin_of_text|>",
+            config_eos=("<|end_of_text|>", "<|eot_id|>"), pad=None, bos="<|begin_of_text|>", ignore_merges=True),
+    BpeKind("qwen2", QWEN2_SPLIT, ("<|endoftext|>", "<|im_start|>", "<|im_end|>"),
+            tokenizer_class="Qwen2Tokenizer", config_bos="<|endoftext|>", config_eos=("<|im_end|>",),
+            pad="<|endoftext|>", nfc=True, rows_multiple=128),  # Qwen2.5: 151936 rows for 151665 tokens
 )}
 
 
-def _train_bpe(kind: BpeKind):
+def _train_bpe(kind: BpeKind) -> Tokenizer:
     """``kind``'s tokenizer, its merges learned on ``_spm_training_text`` (~1 s)."""
     from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
@@ -243,7 +249,7 @@ def _train_bpe(kind: BpeKind):
     return tok
 
 
-def _with_whole_words(tok, words: tuple[str, ...]):
+def _with_whole_words(tok: Tokenizer, words: tuple[str, ...]) -> Tokenizer:
     """``tok`` looking a pre-token up before merging, with ``words`` added to its vocabulary
     and no merge making them."""
     from tokenizers import Tokenizer, pre_tokenizers
@@ -257,7 +263,7 @@ def _with_whole_words(tok, words: tuple[str, ...]):
     return Tokenizer.from_str(json.dumps(layout))
 
 
-def _bpe_post_processor(kind: BpeKind, tok):
+def _bpe_post_processor(kind: BpeKind, tok: Tokenizer) -> PostProcessor:
     from tokenizers import processors
 
     if kind.bos is None:  # Qwen2's
@@ -477,18 +483,16 @@ def zoo_prompts(tokenizer) -> list[list[int]]:
     return [list(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in (chat, *TEXTS)]
 
 
-def _embedding_rows(family: Family, tokens: int) -> int:
+def _embedding_rows(kind: BpeKind | None, tokens: int) -> int:
     """config.json's vocab_size: the tokenizer's size, padded as the family pads it."""
-    kind = BPE_KINDS.get(family.tokenizer)
     multiple = kind.rows_multiple if kind is not None else 1
     return -(-tokens // multiple) * multiple
 
 
-def _config_token_ids(family: Family, tokenizer) -> dict[str, int]:
+def _config_token_ids(kind: BpeKind | None, tokenizer) -> dict[str, int | list[int]]:
     """config.json's bos_token_id and eos_token_id as the family's own has them (Qwen2.5 names
     <|endoftext|> BOS there, though its tokenizer has none; Llama 3.2 a list of EOS); {} leaves
     transformers' defaults."""
-    kind = BPE_KINDS.get(family.tokenizer)
     if kind is None:
         return {}
     eos = [tokenizer.convert_tokens_to_ids(t) for t in kind.config_eos]
@@ -508,8 +512,9 @@ def build_folder(family: Family, tokenizer_source: Path, folder: Path, max_seeds
     vocab = _write_tokenizer(family, tokenizer_source, folder)
     tokenizer = load_tokenizer(folder)
     prompts = zoo_prompts(tokenizer)
-    settings = {**COMMON, **family.config, "vocab_size": _embedding_rows(family, vocab),
-                **_config_token_ids(family, tokenizer)}
+    kind = _bpe_kind_of(tokenizer_source)
+    settings = {**COMMON, **family.config, "vocab_size": _embedding_rows(kind, vocab),
+                **_config_token_ids(kind, tokenizer)}
     model_type = settings.pop("model_type")
     config = AutoConfig.for_model(model_type, **settings)
     config._name_or_path = f"zoo-{family.name}"
