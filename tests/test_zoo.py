@@ -4,7 +4,8 @@ Q4_K_M and chat templates survive; a mapping bug or a dropped field is caught; t
 refused before any file is written. A Llama 2 style folder (sentencepiece tokenizer.model with
 byte fallback and scores) and the byte-level BPE kinds of SmolLM2, Llama 3 and Qwen2 tokenize in
 llama.cpp as in transformers, under the pre-tokenizer llama.cpp's converter names for them; and
-each kind converts as llama.cpp's own converter converts it.
+each kind converts, as every family's LoRA adapter does, as llama.cpp's own converters convert it
+(with $LLAMA_CPP_SOURCE).
 
 Tolerances (worst normalized logit error ||a - b|| / ||b|| over the zoo prompts, top-1
 agreement) are the verify gate's (tunechat.convert.verify): f16 <= 0.03 with every top-1 equal,
@@ -646,6 +647,52 @@ def test_a_folder_converts_as_llama_cpps_own_converter_does(zoo, name, tmp_path)
             assert np.allclose(np.frombuffer(mine, np.float32), np.frombuffer(other, np.float32), rtol=1e-6, atol=0)
         else:
             assert mine == other, info.name
+
+
+def _peft_folder(adapter: dict, alpha: float, base: Path, folder: Path) -> Path:
+    """``adapter`` saved as peft saves one (adapter_config.json, adapter_model.safetensors)."""
+    import json
+
+    from safetensors.numpy import save_file
+
+    folder.mkdir()
+    save_file({k: np.ascontiguousarray(v) for k, v in adapter.items()}, str(folder / "adapter_model.safetensors"))
+    rank = next(v.shape[0] for k, v in adapter.items() if k.endswith("lora_A.weight"))
+    targets = sorted({k.split(".")[-3] for k in adapter})
+    config = {"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": rank, "lora_alpha": alpha, "bias": "none",
+              "target_modules": targets, "base_model_name_or_path": str(base)}
+    (folder / "adapter_config.json").write_text(json.dumps(config))
+    return folder
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NAMES)
+def test_a_lora_adapter_converts_as_llama_cpps_own_converter_does(zoo, name, tmp_path):
+    """llama.cpp's convert_lora_to_gguf.py (from $LLAMA_CPP_SOURCE, as above) on the same peft
+    adapter over the zoo folder: every metadata field but the file description equal, every
+    tensor byte for byte (q/k permuted for llama, phi3's fused weights, each family's names)."""
+    from tunechat.convert.lora import write_lora_gguf
+
+    source = os.environ.get("LLAMA_CPP_SOURCE")
+    script = Path(source) / "convert_lora_to_gguf.py" if source else None
+    if script is None or not script.is_file():
+        pytest.skip("set LLAMA_CPP_SOURCE to a llama.cpp source tree to compare with its converter")
+    model = zoo[name]
+    adapter, alpha, _ = _random_adapter(model.state)
+    peft = _peft_folder(adapter, alpha, model.folder, tmp_path / "adapter")
+    ours, reference = tmp_path / "ours.gguf", tmp_path / "reference.gguf"
+    write_lora_gguf(adapter, alpha, model.config, model.gguf("f16"), ours, "f16")
+    subprocess.run([sys.executable, str(script), "--base", str(model.folder), "--outfile", str(reference),
+                    "--outtype", "f16", str(peft)], check=True, capture_output=True, timeout=600)
+    mine, theirs = _metadata_values(ours), _metadata_values(reference)
+    for key in sorted((mine.keys() | theirs.keys()) - set(FILE_DESCRIPTION)):
+        assert mine.get(key) == theirs.get(key), key
+    ours_header, theirs_header = read_header(ours), read_header(reference)
+    assert {t.name: (t.shape, t.type_id) for t in ours_header.tensors} == \
+        {t.name: (t.shape, t.type_id) for t in theirs_header.tensors}
+    for info in ours_header.tensors:
+        assert read_tensor_bytes(ours, ours_header, info.name)[1] == \
+            read_tensor_bytes(reference, theirs_header, info.name)[1], info.name
 
 
 # -- refusals -----------------------------------------------------------------------------------
