@@ -120,9 +120,18 @@ def _add_special_vocab(writer: gguf.GGUFWriter, folder: Path, vocab_size: int, a
     special_vocab = gguf.SpecialVocab(folder, load_merges=merges, n_vocab=vocab_size)
     if add_bos is not None:
         special_vocab.add_special_token["bos"] = add_bos
-    if merges:  # a byte-level BPE whose files say nothing appends no EOS: said, as convert_hf_to_gguf.py says it
+    if merges and _byte_level_post_processor(folder):  # as convert_hf_to_gguf.py's gguf-py reads it
         special_vocab.add_special_token.setdefault("eos", False)
     special_vocab.add_to_gguf(writer)
+
+
+def _byte_level_post_processor(folder: Path) -> bool:
+    """Whether tokenizer.json's post-processor is, or holds, a ByteLevel one (Llama 3's, Qwen2's):
+    llama.cpp's converter takes it to add neither BOS nor EOS where nothing else says so."""
+    path = folder / "tokenizer.json"
+    processor = json.loads(path.read_text(encoding="utf-8")).get("post_processor") if path.is_file() else None
+    processors = (processor.get("processors") or [processor]) if isinstance(processor, dict) else []
+    return any(isinstance(p, dict) and p.get("type") == "ByteLevel" for p in processors)
 
 
 def sentencepiece_vocab(folder: Path, vocab_size: int) -> tuple[list[bytes], list[float], list[int]] | None:
