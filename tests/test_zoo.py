@@ -527,6 +527,9 @@ BPE_FAMILIES = {"llama": ("smollm", False), "llama3": ("llama-bpe", True), "qwen
 # the ids are the same (the converter takes "qwen2" by its order).
 BPE_PRE_TOKENIZERS = ("smollm", "qwen2", "llama-bpe")
 SAME_IDS = {"qwen2": ("llama-bpe",)}
+# tokenizer.ggml.add_eos_token as convert_hf_to_gguf.py writes it: False where tokenizer.json's
+# post-processor holds a ByteLevel one (Llama 3's, Qwen2's), absent under SmolLM2's.
+ADD_EOS_KEY = {"llama": None, "llama3": False, "qwen2": False}
 
 
 def _bpe_texts(tok) -> list[str]:
@@ -562,6 +565,7 @@ def test_a_byte_level_bpe_folder_tokenizes_in_llama_cpp_as_in_transformers(zoo, 
     values = _metadata_values(model.gguf("f16"))
     assert (values["tokenizer.ggml.model"], values["tokenizer.ggml.pre"]) == ("gpt2", pre)
     assert values["tokenizer.ggml.add_bos_token"] is add_bos
+    assert values.get("tokenizer.ggml.add_eos_token") is ADD_EOS_KEY[name]
     assert (tok("x")["input_ids"][0] == tok.bos_token_id) is add_bos
     texts = _bpe_texts(tok)
     want = [list(tok(text, add_special_tokens=False)["input_ids"]) for text in texts]
