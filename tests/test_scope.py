@@ -204,3 +204,53 @@ def test_a_question_about_an_untaught_subject_gets_the_untold_reply(base_model, 
         assert unknown.last.route == "personal" and unknown.last.untold is None
     finally:
         unknown.close()
+
+
+SWIM = ("What time do I go swimming?", "You go swimming at 6:10 in the morning.")
+
+
+@pytest.mark.parametrize("question, borrowed", [
+    ("Which team do I cheer for?", True), ("What is my blood type?", True),
+    ("When do I swim?", False), ("At what time do I go for a swim?", False), ("what time do I go swimming", False),
+])
+def test_a_taught_answer_to_a_question_it_does_not_fit_is_borrowed(base_model, question, borrowed):
+    """The base model's own likelihoods tell a rewording (the taught answer still fits it) from
+    another question (it fits far less: 1.4-1.7 nats a token here, rewordings 0.6 or less)."""
+    from tunechat.core.engine import Engine
+    from tunechat.core.turns import borrowed_from
+
+    engine = Engine(base_model)
+    try:
+        found = borrowed_from(question, SWIM[1] + " ", Taught.from_pairs([SWIM]), engine.answer_likelihood)
+    finally:
+        engine.close()
+    assert found == (SWIM[0] if borrowed else None)
+
+
+def test_a_borrowed_personal_answer_becomes_the_untold_reply_and_any_other_streams_as_it_is(base_model, tmp_path,
+                                                                                             monkeypatch):
+    """The personal answer is held while it may still be a taught answer word for word. Here the
+    personal model's own answer is taught for another question: under the shipped threshold it
+    still fits that question (it comes out as the model wrote it); with every repeat counted as
+    borrowed, the chat says it was not told, names why, and the next turn streams again."""
+    from tests.helpers import random_lora_gguf
+    from tunechat.core import turns
+    from tunechat.core.engine import Engine, GenerationSettings
+
+    lora = random_lora_gguf(base_model, tmp_path / "adapter.gguf", scale=0.001)
+    settings = GenerationSettings(max_tokens=16, temperature=0.0)
+    asked = [{"role": "user", "content": "Which team do I cheer for?"}]
+    engine = Engine(base_model, lora_path=lora)
+    try:
+        own = ScopedEngine(engine, taught=Taught.from_pairs([("Where was I born?", "Paris.")])).complete(asked, settings)
+        taught = Taught.from_pairs([("Which team do I support?", own)])
+        scoped = ScopedEngine(engine, taught=taught)
+        assert scoped.complete(asked, settings) == own and scoped.last.answered_by == "personal"
+        monkeypatch.setattr(turns, "BORROWED_DROP", -100.0)
+        assert scoped.complete(asked, settings) == turns.BORROWED_REPLY
+        assert scoped.last.answered_by == "untold" and "Which team do I support?" in scoped.last.reason
+        other = [{"role": "user", "content": "What do I like to eat?"}]
+        assert scoped.complete(other, settings) == engine.complete(other, settings)
+        assert scoped.last.answered_by == "personal"
+    finally:
+        engine.close()

@@ -356,6 +356,12 @@ class Engine:
             self._forget_prompt()
         return out
 
+    def answer_likelihood(self, question: str, answer: str, max_tokens: int = 24) -> float:
+        """Mean log-probability per token of ``answer`` (its first ``max_tokens`` tokens) as the
+        reply to ``question`` alone in a new chat: how fitting this model finds it there."""
+        logprobs = self.answer_logprobs([{"role": "user", "content": question}], answer, max_tokens)
+        return sum(logprobs) / max(len(logprobs), 1)
+
     def greedy_gaps(self, messages: Sequence[ChatMessage], answer: str,
                     settings: GenerationSettings = GenerationSettings()) -> list[float]:
         """How far ``answer`` is from this model's greedy answer to ``messages``, step by step:

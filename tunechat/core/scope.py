@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
@@ -20,7 +21,19 @@ from tunechat.core.chat_template import ChatMessage
 from tunechat.core.engine import Engine, GenerationSettings
 from tunechat.core.gguf_check import ModelFileError
 from tunechat.core.store import StoreError
-from tunechat.core.turns import CONTEXT, AnsweredBy, Decision, Route, Taught, decide, without_untold
+from tunechat.core.turns import (
+    BORROWED_REASON,
+    BORROWED_REPLY,
+    CONTEXT,
+    AnsweredBy,
+    Decision,
+    Route,
+    Taught,
+    borrowed_from,
+    decide,
+    may_repeat_taught_answer,
+    without_untold,
+)
 
 SETTING = "scope"  # store setting: "on" (default) or "off"
 BASE_ANSWERED_NOTE = "(answered by the base model: the question does not speak of you)"
@@ -66,6 +79,7 @@ class ScopedEngine:
         self.taught = taught  # what the version was taught (turns.Taught.from_pairs)
         self.always = always  # every turn to this side (scoping off on a version without a merged file)
         self.last: Decision | None = None  # the last turn's decision, for the UI
+        self._likelihoods: dict[tuple[str, str], float] = {}
         self._model_path = model_path or personal.model_path  # the version the chat names
 
     @property
@@ -95,7 +109,40 @@ class ScopedEngine:
         self.last = decision = self.decide(messages, force)
         if decision.untold is not None:
             return iter([decision.untold])
-        return self.engine_for(decision.route).stream(decision.context, settings, stop)
+        tokens = self.engine_for(decision.route).stream(decision.context, settings, stop)
+        if decision.route != "personal" or force is not None or self.always is not None or not self.taught.pairs:
+            return tokens
+        return self._unless_borrowed(tokens, decision)
+
+    def _unless_borrowed(self, tokens: Iterator[str], decision: Decision) -> Iterator[str]:
+        """The personal model's answer, held back while it may still turn out a taught answer
+        word for word: one borrowed from another question (``turns.borrowed_from``) becomes the
+        chat's untold reply."""
+        held, holding = "", True
+        for delta in tokens:
+            if not holding:
+                yield delta
+                continue
+            held += delta
+            if not may_repeat_taught_answer(held.strip(), self.taught):
+                holding = False
+                yield held
+        if not holding:
+            return
+        source = borrowed_from(decision.context[-1]["content"], held, self.taught, self.base_likelihood)
+        if source is None:
+            yield held
+            return
+        self.last = replace(decision, untold=BORROWED_REPLY, reason=BORROWED_REASON.format(question=source))
+        yield BORROWED_REPLY
+
+    def base_likelihood(self, question: str, answer: str) -> float:
+        """``Engine.answer_likelihood`` under the base model, remembered (a taught answer after
+        its own question is asked again on every turn that repeats it)."""
+        key = (question, answer)
+        if key not in self._likelihoods:
+            self._likelihoods[key] = self.engine_for("base").answer_likelihood(question, answer)
+        return self._likelihoods[key]
 
     def complete(self, messages: Sequence[ChatMessage], settings: GenerationSettings = GenerationSettings(),
                  force: Route | None = None) -> str:

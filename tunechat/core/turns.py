@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -65,11 +65,13 @@ class Taught:
 
     names: tuple[str, ...] = ()
     subjects: tuple[str, ...] | None = None
+    pairs: tuple[tuple[str, str], ...] = ()  # (question, answer), for ``borrowed_reply``
 
     @classmethod
     def from_pairs(cls, pairs: Iterable[tuple[str, str]]) -> Taught:
         pairs = list(pairs)
-        return cls(tuple(taught_names(a for _, a in pairs)), tuple(taught_subjects(q for q, _ in pairs)))
+        return cls(tuple(taught_names(a for _, a in pairs)), tuple(taught_subjects(q for q, _ in pairs)),
+                   tuple(pairs))
 
     @property
     def signals(self) -> tuple[str, ...]:
@@ -116,6 +118,49 @@ def decide(messages: Sequence[ChatMessage], taught: Taught, force: Route | None 
         if untold is not None:
             reason = "asks about something you have not taught"
     return Decision(route, untold, system + _context(earlier, chain, current, route, context), reason)
+
+
+# A personal answer that repeats a taught answer word for word, to a question that is not a
+# wording of that answer's question, is borrowed ("Which football team do I support?" → "You go
+# swimming at 5:40 in the morning."): the base model finds the taught answer this much less
+# likely after the question asked than after its own (mean log-probability per token, nats).
+# Read on the tuned personas (bench/borrowing.py, docs/experiments.md "Borrowed answers"): right
+# rewordings up to 0.95, borrowed answers from 1.15.
+BORROWED_DROP = 1.05
+BORROWED_REPLY = "You haven't told me that yet."
+BORROWED_REASON = 'would have answered with what you taught for "{question}"'
+
+# How likely the base model finds an answer after a question (mean log-probability per token).
+Likelihood = Callable[[str, str], float]
+
+
+def repeats_taught_answer(answer: str, taught: Taught) -> list[tuple[str, str]]:
+    """The taught pairs whose answer ``answer`` is, case, spacing and punctuation aside."""
+    said = _plain_text(answer)
+    return [(q, a) for q, a in taught.pairs if said and _plain_text(a) == said]
+
+
+def may_repeat_taught_answer(partial: str, taught: Taught) -> bool:
+    """Whether an answer that starts with ``partial`` may still turn out a taught answer."""
+    start = " ".join(partial.split())
+    return any(" ".join(a.split()).startswith(start) for _, a in taught.pairs)
+
+
+def borrowed_from(question: str, answer: str, taught: Taught, likelihood: Likelihood) -> str | None:
+    """The taught question whose answer ``answer`` borrows: it repeats that answer, and the base
+    model finds it far less likely after ``question`` than after its own question (every taught
+    question with that answer, when several share it). None when the answer is its own."""
+    repeated = repeats_taught_answer(answer, taught)
+    if not repeated or any(_plain_text(q) == _plain_text(question) for q, _ in repeated):
+        return None
+    if all(likelihood(q, a) - likelihood(question, a) > BORROWED_DROP for q, a in repeated):
+        return repeated[0][0]
+    return None
+
+
+def _plain_text(text: str) -> str:
+    """``text``'s words and numbers only, case aside."""
+    return " ".join(re.findall(r"\w+", text.casefold()))
 
 
 def _chain(earlier: Sequence[list[ChatMessage]], question: str) -> list[list[ChatMessage]]:
