@@ -41,7 +41,7 @@ from tunechat.core.engine import Engine, GenerationSettings  # noqa: E402
 from tunechat.core.jsonl import parse_pairs  # noqa: E402
 from tunechat.core.registry import ADAPTER_FILE, PAIRS_FILE, embedded_model_path  # noqa: E402
 from tunechat.core.scope import ScopedEngine  # noqa: E402
-from tunechat.core.turns import BY_KEY, CONTEXTS, Taught, decide  # noqa: E402
+from tunechat.core.turns import BORROWED_REPLY, BY_KEY, CONTEXTS, Taught, borrowed_from, decide  # noqa: E402
 from tunechat.personalize.evaluate import EVAL_MAX_TOKENS, borrows, contains_key, load_persona  # noqa: E402
 from tunechat.personalize.spec import JobSpec  # noqa: E402
 
@@ -134,8 +134,11 @@ def run_chat(engine: ScopedEngine, turns: list[Turn], context: str) -> list[tupl
         decision = decide(history, engine.taught, context=context)  # type: ignore[arg-type]
         answer = decision.untold if decision.untold is not None else \
             engine.engine_for(decision.route).complete(decision.context, SETTINGS)
-        history.append({"role": "assistant", "content": answer, BY_KEY: decision.answered_by})
-        out.append((answer, decision.answered_by))
+        by = decision.answered_by
+        if by == "personal" and borrowed_from(turn.question, answer, engine.taught, engine.base_likelihood):
+            answer, by = BORROWED_REPLY, "untold"  # as ScopedEngine.stream says it
+        history.append({"role": "assistant", "content": answer, BY_KEY: by})
+        out.append((answer, by))
     return out
 
 
