@@ -70,7 +70,8 @@ class PersonalizeJob:
 
     def __init__(self, store: Store, base: Path | None = None, recipe: str | None = None,
                  seed: int = 0, outtype: Outtype | None = None, max_steps: int | None = None,
-                 recipe_overrides: dict[str, Any] | None = None, write_merged: bool | None = None) -> None:
+                 recipe_overrides: dict[str, Any] | None = None, write_merged: bool | None = None,
+                 ignore_memory: bool = False) -> None:
         self.store = store
         self.registry = Registry(store)
         pairs = store.pairs()
@@ -86,6 +87,7 @@ class PersonalizeJob:
             pairs=[(p.question, p.answer) for p in pairs], base_path=self.base,
             pairs_sha256=pairs_fingerprint(pairs), recipe=recipe or DEFAULT_RECIPE,
             seed=seed, outtype=outtype, recipe_overrides=overrides, write_merged=write_merged,
+            ignore_memory=ignore_memory,
         )
         self.spec.write(self.job_dir)
         self.process: subprocess.Popen[str] | None = None

@@ -22,7 +22,7 @@ from tunechat.convert.header import read_header
 from tunechat.convert.lora import write_lora_gguf
 from tunechat.convert.verify import CheckResult
 from tunechat.convert.writer import DEFAULT_OUTTYPE, write_gguf
-from tunechat.core import jsonl, paths
+from tunechat.core import jsonl, memory, paths
 from tunechat.core.chat_template import CHATML_TEMPLATE
 from tunechat.core.engine import Engine, tokenize_all_with_vocab
 from tunechat.core.fingerprint import base_fingerprint, file_fingerprint
@@ -110,6 +110,9 @@ def prepare(spec: JobSpec, reporter: Reporter) -> Job:
     torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
     pairs = list(spec.pairs)
     data.require_pairs(pairs)
+    device, _ = train.pick_device()
+    if not spec.ignore_memory:
+        require_memory(spec.base_path, device)
     recipe = spec.training_recipe()
     base = spec.base_path
     say = lambda d: reporter.phase("prepare", d)  # noqa: E731
@@ -121,7 +124,6 @@ def prepare(spec: JobSpec, reporter: Reporter) -> Job:
     folder = base if base.is_dir() else base_mod.cached_base_folder(base_gguf, say)
     tokenizer = base_mod.load_tokenizer(folder)
     checks.require_training_tokenizer(base_gguf, tokenizer, template_info(base_gguf, tokenizer))
-    device, _ = train.pick_device()
     return Job(
         spec=spec, reporter=reporter, pairs=pairs, recipe=recipe, base_gguf=base_gguf,
         fingerprint=fingerprint, folder=folder, device=device, outtype=spec.outtype or DEFAULT_OUTTYPE,
@@ -130,6 +132,20 @@ def prepare(spec: JobSpec, reporter: Reporter) -> Job:
         write_merged=spec.writes_merged(base_gguf.stat().st_size),
         taught=Taught.from_pairs(pairs),
     )
+
+
+def require_memory(base: Path, device: Device) -> None:
+    """Refuse a base this machine cannot hold before anything is loaded: device memory on CUDA
+    (which only this process can read), else the parent's CPU check again (the parent guessed
+    CUDA from the driver alone)."""
+    override = "tunechat personalize --ignore-memory tries anyway"
+    if device == "cuda":
+        free, total = torch.cuda.mem_get_info()
+        refused = memory.device_refusal(base, free, total, override)
+    else:
+        refused = memory.refusal(base, override, gpu=False)
+    if refused:
+        raise memory.NotEnoughMemory(refused)
 
 
 def baseline(job: Job) -> Baseline:

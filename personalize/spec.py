@@ -56,6 +56,7 @@ class JobSpec:
     # Also write the merged GGUF (None: only for a base up to MERGED_BASE_LIMIT_BYTES; the
     # chat runs the base with the adapter either way, the merged file is for other tools).
     write_merged: bool | None = None
+    ignore_memory: bool = False  # skip the worker's own memory check (tunechat.core.memory)
 
     def writes_merged(self, base_gguf_bytes: int) -> bool:
         if self.write_merged is not None:
@@ -86,6 +87,7 @@ class JobSpec:
             score_drift=bool(data.get("score_drift")),
             skip_eval=bool(data.get("skip_eval")),
             write_merged=data.get("write_merged"),
+            ignore_memory=bool(data.get("ignore_memory")),
         )
 
     def write(self, job_dir: Path) -> None:

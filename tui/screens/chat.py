@@ -18,7 +18,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header
 from textual.worker import Worker, WorkerState
 
-from tunechat.core import pair_checks, scope
+from tunechat.core import memory, pair_checks, scope
 from tunechat.core.engine import GenerationSettings
 from tunechat.core.registry import Registry
 from tunechat.core.scope import ChatEngine
@@ -437,25 +437,48 @@ class ChatScreen(Screen[None]):
         from tunechat.tui.screens.personalize import PersonalizeScreen
 
         recipe = QUICK_RECIPE if quick else None
+        ignore_memory = False
 
         def start(go: bool | None = True) -> None:
             if go:
-                self.app.push_screen(PersonalizeScreen(self.store, recipe=recipe), lambda _: self.refresh_status())
+                self.app.push_screen(PersonalizeScreen(self.store, recipe=recipe, ignore_memory=ignore_memory),
+                                     lambda _: self.refresh_status())
             else:
                 self.action_pairs()
+
+        def check_pairs(go: bool | None = True) -> None:
+            nonlocal ignore_memory
+            if not go:
+                return
+            ignore_memory = too_big is not None
+            warning = before_training(self.store, self.registry, recipe or DEFAULT_RECIPE,
+                                      self.engine.count_tokens if self.engine is not None else None)
+            if warning:
+                self.app.push_screen(Confirm(warning, yes="Train anyway", no="Look at the pairs"), start)
+            else:
+                start()
 
         if getattr(self.app, "personalize_run", None) is not None or not self.store.count_pairs():
             start()
             return
-        warning = before_training(self.store, self.registry, recipe or DEFAULT_RECIPE,
-                                  self.engine.count_tokens if self.engine is not None else None)
-        if warning:
-            self.app.push_screen(Confirm(warning, yes="Train anyway", no="Look at the pairs"), start)
+        too_big = memory_refusal(self.registry)
+        if too_big:
+            self.app.push_screen(Confirm(too_big, yes="Try anyway", no="Cancel"), check_pairs)
         else:
-            start()
+            check_pairs()
 
     def action_personalize_quick(self) -> None:
         self.action_personalize(quick=True)
+
+
+def memory_refusal(registry: Registry) -> str | None:
+    """Why the current base will not fit this machine's free memory (tunechat.core.memory),
+    before the run starts; None when it fits, or when there is no base to personalize."""
+    try:
+        base = registry.current().base_path
+    except StoreError:
+        return None
+    return memory.refusal(base, "Try anyway starts it regardless")
 
 
 def before_training(store: Store, registry, recipe: str, count_tokens: Callable[[str], int] | None) -> str | None:

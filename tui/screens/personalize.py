@@ -158,10 +158,11 @@ class PersonalizeScreen(ModalScreen[str | None]):
         Binding("y", "consent", "Use anyway", show=False),
     ]
 
-    def __init__(self, store: Store, recipe: str | None = None) -> None:
+    def __init__(self, store: Store, recipe: str | None = None, ignore_memory: bool = False) -> None:
         super().__init__()
         self.store = store
         self.recipe = recipe  # None: the default method
+        self.ignore_memory = ignore_memory  # the user chose to try a base that seems too large
         self.run: PersonalizeRun | None = None
         self.error: str | None = None  # why no run could start
 
@@ -216,7 +217,7 @@ class PersonalizeScreen(ModalScreen[str | None]):
         run = host.personalize_run
         if run is None:
             try:
-                job = PersonalizeJob(self.store, recipe=self.recipe)
+                job = PersonalizeJob(self.store, recipe=self.recipe, ignore_memory=self.ignore_memory)
             except (StoreError, ValueError, OSError) as exc:
                 self.error = str(exc)
                 self.show()

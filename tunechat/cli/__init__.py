@@ -74,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     pers.add_argument("--merged", default=None, action=argparse.BooleanOptionalAction,
                       help="also write the merged GGUF (default: only for a base up to 1 GB; the chat runs the "
                            "base with the adapter either way, the merged file serves other tools)")
+    pers.add_argument("--ignore-memory", action="store_true",
+                      help="start even when the base seems too large for the free memory (the estimate can be off)")
     pers.add_argument("--base", default=None, metavar="PATH",
                       help="start from this GGUF file or Hugging Face model folder (default: the current model's base)")
     return parser

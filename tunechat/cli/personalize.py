@@ -8,7 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from tunechat.cli.pairs import print_problems
-from tunechat.core import faults, pair_checks, scope
+from tunechat.core import faults, memory, pair_checks, scope
+from tunechat.core.registry import Registry
 from tunechat.core.store import Pair, Store
 from tunechat.core.wording import count
 from tunechat.personalize.base import refusal
@@ -30,9 +31,16 @@ def run_personalize(args: argparse.Namespace, store: Store) -> int:
     if refused:
         print(f"tunechat: {refused}", file=sys.stderr)
         return 3
+    ignore_memory = bool(getattr(args, "ignore_memory", False))
+    too_big = None if ignore_memory else memory.refusal(base or Registry(store).current().base_path,
+                                                        "run again with --ignore-memory to try anyway")
+    if too_big:
+        print(f"tunechat: {too_big}", file=sys.stderr)
+        return faults.EXIT_NOT_ENOUGH_MEMORY
     try:
         job = PersonalizeJob(store, base=base, recipe=args.method, seed=args.seed, outtype=args.outtype,
-                             max_steps=args.max_steps, write_merged=getattr(args, "merged", None))
+                             max_steps=args.max_steps, write_merged=getattr(args, "merged", None),
+                             ignore_memory=ignore_memory)
     except EmptyDatasetError as exc:
         print(f"tunechat: {exc}", file=sys.stderr)
         return 2

@@ -28,6 +28,7 @@ EXIT_NO_DATA_FOLDER = 7  # the data folder cannot be created
 EXIT_DISK_FULL = 8  # no space left where a file had to be written
 EXIT_WORKER_STOPPED = 9  # the training process stopped unexpectedly (killed, out of memory)
 EXIT_DATA_PROBLEMS = 10  # the pairs have problems to look at first (tunechat.core.pair_checks)
+EXIT_NOT_ENOUGH_MEMORY = 11  # personalize: the base needs more memory than the machine has free
 EXIT_INTERRUPTED = 130
 
 # SQLite reports a disk too full for its shared-memory file as a plain I/O error: below this
