@@ -185,3 +185,39 @@ async def test_f6_says_the_base_is_too_large_and_starts_nothing_unless_asked(sto
         await pilot.press("n")
         await wait_until(lambda: isinstance(app.screen, PairsScreen), pilot)
         assert app.personalize_run is None
+
+
+def test_the_worker_check_on_cuda_reads_the_device_memory(base_model):
+    need = memory.estimate(memory.shape_of(base_model)).cuda_device
+    told = memory.device_refusal(base_model, need - 1, 80 * 10**9, "tunechat personalize --ignore-memory")
+    assert told is not None and "of GPU memory" in told and "free of 80 GB" in told and "--ignore-memory" in told
+    assert memory.device_refusal(base_model, need, 80 * 10**9, "-") is None
+
+
+async def test_try_anyway_hands_the_override_to_the_run(store, monkeypatch):
+    from tests.helpers import wait_until
+    from tunechat.core.engine import GenerationSettings
+    from tunechat.tui.app import TunechatApp
+    from tunechat.tui.screens import personalize as screen_mod
+    from tunechat.tui.screens.confirm import Confirm
+
+    asked: list[bool] = []
+
+    def job(store, recipe=None, ignore_memory=False):  # stands in for the worker: none starts
+        asked.append(ignore_memory)
+        raise ValueError("stopped here")
+
+    monkeypatch.setattr(screen_mod, "PersonalizeJob", job)
+    store.add_pair("What is my name?", "Ada.")
+    monkeypatch.setenv(memory.AVAILABLE_ENV, "1G")
+    app = TunechatApp(store=store, settings=GenerationSettings(temperature=0.0, max_tokens=8))
+    async with app.run_test(size=(110, 40)) as pilot:
+        await pilot.press("f6")
+        await wait_until(lambda: isinstance(app.screen, Confirm), pilot)
+        await pilot.press("y")
+        await wait_until(lambda: asked or isinstance(app.screen, Confirm) and "This will take" in str(
+            app.screen.query_one(".dialog-text").render()), pilot)
+        if not asked:  # a long-run warning came next: train anyway
+            await pilot.press("y")
+        await wait_until(lambda: asked, pilot)
+    assert asked == [True]
