@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from conversation import HELD_OUT, PERSONAS, SETTINGS, persona_turns, version  # noqa: E402
 
-from personalize.evaluate import admits_not_knowing, borrows, contains_key  # noqa: E402
+from tunechat.personalize.evaluate import admits_not_knowing, borrows, contains_key  # noqa: E402
 from tunechat.core import turns  # noqa: E402
 from tunechat.core.engine import Engine  # noqa: E402
 from tunechat.core.jsonl import parse_pairs  # noqa: E402

@@ -242,7 +242,8 @@ def test_a_borrowed_personal_answer_becomes_the_untold_reply_and_any_other_strea
     asked = [{"role": "user", "content": "Which team do I cheer for?"}]
     engine = Engine(base_model, lora_path=lora)
     try:
-        own = ScopedEngine(engine, taught=Taught.from_pairs([("Where was I born?", "Paris.")])).complete(asked, settings)
+        unrelated = Taught.from_pairs([("Where was I born?", "Paris.")])
+        own = ScopedEngine(engine, taught=unrelated).complete(asked, settings)
         taught = Taught.from_pairs([("Which team do I support?", own)])
         scoped = ScopedEngine(engine, taught=taught)
         assert scoped.complete(asked, settings) == own and scoped.last.answered_by == "personal"
