@@ -27,12 +27,12 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from conversation import HELD_OUT, PERSONAS, SETTINGS, persona_turns, version  # noqa: E402
 
-from tunechat.personalize.evaluate import admits_not_knowing, borrows, contains_key  # noqa: E402
 from tunechat.core import turns  # noqa: E402
 from tunechat.core.engine import Engine  # noqa: E402
 from tunechat.core.jsonl import parse_pairs  # noqa: E402
 from tunechat.core.registry import ADAPTER_FILE, PAIRS_FILE, embedded_model_path  # noqa: E402
 from tunechat.core.scope import ScopedEngine  # noqa: E402
+from tunechat.personalize.evaluate import admits_not_knowing, borrows, contains_key  # noqa: E402
 
 KINDS = ("taught", "reworded", "untaught", "first-person general")
 
