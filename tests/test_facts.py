@@ -75,6 +75,10 @@ def test_the_check_reads_meaning_words_and_people():
         "the question asks for a name the answer does not give")
     assert rejection(sentence, "What is my uncle's favorite hobby?", "Your uncle keeps bees in Tarragona.") == (
         "the question brings in favorite, hobby")
+    assert rejection("I'm 41.", "What's my age?", "You're 41.") is None  # "what's" asks, as "what" does
+    assert rejection("I'm learning Welsh.", "What's my name?", "You're learning Welsh.") == (
+        "the question asks for your name, which the sentence does not give")
+    assert rejection("I'm Ilona.", "What is my name?", "You're Ilona.") is None
 
 
 def test_every_shot_passes_the_check():

@@ -50,7 +50,7 @@ _STOP = {
     "and", "or", "it", "its", "this", "that", "with", "as", "by", "from", "have", "has", "had", "do", "does", "did",
     "what", "which", "who", "where", "when", "how", "why", "whose", "very", "really", "just", "also", "usually",
     "often", "always", "every", "each", "currently", "now", "called", "named", "name", "names", "get", "got",
-    "there", "some", "any", "one", "s",
+    "there", "some", "any", "one", "s", "what's", "where's", "when's", "who's", "how's", "which's",
 } | _FIRST_PERSON | _SECOND_PERSON
 # People and animals a fact can be about: a question about "my son" must name him, and must
 # not ask about anybody the sentence does not mention.
@@ -76,6 +76,10 @@ _ASKING_WORDS = {
 _ENGLISH = {"i", "i'm", "my", "the", "is", "am", "are", "was", "were", "we", "our", "and", "have", "has", "to", "of"}
 
 MAX_QUESTION_WORDS = 25
+# "What's my name?" asks for the speaker's own name: only a sentence that says it answers it.
+_OWN_NAME = re.compile(r"\bmy\s+(?:full\s+|first\s+|last\s+)?name\b|\bwho\s+am\s+i\b", re.IGNORECASE)
+_GIVES_OWN_NAME = re.compile(r"\bmy\s+(?:\w+\s+)?name\b|\bi\s+am\s+called\b|\bi['’]?m\s+called\b"
+                             r"|\bcall\s+me\b|\b(?:i\s+am|i['’]?m)\s+(?-i:[A-Z])", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -239,7 +243,8 @@ def rejection(sentence: str, question: str, answer: str) -> str | None:
     - the question ends with a question mark, is not the sentence itself, and holds neither
       every detail nor every meaning word of the sentence (it would give the answer away);
       when it asks for a name, the sentence has one the question does not hold; it brings in
-      no meaning word of its own beyond a few that ask (age, job, time, ...);
+      no meaning word of its own beyond a few that ask (age, job, time, ...); when it asks
+      for the speaker's own name, the sentence says it;
     - a sentence about someone ("my sister") gets a question about them, and nobody else;
     - a sentence in the English first person gets a question in the first person and an
       answer in the second.
@@ -278,6 +283,8 @@ def rejection(sentence: str, question: str, answer: str) -> str | None:
         return "the question gives the answer away"
     if _word_set(question) & _NAME_WORDS and not any(_fold(d) not in _fold(question) for d in _names(sentence)):
         return "the question asks for a name the answer does not give"
+    if _OWN_NAME.search(question) and not _GIVES_OWN_NAME.search(sentence):
+        return "the question asks for your name, which the sentence does not give"
     people = _people(sentence)
     if (people and not people & _people(question)) or _people(question) - people:
         return "the question is about somebody else"
