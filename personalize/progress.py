@@ -74,8 +74,13 @@ TYPICAL_SECONDS: dict[Phase, float] = {
     "convert": 1.5, "verify": 5.0, "evaluate": 9.0,
 }
 TYPICAL_PAIRS = 10  # the pairs TYPICAL_SECONDS was measured on
-# Phases whose work grows with the pairs (a question each to answer, reword, train on or ask).
-PER_PAIR_PHASES: tuple[Phase, ...] = ("baseline", "paraphrase", "train", "evaluate")
+# Of TYPICAL_SECONDS["train"], the greedy stop's confirmations (every wording of every pair
+# asked): the part of training that grows with the pairs. The steps themselves do not: each
+# draws a fixed batch, and the stop caps their number (bench/personalize.py: 40 steps of 3.0 s
+# and 6 s of confirmations on 10 pairs).
+TYPICAL_CONFIRM_SECONDS = 4.0
+# Phases whose work grows with the pairs (a question each to answer, reword or ask).
+PER_PAIR_PHASES: tuple[Phase, ...] = ("baseline", "paraphrase", "evaluate")
 LONG_RUN_SECONDS = 300.0  # longer than this, the user is told before the run starts
 BUSY_FACTOR = 1.8  # steps this much slower than calibrated: the machine is busy with something else
 RECENT_STEPS = 3  # steps whose median is "now"
@@ -117,7 +122,7 @@ class RunProgress:
         runs = sorted((m for m in manifests if m is not None and m.method == method and m.timings),
                       key=lambda m: m.created_at)
         expected: dict[Phase, float] = dict(TYPICAL_SECONDS)
-        step, measured_on = None, TYPICAL_PAIRS
+        step, measured_on, confirm = None, TYPICAL_PAIRS, TYPICAL_CONFIRM_SECONDS
         if runs:
             last = runs[-1]
             expected.update({p: float(s) for p, s in last.timings.items() if p in PHASES})
@@ -125,9 +130,12 @@ class RunProgress:
             step = ((train.seconds - train.confirm_seconds) / train.steps
                     if train.seconds and train.steps else None)
             measured_on = last.pairs_count or TYPICAL_PAIRS
+            confirm = float(train.confirm_seconds or 0.0)
         if pairs:
+            scale = pairs / measured_on
             for phase in PER_PAIR_PHASES:
-                expected[phase] *= pairs / measured_on
+                expected[phase] *= scale
+            expected["train"] += confirm * (scale - 1)  # only the confirmations grow
         return cls(expected, step, skip, clock)
 
     def estimate_text(self) -> str:

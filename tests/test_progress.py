@@ -120,12 +120,24 @@ def test_every_question_the_evaluation_asks_is_reported():
 
 
 def test_the_estimate_before_a_run_grows_with_the_pairs_and_says_a_long_run():
-    from tunechat.personalize.progress import LONG_RUN_SECONDS, PER_PAIR_PHASES, TYPICAL_PAIRS, TYPICAL_SECONDS
+    from tunechat.personalize.progress import (
+        LONG_RUN_SECONDS,
+        PER_PAIR_PHASES,
+        TYPICAL_CONFIRM_SECONDS,
+        TYPICAL_PAIRS,
+        TYPICAL_SECONDS,
+    )
 
     ten = RunProgress.from_history([], "replay-kl-para-greedy", pairs=TYPICAL_PAIRS)
     many = RunProgress.from_history([], "replay-kl-para-greedy", pairs=40 * TYPICAL_PAIRS)
-    per_pair = sum(TYPICAL_SECONDS[p] for p in PER_PAIR_PHASES)
+    few = RunProgress.from_history([], "replay-kl-para-greedy", pairs=TYPICAL_PAIRS // 2)
+    per_pair = sum(TYPICAL_SECONDS[p] for p in PER_PAIR_PHASES) + TYPICAL_CONFIRM_SECONDS
     assert ten.remaining == pytest.approx(sum(TYPICAL_SECONDS.values()))
     assert many.remaining - ten.remaining == pytest.approx(39 * per_pair)
+    # training's steps draw a fixed batch and are capped: fewer pairs shorten only its confirmations
+    assert few.expected["train"] == pytest.approx(TYPICAL_SECONDS["train"] - TYPICAL_CONFIRM_SECONDS / 2)
+    last = Manifest.from_dict({"method": "m", "created_at": 1, "pairs_count": 10, "timings": {"train": 80.0},
+                               "train": {"seconds": 80.0, "steps": 40, "confirm_seconds": 8.0}})
+    assert RunProgress.from_history([last], "m", pairs=20).expected["train"] == pytest.approx(88.0)
     assert ten.remaining < LONG_RUN_SECONDS and "stays usable" not in ten.estimate_text()
     assert many.estimate_text().startswith("This will take about ") and "a GPU" in many.estimate_text()
