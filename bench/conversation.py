@@ -41,7 +41,7 @@ from tunechat.core.engine import Engine, GenerationSettings  # noqa: E402
 from tunechat.core.jsonl import parse_pairs  # noqa: E402
 from tunechat.core.registry import ADAPTER_FILE, PAIRS_FILE, embedded_model_path  # noqa: E402
 from tunechat.core.scope import ScopedEngine  # noqa: E402
-from tunechat.core.turns import BORROWED_REPLY, BY_KEY, CONTEXTS, Taught, borrowed_from, decide  # noqa: E402
+from tunechat.core.turns import BY_KEY, CONTEXTS, Taught, borrowed_reply, decide  # noqa: E402
 from tunechat.personalize.evaluate import EVAL_MAX_TOKENS, borrows, contains_key, load_persona  # noqa: E402
 from tunechat.personalize.spec import JobSpec  # noqa: E402
 
@@ -135,8 +135,10 @@ def run_chat(engine: ScopedEngine, turns: list[Turn], context: str) -> list[tupl
         answer = decision.untold if decision.untold is not None else \
             engine.engine_for(decision.route).complete(decision.context, SETTINGS)
         by = decision.answered_by
-        if by == "personal" and borrowed_from(turn.question, answer, engine.taught, engine.base_likelihood):
-            answer, by = BORROWED_REPLY, "untold"  # as ScopedEngine.stream says it
+        borrowed = borrowed_reply(turn.question, answer, engine.taught, engine.base_likelihood) \
+            if by == "personal" else None
+        if borrowed is not None:  # as ScopedEngine.stream says it
+            answer, by = borrowed[0], "untold"
         history.append({"role": "assistant", "content": answer, BY_KEY: by})
         out.append((answer, by))
     return out

@@ -29,7 +29,8 @@ from tunechat.core.fingerprint import base_fingerprint, file_fingerprint
 from tunechat.core.gguf_check import check_gguf_file
 from tunechat.core.manifest import Check, Drift, DriftScores, Gate, Manifest, Metrics, Scores, TrainStats
 from tunechat.core.registry import ADAPTER_FILE, MODEL_FILE, PAIRS_FILE
-from tunechat.core.turns import BORROWED_REPLY, Taught, borrowed_from, decide
+from tunechat.core.scope import remembered_base_likelihood
+from tunechat.core.turns import Taught, borrowed_reply, decide
 from tunechat.personalize import base as base_mod
 from tunechat.personalize import checks, data, evaluate, general, negatives, paraphrase, siblings, train
 from tunechat.personalize.data import Example, TemplateInfo
@@ -264,20 +265,10 @@ def evaluate_model(job: Job, base: Baseline, engine: Engine, adapted: Engine) ->
         if decision.untold is not None:
             return decision.untold
         answer = greedy_answer(adapted, question)
-        if borrowed_from(question, answer, job.taught, base_likelihood) is not None:
-            return BORROWED_REPLY
-        return answer
+        borrowed = borrowed_reply(question, answer, job.taught, base_likelihood)
+        return answer if borrowed is None else borrowed[0]
 
-    likelihoods: dict[tuple[str, str], float] = {}
-
-    def base_likelihood(question: str, answer: str) -> float:  # as ScopedEngine.base_likelihood
-        if (question, answer) not in likelihoods:
-            adapted.set_adapter_scale(0.0)
-            try:
-                likelihoods[question, answer] = adapted.answer_likelihood(question, answer)
-            finally:
-                adapted.set_adapter_scale(1.0)
-        return likelihoods[question, answer]
+    base_likelihood = remembered_base_likelihood(adapted)
 
     gate = job.gate
     counted = _counted(job.reporter, 2 * (_asks(job.probes) + (_asks(gate) if gate else 0)))

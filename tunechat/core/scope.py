@@ -22,14 +22,13 @@ from tunechat.core.engine import Engine, GenerationSettings
 from tunechat.core.gguf_check import ModelFileError
 from tunechat.core.store import StoreError
 from tunechat.core.turns import (
-    BORROWED_REASON,
-    BORROWED_REPLY,
     CONTEXT,
     AnsweredBy,
     Decision,
+    Likelihood,
     Route,
     Taught,
-    borrowed_from,
+    borrowed_reply,
     decide,
     may_repeat_taught_answer,
     without_untold,
@@ -79,7 +78,7 @@ class ScopedEngine:
         self.taught = taught  # what the version was taught (turns.Taught.from_pairs)
         self.always = always  # every turn to this side (scoping off on a version without a merged file)
         self.last: Decision | None = None  # the last turn's decision, for the UI
-        self._likelihoods: dict[tuple[str, str], float] = {}
+        self.base_likelihood = remembered_base_likelihood(personal, base)  # for turns.borrowed_reply
         self._model_path = model_path or personal.model_path  # the version the chat names
 
     @property
@@ -129,20 +128,13 @@ class ScopedEngine:
                 yield held
         if not holding:
             return
-        source = borrowed_from(decision.context[-1]["content"], held, self.taught, self.base_likelihood)
-        if source is None:
+        borrowed = borrowed_reply(decision.context[-1]["content"], held, self.taught, self.base_likelihood)
+        if borrowed is None:
             yield held
             return
-        self.last = replace(decision, untold=BORROWED_REPLY, reason=BORROWED_REASON.format(question=source))
-        yield BORROWED_REPLY
-
-    def base_likelihood(self, question: str, answer: str) -> float:
-        """``Engine.answer_likelihood`` under the base model, remembered (a taught answer after
-        its own question is asked again on every turn that repeats it)."""
-        key = (question, answer)
-        if key not in self._likelihoods:
-            self._likelihoods[key] = self.engine_for("base").answer_likelihood(question, answer)
-        return self._likelihoods[key]
+        reply, reason = borrowed
+        self.last = replace(decision, untold=reply, reason=reason)
+        yield reply
 
     def complete(self, messages: Sequence[ChatMessage], settings: GenerationSettings = GenerationSettings(),
                  force: Route | None = None) -> str:
@@ -155,6 +147,28 @@ class ScopedEngine:
 
 
 ChatEngine = Engine | ScopedEngine
+
+
+def remembered_base_likelihood(engine: Engine, base: Engine | None = None) -> Likelihood:
+    """``Engine.answer_likelihood`` under the base model, remembered (a taught answer after its
+    own question is asked again on every turn that repeats it): ``base`` when it is loaded
+    apart, else ``engine`` with its adapter off for the reading and its scale put back."""
+    remembered: dict[tuple[str, str], float] = {}
+
+    def likelihood(question: str, answer: str) -> float:
+        if (question, answer) not in remembered:
+            if base is not None:
+                remembered[question, answer] = base.answer_likelihood(question, answer)
+            else:
+                scale = engine.adapter_scale
+                engine.set_adapter_scale(0.0)
+                try:
+                    remembered[question, answer] = engine.answer_likelihood(question, answer)
+                finally:
+                    engine.set_adapter_scale(scale)
+        return remembered[question, answer]
+
+    return likelihood
 
 
 def stream_answer(engine: ChatEngine, messages: Sequence[ChatMessage], settings: GenerationSettings,

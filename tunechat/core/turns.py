@@ -158,6 +158,13 @@ def borrowed_from(question: str, answer: str, taught: Taught, likelihood: Likeli
     return None
 
 
+def borrowed_reply(question: str, answer: str, taught: Taught, likelihood: Likelihood) -> tuple[str, str] | None:
+    """The chat's reply and its reason in place of a borrowed ``answer`` (``borrowed_from``);
+    None when the answer is its own."""
+    source = borrowed_from(question, answer, taught, likelihood)
+    return None if source is None else (BORROWED_REPLY, BORROWED_REASON.format(question=source))
+
+
 def _plain_text(text: str) -> str:
     """``text``'s words and numbers only, case aside."""
     return " ".join(re.findall(r"\w+", text.casefold()))
