@@ -1,4 +1,5 @@
-"""A fast reader for a GGUF file's header: raw metadata bytes and the tensor index.
+"""A fast reader for a GGUF file's header: raw metadata bytes and the tensor index (and, for
+the Hugging Face side, a safetensors file's index: ``safetensors_index``).
 
 ``gguf.GGUFReader`` builds numpy views for every tokenizer string (seconds for a 49k
 vocabulary). Checks at start-up and byte-for-byte metadata comparisons need only the raw
@@ -148,3 +149,15 @@ def read_tensor_bytes(path: Path, header: GGUFHeader, name: str) -> tuple[Tensor
     if len(data) != info.n_bytes:
         raise HeaderError(f"tensor {name!r} is truncated")
     return info, data
+
+
+def safetensors_index(path: Path) -> tuple[int, dict]:
+    """(where the data starts, the header's tensor entries by name) of a safetensors file:
+    its first 8 bytes give the JSON header's length."""
+    import json
+
+    with open(path, "rb") as fh:
+        (size,) = struct.unpack("<Q", fh.read(8))
+        index = json.loads(fh.read(size))
+    index.pop("__metadata__", None)
+    return 8 + size, index

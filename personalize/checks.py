@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import os
-import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -12,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from tunechat.convert import verify
+from tunechat.convert.header import safetensors_index
 from tunechat.convert.verify import CheckResult
 from tunechat.core.engine import Engine, tokenize_all_with_vocab
 from tunechat.personalize.data import TemplateInfo, split_rendering
@@ -73,7 +72,7 @@ def relative_delta_to_folder(merged: Mapping[str, np.ndarray], folder: Path) -> 
     process's memory."""
     num = den = 0.0
     for shard in sorted(folder.glob("*.safetensors")):
-        data_start, index = _safetensors_index(shard)
+        data_start, index = safetensors_index(shard)
         fd = os.open(shard, os.O_RDONLY)
         try:
             for key, entry in index.items():
@@ -92,15 +91,6 @@ def relative_delta_to_folder(merged: Mapping[str, np.ndarray], folder: Path) -> 
 
 DELTA_ROWS = 4096
 _SAFETENSORS_DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16}
-
-
-def _safetensors_index(path: Path) -> tuple[int, dict]:
-    """(where the data starts, the header's tensor entries) of a safetensors file."""
-    with open(path, "rb") as fh:
-        (size,) = struct.unpack("<Q", fh.read(8))
-        index = json.loads(fh.read(size))
-    index.pop("__metadata__", None)
-    return 8 + size, index
 
 
 def _read_rows(fd: int, data_start: int, entry: dict, start: int, stop: int) -> np.ndarray:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,10 +107,9 @@ def _folder_shape(folder: Path) -> Shape:
 
 def _safetensors_parameters(path: Path) -> int:
     """Elements of every tensor of a safetensors file, from its JSON header."""
-    with open(path, "rb") as fh:
-        size = struct.unpack("<Q", fh.read(8))[0]
-        header = json.loads(fh.read(size))
-    return sum(math.prod(v["shape"]) for k, v in header.items() if k != "__metadata__")
+    from tunechat.convert.header import safetensors_index
+
+    return sum(math.prod(entry["shape"]) for entry in safetensors_index(path)[1].values())
 
 
 # -- the estimate ----------------------------------------------------------------------------
