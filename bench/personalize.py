@@ -50,7 +50,7 @@ METHODS = {"default": DEFAULT_RECIPE, "quick": QUICK_RECIPE}
 STATS_PREFIX = "@@stats "
 
 
-def run_once(method: str, pairs: int, max_steps: int | None, persona: Path) -> int:
+def run_once(method: str, pairs: int, max_steps: int | None, persona: Path, weights: str | None = None) -> int:
     """One personalization in this process (TUNECHAT_HOME and TUNECHAT_CACHE set by the caller);
     prints its numbers and one ``@@stats`` JSON line for the caller."""
     from tunechat.core.engine import Engine, GenerationSettings
@@ -61,7 +61,7 @@ def run_once(method: str, pairs: int, max_steps: int | None, persona: Path) -> i
     store = Store()
     store.add_pairs([(f["q"], f["a"]) for f in facts], source="imported")
     start = time.monotonic()
-    job = PersonalizeJob(store, recipe=method, max_steps=max_steps)
+    job = PersonalizeJob(store, recipe=method, max_steps=max_steps, weights=weights)
     for event in job.events():
         if event.kind == "phase":
             print(f"  [{time.monotonic() - start:6.1f}s] {event.data['phase']}", flush=True)
@@ -190,10 +190,13 @@ def main() -> int:
     parser.add_argument("--max-steps", type=int, default=None, help="cap the training steps (a quick check)")
     parser.add_argument("--out", type=Path, nargs="?", const=RESULTS, default=None, metavar="PATH",
                         help=f"also write the numbers here (default {RESULTS.relative_to(ROOT)})")
+    parser.add_argument("--weights", nargs="+", default=[None], choices=["float32", "float16"],
+                        help="the frozen base's forms, each run once per form (default: what personalize "
+                             "picks, float32 when it fits)")
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # a recipe: run once, in this process
     args = parser.parse_args()
     if args.one:
-        return run_once(args.one, args.pairs, args.max_steps, args.persona)
+        return run_once(args.one, args.pairs, args.max_steps, args.persona, args.weights[0])
 
     lines: list[str] = []
 
@@ -212,26 +215,28 @@ def main() -> int:
                 print(f"warming the cache for {recipe}…", flush=True)
                 _child(recipe, cache, args, max_steps=1)
             for run in args.runs:
-                say()
                 if run == "added":  # its own cache, filled without the last pair
                     shutil.rmtree(cache, ignore_errors=True)
                     print(f"filling a cache with {args.pairs - 1} pairs…", flush=True)
                     _child(recipe, cache, args, max_steps=1, pairs=args.pairs - 1)
-                say(f"## {name} ({recipe}), {run}: empty data folder, " + {
-                    "cold": "empty cache", "warm": "cache filled by the run before",
-                    "added": f"cache filled by a run on the first {args.pairs - 1} pairs"}[run])
-                code, output = _child(recipe, cache, args, args.max_steps)
-                stats = None
-                for line in output:
-                    if line.startswith(STATS_PREFIX):
-                        stats = json.loads(line[len(STATS_PREFIX):])
-                    else:
+                for weights in args.weights:
+                    say()
+                    say(f"## {name} ({recipe}), {run}" + (f", {weights} weights" if weights else "") +
+                        ": empty data folder, " + {
+                            "cold": "empty cache", "warm": "cache filled by the run before",
+                            "added": f"cache filled by a run on the first {args.pairs - 1} pairs"}[run])
+                    code, output = _child(recipe, cache, args, args.max_steps, weights=weights)
+                    stats = None
+                    for line in output:
+                        if line.startswith(STATS_PREFIX):
+                            stats = json.loads(line[len(STATS_PREFIX):])
+                        else:
+                            say(line)
+                    if code != 0 or stats is None:
+                        failed += 1
+                        continue
+                    for line in floor_lines(stats):
                         say(line)
-                if code != 0 or stats is None:
-                    failed += 1
-                    continue
-                for line in floor_lines(stats):
-                    say(line)
         finally:
             shutil.rmtree(cache, ignore_errors=True)
     if args.out:
@@ -240,7 +245,8 @@ def main() -> int:
     return 1 if failed else 0
 
 
-def _child(recipe: str, cache: Path, args, max_steps: int | None, pairs: int | None = None) -> tuple[int, list[str]]:
+def _child(recipe: str, cache: Path, args, max_steps: int | None, pairs: int | None = None,
+           weights: str | None = None) -> tuple[int, list[str]]:
     """One run in its own process, a new data folder over ``cache``; its phase lines are printed
     as they come, its other lines returned."""
     home = tempfile.mkdtemp(prefix="tunechat-bench-")
@@ -249,6 +255,8 @@ def _child(recipe: str, cache: Path, args, max_steps: int | None, pairs: int | N
                "--persona", str(args.persona)]
     if max_steps is not None:
         command += ["--max-steps", str(max_steps)]
+    if weights:
+        command += ["--weights", weights]
     lines = []
     try:
         with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True, cwd=ROOT) as child:

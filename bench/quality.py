@@ -42,6 +42,7 @@ from tunechat.core.manifest import (  # noqa: E402
     Manifest,  # noqa: E402
     Scores,
 )
+from tunechat.core.memory import Form  # noqa: E402
 from tunechat.core.registry import embedded_model_path  # noqa: E402
 from tunechat.personalize.evaluate import ProbeSet, engine_answerer, load_persona, persona_pairs, score  # noqa: E402
 from tunechat.personalize.general import base_answers  # noqa: E402
@@ -112,9 +113,10 @@ def worker_result(job_dir: Path, spec: JobSpec) -> Manifest:
 
 
 def run_worker(pairs: list[tuple[str, str]], probes: ProbeSet, method: str, seed: int, outtype: Outtype | None,
-               overrides: dict | None = None) -> dict:
+               overrides: dict | None = None, weights: Form | None = None) -> dict:
     spec = JobSpec(pairs=pairs, base_path=embedded_model_path(), recipe=method, seed=seed, outtype=outtype,
-                   recipe_overrides=overrides or {}, probes=probe_spec(probes), score_gate=True, score_drift=True)
+                   recipe_overrides=overrides or {}, probes=probe_spec(probes), score_gate=True, score_drift=True,
+                   weights=weights)
     with tempfile.TemporaryDirectory(dir=os.environ.get("TUNECHAT_HOME")) as tmp:
         start = time.monotonic()
         result = worker_result(Path(tmp), spec)
@@ -171,6 +173,8 @@ def main() -> int:
     parser.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--outtype", default=None, help="GGUF output type (default: what personalize writes, q8_0)")
+    parser.add_argument("--weights", default=None, choices=["float32", "float16"],
+                        help="the frozen base's form (default: what personalize picks, float32 when it fits)")
     parser.add_argument("--sequential", action="store_true", help="also run the teach-half-then-rest experiment")
     parser.add_argument("--out", type=Path, nargs="?", const=RESULTS, default=None, metavar="PATH",
                         help=f"also write every run's numbers here (default {RESULTS.relative_to(ROOT)})")
@@ -189,7 +193,8 @@ def main() -> int:
                 if method == "prompt":
                     result = run_prompt_baseline(path)
                 else:
-                    result = run_worker(persona_pairs(path), load_persona(path), method, seed, args.outtype, overrides)
+                    result = run_worker(persona_pairs(path), load_persona(path), method, seed, args.outtype, overrides,
+                                        args.weights)
                 rows.append({"persona": persona, "method": method + (variant if method != "prompt" else ""),
                              "seed": seed, **result})
                 print(json.dumps(rows[-1]), flush=True)

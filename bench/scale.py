@@ -1,8 +1,15 @@
-"""What the phases after training cost at a real size: a random-weight model of Qwen2.5-1.5B's
-shape, load -> add LoRA -> merge -> convert -> verify, with wall time and peak memory per phase.
+"""What personalizing costs at a real size: a random-weight model of Qwen2.5-1.5B's or 3B's
+shape, load -> train (a few real steps) -> merge -> convert -> verify, with wall time and peak
+memory per phase, seconds a step, and the estimate the user is shown (tunechat.core.memory).
 
-    python bench/scale.py build [--work DIR]   # the HF folder (bf16) and its f16 GGUF, once
-    python bench/scale.py run [--work DIR]     # the measured phases (no training)
+    python bench/scale.py build [--shape 3b] [--work DIR]   # the HF folder (bf16) and its f16 GGUF, once
+    python bench/scale.py run [--shape 3b] [--steps 3] [--weights float16] [--work DIR]
+
+``run`` holds the frozen base in the form personalize would pick on this machine
+(``memory.training_form``: float32 when its estimate fits what is free, else float16 with
+each layer recomputed in the backward pass) unless ``--weights`` says which. A step is the
+default recipe's: 10 facts and 4 negatives in one pass, 10 replayed answers in another, the
+KL term's base distributions computed at the first step as a first run does.
 
 ``build`` writes tensor by tensor (tunechat.convert.writer.LazyState), so it needs the
 streaming writer; ``run`` calls only the phases' own functions (tunechat.personalize.phases
@@ -41,6 +48,10 @@ QWEN25_15B = {
     "max_position_embeddings": 32768, "rms_norm_eps": 1e-6, "rope_theta": 1000000.0, "hidden_act": "silu",
     "use_sliding_window": False,
 }
+# Qwen2.5-3B-Instruct's config.json
+QWEN25_3B = {**QWEN25_15B, "hidden_size": 2048, "intermediate_size": 11008, "num_hidden_layers": 36,
+             "num_attention_heads": 16, "num_key_value_heads": 2}
+SHAPES = {"1.5b": QWEN25_15B, "3b": QWEN25_3B}
 PROMPTS = ("The quick brown fox", "<|im_start|>user\nWhat is the capital of Japan?<|im_end|>\n<|im_start|>assistant\n")
 
 
@@ -100,7 +111,7 @@ def _weights(name: str, shape: tuple[int, ...], rng: np.random.Generator, hidden
     return noise
 
 
-def build(work: Path) -> None:
+def build(work: Path, shape: dict) -> None:
     sys.path.insert(0, str(ROOT))
     from safetensors import safe_open
 
@@ -114,14 +125,14 @@ def build(work: Path) -> None:
     family = FAMILIES["qwen2"]
     if not (folder / "model.safetensors").is_file():
         _write_tokenizer(family, base_tokenizer_folder(work), folder)
-        shapes = {k: v for k, v in hf_parameters(QWEN25_15B).items() if k != "lm_head.weight"}
+        shapes = {k: v for k, v in hf_parameters(shape).items() if k != "lm_head.weight"}
         rng = np.random.default_rng(0)
         start = time.perf_counter()
         write_safetensors(folder / "model.safetensors.part", shapes,
-                          ((k, _weights(k, s, rng, QWEN25_15B["hidden_size"])) for k, s in shapes.items()),
+                          ((k, _weights(k, s, rng, shape["hidden_size"])) for k, s in shapes.items()),
                           "bfloat16")
         (folder / "model.safetensors.part").rename(folder / "model.safetensors")
-        (folder / "config.json").write_text(json.dumps(hf_config(QWEN25_15B, "bfloat16", "scale-qwen2.5-1.5b"),
+        (folder / "config.json").write_text(json.dumps(hf_config(shape, "bfloat16", "scale-qwen2.5"),
                                                        indent=2))
         print(f"HF folder written in {time.perf_counter() - start:.0f} s")
     base = gguf_dir / "base-f16.gguf"
@@ -138,39 +149,75 @@ def build(work: Path) -> None:
         print(f"base GGUF written in {time.perf_counter() - start:.0f} s")
 
 
-def run(work: Path, outtype: str) -> None:
+def _examples(tokenizer) -> tuple[list[list], list, list]:
+    """The default recipe's step at this tokenizer: the public persona's 10 facts, 4 untold
+    questions, and replayed answers (the shipped answers of the embedded model: only their
+    length matters here), rendered with ChatML as the worker renders them."""
+    from tunechat.core.chat_template import CHATML_TEMPLATE
+    from tunechat.personalize import data, general
+
+    persona = json.loads((ROOT / "bench" / "data" / "persona-public.json").read_text(encoding="utf-8"))
+    info = data.TemplateInfo(CHATML_TEMPLATE, tokenizer.bos_token or "", tokenizer.eos_token or "")
+    shipped = json.loads(general.SHIPPED_FILE.read_text(encoding="utf-8"))["bases"]
+    answers = next(iter(shipped.values()))["answers"]
+    facts = [[e] for e in data.build_examples(tokenizer, info, [(f["q"], f["a"]) for f in persona["facts"]], "fact")]
+    untold = [(q, "You haven't told me that yet.") for q in persona["untaught"]]
+    replay = data.build_examples(tokenizer, info, list(answers.items())[:40], "replay", max_answer_tokens=24)
+    return facts, data.build_examples(tokenizer, info, untold, "negative"), replay
+
+
+def run(work: Path, outtype: str, steps: int, weights: str | None) -> None:
     import torch
 
     import tunechat.convert.writer as writer_mod
     from tunechat.convert import verify
+    from tunechat.core import memory
     from tunechat.core.engine import Engine, tokenize_all_with_vocab
     from tunechat.personalize import base as base_mod
     from tunechat.personalize import checks, phases, train
     from tunechat.personalize.recipe import get_recipe
+    from tunechat.personalize.reference import ReferenceCache
     print(f"tunechat from {Path(writer_mod.__file__).parent.parent}")
     torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
     folder, base_gguf = work / "hf", work / "gguf" / "base-f16.gguf"
     out = work / "out"
     out.mkdir(exist_ok=True)
     config = json.loads((folder / "config.json").read_text())
-    n_params = sum(math.prod(s) for s in _shapes(folder).values())
+    shape = memory.shape_of(folder)
+    n_params = shape.parameters
     fp16 = 2 * n_params
-    recipe = get_recipe(None).with_(rank=16)
+    form = weights or memory.training_form(folder)
+    estimate = memory.estimate(shape)
+    expected = estimate.cpu if form == "float32" else estimate.cpu_half
+    recipe = get_recipe(None).with_(max_steps=steps, min_steps=steps, stop_when="loss", stop_loss=0.0)
     reporter = SimpleNamespace(progress=lambda *a, **k: None, phase=lambda *a, **k: None)
     job = SimpleNamespace(folder=folder, base_gguf=base_gguf, outtype=outtype, write_merged=True, recipe=recipe,
                           reporter=reporter)
     p = Phases()
+    available = memory.available_memory()
     print(f"{config['num_hidden_layers']} layers, {n_params / 1e9:.3f} B parameters, fp16 {fp16 / 2**30:.2f} GiB; "
-          f"{len(os.sched_getaffinity(0))} cores")
+          f"{len(os.sched_getaffinity(0))} cores, {(available or 0) / 2**30:.1f} GiB available; "
+          f"weights {form}{'' if weights else ' (as personalize picks)'}; estimated peak {expected / 2**30:.2f} GiB")
     with p.phase("load"):
-        model, tokenizer = base_mod.load_base(folder, "cpu", "float32")
+        model, tokenizer = base_mod.load_base(folder, "cpu", form)
         model = train.add_lora(model, recipe)
-        gen = torch.Generator().manual_seed(0)
-        with torch.no_grad():  # stands in for training: B is zero when peft makes it
-            for name, param in model.named_parameters():
-                if "lora_B" in name:
-                    param.copy_(torch.randn(param.shape, generator=gen) * 0.002)
+        if form == "float16":
+            train.recompute_layers(model)
+        facts, negatives, replay = _examples(tokenizer)
         loaded = SimpleNamespace(model=model)
+    step_times: list[float] = []
+    with p.phase("train"):
+        last = time.perf_counter()
+
+        def progress(step: int, total: int, loss: float, eta: float) -> None:
+            nonlocal last
+            now = time.perf_counter()
+            step_times.append(now - last)
+            last = now
+            print(f"    step {step}/{total}: {step_times[-1]:.1f} s, loss {loss:.3f}", flush=True)
+
+        result = train.train(model, facts, replay, recipe, 0, "cpu", progress, reference=ReferenceCache(),
+                             negatives=negatives)
     with p.phase("merge"):
         merged = phases.merge(job, loaded, out)
     with p.phase("convert"):
@@ -192,11 +239,13 @@ def run(work: Path, outtype: str) -> None:
     for name, seconds, start, peak, anon in p.rows:
         print(f"{name:<8} {seconds:>7.1f} {start / 2**30:>9.2f} {peak / 2**30:>8.2f} {anon / 2**30:>8.2f} "
               f"{peak / fp16:>9.2f}")
-    after = sum(s for n, s, *_ in p.rows if n != "load")
     worst = max(peak for *_, peak, _ in p.rows)
     worst_anon = max(anon for *_, anon in p.rows)
-    print(f"merge+convert+verify {after:.1f} s; peak {worst / 2**30:.2f} GiB = {worst / fp16:.2f}x fp16 "
-          f"(anonymous {worst_anon / 2**30:.2f} GiB = {worst_anon / fp16:.2f}x); "
+    later = sorted(step_times[1:]) or step_times
+    print(f"{result.steps} steps of {result.tokens // max(1, result.steps)} tokens: first {step_times[0]:.1f} s "
+          f"(with the KL reference pass), then {later[len(later) // 2]:.1f} s a step (median)")
+    print(f"peak {worst / 2**30:.2f} GiB = {worst / fp16:.2f}x fp16 (anonymous {worst_anon / 2**30:.2f} GiB = "
+          f"{worst_anon / fp16:.2f}x); estimated {expected / 2**30:.2f} GiB; "
           f"merged GGUF {written.model.stat().st_size / 2**30:.2f} GiB")
 
 
@@ -210,11 +259,19 @@ def _shapes(folder: Path) -> dict[str, tuple[int, ...]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("what", choices=("build", "run"))
-    parser.add_argument("--work", type=Path, default=Path("/tmp/tunechat-scale"))
+    parser.add_argument("--work", type=Path, default=None, help="default /tmp/tunechat-scale-SHAPE")
     parser.add_argument("--outtype", default="q8_0")
+    parser.add_argument("--shape", default="1.5b", choices=list(SHAPES))
+    parser.add_argument("--steps", type=int, default=3, help="training steps (default 3)")
+    parser.add_argument("--weights", default=None, choices=["float32", "float16"],
+                        help="the frozen base's form (default: what personalize picks on this machine)")
     args = parser.parse_args()
-    os.environ.setdefault("TUNECHAT_HOME", str(args.work / "home"))
-    (build if args.what == "build" else lambda w: run(w, args.outtype))(args.work)
+    work = args.work or Path(f"/tmp/tunechat-scale-{args.shape}")
+    os.environ.setdefault("TUNECHAT_HOME", str(work / "home"))
+    if args.what == "build":
+        build(work, SHAPES[args.shape])
+    else:
+        run(work, args.outtype, args.steps, args.weights)
 
 
 if __name__ == "__main__":

@@ -309,8 +309,10 @@ def load_tokenizer(folder: Path):
     return AutoTokenizer.from_pretrained(folder)
 
 
-def load_base(folder: Path, device: str, dtype_name: str):
-    """Load model and tokenizer from an HF folder onto ``device``.
+def load_base(folder: Path, device: str, form: str = "float32"):
+    """Load model and tokenizer from an HF folder onto ``device``, its weights in ``form``:
+    "float32", or "float16" for a base whose float32 copy does not fit (tunechat.personalize.half:
+    matrices held in float16, everything else float32, and so is the arithmetic).
 
     The safetensors files are read (pread), not mapped as transformers would: every page of a
     mapped file counts in the process's memory until loading ends, beside the weights
@@ -323,7 +325,9 @@ def load_base(folder: Path, device: str, dtype_name: str):
     from transformers import AutoConfig
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
 
-    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype_name]
+    from tunechat.personalize.half import hold_in_half
+
+    dtype = {"float32": torch.float32, "float16": torch.float16}[form]
     tokenizer = load_tokenizer(folder)
     config = AutoConfig.from_pretrained(folder)
     model_class = MODEL_FOR_CAUSAL_LM_MAPPING[type(config)]  # AutoModelForCausalLM would deepcopy the slices
@@ -331,9 +335,13 @@ def load_base(folder: Path, device: str, dtype_name: str):
         files = [stack.enter_context(safe_open(str(path), framework="pt", device="cpu", backend="pread"))
                  for path in sorted(folder.glob("*.safetensors"))]
         state = {key: fh.get_slice(key) for fh in files for key in fh.keys()}  # read when loaded
+        exact = dict(state)  # what loading leaves of ``state`` is transformers' business
         if not state:
-            return model_class.from_pretrained(folder, config=config, dtype=dtype).to(device), tokenizer
-        model = model_class.from_pretrained(None, config=config, dtype=dtype, state_dict=state)
+            model = model_class.from_pretrained(folder, config=config, dtype=dtype)
+        else:
+            model = model_class.from_pretrained(None, config=config, dtype=dtype, state_dict=state)
+        if form == "float16":
+            hold_in_half(model, lambda name: exact[name][:] if name in exact else None)
     model.config._name_or_path = model.name_or_path = str(folder)
     if (folder / "generation_config.json").is_file():  # what from_pretrained(folder) reads beside the weights
         from transformers import GenerationConfig

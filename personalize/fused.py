@@ -38,7 +38,7 @@ def _fused_lora_forward(module, peft_forward, x, *args, **kwargs):
         return peft_forward(x, *args, **kwargs)
     name = active[0]
     base = module.base_layer
-    out = F.linear(x, base.weight, base.bias)
+    out = base(x)  # F.linear, or a float16-held weight widened (tunechat.personalize.half)
     down = F.linear(x, module.lora_A[name].weight)
     fused = torch.addmm(out.reshape(-1, out.size(-1)), down.reshape(-1, down.size(-1)), module.lora_B[name].weight.t(),
                         alpha=module.scaling[name])

@@ -24,10 +24,11 @@ from typing import Any
 from tunechat.core import paths
 from tunechat.core.faults import EXIT_REFUSED, EXIT_WORKER_STOPPED
 from tunechat.core.manifest import MANIFEST_FILE, Check, Manifest
+from tunechat.core.memory import Form
 from tunechat.core.registry import ADAPTER_FILE, MODEL_FILE, ModelEntry, Registry
 from tunechat.core.store import Store, pairs_fingerprint
 from tunechat.personalize.data import require_pairs
-from tunechat.personalize.progress import PARENT_ENV, EventKind, Phase, RunProgress
+from tunechat.personalize.progress import PARENT_ENV, BaseSize, EventKind, Phase, RunProgress
 from tunechat.personalize.recipe import DEFAULT_RECIPE
 from tunechat.personalize.spec import JobSpec, Outtype
 
@@ -71,7 +72,7 @@ class PersonalizeJob:
     def __init__(self, store: Store, base: Path | None = None, recipe: str | None = None,
                  seed: int = 0, outtype: Outtype | None = None, max_steps: int | None = None,
                  recipe_overrides: dict[str, Any] | None = None, write_merged: bool | None = None,
-                 ignore_memory: bool = False) -> None:
+                 ignore_memory: bool = False, weights: Form | None = None) -> None:
         self.store = store
         self.registry = Registry(store)
         pairs = store.pairs()
@@ -87,7 +88,7 @@ class PersonalizeJob:
             pairs=[(p.question, p.answer) for p in pairs], base_path=self.base,
             pairs_sha256=pairs_fingerprint(pairs), recipe=recipe or DEFAULT_RECIPE,
             seed=seed, outtype=outtype, recipe_overrides=overrides, write_merged=write_merged,
-            ignore_memory=ignore_memory,
+            ignore_memory=ignore_memory, weights=weights,
         )
         self.spec.write(self.job_dir)
         self.process: subprocess.Popen[str] | None = None
@@ -104,7 +105,7 @@ class PersonalizeJob:
         skip: list[Phase] = (["paraphrase"] if not self.spec.training_recipe().paraphrases else []) + (
             ["evaluate"] if self.spec.skip_eval else [])
         return RunProgress.from_history((e.manifest for e in self.registry.personal_versions()),
-                                        self.spec.recipe, skip, pairs=len(self.spec.pairs))
+                                        self.spec.recipe, skip, pairs=len(self.spec.pairs), base=BaseSize.of(self.base))
 
     def start(self) -> None:
         """Start the worker; refuse (PersonalizeError) while another personalization runs."""

@@ -3,25 +3,49 @@
 ``merged_weights`` leaves the peft model as it is (its active adapters compute what the merged
 weights do: W x + scale * B A x) and gives every weight by its HF name, a LoRA-wrapped one as
 W + scale * B @ A in float32, computed when the GGUF writer asks for it and not kept; so no
-second copy of the model is built, whatever dtype the base weights are held in.
+second copy of the model is built. W is read from the base's own files when ``base_weights``
+gives it: exact, whatever form training held the base in (tunechat.personalize.half).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from tunechat.convert.header import safetensors_index
 from tunechat.convert.writer import LazyState
+
+BaseWeights = Callable[[str], "np.ndarray | None"]
 
 
 class MergeError(Exception):
     pass
 
 
-def merged_weights(model: Any) -> LazyState:
+def folder_weights(folder: Path) -> BaseWeights:
+    """A weight of an HF folder by name, as float32 (None when its files do not hold it), read
+    (pread) when asked for."""
+    from safetensors import safe_open
+
+    where = {key: path for path in sorted(folder.glob("*.safetensors")) for key in safetensors_index(path)[1]}
+
+    def read(name: str) -> np.ndarray | None:
+        path = where.get(name)
+        if path is None:
+            return None
+        with safe_open(str(path), framework="pt", device="cpu", backend="pread") as fh:
+            return fh.get_tensor(name).float().numpy()
+
+    return read
+
+
+def merged_weights(model: Any, base_weights: BaseWeights | None = None) -> LazyState:
     """Float32 weights of ``model`` (a peft LoRA model) with its active adapters folded in, keyed
-    as the model without adapters names them (``model.layers.0.self_attn.q_proj.weight``)."""
+    as the model without adapters names them (``model.layers.0.self_attn.q_proj.weight``); the
+    base part from ``base_weights`` where it gives one, else from the model."""
     import torch
     from peft.tuners.lora import LoraLayer
 
@@ -38,9 +62,19 @@ def merged_weights(model: Any) -> LazyState:
             if adapter in module.lora_A and (module.use_dora.get(adapter) or module.fan_in_fan_out):
                 raise MergeError(f"{name}: only plain LoRA adapters are folded in here (no DoRA, fan-in-fan-out).")
 
+    shared: dict[int, list[str]] = {}  # a tied output head is the embedding under another name
+    for key, value in tensors.items():
+        shared.setdefault(value.data_ptr(), []).append(key)
+
+    def exact(name: str) -> np.ndarray | None:
+        found = (base_weights(alias) for alias in shared[tensors[name].data_ptr()]) if base_weights else iter(())
+        return next((w for w in found if w is not None), None)
+
     def load(name: str) -> np.ndarray:
         with torch.no_grad():
-            weights = tensors[name].detach().float()
+            read = exact(name)
+            weights = torch.from_numpy(read).to(tensors[name].device) if read is not None else \
+                tensors[name].detach().float()
             module = adapted.get(name)
             if module is not None and not module.merged:
                 for adapter in module.active_adapters:

@@ -35,7 +35,7 @@ from tunechat.personalize import base as base_mod
 from tunechat.personalize import checks, data, evaluate, general, negatives, paraphrase, siblings, train
 from tunechat.personalize.data import Example, TemplateInfo
 from tunechat.personalize.evaluate import ProbeSet, greedy_answer
-from tunechat.personalize.merge import merged_weights
+from tunechat.personalize.merge import folder_weights, merged_weights
 from tunechat.personalize.progress import Reporter
 from tunechat.personalize.recipe import Recipe
 from tunechat.personalize.reference import ReferenceCache
@@ -55,6 +55,7 @@ class Job:
     fingerprint: str  # of base_gguf: the key of every per-base cache
     folder: Path  # the base as transformers loads it
     device: Device
+    form: memory.Form  # the frozen base's form in training (tunechat.core.memory.training_form)
     outtype: Outtype
     probes: ProbeSet
     gate: ProbeSet | None  # the built-in locality gate, when the spec brings probes of its own
@@ -125,9 +126,11 @@ def prepare(spec: JobSpec, reporter: Reporter) -> Job:
     folder = base if base.is_dir() else base_mod.cached_base_folder(base_gguf, say)
     tokenizer = base_mod.load_tokenizer(folder)
     checks.require_training_tokenizer(base_gguf, tokenizer, template_info(base_gguf, tokenizer))
+    form = spec.weights or ("float32" if device == "cuda" else memory.training_form(base))
     return Job(
         spec=spec, reporter=reporter, pairs=pairs, recipe=recipe, base_gguf=base_gguf,
-        fingerprint=fingerprint, folder=folder, device=device, outtype=spec.outtype or DEFAULT_OUTTYPE,
+        fingerprint=fingerprint, folder=folder, device=device, form=form,
+        outtype=spec.outtype or DEFAULT_OUTTYPE,
         probes=_probe_set(spec, pairs),
         gate=ProbeSet([], locality=evaluate.builtin_locality_probes()) if spec.score_gate else None,
         write_merged=spec.writes_merged(base_gguf.stat().st_size),
@@ -167,8 +170,9 @@ def reword(job: Job) -> dict[str, list[str]]:
 
 
 def load(job: Job, base: Baseline, rewordings: dict[str, list[str]]) -> Loaded:
-    """The base weights with fresh adapters, and the examples rendered with its chat template."""
-    model, tokenizer = base_mod.load_base(job.folder, job.device, "float32")
+    """The base weights with fresh adapters, and the examples rendered with its chat template.
+    In the float16 form each layer's activations are recomputed in the backward pass too."""
+    model, tokenizer = base_mod.load_base(job.folder, job.device, job.form)
     info = template_info(job.base_gguf, tokenizer)
     facts = [data.build_examples(tokenizer, info, [(v, a) for v in [q, *rewordings.get(q, [])]], "fact")
              for q, a in job.pairs]
@@ -178,8 +182,11 @@ def load(job: Job, base: Baseline, rewordings: dict[str, list[str]]) -> Loaded:
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     untold = negatives.negatives(job.pairs, [r for forms in rewordings.values() for r in forms],
                                  excluded=job.eval_questions) if job.recipe.negatives else []
-    return Loaded(train.add_lora(model, job.recipe), tokenizer, info, facts, replay, pad_id,
-                  data.build_examples(tokenizer, info, untold, "negative"))
+    model = train.add_lora(model, job.recipe)
+    if job.form == "float16":
+        train.recompute_layers(model)
+    negative_examples = data.build_examples(tokenizer, info, untold, "negative")
+    return Loaded(model, tokenizer, info, facts, replay, pad_id, negative_examples)
 
 
 def template_info(base_gguf: Path, tokenizer: Any) -> TemplateInfo:
@@ -205,12 +212,13 @@ def train_adapter(job: Job, loaded: Loaded) -> TrainResult:
 def merge(job: Job, loaded: Loaded, out: Path) -> Merged:
     """Save the adapter (peft format, safetensors) and fold it into the weights lazily: each
     merged weight is computed when it is read (tunechat.personalize.merge), so no copy of the
-    model is made; the model keeps its adapters, which compute what the merged weights do."""
+    model is made; the model keeps its adapters, which compute what the merged weights do. The
+    base part is read from the base's files: exact in either form."""
     from peft import get_peft_model_state_dict
 
     loaded.model.save_pretrained(out / "adapter")
     adapter = {k: v.detach().float().cpu().numpy() for k, v in get_peft_model_state_dict(loaded.model).items()}
-    state = merged_weights(loaded.model)
+    state = merged_weights(loaded.model, folder_weights(job.folder))
     return Merged(loaded.model, state, checks.relative_delta_to_folder(state, job.folder), adapter)
 
 
@@ -338,6 +346,7 @@ def manifest(job: Job, base: Baseline, rewordings: dict[str, list[str]], result:
             seconds=round(result.seconds, 2), tokens=result.tokens,
             tokens_per_second=round(result.tokens / max(result.seconds, 1e-9), 1),
             stopped_early=result.stopped_early, confirms=result.confirms, confirm_seconds=result.confirm_seconds,
+            weights=job.form,
         ),
         checks=[Check(r.name, r.passed, r.detail) for r in results],
         metrics=Metrics(before=_summary(base.before), after=_summary(after) if after else None,

@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO, Any, Literal, get_args
 
 from tunechat.core.manifest import Manifest
@@ -74,6 +75,10 @@ TYPICAL_SECONDS: dict[Phase, float] = {
     "convert": 1.5, "verify": 5.0, "evaluate": 9.0,
 }
 TYPICAL_PAIRS = 10  # the pairs TYPICAL_SECONDS was measured on
+TYPICAL_PARAMETERS = 134_515_008  # ... and the base's parameters (SmolLM2-135M)
+# A step in the float16 form (tunechat.personalize.half: weights widened per product, every
+# layer computed again in the backward pass) against a float32 step of the same base.
+HALF_STEP_FACTOR = 1.4
 # Of TYPICAL_SECONDS["train"], the greedy stop's confirmations (every wording of every pair
 # asked): the part of training that grows with the pairs. The steps themselves do not: each
 # draws a fixed batch, and the stop caps their number (bench/personalize.py: 40 steps of 3.0 s
@@ -84,6 +89,25 @@ PER_PAIR_PHASES: tuple[Phase, ...] = ("baseline", "paraphrase", "evaluate")
 LONG_RUN_SECONDS = 300.0  # longer than this, the user is told before the run starts
 BUSY_FACTOR = 1.8  # steps this much slower than calibrated: the machine is busy with something else
 RECENT_STEPS = 3  # steps whose median is "now"
+
+
+@dataclass(frozen=True)
+class BaseSize:
+    """What the estimate needs of the base: which one, its parameters, the form it will train in."""
+
+    path: str
+    parameters: int
+    form: str
+
+    @classmethod
+    def of(cls, base: Path) -> BaseSize | None:
+        """Read from the base's headers (no torch); None when they cannot be read."""
+        from tunechat.core import memory
+
+        try:
+            return cls(str(base), memory.shape_of(base).parameters, memory.training_form(base))
+        except (OSError, ValueError, KeyError):
+            return None
 
 
 @dataclass
@@ -115,14 +139,24 @@ class RunProgress:
 
     @classmethod
     def from_history(cls, manifests: Iterable[Manifest | None], method: str, skip: Iterable[Phase] = (),
-                     clock: Callable[[], float] = time.monotonic, pairs: int | None = None) -> RunProgress:
-        """Calibrated by the newest earlier run of ``method`` on this machine, if any, and
-        scaled to ``pairs`` from the pairs that run (or ``TYPICAL_SECONDS``) had: the phases that
-        work pair by pair take proportionally longer."""
-        runs = sorted((m for m in manifests if m is not None and m.method == method and m.timings),
+                     clock: Callable[[], float] = time.monotonic, pairs: int | None = None,
+                     base: BaseSize | None = None) -> RunProgress:
+        """Calibrated by the newest earlier run of ``method`` on this machine (on ``base``, when
+        given), if any, and scaled to ``pairs`` from the pairs that run (or ``TYPICAL_SECONDS``)
+        had: the phases that work pair by pair take proportionally longer. Without such a run,
+        every phase but the libraries' loading grows with the base's parameters, and training
+        in the float16 form by ``HALF_STEP_FACTOR`` (bench/scale.py measures both)."""
+        runs = sorted((m for m in manifests if m is not None and m.method == method and m.timings
+                       and (base is None or base.path in (m.base_source, m.base_path))),
                       key=lambda m: m.created_at)
         expected: dict[Phase, float] = dict(TYPICAL_SECONDS)
         step, measured_on, confirm = None, TYPICAL_PAIRS, TYPICAL_CONFIRM_SECONDS
+        if not runs and base is not None:
+            size = base.parameters / TYPICAL_PARAMETERS
+            expected = {p: s if p == "prepare" else s * size for p, s in expected.items()}
+            confirm *= size
+            if base.form == "float16":
+                expected["train"] *= HALF_STEP_FACTOR
         if runs:
             last = runs[-1]
             expected.update({p: float(s) for p, s in last.timings.items() if p in PHASES})

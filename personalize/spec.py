@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from tunechat.core.memory import Form
 from tunechat.personalize.recipe import DEFAULT_RECIPE, Recipe, get_recipe
 
 JOB_FILE = "job.json"
@@ -57,6 +58,7 @@ class JobSpec:
     # chat runs the base with the adapter either way, the merged file is for other tools).
     write_merged: bool | None = None
     ignore_memory: bool = False  # skip the worker's own memory check (tunechat.core.memory)
+    weights: Form | None = None  # the frozen base's form (None: what fits)
 
     def writes_merged(self, base_gguf_bytes: int) -> bool:
         if self.write_merged is not None:
@@ -88,6 +90,7 @@ class JobSpec:
             skip_eval=bool(data.get("skip_eval")),
             write_merged=data.get("write_merged"),
             ignore_memory=bool(data.get("ignore_memory")),
+            weights=data.get("weights"),
         )
 
     def write(self, job_dir: Path) -> None:

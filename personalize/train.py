@@ -135,7 +135,7 @@ def _packed_mask(segment: list[int], implementation: str | None, device: str):
     seg = torch.tensor(segment, device=device)
     pos = torch.arange(len(segment), device=device)
     allowed = (pos[None, :] <= pos[:, None]) & ((seg[None, :] == -1) | (seg[None, :] == seg[:, None]))
-    if implementation == "sdpa":
+    if _sdpa(implementation):
         return allowed[None, None]
     return torch.zeros(allowed.shape, device=device).masked_fill_(~allowed, torch.finfo(torch.float32).min)[None, None]
 
@@ -224,25 +224,30 @@ def _segment_attention(module, query, key, value, attention_mask, scaling=None, 
 
 @functools.cache
 def _register_segment_attention() -> None:
+    """``SEGMENT_ATTENTION`` among transformers' attention functions, with sdpa's masks: a call
+    without ``segments`` (verify's logits, a no-grad check) runs plain sdpa."""
     from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
     AttentionInterface.register(SEGMENT_ATTENTION, _segment_attention)
+    AttentionMaskInterface.register(SEGMENT_ATTENTION, sdpa_mask)
+
+
+def _sdpa(implementation: str | None) -> bool:
+    return implementation in ("sdpa", SEGMENT_ATTENTION)
 
 
 def _row_logits(model, inputs: dict, rows):
     """Logits at ``rows`` of the packed row only: the 49k-wide head is a large share of the
     compute, and only positions that predict an answer token need it. With ``segments`` among
-    the inputs, attention runs example by example (``_segment_attention``) for this call."""
+    the inputs, attention runs example by example (``_segment_attention``) from then on: a
+    layer recomputed in the backward pass (``recompute_layers``) must attend as it did."""
     causal_lm = _decoder(model)
     config = causal_lm.config
-    previous = config._attn_implementation
     if "segments" in inputs:
         _register_segment_attention()
         config._attn_implementation = SEGMENT_ATTENTION
-    try:
-        hidden = causal_lm.model(**inputs, use_cache=False).last_hidden_state
-    finally:
-        config._attn_implementation = previous
+    hidden = causal_lm.model(**inputs, use_cache=False).last_hidden_state
     logits = causal_lm.lm_head(hidden.view(-1, hidden.size(-1)).index_select(0, rows))
     cap = getattr(config, "final_logit_softcapping", None)  # Gemma 2: the head's output is capped
     return (logits / cap).tanh() * cap if cap else logits
@@ -278,7 +283,7 @@ def _forward(model, batch: Sequence[Example], pad_id: int, device: str, autocast
 def _by_segments(implementation: str | None, device: str) -> bool:
     """Attention example by example where it pays: sdpa on CPU. On CUDA the masked sdpa over the
     row is one kernel a layer, and the step is bound by launching kernels, not by their work."""
-    return implementation == "sdpa" and device == "cpu"
+    return _sdpa(implementation) and device == "cpu"
 
 
 def _reproduced(run: _Pass):
@@ -345,6 +350,14 @@ def add_lora(model, recipe: Recipe):
     model = get_peft_model(model, config)
     fuse_lora_products(model)
     return model
+
+
+def recompute_layers(model) -> None:
+    """Keep only each decoder layer's input for the backward pass and compute the rest again
+    there, one layer at a time (transformers' gradient checkpointing, non-reentrant: the frozen
+    inputs need no gradient). A third more arithmetic for a fraction of the activations: the
+    float16 form's share of a base too large for this machine (tunechat.core.memory)."""
+    _decoder(model).gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
 @dataclass

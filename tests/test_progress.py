@@ -141,3 +141,37 @@ def test_the_estimate_before_a_run_grows_with_the_pairs_and_says_a_long_run():
     assert RunProgress.from_history([last], "m", pairs=20).expected["train"] == pytest.approx(88.0)
     assert ten.remaining < LONG_RUN_SECONDS and "stays usable" not in ten.estimate_text()
     assert many.estimate_text().startswith("This will take about ") and "a GPU" in many.estimate_text()
+
+
+def test_the_estimate_before_a_run_grows_with_the_base_and_its_form():
+    """A base no run has used yet: every phase but loading the libraries grows with its
+    parameters, training in the float16 form by HALF_STEP_FACTOR more; a run on that base
+    calibrates it, whatever runs other bases had."""
+    from tunechat.personalize.progress import HALF_STEP_FACTOR, TYPICAL_PARAMETERS, TYPICAL_SECONDS, BaseSize
+
+    small = BaseSize("/models/small.gguf", TYPICAL_PARAMETERS, "float32")
+    large = BaseSize("/models/large.gguf", 22 * TYPICAL_PARAMETERS, "float32")
+    large_half = BaseSize("/models/large.gguf", 22 * TYPICAL_PARAMETERS, "float16")
+    on_small = Manifest.from_dict({"method": "m", "created_at": 1, "base_source": small.path, "pairs_count": 10,
+                                   "timings": {"train": 80.0}, "train": {"seconds": 80.0, "steps": 40}})
+    fresh = RunProgress.from_history([on_small], "m", pairs=10, base=large)
+    assert fresh.expected["prepare"] == TYPICAL_SECONDS["prepare"]
+    assert fresh.expected["train"] == pytest.approx(22 * TYPICAL_SECONDS["train"])
+    assert fresh.expected["convert"] == pytest.approx(22 * TYPICAL_SECONDS["convert"])
+    half = RunProgress.from_history([on_small], "m", pairs=10, base=large_half)
+    assert half.expected["train"] == pytest.approx(HALF_STEP_FACTOR * fresh.expected["train"])
+    assert RunProgress.from_history([on_small], "m", pairs=10, base=small).expected["train"] == 80.0
+    assert fresh.remaining > 10 * RunProgress.from_history([], "m", pairs=10).remaining
+
+
+def test_the_size_of_a_base_is_read_from_its_headers(base_model, monkeypatch):
+    from tunechat.core import memory
+    from tunechat.personalize.progress import BaseSize
+
+    monkeypatch.setenv(memory.AVAILABLE_ENV, "64G")
+    size = BaseSize.of(base_model)
+    assert size is not None and size.path == str(base_model) and size.form == "float32"
+    assert size.parameters == memory.shape_of(base_model).parameters
+    monkeypatch.setenv(memory.AVAILABLE_ENV, "1.5G")  # float32 would not fit, float16 does
+    assert BaseSize.of(base_model).form == "float16"
+    assert BaseSize.of(base_model.parent / "no-such-model.gguf") is None

@@ -484,12 +484,12 @@ def memory_refusal(registry: Registry) -> str | None:
 def before_training(store: Store, registry, recipe: str, count_tokens: Callable[[str], int] | None) -> str | None:
     """What to tell the user before a run starts: the pairs' problems, and how long it will
     take when that is long. None: nothing worth a question."""
-    from tunechat.personalize.progress import LONG_RUN_SECONDS, RunProgress
+    from tunechat.personalize.progress import LONG_RUN_SECONDS, BaseSize, RunProgress
 
     pairs = store.pairs()
     problems = [p for p in pair_checks.check_pairs(pairs, count_tokens=count_tokens) if p.blocking]
     estimate = RunProgress.from_history((e.manifest for e in registry.personal_versions()), recipe,
-                                        pairs=len(pairs))
+                                        pairs=len(pairs), base=BaseSize.of(registry.current().base_path))
     if not problems and estimate.remaining <= LONG_RUN_SECONDS:
         return None
     lines = [pair_checks.summary(problems), *(p.text for p in problems[:4])] if problems else []

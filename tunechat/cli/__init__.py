@@ -76,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
                            "base with the adapter either way, the merged file serves other tools)")
     pers.add_argument("--ignore-memory", action="store_true",
                       help="start even when the base seems too large for the free memory (the estimate can be off)")
+    pers.add_argument("--weights", default=None, choices=["float32", "float16"],
+                      help="the frozen base's form in training (default: float32 when it fits the free memory, "
+                           "else float16, half the memory and about a third slower)")
     pers.add_argument("--base", default=None, metavar="PATH",
                       help="start from this GGUF file or Hugging Face model folder (default: the current model's base)")
     return parser

@@ -87,6 +87,7 @@ class TrainStats:
     stopped_early: bool | None = None
     confirms: int = 0  # the greedy stop's confirmation passes
     confirm_seconds: float = 0.0
+    weights: str = "float32"  # the frozen base's form: "float16" when float32 did not fit
 
 
 @dataclass

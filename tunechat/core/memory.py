@@ -1,10 +1,13 @@
-"""Whether a base fits this machine's memory, judged before a personalization starts.
+"""Whether a base fits this machine's memory, and in which form, judged before a
+personalization starts.
 
-The worker holds the base in float32 (``personalize/base.py::load_base``, CPU and CUDA alike),
-so a base too large for the machine would otherwise be killed by the kernel halfway through.
-``refusal`` reads the base's own file (parameter count from the GGUF header's tensor shapes or
-the safetensors headers; widths from its metadata or config.json), estimates the worker's peak
-and compares it with what the machine has free. It imports no torch: the CLI and the chat call
+The worker holds the base in float32 (``personalize/base.py::load_base``) when that fits, and
+on the CPU otherwise in float16 with each layer's activations recomputed in the backward pass
+(``training_form``; tunechat.personalize.half), so a base too large for the machine is not
+killed by the kernel halfway through. ``refusal`` reads the base's own file (parameter count
+from the GGUF header's tensor shapes or the safetensors headers; widths from its metadata or
+config.json), estimates the worker's peak in each form and compares the smallest with what
+the machine has free. It imports no torch: the CLI and the chat call
 it before any worker starts; the worker checks CUDA device memory itself (``device_refusal``).
 
 Every factor comes from a measurement in docs/benchmarks.md (see each constant); the
@@ -18,13 +21,16 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from tunechat.core.faults import EXIT_NOT_ENOUGH_MEMORY, Fault
 
 AVAILABLE_ENV = "TUNECHAT_MEMORY_AVAILABLE"  # bytes (or 21G, 512M): stands in for what is free
 GIB = 2**30
 MIB = 2**20
-FP32 = 4  # the worker trains on float32 frozen weights (load_base(..., "float32"))
+FP32 = 4  # bytes a parameter of frozen float32 weights (load_base(..., "float32"))
+HALF = 2  # ... of frozen float16 weights (load_base(..., "float16"))
+Form = Literal["float32", "float16"]
 
 # bench/personalize.py on SmolLM2-135M (docs/benchmarks.md, "Where the memory goes"): 0.93 GiB
 # after loading, of which 0.54 GiB the float32 weights; the rest is torch, transformers, peft.
@@ -41,6 +47,9 @@ CPU_TRAIN_PASSES = (2260 - 0.93 * 1024) / 483
 # bench/scale.py at Qwen2.5-1.5B's shape: merge, convert and verify peak at 2.35x the fp16 size
 # (6.75 GiB, convert), i.e. 4.7 bytes a parameter with the libraries.
 AFTER_TRAINING_PER_PARAMETER = 2.35 * 2
+# The float16 form keeps each layer's input for the backward pass and recomputes one layer at
+# a time; the first figures are scaled from the float32 pass until bench/scale.py measures them.
+HALF_AFTER_TRAINING_PER_PARAMETER = 2.7
 # bench/gpu.sh on an H200 (docs/benchmarks.md, bench/results/gpu-h200): peak GPU memory 1696 MiB
 # at SmolLM2-135M, the float32 weights 0.54 GB and 2.45 of the passes above (bf16 autocast, one
 # packed pass over facts, negatives and replay).
@@ -64,6 +73,7 @@ class Shape:
 @dataclass(frozen=True)
 class Estimate:
     cpu: int  # the worker's peak resident memory training on the CPU, bytes
+    cpu_half: int  # ... in the float16 form (tunechat.personalize.half)
     cuda_device: int  # its peak GPU memory on CUDA
     cuda_host: int  # its peak host memory on CUDA
 
@@ -120,12 +130,22 @@ def pass_activations(shape: Shape) -> float:
     return per_layer * shape.layers + HEAD_PER_VOCAB_ENTRY * shape.vocab
 
 
+def recomputed_pass_activations(shape: Shape) -> float:
+    """Bytes a pass keeps when each layer is recomputed in the backward pass: every layer's
+    float32 input, one layer's activations at a time, the head's log-softmax."""
+    inputs = PASS_TOKENS * shape.hidden * FP32 * shape.layers
+    one_layer = ACTIVATION_PER_TOKEN_LAYER_WIDTH * PASS_TOKENS * (shape.hidden + shape.intermediate)
+    return inputs + one_layer + HEAD_PER_VOCAB_ENTRY * shape.vocab
+
+
 def estimate(shape: Shape) -> Estimate:
     weights = FP32 * shape.parameters
     activations = pass_activations(shape)
     cpu_train = weights + LIBRARIES + CPU_TRAIN_PASSES * activations
     after_training = AFTER_TRAINING_PER_PARAMETER * shape.parameters
-    return Estimate(cpu=int(max(cpu_train, after_training)),
+    half_train = HALF * shape.parameters + LIBRARIES + CPU_TRAIN_PASSES * recomputed_pass_activations(shape)
+    half_after = HALF_AFTER_TRAINING_PER_PARAMETER * shape.parameters
+    return Estimate(cpu=int(max(cpu_train, after_training)), cpu_half=int(max(half_train, half_after)),
                     cuda_device=int(weights + CUDA_TRAIN_PASSES * activations),
                     cuda_host=int(weights + CUDA_HOST_FIXED))
 
@@ -223,10 +243,10 @@ def gb(n: float) -> str:
 
 
 def smaller_base(shape: Shape, available: int) -> str:
-    """"a smaller base (up to about N B parameters)": what fits beside this base's activations
-    (a smaller model's are smaller, so this errs on the safe side)."""
-    room = available - LIBRARIES - CPU_TRAIN_PASSES * pass_activations(shape)
-    fits = room / FP32
+    """"a smaller base (up to about N B parameters)": what fits in float16 beside this base's
+    activations (a smaller model's are smaller, so this errs on the safe side)."""
+    room = available - LIBRARIES - CPU_TRAIN_PASSES * recomputed_pass_activations(shape)
+    fits = min(room / HALF, available / HALF_AFTER_TRAINING_PER_PARAMETER)
     return f"a smaller base (up to about {fits / 1e9:.1f}B parameters)" if fits >= 1e8 else "a smaller base"
 
 
@@ -262,7 +282,16 @@ def host_need(base: Path, gpu: bool | None = None) -> HostNeed:
     shape = shape_of(base)
     on_gpu = nvidia_gpu_present() if gpu is None else gpu
     est = estimate(shape)
-    return HostNeed(shape, est.cuda_host if on_gpu else est.cpu, on_gpu)
+    return HostNeed(shape, est.cuda_host if on_gpu else est.cpu_half, on_gpu)
+
+
+def training_form(base: Path, available: int | None = None) -> Form:
+    """The form the worker holds ``base`` in on the CPU: float32 (fastest, and what every
+    measurement of quality used) when its estimate fits what is free, else float16."""
+    available = available if available is not None else available_memory()
+    if available is None:
+        return "float32"
+    return "float32" if estimate(shape_of(base)).cpu <= available else "float16"
 
 
 def device_refusal(base: Path, free: int, total: int, override: str) -> str | None:
