@@ -3,7 +3,7 @@
 For each sentence this prints the pair pair_from_fact wrote, or "asked for the question" when
 none passed its checks; then how many sentences got a pair, how many of those pairs keep every
 "keep" item of the sentence (case aside, a substring of the answer), how many answers came from
-the person swap, and the seconds per sentence.
+the person swap, how many questions a grammar rule made, and the seconds per sentence.
 
     python bench/facts.py                                        # tests/data/fact-sentences.json
     python bench/facts.py --sentences bench/data/fact-dev.json   # the sentences the prompt was written on
@@ -35,7 +35,7 @@ def main() -> None:
     args = parser.parse_args()
     items = json.loads(args.sentences.read_text(encoding="utf-8"))["sentences"]
     engine = Engine(embedded_model_path(), n_threads=args.threads)
-    produced = kept = swapped = 0
+    produced = kept = swapped = ruled = 0
     seconds = 0.0
     try:
         for n, item in enumerate(items, 1):
@@ -49,9 +49,10 @@ def main() -> None:
                 continue
             produced += 1
             swapped += pair.swapped
+            ruled += pair.ruled
             lost = [k for k in keep if k.casefold() not in pair.answer.casefold()]
             kept += not lost
-            print(f"     Q: {pair.question}")
+            print(f"     Q: {pair.question}" + ("  (rule)" if pair.ruled else ""))
             print(f"     A: {pair.answer}" + ("  (swapped)" if pair.swapped else "")
                   + (f"  LOST: {', '.join(lost)}" if lost else ""))
     finally:
@@ -60,6 +61,7 @@ def main() -> None:
     print(f"\npairs produced: {produced}/{total}")
     print(f"all keep items in the answer: {kept}/{produced} of the pairs")
     print(f"answers from the person swap: {swapped}")
+    print(f"questions made by a rule: {ruled}")
     print(f"seconds per sentence: {seconds / max(total, 1):.2f} ({engine.n_threads} llama.cpp threads)")
 
 

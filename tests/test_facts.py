@@ -9,7 +9,9 @@ from tunechat.core.facts import (
     details_of,
     looks_like_fact,
     pair_from_fact,
+    questions_from_answer,
     rejection,
+    said_back,
     second_person,
     shots,
 )
@@ -81,6 +83,47 @@ def test_the_check_reads_meaning_words_and_people():
     assert rejection("I'm Ilona.", "What is my name?", "You're Ilona.") is None
 
 
+def test_the_check_reads_notes_and_asks_about_the_user():
+    # A note without an English function word is checked once its pair is English.
+    assert rejection("lactose intolerant.", "What is my cat's age?", "You are lactose intolerant.") == (
+        "the question is about somebody else")
+    assert rejection("Born 14 March 1987 in Leeds.", "What is your birthdate?", "Born 14 March 1987 in Leeds.") == (
+        "the question is not in the first person")
+    # A unit written with its number asks as a word of the sentence.
+    assert rejection("I take 50mg of sertraline every morning.", "How many mg of sertraline do I take every day?",
+                     "You take 50mg of sertraline every morning.") is None
+    # Days joined by "and" are no names; "What is my X?" needs an answer that says what X is.
+    assert rejection("gym on Mondays and Thursdays at 6:30am.", "What is my gym's name?",
+                     "Your gym is on Mondays and Thursdays at 6:30am.") == (
+        "the question asks for a name the answer does not give")
+    assert rejection("My passport expires on 14/02/2031.", "What is my passport?",
+                     "Your passport expires on 14/02/2031.") == "the answer does not say what your passport is"
+    # Whom a sentence mentions in passing need not be asked about.
+    assert rejection("I support Everton, have done since I was a kid.", "What do I support?",
+                     "You support Everton, have done since you were a kid.") is None
+
+
+def test_a_note_is_said_back_as_a_sentence():
+    assert said_back("rent is $1,450 a month.") == "Your rent is $1,450 a month."
+    assert said_back("Born in Riga on 2 May 1990.") == "You were born in Riga on 2 May 1990."
+    assert said_back("Flying to Oslo on the 3rd.") == "You are flying to Oslo on the 3rd."
+    assert said_back("Biscuit is my dog.") == "Biscuit is your dog."  # a name, not a note
+
+
+def test_rules_ask_by_grammar():
+    assert questions_from_answer("You don't like olives.") == ["What don't I like?"]
+    assert questions_from_answer("You drive a 2016 Volvo.") == ["What do I drive?"]
+    assert questions_from_answer("You're learning Welsh on Duolingo.") == ["What am I learning?"]
+    assert questions_from_answer("You're moving to Madrid next year.") == ["Where am I moving?"]
+    assert questions_from_answer("Your brother lives in Canada.") == ["Where does my brother live?"]
+    assert questions_from_answer("Your mortgage is 1,200 a month.") == ["What is my mortgage?"]
+    # No question where grammar alone would ask wrong.
+    assert questions_from_answer("You moved to Porto in 2023.") == []  # a past form: "do" needs the base
+    assert questions_from_answer("You study at night.") == []  # "at night" is no place
+    assert questions_from_answer("You work from home on Fridays.") == []
+    assert questions_from_answer("You fly to Oslo on the 3rd.") == []
+
+
 def test_every_shot_passes_the_check():
     """The model copies its examples: an example the check would reject teaches rejects."""
     for sentence, question, answer in shots():
@@ -131,3 +174,19 @@ def test_the_embedded_model_writes_a_pair_that_keeps_the_details(engine, sentenc
     assert pair.question.endswith("?")
     assert all(d.casefold() in pair.answer.casefold() for d in details_of(sentence))
     assert pair_from_fact(engine, sentence) == pair  # greedy: the same sentence, the same pair
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("sentence", "question"), [
+    ("I don't like coriander.", "What don't I like?"),
+    ("I drive a 2015 Honda Civic.", "What do I drive?"),
+    ("allergic to penicillin, found out in 2009", "What am I allergic to?"),
+    ("Flying to Toronto on the 9th of August to see my cousin Aisling.", "Where am I flying?"),
+])
+def test_the_embedded_model_gets_a_pair_where_it_used_to_ask(engine, sentence, question):
+    """Sentences the model's own questions never fit ("What is my favorite color?" for the
+    coriander): the question is made by grammar, and the answer keeps every detail."""
+    pair = pair_from_fact(engine, sentence)
+    assert pair is not None and pair.question == question
+    assert all(d.casefold() in pair.answer.casefold() for d in details_of(sentence))
+    assert pair.answer.startswith("You")

@@ -3,10 +3,12 @@
 "My dog is called Biscuit." becomes "What is my dog called?" / "Your dog is called
 Biscuit.": a question in the first person, as the user would ask it later, and an answer in
 the second person, as the personal model should give it. The base model writes the pair
-itself (few-shot, greedy, through llama.cpp), and the pair is kept only when it passes plain
-checks: the answer keeps every name, number and date of the sentence, the question is a
-question and does not give the answer away. When no pair passes, the caller asks the user
-for the question instead: a wrong pair trained into the model is worse than a question asked.
+itself (few-shot, greedy, through llama.cpp), or English grammar rules make the question from
+the sentence said back ("I drive a Civic." -> "What do I drive?"), and the pair is kept only
+when it passes plain checks: the answer keeps every name, number and date of the sentence, the
+question is a question and does not give the answer away. When no pair passes, the caller asks
+the user for the question instead: a wrong pair trained into the model is worse than a
+question asked.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import json
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -82,14 +85,20 @@ _GIVES_OWN_NAME = re.compile(r"\bmy\s+(?:\w+\s+)?name\b|\bi\s+am\s+called\b|\bi[
                              r"|\bcall\s+me\b|\b(?:i\s+am|i['’]?m)\s+(?-i:[A-Z])", re.IGNORECASE)
 
 
+# "What is my passport?" asks what a thing is (``_what_is_unsaid``).
+_WHAT_IS_MY = re.compile(r"^what(?:'s| is) (?:my|our) (\w+)$")
+
+
 @dataclass(frozen=True)
 class FactPair:
     """A question and its answer, written from a stated fact. ``swapped``: the answer is the
-    sentence itself with its person swapped (the model's own answer fell short)."""
+    sentence itself with its person swapped (the model's own answer fell short); ``ruled``: the
+    question was made from the answer by a rule (none of the model's passed)."""
 
     question: str
     answer: str
     swapped: bool = False
+    ruled: bool = False
 
 
 def _fold(text: str) -> str:
@@ -201,30 +210,43 @@ _PEOPLE_STEMS = {_stem(w) for w in _PEOPLE}
 
 
 def _content(text: str) -> set[str]:
-    """The words of ``text`` that carry meaning, stemmed."""
-    return {_stem(w) for w in _word_set(text) - _STOP}
+    """The words of ``text`` that carry meaning, stemmed; a word with digits also gives its
+    letters apart ("50mg" gives "mg": "How many mg ...?" asks with the sentence's own unit)."""
+    words = _word_set(text) - _STOP
+    units = {u for w in words if any(c.isdigit() for c in w) for u in re.findall(r"[^\W\d_]+", w)}
+    return {_stem(w) for w in words | units}
 
 
 def _normal(text: str) -> str:
     return " ".join(_fold(w.group()) for w in _words(text))
 
 
-def _people(text: str) -> set[str]:
-    return {w for w in map(_stem, _word_set(text)) if w in _PEOPLE_STEMS}
+def _people(text: str, subject: bool = False) -> set[str]:
+    """The people and animals ``text`` names; ``subject``: only those among its first three
+    words, and not after "a" or "an": what the fact is about ("My sister Ana ..."), not whom it
+    mentions ("... to see my cousin", "since I was a kid")."""
+    words = [_fold(w.group()) for w in _words(text)]
+    return {_stem(w) for i, w in enumerate(words)
+            if _stem(w) in _PEOPLE_STEMS and not (subject and (i > 2 or (i and words[i - 1] in {"a", "an"})))}
 
 
 def _names(sentence: str) -> list[str]:
     """The capitalized details that can be someone's name: not right after a preposition or
-    article ("lives in Kraków", "plays for the Riverside Rovers"), titles passed over."""
+    article ("lives in Kraków", "plays for the Riverside Rovers"), nor joined by "and" or "or"
+    to one that is not ("on Mondays and Thursdays"), titles passed over."""
     words = _words(sentence)
     starts = {w.start(): i for i, w in enumerate(words)}
-    out = []
+    out: list[str] = []
+    not_names: set[int] = set()  # the end of each capitalized detail that is no name
     for detail in details_of(sentence):
         i = starts.get(sentence.find(detail))
         if i is None or not detail[0].isupper():
             continue
         before = [w for w in words[:i] if not _is_title(sentence, w)]
-        if not before or _fold(before[-1].group()) not in _PREPOSITIONS:
+        joined = len(before) >= 2 and _fold(before[-1].group()) in {"and", "or"} and before[-2].end() in not_names
+        if before and (_fold(before[-1].group()) in _PREPOSITIONS or joined):
+            not_names.add(sentence.find(detail) + len(detail))
+        else:
             out.append(detail)
     return out
 
@@ -244,13 +266,14 @@ def rejection(sentence: str, question: str, answer: str) -> str | None:
       every detail nor every meaning word of the sentence (it would give the answer away);
       when it asks for a name, the sentence has one the question does not hold; it brings in
       no meaning word of its own beyond a few that ask (age, job, time, ...); when it asks
-      for the speaker's own name, the sentence says it;
-    - a sentence about someone ("my sister") gets a question about them, and nobody else;
-    - a sentence in the English first person gets a question in the first person and an
-      answer in the second.
+      for the speaker's own name, the sentence says it; "What is my X?" with X from the
+      sentence gets an answer that says what X is;
+    - a sentence about someone ("My sister ...") gets a question about them, and nobody else;
+    - the question is in the first person and the answer in the second.
 
-    The checks on words are English: a sentence without an English function word ("I", "my",
-    "the", "is", ...) is checked for its details, the question mark and the length alone.
+    The checks on words are English: a sentence and pair without an English function word
+    ("I", "my", "the", "is", ...) are checked for details, the question mark and the length
+    alone.
     """
     question, answer = question.strip(), answer.strip()
     if not question or not answer:
@@ -273,7 +296,7 @@ def rejection(sentence: str, question: str, answer: str) -> str | None:
             return f"the {which} brings in {', '.join(new)}"
     if details and all(_fold(d) in _fold(question) for d in details):
         return "the question gives the answer away"
-    if not _word_set(sentence) & _ENGLISH:
+    if not _english(sentence, question, answer):
         return None
     said, asked = _content(sentence), _content(question)
     left_out = said - _content(answer)
@@ -285,20 +308,37 @@ def rejection(sentence: str, question: str, answer: str) -> str | None:
         return "the question asks for a name the answer does not give"
     if _OWN_NAME.search(question) and not _GIVES_OWN_NAME.search(sentence):
         return "the question asks for your name, which the sentence does not give"
-    people = _people(sentence)
-    if (people and not people & _people(question)) or _people(question) - people:
+    people, asked_about = _people(sentence, subject=True), _people(question)
+    if (people and not people & asked_about) or asked_about - _people(sentence):
         return "the question is about somebody else"
+    unsaid = _what_is_unsaid(said, question, answer)
+    if unsaid:
+        return f"the answer does not say what your {unsaid} is"
     new_words = asked - said - {_stem(w) for w in _ASKING_WORDS}
     if new_words:
         return f"the question brings in {_words_of(question, new_words)}"
-    if _word_set(sentence) & _FIRST_PERSON:
-        if not _word_set(question) & _FIRST_PERSON:
-            return "the question is not in the first person"
-        if _word_set(answer) & (_I_FORMS | {"my", "me", "mine", "myself"}):
-            return "the answer is in the first person"
-        if not _word_set(answer) & _SECOND_PERSON:
-            return "the answer is not in the second person"
+    if not _word_set(question) & _FIRST_PERSON:
+        return "the question is not in the first person"
+    if _word_set(answer) & (_I_FORMS | {"my", "me", "mine", "myself"}):
+        return "the answer is in the first person"
+    if not _word_set(answer) & _SECOND_PERSON:
+        return "the answer is not in the second person"
     return None
+
+
+def _what_is_unsaid(said: set[str], question: str, answer: str) -> str | None:
+    """The X of "What is my X?", X a meaning word of the sentence, when the answer never says
+    "X is": "What is my passport?" is not answered by "Your passport expires on ..."."""
+    thing = _WHAT_IS_MY.match(_normal(question))
+    if not thing or _stem(thing[1]) not in said:
+        return None
+    return None if re.search(rf"\b{re.escape(thing[1])}\s+(?:is|are|was)\b", _normal(answer)) else thing[1]
+
+
+def _english(sentence: str, question: str, answer: str) -> bool:
+    """Whether the English checks apply: the sentence or the pair has an English function word
+    (a note such as "lactose intolerant" has none, but its English pair does)."""
+    return bool((_word_set(sentence) | _word_set(question) | _word_set(answer)) & _ENGLISH)
 
 
 # First person -> second person, in this order (the verb after "I" first). "am" after a
@@ -379,27 +419,97 @@ def as_sentence(text: str) -> str:
     return text + "." if text and text[-1] not in ".!。" else text
 
 
-def pair_from_fact(engine: Engine, sentence: str, swap: bool = True) -> FactPair | None:
-    """The pair for a stated fact, written by the model greedily (the same sentence always
-    gives the same pair), or None when no candidate passes ``rejection``: the caller then asks
-    for the question.
+_Rules = tuple[tuple[re.Pattern[str], str], ...]
 
-    The prompts of ``VARIANTS`` are tried in turn. When none passes, ``swap`` tries the
-    sentence itself in the second person (``second_person``) as the answer to each question
-    whose own answer fell short (dropped a detail or a word, or kept the first person)."""
+
+@cache
+def _english_rules() -> tuple[_Rules, _Rules]:
+    """The English rules of ``data/fact_questions.en.json``: the notes that become a sentence
+    said to the user ("rent is $900" -> "Your rent is $900"), and the questions made from an
+    answer. A small model copies its examples' questions ("What is my cat's name?") where a
+    sentence fits none of them, but "You don't like X." is asked "What don't I like?" by
+    grammar alone."""
+    data = json.loads((Path(__file__).parent / "data" / "fact_questions.en.json").read_text(encoding="utf-8"))
+    verb = rf"(?!(?:{'|'.join(data['not_verbs'])})\b)(?!\w+ed\b|\w{{3,}}ly\b)\w+"
+    lists = {"VERB": verb, "NO_OBJECT": "|".join(data["no_object"]), "NOT_DOING": "|".join(data["not_doing"]),
+             "ING_NOUNS": "|".join(data["ing_nouns"])}
+
+    def compiled(pattern: str, flags: int = 0) -> re.Pattern[str]:
+        return re.compile(re.sub("|".join(lists), lambda m: lists[m.group()], pattern), flags)
+
+    notes = tuple((compiled(pattern, re.IGNORECASE), template) for pattern, template in data["notes"])
+    rules = tuple((compiled(pattern), template) for pattern, template in data["rules"])
+    return notes, rules
+
+
+def said_back(sentence: str) -> str:
+    """``sentence`` in the second person (``second_person``), and a note without a subject made
+    a sentence said to the user ("born in Riga." -> "You were born in Riga.")."""
+    answer = second_person(sentence)
+    if _word_set(sentence) & (_I_FORMS | {"we", "we're", "we've", "me", "us"}):
+        return answer
+    for pattern, template in _english_rules()[0]:
+        match = pattern.search(answer)
+        if match:
+            lowered = [g.lower() for g in match.groups()]
+            return answer[:match.start()] + template.format(match.group(), *lowered) + answer[match.end():]
+    return answer
+
+
+def questions_from_answer(answer: str) -> list[str]:
+    """The questions the rules of ``_english_rules`` make from a second-person ``answer``, in
+    order ("You take 50mg of X every morning." -> "What do I take?")."""
+    text = answer.strip().replace("’", "'")
+    out = []
+    for pattern, template in _english_rules()[1]:
+        match = pattern.search(text)
+        if match:
+            out.append(template.format(match.group(), *match.groups()))
+    return list(dict.fromkeys(out))
+
+
+def _ruled_pair(sentence: str, answers: Sequence[str]) -> FactPair | None:
+    """The first pair of a rule's question and one of ``answers`` that passes ``rejection``."""
+    for answer in dict.fromkeys(answers):
+        for question in questions_from_answer(answer):
+            if rejection(sentence, question, answer) is None:
+                return FactPair(question, answer, swapped=answer == said_back(sentence), ruled=True)
+    return None
+
+
+def pair_from_fact(engine: Engine, sentence: str, swap: bool = True) -> FactPair | None:
+    """The pair for a stated fact, or None when none passes ``rejection``: the caller then asks
+    for the question. The same sentence always gives the same pair (rules, greedy decoding).
+
+    In turn, the first pair that passes:
+    1. a rule's question for the sentence said back (``said_back``, ``questions_from_answer``):
+       "I drive a Civic." is "What do I drive?" by grammar, where the model asks "What is my
+       car's make?" (no model call);
+    2. the model's own pair under each prompt of ``VARIANTS``;
+    3. a rule's question for the sentence said back or one of the model's answers;
+    4. a question the model wrote whose own answer fell short (dropped a detail or a word, or
+       kept the first person), with the sentence said back as its answer.
+    Without ``swap``, the sentence said back is never the answer (1 and 4 are skipped)."""
     sentence = as_sentence(sentence)
     if not sentence:
         return None
+    answer = said_back(sentence)
+    first = _ruled_pair(sentence, [answer]) if swap else None
+    if first is not None:
+        return first
     dropped: list[str] = []
-    for question, answer in candidates(engine, sentence):
-        why = rejection(sentence, question, answer)
+    answers: list[str] = []
+    for question, written in candidates(engine, sentence):
+        why = rejection(sentence, question, written)
         if why is None:
-            return FactPair(question, answer)
+            return FactPair(question, written)
+        answers.append(written)
         if why.startswith("the answer") and question not in dropped:
             dropped.append(question)
-    if swap:
-        answer = second_person(sentence)
-        for question in dropped:
-            if rejection(sentence, question, answer) is None:
-                return FactPair(question, answer, swapped=True)
+    ruled = _ruled_pair(sentence, [answer, *answers] if swap else answers)
+    if ruled is not None or not swap:
+        return ruled
+    for question in dropped:
+        if rejection(sentence, question, answer) is None:
+            return FactPair(question, answer, swapped=True)
     return None
