@@ -26,6 +26,22 @@ HELD_DTYPE = torch.float16
 WIDENED_ELEMENTS = 2**24
 
 
+_scratch: dict[tuple[torch.dtype, torch.device], torch.Tensor] = {}
+
+
+def _widened(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``weight`` in ``dtype``, written into one buffer kept for the purpose: a fresh 50 MB
+    tensor costs its page faults every time (5x the copy itself on this CPU), and no two
+    widened weights are ever in use at once (one product at a time, on one thread)."""
+    if weight.dtype == dtype:
+        return weight
+    key = (dtype, weight.device)
+    buffer = _scratch.get(key)
+    if buffer is None or buffer.numel() < weight.numel():
+        buffer = _scratch[key] = torch.empty(weight.numel(), dtype=dtype, device=weight.device)
+    return buffer[:weight.numel()].view(weight.shape).copy_(weight)
+
+
 def _row_chunks(weight: torch.Tensor) -> list[slice]:
     rows = max(1, WIDENED_ELEMENTS // max(1, weight.size(1)))
     return [slice(i, i + rows) for i in range(0, weight.size(0), rows)]
@@ -42,10 +58,11 @@ class _WidenedLinear(torch.autograd.Function):
         ctx.save_for_backward(weight)
         chunks = _row_chunks(weight)
         if len(chunks) == 1:
-            return F.linear(x, weight.to(x.dtype), None if bias is None else bias.to(x.dtype))
+            return F.linear(x, _widened(weight, x.dtype), None if bias is None else bias.to(x.dtype))
         out = x.new_empty((*x.shape[:-1], weight.size(0)))
         for rows in chunks:
-            out[..., rows] = F.linear(x, weight[rows].to(x.dtype), None if bias is None else bias[rows].to(x.dtype))
+            part = None if bias is None else bias[rows].to(x.dtype)
+            out[..., rows] = F.linear(x, _widened(weight[rows], x.dtype), part)
         return out
 
     @staticmethod
@@ -55,10 +72,10 @@ class _WidenedLinear(torch.autograd.Function):
         (weight,) = ctx.saved_tensors
         chunks = _row_chunks(weight)
         if len(chunks) == 1:
-            return grad @ weight.to(grad.dtype), None, None
-        grad_x = grad[..., chunks[0]] @ weight[chunks[0]].to(grad.dtype)
+            return grad @ _widened(weight, grad.dtype), None, None
+        grad_x = grad[..., chunks[0]] @ _widened(weight[chunks[0]], grad.dtype)
         for rows in chunks[1:]:
-            grad_x += grad[..., rows] @ weight[rows].to(grad.dtype)
+            grad_x += grad[..., rows] @ _widened(weight[rows], grad.dtype)
         return grad_x, None, None
 
 
