@@ -27,7 +27,6 @@ is printed beside it: that is the part that cannot be given back under pressure.
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import math
 import os
@@ -177,6 +176,7 @@ def run(work: Path, outtype: str, steps: int, weights: str | None) -> None:
     from tunechat.personalize import checks, phases, train
     from tunechat.personalize.recipe import get_recipe
     from tunechat.personalize.reference import ReferenceCache
+    from tunechat.personalize.worker import give_back_memory
     print(f"tunechat from {Path(writer_mod.__file__).parent.parent}")
     torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
     folder, base_gguf = work / "hf", work / "gguf" / "base-f16.gguf"
@@ -218,6 +218,7 @@ def run(work: Path, outtype: str, steps: int, weights: str | None) -> None:
 
         result = train.train(model, facts, replay, recipe, 0, "cpu", progress, reference=ReferenceCache(),
                              negatives=negatives)
+    give_back_memory()  # as the worker does between its phases
     with p.phase("merge"):
         merged = phases.merge(job, loaded, out)
     with p.phase("convert"):
@@ -227,7 +228,7 @@ def run(work: Path, outtype: str, steps: int, weights: str | None) -> None:
         reference = checks.torch_last_logits(merged.model, token_lists, "cpu")
         delta = merged.delta
         del model, loaded, merged
-        gc.collect()
+        give_back_memory()
         engine = Engine(written.model)
         results = [verify.check_metadata(base_gguf, written.model),
                    verify.check_logits(engine.next_token_logits(token_lists), reference, outtype),

@@ -82,6 +82,7 @@ def run(job_dir: Path, reporter: Reporter) -> Manifest:
         loaded = phases.load(job, base, rewordings)
     with timings.phase("train", f"{count(len(job.pairs), 'pair')}, method {job.recipe.name}"):
         result = phases.train_adapter(job, loaded)
+    give_back_memory()
     out = job_dir / "out"
     out.mkdir(exist_ok=True)
     with timings.phase("merge", "folding the adapter into the weights"):
@@ -93,7 +94,7 @@ def run(job_dir: Path, reporter: Reporter) -> Manifest:
     with timings.phase("verify", "checking the new files before they can be used"):
         torch_side = phases.torch_side(job, loaded, merged)
         del loaded, merged  # the torch model goes before llama.cpp maps the new files
-        gc.collect()
+        give_back_memory()
         adapted = Engine(job.base_gguf, lora_path=written.adapter)
         engine = Engine(written.model) if written.model is not None else adapted
         checks = phases.verify(job, torch_side, engine, adapted, written)
@@ -107,6 +108,19 @@ def run(job_dir: Path, reporter: Reporter) -> Manifest:
         if adapted is not engine:
             adapted.close()
     return phases.manifest(job, base, rewordings, result, checks, evaluation, written, timings, timings.peaks)
+
+
+def give_back_memory() -> None:
+    """Collect, then hand the heap's free pages back to the system (glibc's ``malloc_trim``):
+    glibc keeps what a phase freed for reuse, and it would count in every later phase's peak
+    (1.3 GiB after training at 1.5B in the float16 form: docs/benchmarks.md)."""
+    import ctypes
+
+    gc.collect()
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 def _exit_when_orphaned(poll_s: float = 1.0) -> None:

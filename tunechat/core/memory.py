@@ -31,6 +31,10 @@ MIB = 2**20
 FP32 = 4  # bytes a parameter of frozen float32 weights (load_base(..., "float32"))
 HALF = 2  # ... of frozen float16 weights (load_base(..., "float16"))
 Form = Literal["float32", "float16"]
+# float32 only with a quarter of its estimate to spare: the estimates were off by up to a tenth
+# (bench/scale.py), and a run that takes nearly all the free memory leaves the rest of the
+# machine swapping; float16 costs a step 1.1-1.4x the time instead (docs/design.md, "Memory").
+FLOAT32_HEADROOM = 1.25
 
 # bench/personalize.py on SmolLM2-135M (docs/benchmarks.md, "Where the memory goes"): 0.93 GiB
 # after loading, of which 0.54 GiB the float32 weights; the rest is torch, transformers, peft.
@@ -287,11 +291,12 @@ def host_need(base: Path, gpu: bool | None = None) -> HostNeed:
 
 def training_form(base: Path, available: int | None = None) -> Form:
     """The form the worker holds ``base`` in on the CPU: float32 (fastest, and what every
-    measurement of quality used) when its estimate fits what is free, else float16."""
+    measurement of quality used) when its estimate fits what is free with ``FLOAT32_HEADROOM``
+    to spare, else float16."""
     available = available if available is not None else available_memory()
     if available is None:
         return "float32"
-    return "float32" if estimate(shape_of(base)).cpu <= available else "float16"
+    return "float32" if estimate(shape_of(base)).cpu * FLOAT32_HEADROOM <= available else "float16"
 
 
 def device_refusal(base: Path, free: int, total: int, override: str) -> str | None:
