@@ -1,8 +1,9 @@
 """What personalizing costs at a real size: a random-weight model of Qwen2.5-1.5B's or 3B's
-shape, load -> train (a few real steps) -> merge -> convert -> verify, with wall time and peak
-memory per phase, seconds a step, and the estimate the user is shown (tunechat.core.memory).
+shape (or Llama 3 8B's widths), load -> train (a few real steps) -> merge -> convert -> verify,
+with wall time and peak memory per phase, seconds a step, and the estimate the user is shown
+(tunechat.core.memory).
 
-    python bench/scale.py build [--shape 3b] [--work DIR]   # the HF folder (bf16) and its f16 GGUF, once
+    python bench/scale.py build [--shape 3b|8b] [--work DIR]   # the HF folder (bf16) and its f16 GGUF, once
     python bench/scale.py run [--shape 3b] [--steps 3] [--weights float16] [--work DIR]
 
 ``run`` holds the frozen base in the form personalize would pick on this machine
@@ -50,7 +51,11 @@ QWEN25_15B = {
 # Qwen2.5-3B-Instruct's config.json
 QWEN25_3B = {**QWEN25_15B, "hidden_size": 2048, "intermediate_size": 11008, "num_hidden_layers": 36,
              "num_attention_heads": 16, "num_key_value_heads": 2}
-SHAPES = {"1.5b": QWEN25_15B, "3b": QWEN25_3B}
+# Llama 3 8B's widths and depth (untied output head) in Qwen2's layout, with Qwen's vocabulary:
+# 8.2 B parameters, a little over Llama 3 8B's 8.03 B
+LLAMA3_8B_WIDTHS = {**QWEN25_15B, "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
+                    "num_attention_heads": 32, "num_key_value_heads": 8, "tie_word_embeddings": False}
+SHAPES = {"1.5b": QWEN25_15B, "3b": QWEN25_3B, "8b": LLAMA3_8B_WIDTHS}
 PROMPTS = ("The quick brown fox", "<|im_start|>user\nWhat is the capital of Japan?<|im_end|>\n<|im_start|>assistant\n")
 
 
@@ -124,7 +129,8 @@ def build(work: Path, shape: dict) -> None:
     family = FAMILIES["qwen2"]
     if not (folder / "model.safetensors").is_file():
         _write_tokenizer(family, base_tokenizer_folder(work), folder)
-        shapes = {k: v for k, v in hf_parameters(shape).items() if k != "lm_head.weight"}
+        tied = shape.get("tie_word_embeddings", True)
+        shapes = {k: v for k, v in hf_parameters(shape).items() if k != "lm_head.weight" or not tied}
         rng = np.random.default_rng(0)
         start = time.perf_counter()
         write_safetensors(folder / "model.safetensors.part", shapes,
@@ -242,9 +248,10 @@ def run(work: Path, outtype: str, steps: int, weights: str | None) -> None:
               f"{peak / fp16:>9.2f}")
     worst = max(peak for *_, peak, _ in p.rows)
     worst_anon = max(anon for *_, anon in p.rows)
-    later = sorted(step_times[1:]) or step_times
-    print(f"{result.steps} steps of {result.tokens // max(1, result.steps)} tokens: first {step_times[0]:.1f} s "
-          f"(with the KL reference pass), then {later[len(later) // 2]:.1f} s a step (median)")
+    later = step_times[1:] or step_times
+    print(f"{result.steps} steps of {result.tokens // max(1, result.steps)} tokens: "
+          f"{', '.join(f'{t:.1f}' for t in step_times)} s (the first with the KL reference pass); "
+          f"{sum(later) / len(later):.1f} s a step after the first")
     print(f"peak {worst / 2**30:.2f} GiB = {worst / fp16:.2f}x fp16 (anonymous {worst_anon / 2**30:.2f} GiB = "
           f"{worst_anon / fp16:.2f}x); estimated {expected / 2**30:.2f} GiB; "
           f"merged GGUF {written.model.stat().st_size / 2**30:.2f} GiB")

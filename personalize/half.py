@@ -86,24 +86,22 @@ class HalfLinear(nn.Linear):
         return _WidenedLinear.apply(x, self.weight, self.bias)
 
 
-class HalfEmbedding(nn.Embedding):
-    """A frozen embedding held in float16 whose rows come out in float32."""
-
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return super().forward(ids).float()
+def _float32_output(module: nn.Module, inputs: Any, output: torch.Tensor) -> torch.Tensor:
+    return output.float()
 
 
 def hold_in_half(model: nn.Module, exact: Callable[[str], torch.Tensor | None]) -> None:
-    """Make ``model`` (loaded in float16) compute in float32: its linear layers and embeddings
-    become ``HalfLinear`` / ``HalfEmbedding``, and every other parameter (norms, biases) is
-    float32 again, its exact value read back by ``exact(name)`` where the files hold it."""
+    """Make ``model`` (loaded in float16) compute in float32: its linear layers become
+    ``HalfLinear``, its embeddings (Gemma's scaled one too) give float32 rows, and every other
+    parameter (norms, biases) is float32 again, its exact value read back by ``exact(name)``
+    where the files hold it (a folder of safetensors files; without one, widened from float16)."""
     held: set[int] = set()
     for module in model.modules():
         if type(module) is nn.Linear:
             module.__class__ = HalfLinear
             held.add(id(module.weight))
-        elif type(module) is nn.Embedding:
-            module.__class__ = HalfEmbedding
+        elif isinstance(module, nn.Embedding):
+            module.register_forward_hook(_float32_output)
             held.add(id(module.weight))
     with torch.no_grad():
         for name, param in model.named_parameters():

@@ -104,8 +104,9 @@ class PersonalizeJob:
         """A fresh estimate of this run's progress, calibrated by this machine's earlier runs."""
         skip: list[Phase] = (["paraphrase"] if not self.spec.training_recipe().paraphrases else []) + (
             ["evaluate"] if self.spec.skip_eval else [])
-        return RunProgress.from_history((e.manifest for e in self.registry.personal_versions()),
-                                        self.spec.recipe, skip, pairs=len(self.spec.pairs), base=BaseSize.of(self.base))
+        base = BaseSize.of(self.base, self.spec.weights)
+        return RunProgress.from_history((e.manifest for e in self.registry.personal_versions()), self.spec.recipe,
+                                        skip, pairs=len(self.spec.pairs), base=base)
 
     def start(self) -> None:
         """Start the worker; refuse (PersonalizeError) while another personalization runs."""

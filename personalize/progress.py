@@ -77,8 +77,9 @@ TYPICAL_SECONDS: dict[Phase, float] = {
 TYPICAL_PAIRS = 10  # the pairs TYPICAL_SECONDS was measured on
 TYPICAL_PARAMETERS = 134_515_008  # ... and the base's parameters (SmolLM2-135M)
 # A step in the float16 form (tunechat.personalize.half: weights widened per product, every
-# layer computed again in the backward pass) against a float32 step of the same base.
-HALF_STEP_FACTOR = 1.4
+# layer computed again in the backward pass) against a float32 step of the same base:
+# bench/scale.py at Qwen2.5-1.5B's shape, 30.6 s against 20.3 s once warm (docs/benchmarks.md).
+HALF_STEP_FACTOR = 1.5
 # Of TYPICAL_SECONDS["train"], the greedy stop's confirmations (every wording of every pair
 # asked): the part of training that grows with the pairs. The steps themselves do not: each
 # draws a fixed batch, and the stop caps their number (bench/personalize.py: 40 steps of 3.0 s
@@ -100,14 +101,27 @@ class BaseSize:
     form: str
 
     @classmethod
-    def of(cls, base: Path) -> BaseSize | None:
-        """Read from the base's headers (no torch); None when they cannot be read."""
+    def of(cls, base: Path, weights: str | None = None) -> BaseSize | None:
+        """Read from the base's headers (no torch); the form as the worker will pick it (float32
+        on CUDA) unless ``weights`` says; None when the headers cannot be read."""
         from tunechat.core import memory
 
         try:
-            return cls(str(base), memory.shape_of(base).parameters, memory.training_form(base))
+            form = weights or ("float32" if memory.nvidia_gpu_present() else memory.training_form(base))
+            return cls(str(base), memory.shape_of(base).parameters, form)
         except (OSError, ValueError, KeyError):
             return None
+
+
+def _parameters_of(run: Manifest) -> int:
+    """The parameters of the base an earlier run trained (its GGUF's header), SmolLM2-135M's
+    when that file is gone."""
+    from tunechat.core import memory
+
+    try:
+        return memory.shape_of(Path(run.base_path or "")).parameters if run.base_path else TYPICAL_PARAMETERS
+    except (OSError, ValueError, KeyError):
+        return TYPICAL_PARAMETERS
 
 
 @dataclass
@@ -141,30 +155,33 @@ class RunProgress:
     def from_history(cls, manifests: Iterable[Manifest | None], method: str, skip: Iterable[Phase] = (),
                      clock: Callable[[], float] = time.monotonic, pairs: int | None = None,
                      base: BaseSize | None = None) -> RunProgress:
-        """Calibrated by the newest earlier run of ``method`` on this machine (on ``base``, when
-        given), if any, and scaled to ``pairs`` from the pairs that run (or ``TYPICAL_SECONDS``)
-        had: the phases that work pair by pair take proportionally longer. Without such a run,
-        every phase but the libraries' loading grows with the base's parameters, and training
-        in the float16 form by ``HALF_STEP_FACTOR`` (bench/scale.py measures both)."""
-        runs = sorted((m for m in manifests if m is not None and m.method == method and m.timings
-                       and (base is None or base.path in (m.base_source, m.base_path))),
+        """Calibrated by the newest earlier run of ``method`` on this machine, if any, and
+        scaled to ``pairs`` from the pairs that run (or ``TYPICAL_SECONDS``) had: the phases that
+        work pair by pair take proportionally longer. With ``base``, a run on another base (or
+        ``TYPICAL_SECONDS``, measured on SmolLM2-135M) is scaled to it: every phase but loading
+        the libraries grows with the parameters, and training in the float16 form by
+        ``HALF_STEP_FACTOR`` (bench/scale.py measures both)."""
+        runs = sorted((m for m in manifests if m is not None and m.method == method and m.timings),
                       key=lambda m: m.created_at)
+        same = [m for m in runs if base is not None and base.path in (m.base_source, m.base_path)]
         expected: dict[Phase, float] = dict(TYPICAL_SECONDS)
         step, measured_on, confirm = None, TYPICAL_PAIRS, TYPICAL_CONFIRM_SECONDS
-        if not runs and base is not None:
-            size = base.parameters / TYPICAL_PARAMETERS
-            expected = {p: s if p == "prepare" else s * size for p, s in expected.items()}
-            confirm *= size
-            if base.form == "float16":
-                expected["train"] *= HALF_STEP_FACTOR
-        if runs:
-            last = runs[-1]
+        last = (same or runs)[-1] if runs else None
+        if last is not None:
             expected.update({p: float(s) for p, s in last.timings.items() if p in PHASES})
             train = last.train
             step = ((train.seconds - train.confirm_seconds) / train.steps
                     if train.seconds and train.steps else None)
             measured_on = last.pairs_count or TYPICAL_PAIRS
             confirm = float(train.confirm_seconds or 0.0)
+        if base is not None and not same:
+            size = base.parameters / (_parameters_of(last) if last is not None else TYPICAL_PARAMETERS)
+            expected = {p: s if p == "prepare" else s * size for p, s in expected.items()}
+            confirm *= size
+            step = step * size if step is not None else None
+            if base.form == "float16" and (last is None or last.train.weights != "float16"):
+                expected["train"] *= HALF_STEP_FACTOR
+                step = step * HALF_STEP_FACTOR if step is not None else None
         if pairs:
             scale = pairs / measured_on
             for phase in PER_PAIR_PHASES:

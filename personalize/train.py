@@ -354,10 +354,18 @@ def add_lora(model, recipe: Recipe):
 
 def recompute_layers(model) -> None:
     """Keep only each decoder layer's input for the backward pass and compute the rest again
-    there, one layer at a time (transformers' gradient checkpointing, non-reentrant: the frozen
-    inputs need no gradient). A third more arithmetic for a fraction of the activations: the
-    float16 form's share of a base too large for this machine (tunechat.core.memory)."""
-    _decoder(model).gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    there, one layer at a time (transformers' activation checkpointing, non-reentrant). A third
+    more arithmetic for a fraction of the activations: the float16 form's share of a base too
+    large for this machine (tunechat.core.memory). transformers also makes the embedding's
+    output require a gradient (for reentrant checkpointing); that is undone: the frozen first
+    products need no input gradient."""
+    decoder = _decoder(model)
+    kwargs = {"use_reentrant": False}
+    if hasattr(decoder, "activation_checkpointing_enable"):  # transformers 5
+        decoder.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        decoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    decoder.disable_input_require_grads()
 
 
 @dataclass

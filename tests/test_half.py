@@ -16,12 +16,14 @@ def zoo(tmp_path_factory) -> Zoo:
     return Zoo(tmp_path_factory.mktemp("zoo"))
 
 
-def test_a_half_linear_layer_computes_in_float32_and_keeps_only_float16_for_its_backward(monkeypatch):
+@pytest.mark.parametrize("blocks", [1, 10])
+def test_a_half_linear_layer_computes_in_float32_and_keeps_only_float16_for_its_backward(monkeypatch, blocks):
     import torch
 
     from tunechat.personalize import half
 
-    monkeypatch.setattr(half, "WIDENED_ELEMENTS", 64)  # 40 rows of 16: ten blocks of four rows
+    if blocks > 1:
+        monkeypatch.setattr(half, "WIDENED_ELEMENTS", 64)  # 40 rows of 16: ten blocks of four rows
     gen = torch.Generator().manual_seed(0)
     weight, bias = torch.randn(40, 16, generator=gen).half(), torch.randn(40, generator=gen).half()
     layer = torch.nn.Linear(16, 40)
@@ -32,7 +34,7 @@ def test_a_half_linear_layer_computes_in_float32_and_keeps_only_float16_for_its_
     x_ref = x.detach().clone().requires_grad_(True)
     out = layer(x)
     expected = torch.nn.functional.linear(x_ref, weight.float(), bias.float())
-    assert out.dtype == torch.float32 and len(half._row_chunks(layer.weight)) == 10
+    assert out.dtype == torch.float32 and len(half._row_chunks(layer.weight)) == blocks
     torch.testing.assert_close(out, expected, rtol=0, atol=1e-5)
     assert [t.dtype for t in out.grad_fn.saved_tensors] == [torch.float16]  # no float32 copy kept
     grad = torch.randn(out.shape, generator=gen)
@@ -99,7 +101,7 @@ def test_the_merge_reads_the_exact_base_from_the_folder_whatever_form_trained(zo
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name, source", [("qwen2", "gguf"), ("llama", "hf")])
+@pytest.mark.parametrize("name, source", [("qwen2", "gguf"), ("llama", "hf"), ("gemma2", "gguf")])
 def test_the_float16_form_personalizes_end_to_end(zoo, name, source, home, tmp_path):
     from tests.test_families import GGUF_BASE, OUTTYPE, PAIRS, RECIPE
     from tunechat.personalize import worker
@@ -118,7 +120,8 @@ def test_the_float16_form_personalizes_end_to_end(zoo, name, source, home, tmp_p
     assert manifest.train.weights == "float16" and manifest.train.stopped_early, manifest.train.losses
 
 
-def test_recomputed_layers_give_the_gradients_kept_ones_do(zoo):
+@pytest.mark.parametrize("form", ["float32", "float16"])
+def test_recomputed_layers_give_the_gradients_kept_ones_do(zoo, form):
     """The float16 form's recomputation (transformers' checkpointing) over the packed row with
     attention example by example: the same loss and LoRA gradients as keeping every layer."""
     import copy
@@ -132,7 +135,7 @@ def test_recomputed_layers_give_the_gradients_kept_ones_do(zoo):
     from tunechat.personalize.recipe import get_recipe
     from tunechat.personalize.reference import ReferenceCache
 
-    model, tokenizer = load_base(zoo["qwen2"].folder, "cpu", "float32")
+    model, tokenizer = load_base(zoo["qwen2"].folder, "cpu", form)
     model = train.add_lora(model, get_recipe(None).with_(rank=4))
     info = data.TemplateInfo(CHATML_TEMPLATE, tokenizer.bos_token or "", tokenizer.eos_token or "")
     facts = data.build_examples(tokenizer, info, PAIRS + [("Where do I live?", "In Oslo.")], "fact")

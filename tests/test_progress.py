@@ -144,9 +144,9 @@ def test_the_estimate_before_a_run_grows_with_the_pairs_and_says_a_long_run():
 
 
 def test_the_estimate_before_a_run_grows_with_the_base_and_its_form():
-    """A base no run has used yet: every phase but loading the libraries grows with its
-    parameters, training in the float16 form by HALF_STEP_FACTOR more; a run on that base
-    calibrates it, whatever runs other bases had."""
+    """A base no run has used yet: the last run on another base (or the typical figures of
+    SmolLM2-135M) scaled by the parameters, every phase but loading the libraries, and training
+    in the float16 form by HALF_STEP_FACTOR more; a run on that base calibrates it."""
     from tunechat.personalize.progress import HALF_STEP_FACTOR, TYPICAL_PARAMETERS, TYPICAL_SECONDS, BaseSize
 
     small = BaseSize("/models/small.gguf", TYPICAL_PARAMETERS, "float32")
@@ -156,12 +156,16 @@ def test_the_estimate_before_a_run_grows_with_the_base_and_its_form():
                                    "timings": {"train": 80.0}, "train": {"seconds": 80.0, "steps": 40}})
     fresh = RunProgress.from_history([on_small], "m", pairs=10, base=large)
     assert fresh.expected["prepare"] == TYPICAL_SECONDS["prepare"]
-    assert fresh.expected["train"] == pytest.approx(22 * TYPICAL_SECONDS["train"])
+    assert fresh.expected["train"] == pytest.approx(22 * 80.0) and fresh.calibrated_step == pytest.approx(22 * 2.0)
     assert fresh.expected["convert"] == pytest.approx(22 * TYPICAL_SECONDS["convert"])
     half = RunProgress.from_history([on_small], "m", pairs=10, base=large_half)
     assert half.expected["train"] == pytest.approx(HALF_STEP_FACTOR * fresh.expected["train"])
     assert RunProgress.from_history([on_small], "m", pairs=10, base=small).expected["train"] == 80.0
-    assert fresh.remaining > 10 * RunProgress.from_history([], "m", pairs=10).remaining
+    first = RunProgress.from_history([], "m", pairs=10, base=large)
+    assert first.expected["train"] == pytest.approx(22 * TYPICAL_SECONDS["train"])
+    on_large = Manifest.from_dict({**on_small.to_dict(), "created_at": 0, "base_source": large.path,
+                                   "timings": {"train": 900.0}})
+    assert RunProgress.from_history([on_small, on_large], "m", pairs=10, base=large).expected["train"] == 900.0
 
 
 def test_the_size_of_a_base_is_read_from_its_headers(base_model, monkeypatch):

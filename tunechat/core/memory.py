@@ -51,9 +51,13 @@ CPU_TRAIN_PASSES = (2260 - 0.93 * 1024) / 483
 # bench/scale.py at Qwen2.5-1.5B's shape: merge, convert and verify peak at 2.35x the fp16 size
 # (6.75 GiB, convert), i.e. 4.7 bytes a parameter with the libraries.
 AFTER_TRAINING_PER_PARAMETER = 2.35 * 2
-# The float16 form keeps each layer's input for the backward pass and recomputes one layer at
-# a time; the first figures are scaled from the float32 pass until bench/scale.py measures them.
-HALF_AFTER_TRAINING_PER_PARAMETER = 2.7
+# The float16 form (bench/scale.py at Qwen2.5-3B's shape, docs/benchmarks.md): the train phase
+# peaked 1.21 GiB above the loaded model, 4.43 passes as ``recomputed_pass_activations`` counts
+# them (the head's rows, the LoRA factors' optimizer state and the allocator's share ride on
+# them); the phases after training peaked at the loaded model plus 8.0 bytes per element of the
+# embedding (the widest tensor, read from the file and widened for the merge, then quantized).
+HALF_TRAIN_PASSES = 4.43
+HALF_WIDEST_BYTES_PER_ELEMENT = 8.0
 # bench/gpu.sh on an H200 (docs/benchmarks.md, bench/results/gpu-h200): peak GPU memory 1696 MiB
 # at SmolLM2-135M, the float32 weights 0.54 GB and 2.45 of the passes above (bf16 autocast, one
 # packed pass over facts, negatives and replay).
@@ -147,8 +151,9 @@ def estimate(shape: Shape) -> Estimate:
     activations = pass_activations(shape)
     cpu_train = weights + LIBRARIES + CPU_TRAIN_PASSES * activations
     after_training = AFTER_TRAINING_PER_PARAMETER * shape.parameters
-    half_train = HALF * shape.parameters + LIBRARIES + CPU_TRAIN_PASSES * recomputed_pass_activations(shape)
-    half_after = HALF_AFTER_TRAINING_PER_PARAMETER * shape.parameters
+    half_loaded = HALF * shape.parameters + LIBRARIES
+    half_train = half_loaded + HALF_TRAIN_PASSES * recomputed_pass_activations(shape)
+    half_after = half_loaded + HALF_WIDEST_BYTES_PER_ELEMENT * shape.vocab * shape.hidden
     return Estimate(cpu=int(max(cpu_train, after_training)), cpu_half=int(max(half_train, half_after)),
                     cuda_device=int(weights + CUDA_TRAIN_PASSES * activations),
                     cuda_host=int(weights + CUDA_HOST_FIXED))
@@ -249,8 +254,9 @@ def gb(n: float) -> str:
 def smaller_base(shape: Shape, available: int) -> str:
     """"a smaller base (up to about N B parameters)": what fits in float16 beside this base's
     activations (a smaller model's are smaller, so this errs on the safe side)."""
-    room = available - LIBRARIES - CPU_TRAIN_PASSES * recomputed_pass_activations(shape)
-    fits = min(room / HALF, available / HALF_AFTER_TRAINING_PER_PARAMETER)
+    room = available - LIBRARIES - max(HALF_TRAIN_PASSES * recomputed_pass_activations(shape),
+                                       HALF_WIDEST_BYTES_PER_ELEMENT * shape.vocab * shape.hidden)
+    fits = room / HALF
     return f"a smaller base (up to about {fits / 1e9:.1f}B parameters)" if fits >= 1e8 else "a smaller base"
 
 
@@ -286,7 +292,7 @@ def host_need(base: Path, gpu: bool | None = None) -> HostNeed:
     shape = shape_of(base)
     on_gpu = nvidia_gpu_present() if gpu is None else gpu
     est = estimate(shape)
-    return HostNeed(shape, est.cuda_host if on_gpu else est.cpu_half, on_gpu)
+    return HostNeed(shape, est.cuda_host if on_gpu else min(est.cpu, est.cpu_half), on_gpu)
 
 
 def training_form(base: Path, available: int | None = None) -> Form:
@@ -294,9 +300,11 @@ def training_form(base: Path, available: int | None = None) -> Form:
     measurement of quality used) when its estimate fits what is free with ``FLOAT32_HEADROOM``
     to spare, else float16."""
     available = available if available is not None else available_memory()
-    if available is None:
+    try:
+        need = estimate(shape_of(base)).cpu
+    except (OSError, ValueError, KeyError):  # an unreadable base is reported by the checks that load it
         return "float32"
-    return "float32" if estimate(shape_of(base)).cpu * FLOAT32_HEADROOM <= available else "float16"
+    return "float32" if available is None or need * FLOAT32_HEADROOM <= available else "float16"
 
 
 def device_refusal(base: Path, free: int, total: int, override: str) -> str | None:
