@@ -331,11 +331,16 @@ class RunProgress:
 
 
 def duration(seconds: float, rough: bool = False) -> str:
-    """"45 s", "2 min 05 s"; ``rough``: rounded as an estimate deserves ("about 2 min 10 s")."""
+    """"45 s", "2 min 05 s", "2 h 25 min"; ``rough``: rounded as an estimate deserves ("about
+    2 min 10 s", "about 2 h 30 min")."""
     s = max(0, round(seconds))
     if rough:
-        s = max(5, round(s / 5) * 5) if s < 60 else round(s / 10) * 10 if s < 600 else round(s / 60) * 60
+        s = (max(5, round(s / 5) * 5) if s < 60 else round(s / 10) * 10 if s < 600
+             else round(s / 60) * 60 if s < 5400 else round(s / 600) * 600)
     if s < 60:
         return f"{s} s"
     minutes, rest = divmod(s, 60)
+    if minutes >= 90:
+        hours, minutes = divmod(minutes, 60)
+        return f"{hours} h" if minutes == 0 else f"{hours} h {minutes:02d} min"
     return f"{minutes} min" if rest == 0 or minutes >= 10 else f"{minutes} min {rest:02d} s"

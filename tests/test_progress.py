@@ -98,7 +98,9 @@ def test_a_busy_machine_is_named_against_the_last_run_or_the_first_steps():
 def test_durations_read_as_a_person_says_them():
     assert duration(42) == "42 s" and duration(125) == "2 min 05 s" and duration(3600) == "60 min"
     assert duration(42, rough=True) == "40 s" and duration(2, rough=True) == "5 s"
-    assert duration(801, rough=True) == "13 min"
+    assert duration(801, rough=True) == "13 min" and duration(89 * 60) == "89 min"
+    assert duration(146 * 60 + 20) == "2 h 26 min" and duration(146 * 60, rough=True) == "2 h 30 min"
+    assert duration(3 * 3600, rough=True) == "3 h"
 
 
 def test_every_question_the_evaluation_asks_is_reported():
