@@ -180,9 +180,9 @@ def run(work: Path, outtype: str, steps: int, weights: str | None) -> None:
     from tunechat.core.engine import Engine, tokenize_all_with_vocab
     from tunechat.personalize import base as base_mod
     from tunechat.personalize import checks, phases, train
+    from tunechat.personalize.heap import give_back_memory
     from tunechat.personalize.recipe import get_recipe
     from tunechat.personalize.reference import ReferenceCache
-    from tunechat.personalize.worker import give_back_memory
     print(f"tunechat from {Path(writer_mod.__file__).parent.parent}")
     torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
     folder, base_gguf = work / "hf", work / "gguf" / "base-f16.gguf"

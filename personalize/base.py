@@ -325,7 +325,8 @@ def load_base(folder: Path, device: str, form: str = "float32"):
     from transformers import AutoConfig
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
 
-    from tunechat.personalize.half import hold_in_half, map_large_blocks
+    from tunechat.personalize.half import hold_in_half
+    from tunechat.personalize.heap import map_large_blocks
 
     dtype = {"float32": torch.float32, "float16": torch.float16}[form]
     if form == "float16":

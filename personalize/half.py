@@ -71,8 +71,6 @@ class _WidenedLinear(torch.autograd.Function):
             return None, None, None
         (weight,) = ctx.saved_tensors
         chunks = _row_chunks(weight)
-        if len(chunks) == 1:
-            return grad @ _widened(weight, grad.dtype), None, None
         grad_x = grad[..., chunks[0]] @ _widened(weight[chunks[0]], grad.dtype)
         for rows in chunks[1:]:
             grad_x += grad[..., rows] @ _widened(weight[rows], grad.dtype)
@@ -113,23 +111,3 @@ def hold_in_half(model: nn.Module, exact: Callable[[str], torch.Tensor | None]) 
         for key, buffer in list(module._buffers.items()):
             if buffer is not None and buffer.dtype == HELD_DTYPE:
                 module._buffers[key] = buffer.float()
-
-
-# glibc's mallopt parameter for the size above which a block is mapped on its own.
-_M_MMAP_THRESHOLD = -3
-MAPPED_BLOCK_BYTES = 2**20
-
-
-def map_large_blocks() -> None:
-    """Have glibc map every block over 1 MiB on its own and unmap it when freed. By default
-    its threshold rises with the blocks freed, so a step's activations come from the heap,
-    which keeps them after they are freed: at 1.5B in this form a step's peak held 1.4 GiB
-    of freed memory (5.10 GiB; 4.10 with this, the step ~10 % slower: docs/benchmarks.md).
-    Not in the float32 form: at 135M a step's tensors are small and its time is what counts
-    (docs/experiments.md, "The allocator")."""
-    import ctypes
-
-    try:
-        ctypes.CDLL(None).mallopt(_M_MMAP_THRESHOLD, MAPPED_BLOCK_BYTES)
-    except (OSError, AttributeError):  # not glibc
-        pass

@@ -67,8 +67,13 @@ def merged_weights(model: Any, base_weights: BaseWeights | None = None) -> LazyS
         shared.setdefault(value.data_ptr(), []).append(key)
 
     def exact(name: str) -> np.ndarray | None:
-        found = (base_weights(alias) for alias in shared[tensors[name].data_ptr()]) if base_weights else iter(())
-        return next((w for w in found if w is not None), None)
+        if base_weights is None:
+            return None
+        for alias in shared[tensors[name].data_ptr()]:
+            weights = base_weights(alias)
+            if weights is not None:
+                return weights
+        return None
 
     def load(name: str) -> np.ndarray:
         with torch.no_grad():

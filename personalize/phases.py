@@ -126,7 +126,7 @@ def prepare(spec: JobSpec, reporter: Reporter) -> Job:
     folder = base if base.is_dir() else base_mod.cached_base_folder(base_gguf, say)
     tokenizer = base_mod.load_tokenizer(folder)
     checks.require_training_tokenizer(base_gguf, tokenizer, template_info(base_gguf, tokenizer))
-    form = spec.weights or ("float32" if device == "cuda" else memory.training_form(base))
+    form = spec.weights or memory.training_form(base, gpu=device == "cuda")
     return Job(
         spec=spec, reporter=reporter, pairs=pairs, recipe=recipe, base_gguf=base_gguf,
         fingerprint=fingerprint, folder=folder, device=device, form=form,

@@ -107,7 +107,7 @@ class BaseSize:
         from tunechat.core import memory
 
         try:
-            form = weights or ("float32" if memory.nvidia_gpu_present() else memory.training_form(base))
+            form = weights or memory.training_form(base)
             return cls(str(base), memory.shape_of(base).parameters, form)
         except (OSError, ValueError, KeyError):
             return None

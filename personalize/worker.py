@@ -8,7 +8,6 @@ installing the result is the parent's decision (``tunechat.personalize.job``).
 
 from __future__ import annotations
 
-import gc
 import os
 import sys
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 
 from tunechat.core.manifest import MANIFEST_FILE, Manifest
 from tunechat.core.wording import count
+from tunechat.personalize.heap import give_back_memory
 from tunechat.personalize.progress import PARENT_ENV, Phase, Reporter
 from tunechat.personalize.spec import JobSpec
 
@@ -108,19 +108,6 @@ def run(job_dir: Path, reporter: Reporter) -> Manifest:
         if adapted is not engine:
             adapted.close()
     return phases.manifest(job, base, rewordings, result, checks, evaluation, written, timings, timings.peaks)
-
-
-def give_back_memory() -> None:
-    """Collect, then hand the heap's free pages back to the system (glibc's ``malloc_trim``):
-    glibc keeps what a phase freed for reuse, and it would count in every later phase's peak
-    (1.3 GiB after training at 1.5B in the float16 form: docs/benchmarks.md)."""
-    import ctypes
-
-    gc.collect()
-    try:
-        ctypes.CDLL(None).malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc
-        pass
 
 
 def _exit_when_orphaned(poll_s: float = 1.0) -> None:

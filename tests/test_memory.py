@@ -134,10 +134,12 @@ def test_a_base_float32_does_not_fit_trains_in_float16_instead_of_being_refused(
     measurements in docs/design.md, "Memory")."""
     estimate = memory.estimate(memory.shape_of(base_model))
     assert estimate.cpu_half < 0.6 * estimate.cpu
-    assert memory.training_form(base_model, available=math.ceil(estimate.cpu * memory.FLOAT32_HEADROOM)) == "float32"
-    assert memory.training_form(base_model, available=estimate.cpu) == "float16"  # nothing to spare
+    spared = math.ceil(estimate.cpu * memory.FLOAT32_HEADROOM)
+    assert memory.training_form(base_model, available=spared, gpu=False) == "float32"
+    assert memory.training_form(base_model, available=estimate.cpu, gpu=False) == "float16"  # nothing to spare
     between = (estimate.cpu + estimate.cpu_half) // 2
-    assert memory.training_form(base_model, available=between) == "float16"
+    assert memory.training_form(base_model, available=between, gpu=False) == "float16"
+    assert memory.training_form(base_model, available=between, gpu=True) == "float32"  # CUDA keeps float32
     assert memory.refusal(base_model, "-", available=between, gpu=False) is None
     assert memory.refusal(base_model, "-", available=estimate.cpu_half - 1, gpu=False) is not None
 

@@ -174,6 +174,7 @@ def test_the_size_of_a_base_is_read_from_its_headers(base_model, monkeypatch):
     from tunechat.core import memory
     from tunechat.personalize.progress import BaseSize
 
+    monkeypatch.setattr(memory, "nvidia_gpu_present", lambda: False)
     monkeypatch.setenv(memory.AVAILABLE_ENV, "64G")
     size = BaseSize.of(base_model)
     assert size is not None and size.path == str(base_model) and size.form == "float32"

@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="start even when the base seems too large for the free memory (the estimate can be off)")
     pers.add_argument("--weights", default=None, choices=["float32", "float16"],
                       help="the frozen base's form in training (default: float32 when it fits the free memory, "
-                           "else float16, half the memory and about a third slower)")
+                           "else float16, half the memory at 1.5x the time a training step)")
     pers.add_argument("--base", default=None, metavar="PATH",
                       help="start from this GGUF file or Hugging Face model folder (default: the current model's base)")
     return parser

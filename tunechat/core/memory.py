@@ -33,7 +33,7 @@ HALF = 2  # ... of frozen float16 weights (load_base(..., "float16"))
 Form = Literal["float32", "float16"]
 # float32 only with a quarter of its estimate to spare: the estimates were off by up to a tenth
 # (bench/scale.py), and a run that takes nearly all the free memory leaves the rest of the
-# machine swapping; float16 costs a step 1.1-1.4x the time instead (docs/design.md, "Memory").
+# machine swapping; float16 costs a step 1.5x the time instead (docs/design.md, "Memory").
 FLOAT32_HEADROOM = 1.25
 
 # bench/personalize.py on SmolLM2-135M (docs/benchmarks.md, "Where the memory goes"): 0.93 GiB
@@ -295,10 +295,12 @@ def host_need(base: Path, gpu: bool | None = None) -> HostNeed:
     return HostNeed(shape, est.cuda_host if on_gpu else min(est.cpu, est.cpu_half), on_gpu)
 
 
-def training_form(base: Path, available: int | None = None) -> Form:
-    """The form the worker holds ``base`` in on the CPU: float32 (fastest, and what every
-    measurement of quality used) when its estimate fits what is free with ``FLOAT32_HEADROOM``
-    to spare, else float16."""
+def training_form(base: Path, available: int | None = None, gpu: bool | None = None) -> Form:
+    """The form the worker holds ``base`` in: float32 (fastest, and what every measurement of
+    quality used) on CUDA (``gpu``, by default whether the driver lists one), and on the CPU
+    when its estimate fits what is free with ``FLOAT32_HEADROOM`` to spare; else float16."""
+    if nvidia_gpu_present() if gpu is None else gpu:
+        return "float32"
     available = available if available is not None else available_memory()
     try:
         need = estimate(shape_of(base)).cpu
