@@ -77,7 +77,8 @@ def run(job_dir: Path, reporter: Reporter) -> Manifest:
     if job.recipe.paraphrases:
         with timings.phase("paraphrase", "the base model rewords your questions (cached per pair)"):
             rewordings = phases.reword(job)
-    form = "" if job.form == "float32" else " in float16 (float32 would not fit this machine's memory)"
+    form = ("" if job.form == "float32" else " in float16 (as asked)" if job.spec.weights
+            else " in float16 (float32 would not fit this machine's memory)")
     with timings.phase("load", f"base weights on {job.device}{form}"):
         loaded = phases.load(job, base, rewordings)
     with timings.phase("train", f"{count(len(job.pairs), 'pair')}, method {job.recipe.name}"):

@@ -114,7 +114,9 @@ def test_the_float16_form_personalizes_end_to_end(zoo, name, source, home, tmp_p
     spec = JobSpec(pairs=PAIRS, base_path=base, recipe="replay-kl", recipe_overrides=RECIPE, outtype=OUTTYPE[source],
                    probes=Probes(taught=[]), skip_eval=True, weights="float16")
     spec.write(job_dir)
-    manifest = worker.run(job_dir, Reporter(io.StringIO()))
+    said = io.StringIO()
+    manifest = worker.run(job_dir, Reporter(said))
+    assert "base weights on cpu in float16 (as asked)" in said.getvalue()
     failed = [(c.name, c.detail) for c in manifest.checks if not c.passed]
     assert not failed, failed
     assert manifest.train.weights == "float16" and manifest.train.stopped_early, manifest.train.losses
