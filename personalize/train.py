@@ -127,17 +127,34 @@ def _pack(batch: Sequence[Example], shared: int) -> _Packed:
     return packed
 
 
-def _packed_mask(segment: list[int], implementation: str | None, device: str):
+def _packed_mask(packed: _Packed, implementation: str | None, device: str, window: int | None = None):
     """[1, 1, N, N] attention mask of a packed row: causal, and a token sees the shared prefix
-    and its own example only. Boolean (True: attend) for sdpa, additive for eager attention."""
+    and its own example only, and within ``window`` positions of its own where the layer has a
+    sliding window. Boolean (True: attend) for sdpa, additive for eager attention."""
     import torch
 
-    seg = torch.tensor(segment, device=device)
-    pos = torch.arange(len(segment), device=device)
-    allowed = (pos[None, :] <= pos[:, None]) & ((seg[None, :] == -1) | (seg[None, :] == seg[:, None]))
+    seg = torch.tensor(packed.segment, device=device)
+    row = torch.arange(len(packed.segment), device=device)
+    allowed = (row[None, :] <= row[:, None]) & ((seg[None, :] == -1) | (seg[None, :] == seg[:, None]))
+    if window is not None:  # as transformers' and llama.cpp's: a query sees keys less than window back
+        pos = torch.tensor(packed.positions, device=device)
+        allowed &= pos[:, None] - pos[None, :] < window
     if _sdpa(implementation):
         return allowed[None, None]
     return torch.zeros(allowed.shape, device=device).masked_fill_(~allowed, torch.finfo(torch.float32).min)[None, None]
+
+
+def _attention_mask(packed: _Packed, config, implementation: str | None, device: str):
+    """The packed row's mask for every layer: one mask, or one per kind of layer where the kinds
+    attend differently (Gemma 2's sliding-window layers between full ones). A mask given to
+    transformers is used as it is, so the window must be in it: without it, a sequence longer
+    than the window trains a model llama.cpp does not run."""
+    windows = {kind: getattr(config, "sliding_window", None) if kind == "sliding_attention" else None
+               for kind in getattr(config, "layer_types", None) or ()}
+    if len(set(windows.values())) > 1:
+        return {kind: _packed_mask(packed, implementation, device, window) for kind, window in windows.items()}
+    window = next(iter(windows.values())) if windows else getattr(config, "sliding_window", None)
+    return _packed_mask(packed, implementation, device, window)
 
 
 def _decoder(model):
@@ -191,33 +208,41 @@ def _segments(segment: list[int], device: str) -> _Segments:
 
 
 def _segment_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0,
-                       segments: _Segments | None = None, **kwargs):
+                       segments: _Segments | None = None, sliding_window: int | None = None, **kwargs):
     """Attention over a packed row (``query`` [1, heads, N, d]; ``key``, ``value`` [1, kv heads,
     N, d]) example by example, as one sdpa over the gathered batch; the prefix attends to itself.
-    Without ``segments``, transformers' sdpa with the row's mask. Returns [1, N, heads, d]."""
+    A layer with a ``sliding_window`` sees keys less than that many positions back. Without
+    ``segments``, transformers' sdpa with the row's mask. Returns [1, N, heads, d]."""
     import torch
     import torch.nn.functional as F
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     if segments is None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout,
-                                      **kwargs)
+                                      sliding_window=sliding_window, **kwargs)
     heads, kv_heads, d = query.size(1), key.size(1), query.size(3)
     b, width, prefix = segments.batch, segments.length, segments.prefix
     dropout = dropout if module.training else 0.0
+    mask, head_mask = segments.mask, None
+    if sliding_window is not None:  # gathered, query t sits at position prefix + t and key j at j
+        t = torch.arange(width, device=query.device)[:, None]
+        j = torch.arange(prefix + width, device=query.device)[None, :]
+        mask = mask & (prefix + t - j < sliding_window)
+        i = torch.arange(prefix, device=query.device)
+        head_mask = (i[None, :] <= i[:, None]) & (i[:, None] - i[None, :] < sliding_window)
 
     def gather(x, index, length):  # a view, not x[0]: select's backward writes a zero tensor of x's size
         return x.squeeze(0).index_select(1, index).view(x.size(1), b, length, d).transpose(0, 1)
 
     out = F.scaled_dot_product_attention(
         gather(query, segments.queries, width), gather(key, segments.keys, prefix + width),
-        gather(value, segments.keys, prefix + width), attn_mask=segments.mask, dropout_p=dropout,
+        gather(value, segments.keys, prefix + width), attn_mask=mask, dropout_p=dropout,
         scale=scaling, enable_gqa=heads != kv_heads)
     out = out.transpose(1, 2).reshape(b * width, heads, d).index_select(0, segments.slots)
     if prefix:
         head = F.scaled_dot_product_attention(query[:, :, :prefix], key[:, :, :prefix], value[:, :, :prefix],
-                                              dropout_p=dropout, is_causal=True, scale=scaling,
-                                              enable_gqa=heads != kv_heads)
+                                              attn_mask=head_mask, dropout_p=dropout, is_causal=head_mask is None,
+                                              scale=scaling, enable_gqa=heads != kv_heads)
         out = torch.cat([head.squeeze(0).transpose(0, 1), out])
     return out[None], None
 
@@ -266,7 +291,7 @@ def _forward(model, batch: Sequence[Example], pad_id: int, device: str, autocast
     inputs = {
         "input_ids": torch.tensor([packed.ids], device=device),
         "position_ids": torch.tensor([packed.positions], device=device),
-        "attention_mask": _packed_mask(packed.segment, implementation, device),
+        "attention_mask": _attention_mask(packed, _decoder(model).config, implementation, device),
     }
     if _by_segments(implementation, device):
         inputs["segments"] = _segments(packed.segment, device)

@@ -318,6 +318,57 @@ def test_the_packed_head_gives_the_models_own_logits_softcapped_or_not():
     assert not torch.allclose(uncapped, capped, atol=1e-3) and float(capped.abs().max()) <= 1.5
 
 
+WINDOW = 6  # shorter than the shared prefix and than every example
+
+
+def _windowed_model(family: str, attention: str, window: int):
+    from transformers import Gemma2Config, Gemma2ForCausalLM, MistralConfig, MistralForCausalLM
+
+    torch.manual_seed(0)
+    common = dict(vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, head_dim=8, max_position_embeddings=128, sliding_window=window,
+                  attn_implementation="eager" if attention == "eager" else "sdpa")
+    if family == "gemma2":  # layer 0 slides, layer 1 attends to everything
+        return Gemma2ForCausalLM(Gemma2Config(**common, query_pre_attn_scalar=8, attn_logit_softcapping=None)).eval()
+    return MistralForCausalLM(MistralConfig(**common)).eval()
+
+
+# Gemma 2 runs eager attention only (transformers has no sdpa for it: soft-capping)
+@pytest.mark.parametrize("family, attention", [("gemma2", "eager"), ("mistral", "sdpa"), ("mistral", "sdpa-row"),
+                                               ("mistral", "eager")])
+@pytest.mark.parametrize("min_prefix", [4, 10_000])
+def test_the_packed_pass_keeps_a_sliding_window_shorter_than_the_examples(monkeypatch, family, attention,
+                                                                         min_prefix):
+    """Gemma 2's sliding-window layers between full ones, and Mistral's window on every layer:
+    each answer token's loss in the packed pass is the one the model gives the example alone
+    and whole (transformers' own masks, as llama.cpp computes). A mask without the window
+    would train a model llama.cpp does not run, and the losses would be those of the same
+    weights with no window."""
+    import torch.nn.functional as F
+
+    model = _windowed_model(family, attention, WINDOW)
+    unwindowed = _windowed_model(family, attention, 128)
+    unwindowed.load_state_dict(model.state_dict())
+
+    def alone(m):
+        with torch.no_grad():
+            losses = []
+            for e in BATCH:
+                logits = m(input_ids=torch.tensor([e.input_ids])).logits[0, :-1]
+                labels = torch.tensor(e.labels[1:])
+                losses.append(F.cross_entropy(logits[labels != IGNORE], labels[labels != IGNORE], reduction="none"))
+            return torch.cat(losses)
+
+    want, without_window = alone(model), alone(unwindowed)
+    assert not torch.allclose(want, without_window, atol=1e-3)
+    monkeypatch.setattr(train, "MIN_SHARED_PREFIX", min_prefix)
+    if attention == "sdpa-row":
+        monkeypatch.setattr(train, "_by_segments", lambda implementation, device: False)
+    with torch.no_grad():
+        run = train._forward(model, BATCH, 0, "cpu", None)
+    assert torch.allclose(run.per_token, want, atol=1e-5)
+
+
 def _without_fused_forwards(model):
     """Run with every module's own forward (the fused ones, set per instance, taken away)."""
     import contextlib
