@@ -7,7 +7,9 @@ about and what to do:
 - ``duplicate``: the same question and answer, case, spacing and punctuation aside;
 - ``contradiction``: one fact with two answers: the same question (case, spacing and
   punctuation aside) with different answers. Rewordings of one question are not found: the
-  embedded model's likelihoods do not tell them from unrelated questions (docs/experiments.md);
+  embedded model's likelihoods do not tell them from unrelated questions, and the questions
+  the grammar rules of ``tunechat.core.facts`` make from two answers meet only where both are
+  worded alike (docs/experiments.md);
 - ``overlong``: an answer longer than the chat lets an answer run;
 - ``no_question``: a "question" that asks nothing (a statement about oneself, a fragment);
 - ``nothing_new``: an answer the current model already gives greedily. Training on it only
