@@ -6,7 +6,9 @@ import pytest
 
 from tunechat.core.facts import (
     FactPair,
+    base_form,
     details_of,
+    first_person,
     looks_like_fact,
     pair_from_fact,
     questions_from_answer,
@@ -81,6 +83,9 @@ def test_the_check_reads_meaning_words_and_people():
     assert rejection("I'm learning Welsh.", "What's my name?", "You're learning Welsh.") == (
         "the question asks for your name, which the sentence does not give")
     assert rejection("I'm Ilona.", "What is my name?", "You're Ilona.") is None
+    assert rejection("I'm 170 cm tall.", "How tall is I?", "You're 170 cm tall.") == (
+        "the question's verb does not go with I")
+    assert rejection("I met Ana in 2010.", "When did I meet Ana?", "You met Ana in 2010.") is None  # met: meet
 
 
 def test_the_check_reads_notes_and_asks_about_the_user():
@@ -98,9 +103,21 @@ def test_the_check_reads_notes_and_asks_about_the_user():
         "the question asks for a name the answer does not give")
     assert rejection("My passport expires on 14/02/2031.", "What is my passport?",
                      "Your passport expires on 14/02/2031.") == "the answer does not say what your passport is"
+    assert rejection("I take 5mg of ramipril for my heart rate.", "What is my heart rate?",
+                     "You take 5mg of ramipril for your heart rate.") == (
+        "the answer does not say what your heart rate is")
+    # A detail is held as whole words: the "D" of "vitamin D" is not in "do".
+    assert rejection("I take vitamin D for my bones.", "What do I take for my bones?",
+                     "You take vitamin D for your bones.") is None
     # Whom a sentence mentions in passing need not be asked about.
     assert rejection("I support Everton, have done since I was a kid.", "What do I support?",
                      "You support Everton, have done since you were a kid.") is None
+
+
+def test_a_past_form_has_a_base_form():
+    assert [base_form(v) for v in ["moved", "stopped", "studied", "graduated", "travelled", "called", "joined",
+                                   "divorced", "died", "went", "met", "played"]] == [
+        "move", "stop", "study", "graduate", "travel", "call", "join", "divorce", "die", "go", "meet", "play"]
 
 
 def test_a_note_is_said_back_as_a_sentence():
@@ -108,6 +125,10 @@ def test_a_note_is_said_back_as_a_sentence():
     assert said_back("Born in Riga on 2 May 1990.") == "You were born in Riga on 2 May 1990."
     assert said_back("Flying to Oslo on the 3rd.") == "You are flying to Oslo on the 3rd."
     assert said_back("Biscuit is my dog.") == "Biscuit is your dog."  # a name, not a note
+    assert said_back("vegan since 2015") == "You have been vegan since 2015"
+    assert said_back("school run on weekdays at 8:15") == "Your school run is on weekdays at 8:15"
+    assert said_back("piano lessons are on Fridays.") == "Your piano lessons are on Fridays."
+    assert said_back("Tom Jones is my neighbour.") == "Tom Jones is your neighbour."
 
 
 def test_rules_ask_by_grammar():
@@ -117,8 +138,28 @@ def test_rules_ask_by_grammar():
     assert questions_from_answer("You're moving to Madrid next year.") == ["Where am I moving?"]
     assert questions_from_answer("Your brother lives in Canada.") == ["Where does my brother live?"]
     assert questions_from_answer("Your mortgage is 1,200 a month.") == ["What is my mortgage?"]
+    # A past form asks with "did" and its base form, "when" where a time follows.
+    assert questions_from_answer("You moved into a flat on Elm Street in 2019.") == [
+        "When did I move into a flat on Elm Street?", "Where did I move?"]
+    assert questions_from_answer("You met your wife at college last year.") == ["When did I meet my wife at college?"]
+    assert questions_from_answer("Your father retired in March.") == ["When did my father retire?"]
+    assert questions_from_answer("You've been vegan since 2015.") == ["How long have I been vegan?"]
+    assert questions_from_answer("You're left-handed and you're 170 cm tall.") == ["How tall am I?"]
+    assert questions_from_answer("You honestly can't stand olives.") == ["What can't I stand?"]
+    assert questions_from_answer("Your yoga classes are on Wednesdays.") == ["When are my yoga classes?"]
+    assert questions_from_answer("Your sister is called Mia.") == ["What is my sister called?"]
+    assert questions_from_answer("Your flatmates are Jo and Sam.") == ["Who are my flatmates?",
+                                                                        "What are my flatmates?"]
+    assert questions_from_answer("Your favourite film is Alien.") == ["What is my favourite film?"]
+    assert questions_from_answer("You're on 5mg of ramipril for your heart.") == ["What am I on for my heart?"]
+    assert questions_from_answer("You were diagnosed with asthma in 2015.") == ["When was I diagnosed with asthma?"]
+    assert questions_from_answer("You studied law at Durham.") == ["What did I study?"]
+    assert questions_from_answer("You grew up in Cork.") == ["Where did I grow up?"]
     # No question where grammar alone would ask wrong.
-    assert questions_from_answer("You moved to Porto in 2023.") == []  # a past form: "do" needs the base
+    assert questions_from_answer("Your flat is on the 4th floor.") == []  # an ordinal before a noun is no day
+    assert questions_from_answer("You met your wife at college.") == []  # not "What did I meet?"
+    assert questions_from_answer("You used to live in Rome.") == []  # not "Where did I use?"
+    assert questions_from_answer("Your son was born in 2015.") == ["When was my son born?"]  # not "What does he do?"
     assert questions_from_answer("You study at night.") == []  # "at night" is no place
     assert questions_from_answer("You work from home on Fridays.") == []
     assert questions_from_answer("You fly to Oslo on the 3rd.") == []
@@ -147,22 +188,32 @@ class _Scripted:
 
 
 def test_the_first_passing_candidate_is_taken():
-    engine = _Scripted([" You moved to Porto.\nQuestion: Where did I move in 2023?",
-                        " Where did I move in 2023?\nAnswer: You moved to Porto in 2023."])
-    assert pair_from_fact(engine, "I moved to Porto in 2023") == FactPair("Where did I move in 2023?",
-                                                                          "You moved to Porto in 2023.")
-    assert engine.prompts[0].endswith("Fact: I moved to Porto in 2023.\nAnswer:")
-    assert engine.prompts[1].endswith("Fact: I moved to Porto in 2023.\nQuestion:")
+    # No rule asks for "Your move to Porto was in 2023.": the model writes the pair.
+    engine = _Scripted([" Your move to Porto.\nQuestion: When did I move to Porto?",
+                        " When did I move to Porto?\nAnswer: Your move to Porto was in 2023."])
+    assert pair_from_fact(engine, "My move to Porto was in 2023") == FactPair("When did I move to Porto?",
+                                                                              "Your move to Porto was in 2023.")
+    assert engine.prompts[0].endswith("Fact: My move to Porto was in 2023.\nAnswer:")
+    assert engine.prompts[1].endswith("Fact: My move to Porto was in 2023.\nQuestion:")
+
+
+def test_a_question_written_to_the_user_is_asked_by_the_user():
+    engine = _Scripted([" Your move to Porto was in 2023.\nQuestion: When did you move to Porto?"])
+    assert pair_from_fact(engine, "My move to Porto was in 2023.") == FactPair("When did I move to Porto?",
+                                                                               "Your move to Porto was in 2023.")
+    assert first_person("What are you allergic to?") == "What am I allergic to?"
+    assert first_person("Where do you and your wife live?") == "Where do I and my wife live?"
+    assert first_person("Who told you about your flat?") == "Who told me about my flat?"
 
 
 def test_an_answer_that_drops_a_detail_is_replaced_by_the_sentence_in_the_second_person():
-    lossy = [" You moved to Porto.\nQuestion: Where did I move in 2023?"] * 3
-    assert pair_from_fact(_Scripted(lossy), "I moved to Porto in 2023.") == FactPair(
-        "Where did I move in 2023?", "You moved to Porto in 2023.", swapped=True)
-    assert pair_from_fact(_Scripted(lossy), "I moved to Porto in 2023.", swap=False) is None
+    lossy = [" Your move to Porto.\nQuestion: When did I move to Porto?"] * 3
+    assert pair_from_fact(_Scripted(lossy), "My move to Porto was in 2023.") == FactPair(
+        "When did I move to Porto?", "Your move to Porto was in 2023.", swapped=True)
+    assert pair_from_fact(_Scripted(lossy), "My move to Porto was in 2023.", swap=False) is None
     # A question that fails on its own is never rescued.
-    bad = [" You moved to Porto.\nQuestion: Did I move to Porto in 2023?"] * 3
-    assert pair_from_fact(_Scripted(bad), "I moved to Porto in 2023.") is None
+    bad = [" Your move to Porto.\nQuestion: Did I move to Porto in 2023?"] * 3
+    assert pair_from_fact(_Scripted(bad), "My move to Porto was in 2023.") is None
 
 
 @pytest.mark.slow
@@ -182,6 +233,11 @@ def test_the_embedded_model_writes_a_pair_that_keeps_the_details(engine, sentenc
     ("I drive a 2015 Honda Civic.", "What do I drive?"),
     ("allergic to penicillin, found out in 2009", "What am I allergic to?"),
     ("Flying to Toronto on the 9th of August to see my cousin Aisling.", "Where am I flying?"),
+    ("we bought a house on Mill Lane in 2017", "When did I buy a house on Mill Lane?"),
+    ("vegan since 2015", "How long have I been vegan?"),
+    ("I'm 170 cm tall and I run a lot.", "How tall am I?"),
+    ("Yoga classes on Wednesdays at 6pm", "When are my yoga classes?"),
+    ("favourite film is Alien, seen it 20 times", "What is my favourite film?"),
 ])
 def test_the_embedded_model_gets_a_pair_where_it_used_to_ask(engine, sentence, question):
     """Sentences the model's own questions never fit ("What is my favorite color?" for the

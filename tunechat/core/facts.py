@@ -4,9 +4,10 @@
 Biscuit.": a question in the first person, as the user would ask it later, and an answer in
 the second person, as the personal model should give it. The base model writes the pair
 itself (few-shot, greedy, through llama.cpp), or English grammar rules make the question from
-the sentence said back ("I drive a Civic." -> "What do I drive?"), and the pair is kept only
-when it passes plain checks: the answer keeps every name, number and date of the sentence, the
-question is a question and does not give the answer away. When no pair passes, the caller asks
+the sentence said back ("I drive a Civic." -> "What do I drive?", "We moved to Leeds in
+2019." -> "When did I move to Leeds?"), and the pair is kept only when it passes plain checks:
+the answer keeps every name, number and date of the sentence, the question is a question and
+does not give the answer away. When no pair passes, the caller asks
 the user for the question instead: a wrong pair trained into the model is worse than a
 question asked.
 """
@@ -19,7 +20,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from tunechat.core.engine import Engine
@@ -56,13 +57,15 @@ _STOP = {
     "there", "some", "any", "one", "s", "what's", "where's", "when's", "who's", "how's", "which's",
 } | _FIRST_PERSON | _SECOND_PERSON
 # People and animals a fact can be about: a question about "my son" must name him, and must
-# not ask about anybody the sentence does not mention.
-_PEOPLE = {
+# not ask about anybody the sentence does not mention. The rules ask "Who is my X?" of people.
+_HUMANS = {
     "mother", "mom", "mum", "father", "dad", "parent", "parents", "brother", "sister", "sibling", "son", "daughter",
     "child", "children", "kid", "kids", "baby", "wife", "husband", "partner", "girlfriend", "boyfriend", "friend",
     "boss", "colleague", "grandmother", "grandma", "grandfather", "grandpa", "aunt", "uncle", "cousin", "niece",
-    "nephew", "neighbor", "neighbour", "dog", "cat", "pet", "horse", "parrot", "rabbit",
+    "nephew", "neighbor", "neighbour", "manager", "landlord", "landlady", "flatmate", "housemate", "roommate",
+    "doctor", "dentist", "teacher", "spouse", "fiancé", "fiancée", "twin", "grandson", "granddaughter",
 }
+_PEOPLE = _HUMANS | {"dog", "cat", "pet", "horse", "parrot", "rabbit"}
 # Words that ask for a name: the sentence must have a name the question does not hold.
 _NAME_WORDS = {"name", "names", "called", "named", "who"}
 # Words after which a capitalized word is a place or a club, not a name ("lives in Kraków").
@@ -85,8 +88,11 @@ _GIVES_OWN_NAME = re.compile(r"\bmy\s+(?:\w+\s+)?name\b|\bi\s+am\s+called\b|\bi[
                              r"|\bcall\s+me\b|\b(?:i\s+am|i['’]?m)\s+(?-i:[A-Z])", re.IGNORECASE)
 
 
-# "What is my passport?" asks what a thing is (``_what_is_unsaid``).
-_WHAT_IS_MY = re.compile(r"^what(?:'s| is) (?:my|our) (\w+)$")
+# "What is my passport?" asks what a thing is (``_what_is_unsaid``), and so does "What is my
+# blood pressure?".
+_WHAT_IS_MY = re.compile(r"^what(?:'s| is) (?:my|our) ((?:\w+ )?(\w+))$")
+# "How tall is I?": a verb that does not go with "I".
+_DISAGREES = re.compile(r"\b(?:is|are|does|has) i\b|\bi (?:is|are|does|has)\b")
 
 
 @dataclass(frozen=True)
@@ -294,7 +300,7 @@ def rejection(sentence: str, question: str, answer: str) -> str | None:
         new = [d for d in details_of(text) if _fold(d).removesuffix("'s") not in _fold(sentence)]
         if new:
             return f"the {which} brings in {', '.join(new)}"
-    if details and all(_fold(d) in _fold(question) for d in details):
+    if details and all(_holds(question, d) for d in details):
         return "the question gives the answer away"
     if not _english(sentence, question, answer):
         return None
@@ -314,11 +320,14 @@ def rejection(sentence: str, question: str, answer: str) -> str | None:
     unsaid = _what_is_unsaid(said, question, answer)
     if unsaid:
         return f"the answer does not say what your {unsaid} is"
-    new_words = asked - said - {_stem(w) for w in _ASKING_WORDS}
+    # "When did I meet ...?" asks by the base form of the sentence's "met".
+    new_words = asked - said - {_stem(w) for w in _ASKING_WORDS} - {_stem(base_form(w)) for w in _word_set(sentence)}
     if new_words:
         return f"the question brings in {_words_of(question, new_words)}"
     if not _word_set(question) & _FIRST_PERSON:
         return "the question is not in the first person"
+    if _DISAGREES.search(_normal(question)):
+        return "the question's verb does not go with I"
     if _word_set(answer) & (_I_FORMS | {"my", "me", "mine", "myself"}):
         return "the answer is in the first person"
     if not _word_set(answer) & _SECOND_PERSON:
@@ -326,13 +335,20 @@ def rejection(sentence: str, question: str, answer: str) -> str | None:
     return None
 
 
+def _holds(text: str, detail: str) -> bool:
+    """Whether ``text`` holds ``detail`` as whole words ("D" of "vitamin D" is not in "do")."""
+    return re.search(rf"(?<!\w){re.escape(_fold(detail))}(?!\w)", _fold(text)) is not None
+
+
 def _what_is_unsaid(said: set[str], question: str, answer: str) -> str | None:
-    """The X of "What is my X?", X a meaning word of the sentence, when the answer never says
-    "X is": "What is my passport?" is not answered by "Your passport expires on ..."."""
+    """The X of "What is my X?", X ending in a meaning word of the sentence, when the answer
+    never says "X ... is": "What is my passport?" is not answered by "Your passport expires on
+    ...", nor "What is my blood pressure?" by "You take X for your blood pressure."."""
     thing = _WHAT_IS_MY.match(_normal(question))
-    if not thing or _stem(thing[1]) not in said:
+    if not thing or _stem(thing[2]) not in said:
         return None
-    return None if re.search(rf"\b{re.escape(thing[1])}\s+(?:is|are|was)\b", _normal(answer)) else thing[1]
+    said_is = rf"\b{re.escape(thing[1])}\b[^,;]*?\b(?:is|are|was)\b"  # "your number at the bank is"
+    return None if re.search(said_is, _fold(answer)) else thing[1]
 
 
 def _english(sentence: str, question: str, answer: str) -> bool:
@@ -364,6 +380,32 @@ def second_person(sentence: str) -> str:
 
         out = re.sub(pattern, swap, out, flags=re.IGNORECASE)
     return re.sub(r"(^|[.!?]\s+)(\w)", lambda m: m.group(1) + m.group(2).upper(), out)
+
+
+# Second person -> first person, for a question written to the user ("What is your dog's
+# name?"): a verb before "you" first, "you" after any other word is "me".
+_QUESTION_SWAPS = [
+    (r"\bare you\b", "am I"), (r"\bwere you\b", "was I"), (r"\byou are\b", "I am"), (r"\byou were\b", "I was"),
+    (r"\b(do|did|can|could|will|would|should|have|had|shall|may|might|must) you\b", r"\1 I"),
+    (r"\byou['’]re\b", "I'm"), (r"\byou['’]ve\b", "I've"), (r"\byou['’]d\b", "I'd"), (r"\byou['’]ll\b", "I'll"),
+    (r"\byourself\b", "myself"), (r"\byours\b", "mine"), (r"\byour\b", "my"), (r"^you\b", "I"), (r"\byou\b", "me"),
+]
+
+
+def first_person(text: str) -> str:
+    """``text`` said by the user: "Where do you live?" -> "Where do I live?" (English
+    pronouns and the verb before "you" only)."""
+    out = text
+    for pattern, repl in _QUESTION_SWAPS:
+        out = re.sub(pattern, repl, out, flags=re.IGNORECASE)
+    return out
+
+
+def _as_asked(question: str) -> str:
+    """A question the model wrote to the user ("What is your dog's name?") as the user asks it;
+    any other question as written."""
+    words = _word_set(question)
+    return first_person(question) if words & _SECOND_PERSON and not words & _FIRST_PERSON else question
 
 
 def shots() -> list[tuple[str, str, str]]:
@@ -423,19 +465,83 @@ _Rules = tuple[tuple[re.Pattern[str], str], ...]
 
 
 @cache
+def _english_data() -> dict[str, Any]:
+    return json.loads((Path(__file__).parent / "data" / "fact_questions.en.json").read_text(encoding="utf-8"))
+
+
+def base_form(verb: str) -> str:
+    """The base form of an English verb in the past: "moved" -> "move", "stopped" -> "stop",
+    "studied" -> "study", "graduated" -> "graduate", "went" -> "go" (irregular forms from the
+    rules' data). Regular forms by spelling alone: wrong for a few ("visited" is right,
+    "competed" gives "compet")."""
+    word = verb.casefold()
+    irregular = _english_data()["irregular_past"]
+    if word in irregular:
+        return str(irregular[word])
+    if word.endswith("ied"):
+        return word[:-3] + "y" if len(word) > 4 else word[:-1]  # studied; died
+    if not word.endswith("ed"):
+        return word
+    stem = word[:-2]
+    one_syllable = len(re.findall(r"[aeiouy]+", stem)) == 1
+    doubled = len(stem) > 2 and stem[-1] == stem[-2] and stem[-1] not in "aeiou"
+    if doubled and (stem[-1] not in "lsfz" or (stem[-1] == "l" and not one_syllable)):
+        return stem[:-1]  # stopped, travelled; not called, passed
+    one_vowel_last = re.search(r"(?:^|[^aeiou])[aeiou][^aeiouwxy]$", stem)  # hat, retir; not treat, visit
+    if re.search(r"(?:[cvzu]|ang|(?<![eo])at)$", stem) or (one_vowel_last and (
+            one_syllable or re.search(r"(?:id|ir|ur|ar|os|us|as|um|in|ib|ok)$", stem))):
+        return stem + "e"  # danced, moved, changed, graduated; hated, used; decided, retired
+    return stem
+
+
+class _Word(str):
+    """A word a rule matched; its template may ask for it in the base form ("{1:base}") or said
+    by the user ("{2:asked}": "your flat" -> "my flat")."""
+
+    def __format__(self, spec: str) -> str:
+        if spec == "base":
+            return base_form(self)
+        if spec == "asked":
+            return first_person(self)
+        return super().__format__(spec)
+
+
+def _placeholders(data: dict[str, Any]) -> dict[str, str]:
+    """What each name in capitals stands for in the rules' patterns (their data's "about")."""
+    def either(words: Sequence[str]) -> str:
+        return "|".join(sorted(words, key=len, reverse=True))
+
+    months = either([m.capitalize() for m in _MONTHS])
+    # An ordinal is a day unless a noun follows it ("the 4th floor").
+    ordinal = r"\d{1,2}(?:st|nd|rd|th)\b(?! (?!(?:of|at|and|to|in|on|from|every|each)\b)[a-z])"
+    date = (rf"(?:\d{{1,2}}(?:st|nd|rd|th)?(?: of)? (?:{months})\b|{ordinal}|\d{{1,4}}[/.-]\d{{1,2}}\b"
+            rf"|\d{{1,2}}(?::\d\d)? ?(?:am|pm)\b|\d{{1,2}}:\d\d\b|(?:{months}|{either(data['weekdays'])})s?\b)")
+    # "in 2019", not "in 3 months" (how long it took).
+    duration = r"[\d,.]* (?:seconds?|minutes?|hours?|days?|weeks?|months?|years?)\b"
+    time = (rf"(?:(?:in|on|at|since|by) (?:the )?(?:early |late |mid-?)?(?:\d(?!{duration})|(?:{months})\b)"
+            rf"|(?:last|this|next) \w+\b|\d+ \w+ ago\b|when\b|back in\b)")
+    return {
+        "VERB": rf"(?!(?:{either(data['not_verbs'])})\b)(?!\w+ed\b|\w{{3,}}ly\b)\w+",
+        "PAST": rf"(?!used to\b)(?:\w+[^e\W]ed|{either(data['irregular_past'])})",
+        "NO_OBJECT": either(data["no_object"]), "NO_OBJECT_PAST": either(data["no_object_past"]),
+        "NOT_DOING": either(data["not_doing"]), "ING_NOUNS": either(data["ing_nouns"]),
+        "DATE": date, "TIME": time, "HUMANS": either(list(_HUMANS)),
+    }
+
+
+@cache
 def _english_rules() -> tuple[_Rules, _Rules]:
     """The English rules of ``data/fact_questions.en.json``: the notes that become a sentence
     said to the user ("rent is $900" -> "Your rent is $900"), and the questions made from an
     answer. A small model copies its examples' questions ("What is my cat's name?") where a
     sentence fits none of them, but "You don't like X." is asked "What don't I like?" by
     grammar alone."""
-    data = json.loads((Path(__file__).parent / "data" / "fact_questions.en.json").read_text(encoding="utf-8"))
-    verb = rf"(?!(?:{'|'.join(data['not_verbs'])})\b)(?!\w+ed\b|\w{{3,}}ly\b)\w+"
-    lists = {"VERB": verb, "NO_OBJECT": "|".join(data["no_object"]), "NOT_DOING": "|".join(data["not_doing"]),
-             "ING_NOUNS": "|".join(data["ing_nouns"])}
+    data = _english_data()
+    words = _placeholders(data)
+    names = re.compile("|".join(sorted(words, key=len, reverse=True)))  # NO_OBJECT_PAST before NO_OBJECT
 
     def compiled(pattern: str, flags: int = 0) -> re.Pattern[str]:
-        return re.compile(re.sub("|".join(lists), lambda m: lists[m.group()], pattern), flags)
+        return re.compile(names.sub(lambda m: words[m.group()], pattern), flags)
 
     notes = tuple((compiled(pattern, re.IGNORECASE), template) for pattern, template in data["notes"])
     rules = tuple((compiled(pattern), template) for pattern, template in data["rules"])
@@ -464,7 +570,7 @@ def questions_from_answer(answer: str) -> list[str]:
     for pattern, template in _english_rules()[1]:
         match = pattern.search(text)
         if match:
-            out.append(template.format(match.group(), *match.groups()))
+            out.append(template.format(match.group(), *(_Word(g or "") for g in match.groups())))
     return list(dict.fromkeys(out))
 
 
@@ -485,7 +591,8 @@ def pair_from_fact(engine: Engine, sentence: str, swap: bool = True) -> FactPair
     1. a rule's question for the sentence said back (``said_back``, ``questions_from_answer``):
        "I drive a Civic." is "What do I drive?" by grammar, where the model asks "What is my
        car's make?" (no model call);
-    2. the model's own pair under each prompt of ``VARIANTS``;
+    2. the model's own pair under each prompt of ``VARIANTS``, a question it wrote to the user
+       ("What is your dog's name?") asked as the user would ask it (``first_person``);
     3. a rule's question for the sentence said back or one of the model's answers;
     4. a question the model wrote whose own answer fell short (dropped a detail or a word, or
        kept the first person), with the sentence said back as its answer.
@@ -500,6 +607,7 @@ def pair_from_fact(engine: Engine, sentence: str, swap: bool = True) -> FactPair
     dropped: list[str] = []
     answers: list[str] = []
     for question, written in candidates(engine, sentence):
+        question = _as_asked(question)
         why = rejection(sentence, question, written)
         if why is None:
             return FactPair(question, written)
