@@ -27,6 +27,7 @@ class ArchSpec:
     rope_types: frozenset[str] = frozenset({"default"})  # RoPE variants llama.cpp reproduces for it
     softcapping: bool = False  # writes attention and final logit soft-capping
     sliding_window: bool = False  # writes ``attention.sliding_window``
+    original_context: bool = False  # writes ``rope.scaling.original_context_length`` (Phi-3's)
 
 
 # Insertion order is the order the refusal message names them in.
@@ -37,7 +38,7 @@ SUPPORTED: dict[str, ArchSpec] = {
     "qwen3": ArchSpec(gguf.MODEL_ARCH.QWEN3, permute_qk=False),
     "gemma2": ArchSpec(gguf.MODEL_ARCH.GEMMA2, permute_qk=False, norm_offset=1.0, softcapping=True,
                        sliding_window=True),
-    "phi3": ArchSpec(gguf.MODEL_ARCH.PHI3, permute_qk=False, sliding_window=True),
+    "phi3": ArchSpec(gguf.MODEL_ARCH.PHI3, permute_qk=False, sliding_window=True, original_context=True),
 }
 
 

@@ -76,8 +76,8 @@ def gguf_of_folder(folder: Path, progress: Callable[[str], None] = lambda _: Non
 
 # Bumped whenever what a cached folder holds changes, so older caches are rebuilt (3: a
 # sentencepiece tokenizer with llama.cpp's space prefix; 4: Llama 3's BPE looking words up
-# before merging).
-CACHE_VERSION = 4
+# before merging; 5: Phi-3's special tokens stripping the whitespace after them).
+CACHE_VERSION = 5
 
 
 def cached_base_folder(base: Path, progress: Callable[[str], None] = lambda _: None) -> Path:

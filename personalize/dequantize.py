@@ -12,8 +12,9 @@ file, one tensor in memory at a time. The config comes from the GGUF header thro
 transformers' own key mapping, the tokenizer from transformers' GGUF tokenizer converter
 (under a second), so the folder is what transformers' loader would have given; but for a
 sentencepiece vocabulary, whose space prefix is put where llama.cpp puts it
-(``space_prefix_as_llama_cpp``), and a BPE one llama.cpp looks words up in before merging
-(``merges_as_llama_cpp``: Llama 3's).
+(``space_prefix_as_llama_cpp``), a BPE one llama.cpp looks words up in before merging
+(``merges_as_llama_cpp``: Llama 3's), and special tokens that strip the whitespace after them
+where llama.cpp's do (``strips_as_llama_cpp``: Phi-3's).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import numpy as np
 
 from tunechat.convert.architectures import ArchSpec, spec_for
 from tunechat.convert.header import GGUFHeader, TensorInfo, decode_value, read_header
+from tunechat.convert.hf_metadata import PHI3_NAMES
 from tunechat.convert.writer import COPIED_TENSORS, gguf_tensor_name
 
 # safetensors dtype names and bytes per element, for the dtypes training loads.
@@ -264,6 +266,7 @@ def write_hf_folder(gguf_path: Path, folder: Path, dtype: str = "float32",
     space_prefix_as_llama_cpp(tokenizer, mapping.header)
     merges_as_llama_cpp(tokenizer, mapping.header)
     tokenizer.save_pretrained(folder)
+    strips_as_llama_cpp(folder, mapping.header)
 
 
 def merges_as_llama_cpp(tokenizer: Any, header: GGUFHeader) -> None:
@@ -273,6 +276,27 @@ def merges_as_llama_cpp(tokenizer: Any, header: GGUFHeader) -> None:
     says ``ignore_merges``); llama.cpp gives it as one token."""
     if header.strings.get("tokenizer.ggml.pre") in IGNORE_MERGES_PRE_TOKENIZERS:
         tokenizer.backend_tokenizer.model.ignore_merges = True
+
+
+def strips_as_llama_cpp(folder: Path, header: GGUFHeader) -> None:
+    """Make the saved tokenizer's special tokens eat the whitespace after them where llama.cpp's
+    do (in place, in the folder's files). llama.cpp decides it by the model's name: under a name
+    saying Phi-3, every special token but <unk>, <s> and <|endoftext|> strips, as Phi-3's own
+    tokenizer.json says (``rstrip``); a GGUF keeps no such flag, so transformers reads none, and
+    "<|user|>\nWhat" would train as <|user|> ▁ \n What where llama.cpp reads <|user|> ▁What."""
+    if not any(k in header.strings.get("general.name", "").lower() for k in PHI3_NAMES):
+        return
+    kept = {"<unk>", "<s>", "<|endoftext|>"}
+    path = folder / "tokenizer.json"
+    layout = json.loads(path.read_text(encoding="utf-8"))
+    for token in layout.get("added_tokens") or []:
+        token["rstrip"] = token["content"] not in kept
+    path.write_text(json.dumps(layout, ensure_ascii=False), encoding="utf-8")
+    config_path = folder / "tokenizer_config.json"
+    settings = json.loads(config_path.read_text(encoding="utf-8"))
+    for token in (settings.get("added_tokens_decoder") or {}).values():
+        token["rstrip"] = token["content"] not in kept
+    config_path.write_text(json.dumps(settings, indent=2, ensure_ascii=False), encoding="utf-8")
 
 
 def space_prefix_as_llama_cpp(tokenizer: Any, header: GGUFHeader) -> None:

@@ -60,7 +60,7 @@ def _assert_same_folder(gguf_path: Path, folder: Path, tmp_path: Path, prompts: 
     from transformers import AutoModelForCausalLM
 
     from tunechat.convert.header import read_header
-    from tunechat.personalize.dequantize import merges_as_llama_cpp
+    from tunechat.personalize.dequantize import merges_as_llama_cpp, strips_as_llama_cpp
 
     reference, config, tokenizer = _transformers_load(gguf_path, given)
     merges_as_llama_cpp(tokenizer, read_header(gguf_path))  # where the folder departs from transformers
@@ -75,6 +75,7 @@ def _assert_same_folder(gguf_path: Path, folder: Path, tmp_path: Path, prompts: 
 
     assert json.loads((folder / "config.json").read_text(encoding="utf-8")) == json.loads(json.dumps(config))
     tokenizer.save_pretrained(tmp_path / "tokenizer")
+    strips_as_llama_cpp(tmp_path / "tokenizer", read_header(gguf_path))  # and here (Phi-3's)
     for name in TOKENIZER_FILES:
         assert filecmp.cmp(folder / name, tmp_path / "tokenizer" / name, shallow=False), name
 

@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import run_cli
-from tests.zoo import COMMON, FAMILIES, SPM_FAMILIES, Zoo, hf_next_token_logits
+from tests.zoo import COMMON, FAMILIES, SPM_FAMILIES, Zoo, hf_next_token_logits, zoo_prompts
 from tunechat.convert.verify import decisive_top1, logit_errors
 
 # The GGUF base each family personalizes from: both formats users bring, K-quants included.
@@ -86,8 +86,7 @@ def test_a_gguf_base_trains_the_model_llama_cpp_runs(zoo, name, home):
     path = model.gguf(outtype)
     folder = cached_base_folder(path)
     torch_model, tokenizer = load_base(folder, "cpu", "float32")
-    assert [tokenizer(tokenizer.decode(p), add_special_tokens=False)["input_ids"] for p in model.prompts] \
-        == model.prompts  # the tokenizer read from the GGUF is the original one
+    assert zoo_prompts(tokenizer) == model.prompts  # the tokenizer read from the GGUF is the original one
     got = hf_next_token_logits(torch_model.eval(), model.prompts)
     agree, worst = logit_errors(got, _llama_logits(path, model.prompts))
     assert agree >= 5 / 6 and worst <= SAME_FILE_TOLERANCE[outtype], (agree, worst)
@@ -197,12 +196,14 @@ def _write_with_rope_factors(model, plain: Path, out: Path) -> None:
 # -- the training tokenizer of a sentencepiece GGUF base ------------------------------------------
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["llama2", "llama3", "qwen2"])
+@pytest.mark.parametrize("name", ["llama2", "mistral", "gemma2", "phi3", "llama3", "qwen2"])
 def test_a_gguf_base_trains_on_the_token_ids_llama_cpp_gives(zoo, name, home):
     """The training examples of a GGUF base (each exchange rendered with the file's own
     template, prompt and answer tokenized apart) hold llama.cpp's ids for the same text: for
     Llama 2's sentencepiece, "▁" after <s> and before the answer's leading space included
     (<s> ▁ [INST]..., ▁ ▁Ada), which transformers 5's reading of the GGUF tokenizer leaves out;
+    for Phi-3's, no whitespace after its chat tokens (<|user|> ▁What, not <|user|> ▁ \n What),
+    which a GGUF cannot say but by the model's name; Mistral v0.3's and Gemma's as they are;
     for Llama 3's and Qwen2's byte-level BPE (tests/zoo.py), their pre-tokenizers, the BOS
     Llama 3's template writes once."""
     from tunechat.convert.header import read_header

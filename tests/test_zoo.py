@@ -47,7 +47,8 @@ from tunechat.convert.verify import TOKENIZER_PROBE, check_logits, check_metadat
 from tunechat.convert.writer import gguf_tensor_name, permute_for_llama_cpp, write_gguf
 
 NAMES = list(FAMILIES)
-SPM = "llama2"  # the sentencepiece family (Llama 2, Mistral 7B v0.1)
+SPM = "llama2"  # the sentencepiece family of Llama 2's kind (Mistral 7B v0.1's too)
+SPM_NAMES = [SPM, *(n for n, f in FAMILIES.items() if f.spm)]
 # Representatives: llama (q/k permuted, tied), llama3 (untied, rope_freqs), phi3 (fused
 # weights), gemma2 (norm offset, soft-capping, window), qwen3 (q/k norms, NEOX RoPE).
 PERMUTED, FUSED = "llama", "phi3"
@@ -471,25 +472,30 @@ def _sentencepiece(model):
 
 
 @pytest.mark.slow
-def test_a_sentencepiece_folder_tokenizes_in_llama_cpp_as_in_transformers(zoo, tmp_path):
-    """llama.cpp's ids for every text (special tokens parsed) are the HF tokenizer's, and on the
-    plain texts those are sentencepiece's own; some are byte tokens. The same file without its
-    scores tokenizes some texts otherwise (llama.cpp merges in another order: "s  two" reads
-    s ▁▁ t wo, not s ▁ ▁two), so the texts would catch their loss."""
+@pytest.mark.parametrize("name", SPM_NAMES)
+def test_a_sentencepiece_folder_tokenizes_in_llama_cpp_as_in_transformers(zoo, name, tmp_path):
+    """Llama 2's, Mistral v0.3's, Gemma's and Phi-3's kinds (tests/zoo.py): llama.cpp's ids for
+    every text (special tokens parsed, the chat template's renderings among them) are the HF
+    tokenizer's, and on the texts without special tokens those are sentencepiece's own; some
+    are byte tokens. The same file without its scores tokenizes some texts otherwise (llama.cpp
+    merges in another order: "s  two" reads s ▁▁ t wo, not s ▁ ▁two), so the texts would catch
+    their loss."""
     from tunechat.core.engine import tokenize_all_with_vocab
 
-    model = zoo[SPM]
+    model = zoo[name]
     tok, sp = model.tokenizer, _sentencepiece(model)
-    want = [list(tok(text, add_special_tokens=False)["input_ids"]) for text in SPM_TEXTS]
-    for text, ids in zip(SPM_TEXTS, want):
-        if not any(special in text for special in ("<s>", "</s>", "<unk>")):
+    texts = _tokenizer_texts(tok)
+    want = [list(tok(text, add_special_tokens=False)["input_ids"]) for text in texts]
+    specials = [t.content for t in tok.added_tokens_decoder.values()]
+    for text, ids in zip(texts, want):
+        if not any(special in text for special in specials):
             assert sp.encode(text) == ids, text
     assert any(sp.IsByte(i) for ids in want for i in ids)
-    got = tokenize_all_with_vocab(model.gguf("f16"), SPM_TEXTS)
-    for text, ours, theirs in zip(SPM_TEXTS, got, want):
+    got = tokenize_all_with_vocab(model.gguf("f16"), texts)
+    for text, ours, theirs in zip(texts, got, want):
         assert ours == theirs, (text, tok.convert_ids_to_tokens(ours), tok.convert_ids_to_tokens(theirs))
     unscored = copy_gguf(model.gguf("f16"), tmp_path / "unscored.gguf", drop_key="tokenizer.ggml.scores")
-    assert tokenize_all_with_vocab(unscored, SPM_TEXTS) != want
+    assert tokenize_all_with_vocab(unscored, texts) != want
 
 
 @pytest.mark.slow
@@ -517,6 +523,24 @@ def test_a_sentencepiece_folder_carries_scores_token_types_and_its_name(zoo):
     assert "_name_or_path" not in model.config and values["general.name"] == model.folder.name
 
 
+@pytest.mark.slow
+def test_a_folder_whose_special_tokens_strip_whitespace_is_named_phi3_for_llama_cpp(zoo, tmp_path):
+    """Phi-3's chat tokens eat the whitespace after them (tokenizer.json's rstrip); llama.cpp
+    does so only for a model whose general.name says Phi-3. The zoo's phi3 folder is named "hf":
+    its GGUF is named "hf (Phi-3)", and tokenizes a chat turn as transformers does; the same
+    file without that name does not."""
+    from tunechat.core.engine import tokenize_all_with_vocab
+
+    model = zoo["phi3"]
+    tok = model.tokenizer
+    chat = tok.apply_chat_template(CONVERSATIONS[2], tokenize=False, add_generation_prompt=True)
+    want = [list(tok(chat, add_special_tokens=False)["input_ids"])]
+    assert _metadata_values(model.gguf("f16"))["general.name"] == "hf (Phi-3)"
+    assert tokenize_all_with_vocab(model.gguf("f16"), [chat]) == want
+    unnamed = copy_gguf(model.gguf("f16"), tmp_path / "unnamed.gguf", drop_key="general.name")
+    assert tokenize_all_with_vocab(unnamed, [chat]) != want
+
+
 # -- (i) byte-level BPE tokenizers ---------------------------------------------------------------
 
 # The pre-tokenizer each BPE kind must get: the name convert_hf_to_gguf.py gives the real
@@ -532,16 +556,23 @@ SAME_IDS = {"qwen2": ("llama-bpe",)}
 ADD_EOS_KEY = {"llama": None, "llama3": False, "qwen2": False}
 
 
-def _bpe_texts(tok) -> list[str]:
+def _tokenizer_texts(tok) -> list[str]:
     """The texts where pre-tokenizers part (digits, contractions in any case, a letter after a
     tab or a symbol, runs of spaces and new lines, non-Latin scripts, words Llama 3's kind has
     whole but no merge makes), the family's special tokens inside a text, and the chat
-    template's renderings. All in NFC: Qwen2's tokenizer
-    normalizes to NFC and llama.cpp does not (for a real Qwen too), so decomposed accents split
-    otherwise."""
+    template's renderings (of the conversations it accepts: Gemma's refuses a system prompt). All
+    in NFC: Qwen2's tokenizer normalizes to NFC and llama.cpp does not (for a real Qwen too), so
+    decomposed accents split otherwise."""
+    import jinja2
+
     specials = [t.content for t in tok.added_tokens_decoder.values() if t.special]
-    rendered = [tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=prompt)
-                for messages in CONVERSATIONS for prompt in (True, False)]
+    rendered = []
+    for messages in CONVERSATIONS:
+        for prompt in (True, False):
+            try:
+                rendered.append(tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=prompt))
+            except jinja2.TemplateError:
+                continue
     return [*SPM_TEXTS, "I'VE 'LL 'Re don'T", "x\t\tabc  \n\n  \n  y", "12345678901 $1,234.5", WHOLE_WORDS_TEXT,
             *(f"a{t} b{t}\n" for t in specials), *rendered]
 
@@ -567,7 +598,7 @@ def test_a_byte_level_bpe_folder_tokenizes_in_llama_cpp_as_in_transformers(zoo, 
     assert values["tokenizer.ggml.add_bos_token"] is add_bos
     assert values.get("tokenizer.ggml.add_eos_token") is ADD_EOS_KEY[name]
     assert (tok("x")["input_ids"][0] == tok.bos_token_id) is add_bos
-    texts = _bpe_texts(tok)
+    texts = _tokenizer_texts(tok)
     want = [list(tok(text, add_special_tokens=False)["input_ids"]) for text in texts]
     if name == "llama3":  # the whole words are single tokens: llama.cpp must look them up before merging
         assert all(len(tok.tokenize(word)) == 1 for word in WHOLE_WORDS)
@@ -586,10 +617,11 @@ def test_a_byte_level_bpe_folder_tokenizes_in_llama_cpp_as_in_transformers(zoo, 
 # title-cases the name ("Hf"; we keep it as written, where llama.cpp looks for "phi-3") and adds
 # a size label, a type and a quantization version.
 FILE_DESCRIPTION = ("general.name", "general.size_label", "general.type", "general.quantization_version")
-# Fields convert_hf_to_gguf.py leaves out for Qwen2 and Qwen3 and we write: the values llama.cpp
-# takes without them (head size n_embd / n_head, rotary dimensions the head size, the
-# vocabulary the token list's length).
-DERIVED_FIELDS = ("attention.key_length", "attention.value_length", "rope.dimension_count", "vocab_size")
+# Fields convert_hf_to_gguf.py leaves out for Qwen2, Qwen3 and Gemma 2 and we write: the values
+# llama.cpp takes without them (head size n_embd / n_head, rotary dimensions the head size, the
+# vocabulary the token list's length, RoPE base 10000).
+DERIVED_FIELDS = ("attention.key_length", "attention.value_length", "rope.dimension_count", "vocab_size",
+                  "rope.freq_base")
 # Tensors computed in float32 by another order of operations (numpy here, torch there): the
 # llama 3 RoPE divisors may differ in the last bit where the zoo's 64-token original context
 # puts a frequency in the smoothed band (for Llama 3.1/3.2's own parameters they are equal).
@@ -613,7 +645,7 @@ def _derived_fields(ours: dict, theirs: dict) -> set[str]:
     heads, width = ours[f"{arch}.attention.head_count"], ours[f"{arch}.embedding_length"]
     default = {"attention.key_length": width // heads, "attention.value_length": width // heads,
                "rope.dimension_count": ours[f"{arch}.attention.key_length"],
-               "vocab_size": len(ours["tokenizer.ggml.tokens"])}
+               "vocab_size": len(ours["tokenizer.ggml.tokens"]), "rope.freq_base": 10000.0}
     only_ours = {field for field in DERIVED_FIELDS if f"{arch}.{field}" in ours and f"{arch}.{field}" not in theirs}
     for field in only_ours:
         assert ours[f"{arch}.{field}"] == default[field], field
@@ -621,13 +653,12 @@ def _derived_fields(ours: dict, theirs: dict) -> set[str]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", [SPM, "llama", "llama3", "qwen2", "qwen3"])
+@pytest.mark.parametrize("name", NAMES + list(SPM_FAMILIES))
 def test_a_folder_converts_as_llama_cpps_own_converter_does(zoo, name, tmp_path):
     """llama.cpp's convert_hf_to_gguf.py (from a llama.cpp source tree named by
     $LLAMA_CPP_SOURCE, e.g. the vendor/llama.cpp folder of the llama-cpp-python sdist) on the
-    same folder (a sentencepiece one, SmolLM2's, Llama 3's and Qwen2's kinds of BPE; not gemma2
-    or phi3, whose converters there want the sentencepiece tokenizer.model those families ship
-    and the zoo's do not have), its pre-tokenizer
+    same folder (every family: sentencepiece ones as Llama 2's, Mistral v0.3's, Gemma's and
+    Phi-3's, SmolLM2's, Llama 3's and Qwen2's kinds of BPE), its pre-tokenizer
     recognition replaced by the name ours chose (the hash of a tokenizer trained here is known
     to no converter; test_a_byte_level_bpe_folder_tokenizes_in_llama_cpp_as_in_transformers
     checks the name): every other metadata field equal, but fields llama.cpp derives alike;

@@ -3,8 +3,8 @@
 Each is a real Hugging Face folder (config.json, model.safetensors, tokenizer files, the chat
 template that family ships) with a tokenizer of the kind the family ships (``Family.tokenizer``):
 the embedded model's (SmolLM2's) byte-level BPE, a byte-level BPE with Llama 3's or Qwen2's
-pre-tokenizer trained here (``BPE_KINDS``), or a sentencepiece model trained here as Llama 2's
-(``SPM_FAMILIES``); plus that family's special tokens; 2 layers and
+pre-tokenizer trained here (``BPE_KINDS``), or a sentencepiece model trained here with Llama 2's,
+Mistral v0.3's, Gemma's or Phi-3's settings (``SPM_KINDS``); plus that family's special tokens; 2 layers and
 hidden size 256 (the smallest row K-quants accept), and weights drawn so the next-token
 distribution is peaked: logits spread ~12 wide, attention scores ~2, every norm
 weight off 1. A flat model would let a logit check pass on noise; ``peakedness`` measures it.
@@ -50,8 +50,9 @@ class Family:
     specials: tuple[str, ...] = ()
     qk_gain: float = 2.0  # scale of q/k weights: how sharp attention is
     output_scale: float = 0.04  # scale of the output matrix: how wide the logits spread
-    # "smollm2": the embedded model's BPE (base_tokenizer_folder); "spm": a sentencepiece model
-    # trained here (spm_tokenizer_folder); else a key of BPE_KINDS (bpe_tokenizer_folder)
+    # "smollm2": the embedded model's BPE (base_tokenizer_folder); a key of SPM_KINDS: a
+    # sentencepiece model trained here (spm_tokenizer_folder); of BPE_KINDS: a byte-level BPE
+    # trained here (bpe_tokenizer_folder)
     tokenizer: str = "smollm2"
 
     @property
@@ -60,7 +61,7 @@ class Family:
 
     @property
     def spm(self) -> bool:
-        return self.tokenizer == "spm"
+        return self.tokenizer in SPM_KINDS
 
 
 LLAMA3_ROPE = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
@@ -74,7 +75,7 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
            "<|begin_of_text|>", "<|eot_id|>", ("<|start_header_id|>", "<|end_header_id|>"), tokenizer="llama3"),
     Family("mistral", {"model_type": "mistral", "tie_word_embeddings": False, "rms_norm_eps": 1e-5, "head_dim": 64,
                        "sliding_window": 4096, "rope_theta": 1000000.0}, "mistral",
-           "<s>", "</s>", ("[INST]", "[/INST]")),
+           "<s>", "</s>", ("[INST]", "[/INST]"), tokenizer="mistral"),
     Family("qwen2", {"model_type": "qwen2", "tie_word_embeddings": True, "rms_norm_eps": 1e-6,
                      "rope_theta": 1000000.0}, "qwen2", None, "<|im_end|>",
            tokenizer="qwen2"),
@@ -88,17 +89,17 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("gemma2", {"model_type": "gemma2", "tie_word_embeddings": True, "rms_norm_eps": 1e-6, "head_dim": 256,
                       "query_pre_attn_scalar": 256, "sliding_window": 16, "attn_logit_softcapping": 10.0,
                       "final_logit_softcapping": 30.0, "hidden_activation": "gelu_pytorch_tanh"}, "gemma",
-           "<bos>", "<eos>", ("<start_of_turn>", "<end_of_turn>"), qk_gain=4.0, output_scale=0.03),
+           "<bos>", "<eos>", ("<start_of_turn>", "<end_of_turn>"), qk_gain=4.0, output_scale=0.03, tokenizer="gemma"),
     Family("phi3", {"model_type": "phi3", "tie_word_embeddings": False, "rms_norm_eps": 1e-5,
                     "sliding_window": 2047, "rope_theta": 10000.0, "pad_token_id": None}, "phi3",
-           "<s>", "<|endoftext|>", ("<|user|>", "<|assistant|>", "<|end|>", "<|system|>")),
+           "<s>", "<|endoftext|>", ("<|user|>", "<|assistant|>", "<|end|>", "<|system|>"), tokenizer="phi3"),
 )}
 
 # Families whose tokenizer is a sentencepiece model with byte fallback and scores (tokenizer.model
 # beside tokenizer.json), as Llama 2's and Mistral 7B v0.1's: llama.cpp's SPM tokenizer, not BPE.
 SPM_FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("llama2", {"model_type": "llama", "tie_word_embeddings": False, "rms_norm_eps": 1e-5,
-                      "rope_theta": 10000.0}, "llama2", "<s>", "</s>", tokenizer="spm"),
+                      "rope_theta": 10000.0}, "llama2", "<s>", "</s>", tokenizer="llama2"),
 )}
 
 # Plain texts of several lengths (gemma2's 16-token window is passed by the longer ones) and a
@@ -130,12 +131,38 @@ def base_tokenizer_folder(cache: Path) -> Path:
     return folder
 
 
-# Llama 2's tokenizer.model settings: BPE, no normalization, every space kept, digits split,
-# unknown characters spelled as bytes; <unk>, <s>, </s> as ids 0-2.
-SPM_TRAINER = {"model_type": "bpe", "vocab_size": 800, "hard_vocab_limit": False, "byte_fallback": True,
-               "normalization_rule_name": "identity", "remove_extra_whitespaces": False, "split_digits": True,
-               "allow_whitespace_only_pieces": True, "character_coverage": 1.0, "unk_id": 0, "bos_id": 1,
-               "eos_id": 2, "pad_id": -1, "num_threads": 1, "minloglevel": 2}
+@dataclass(frozen=True)
+class SpmKind:
+    """A sentencepiece tokenizer (BPE, byte fallback, scores) as one family ships it: the
+    tokenizer.model trained here with the family's piece ids and settings, and the
+    tokenizer.json transformers 4 wrote for it."""
+
+    name: str
+    ids: tuple[int, int, int, int]  # <unk>, <s>/<bos>, </s>/<eos>, <pad> (-1: none)
+    pieces: tuple[str, str, str, str] = ("<unk>", "<s>", "</s>", "<pad>")
+    control: tuple[str, ...] = ()  # control pieces of the model itself (Mistral v0.3's [INST])
+    user_defined: tuple[str, ...] = ()  # pieces always whole (Gemma's turn markers)
+    space_prefix: bool = True  # a "▁" in front of every text between special tokens (not Gemma's)
+    # Tokens added after the model's pieces, in added_tokens.json and tokenizer_config.json
+    # (Phi-3's), each eating the whitespace after it when rstrip (as Phi-3's tokenizer.json says)
+    added: tuple[str, ...] = ()
+    rstrip: tuple[str, ...] = ()
+
+
+SPM_KINDS: dict[str, SpmKind] = {k.name: k for k in (
+    # Llama 2 (and Mistral 7B v0.1): every space kept, digits split, <unk> <s> </s> as ids 0-2
+    SpmKind("llama2", ids=(0, 1, 2, -1)),
+    # Mistral 7B v0.3: [INST] and [/INST] control pieces of the model, ids 3 and 4
+    SpmKind("mistral", ids=(0, 1, 2, -1), control=("[INST]", "[/INST]")),
+    # Gemma: <pad> <eos> <bos> <unk> as ids 0-3, no space prefix, the turn markers whole
+    SpmKind("gemma", ids=(3, 2, 1, 0), pieces=("<unk>", "<bos>", "<eos>", "<pad>"),
+            user_defined=("<start_of_turn>", "<end_of_turn>"), space_prefix=False),
+    # Phi-3: Llama 2's model, its chat tokens added after it; all but <|endoftext|> strip the
+    # whitespace after them, and so does </s>
+    SpmKind("phi3", ids=(0, 1, 2, -1), added=("<|endoftext|>", "<|assistant|>", "<|system|>", "<|end|>", "<|user|>"),
+            rstrip=("</s>", "<|assistant|>", "<|system|>", "<|end|>", "<|user|>")),
+)}
+SPM_PIECES = 800  # the vocabulary trained (with the 256 byte pieces)
 
 
 def _spm_training_text() -> list[str]:
@@ -158,30 +185,52 @@ def _spm_training_text() -> list[str]:
     return texts
 
 
-def spm_tokenizer_folder(cache: Path) -> Path:
-    """A sentencepiece tokenizer trained here (Llama 2's settings, ~800 pieces) as an HF folder:
-    tokenizer.model, and the tokenizer.json transformers 4 wrote for Llama 2 (the space prefix as
-    a normalizer, so after every special token too, as sentencepiece and llama.cpp put it;
-    transformers 5's LlamaTokenizer puts it only where a text does not start with a space)."""
-    folder = cache / "spm-tokenizer"
-    if (folder / "tokenizer.json").is_file():
-        return folder
+def _train_spm(kind: SpmKind) -> bytes:
+    """``kind``'s tokenizer.model: BPE, no normalization, every space kept, digits split,
+    unknown characters spelled as bytes (~1 s)."""
     import io
 
     import sentencepiece
-    from tokenizers import normalizers
+
+    unk, bos, eos, pad = kind.ids
+    unk_piece, bos_piece, eos_piece, pad_piece = kind.pieces
+    model = io.BytesIO()
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(_spm_training_text()), model_writer=model, model_type="bpe", vocab_size=SPM_PIECES,
+        hard_vocab_limit=False, byte_fallback=True, normalization_rule_name="identity", remove_extra_whitespaces=False,
+        split_digits=True, allow_whitespace_only_pieces=True, character_coverage=1.0,
+        add_dummy_prefix=kind.space_prefix, unk_id=unk, bos_id=bos, eos_id=eos, pad_id=pad, unk_piece=unk_piece,
+        bos_piece=bos_piece, eos_piece=eos_piece, pad_piece=pad_piece, control_symbols=list(kind.control),
+        user_defined_symbols=list(kind.user_defined), num_threads=1, minloglevel=2)
+    return model.getvalue()
+
+
+def spm_tokenizer_folder(cache: Path, kind: SpmKind) -> Path:
+    """``kind``'s sentencepiece tokenizer trained here (~800 pieces) as an HF folder:
+    tokenizer.model, and the tokenizer.json transformers 4 wrote for such a model (the space
+    prefix as a normalizer, so after every special token too, as sentencepiece and llama.cpp put
+    it; transformers 5's LlamaTokenizer puts it only where a text does not start with a space;
+    Gemma's only turns spaces into "▁"), its pieces of the model's own control and user-defined
+    kinds special added tokens."""
+    folder = cache / f"{kind.name}-spm-tokenizer"
+    if (folder / "tokenizer.json").is_file():
+        return folder
+    from tokenizers import AddedToken, normalizers
     from transformers import LlamaTokenizer
 
     tmp = folder.with_name(folder.name + ".part")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    model = io.BytesIO()
-    sentencepiece.SentencePieceTrainer.train(sentence_iterator=iter(_spm_training_text()), model_writer=model,
-                                             **SPM_TRAINER)
-    (tmp / "tokenizer.model").write_bytes(model.getvalue())
-    tok = LlamaTokenizer.from_pretrained(tmp, legacy=True, add_bos_token=True, add_eos_token=False)
-    tok.backend_tokenizer.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
-    tok.backend_tokenizer.pre_tokenizer = None
+    (tmp / "tokenizer.model").write_bytes(_train_spm(kind))
+    _, bos, eos, _ = kind.pieces
+    tok = LlamaTokenizer.from_pretrained(tmp, legacy=True, add_bos_token=True, add_eos_token=False,
+                                         bos_token=bos, eos_token=eos, unk_token=kind.pieces[0])
+    backend = tok.backend_tokenizer
+    replace = normalizers.Replace(" ", "▁")
+    backend.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), replace]) if kind.space_prefix else replace
+    backend.pre_tokenizer = None
+    whole = (*kind.control, *kind.user_defined)
+    backend.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in whole])
     tok.save_pretrained(tmp)
     tmp.rename(folder)
     return folder
@@ -302,7 +351,7 @@ def tokenizer_folder(family: Family, cache: Path) -> Path:
     if family.tokenizer == "smollm2":
         return base_tokenizer_folder(cache)
     if family.spm:
-        return spm_tokenizer_folder(cache)
+        return spm_tokenizer_folder(cache, SPM_KINDS[family.tokenizer])
     return bpe_tokenizer_folder(cache, BPE_KINDS[family.tokenizer])
 
 
@@ -312,19 +361,32 @@ def _write_tokenizer(family: Family, source: Path, folder: Path) -> int:
     from tokenizers import AddedToken, Tokenizer
 
     tok = Tokenizer.from_file(str(source / "tokenizer.json"))
-    new = [t for t in (family.bos, family.eos, *family.specials) if t is not None and tok.token_to_id(t) is None]
+    spm = SPM_KINDS.get(family.tokenizer)
+    added = {t.content for t in tok.get_added_tokens_decoder().values()}
+    wanted = [*(spm.added if spm else ()), *(t for t in (family.bos, family.eos, *family.specials) if t is not None)]
+    new = list(dict.fromkeys(t for t in wanted if t not in added))
     tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in new])
-    tok.save(str(folder / "tokenizer.json"))
+    layout = json.loads(tok.to_str())
+    for token in layout["added_tokens"]:  # as Phi-3's tokenizer.json has them
+        token["rstrip"] = bool(spm and token["content"] in spm.rstrip)
+    (folder / "tokenizer.json").write_text(json.dumps(layout, ensure_ascii=False), encoding="utf-8")
     chat = TEMPLATES[family.template] if family.template else (source / "chat_template.jinja").read_text("utf-8")
     settings = {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": family.bos, "eos_token": family.eos,
                 "pad_token": family.eos, "chat_template": chat, "model_max_length": 4096}
     kind = _bpe_kind_of(source)
     if kind is not None:  # transformers' Qwen2Tokenizer puts its own pre-tokenizer in: only over Qwen2's kind
         settings |= {"tokenizer_class": kind.tokenizer_class, "pad_token": kind.pad}
-    if family.spm:  # as Llama 2's tokenizer_config.json
+    if spm is not None:  # as Llama 2's, Mistral's, Gemma's and Phi-3's tokenizer_config.json
         shutil.copyfile(source / "tokenizer.model", folder / "tokenizer.model")
-        settings |= {"tokenizer_class": "LlamaTokenizer", "unk_token": "<unk>", "add_bos_token": True,
-                     "add_eos_token": False, "legacy": True}
+        settings |= {"tokenizer_class": "GemmaTokenizer" if spm.name == "gemma" else "LlamaTokenizer",
+                     "unk_token": spm.pieces[0], "add_bos_token": True, "add_eos_token": False, "legacy": True}
+        if spm.added:  # Phi-3's also names its added tokens in added_tokens.json
+            ids = {t["content"]: int(t["id"]) for t in layout["added_tokens"]}
+            (folder / "added_tokens.json").write_text(json.dumps({t: ids[t] for t in spm.added}, indent=1))
+        if spm.name != "llama2":  # as transformers 4 saved them (Llama 2's dates from before)
+            settings["added_tokens_decoder"] = {
+                str(t["id"]): {k: t[k] for k in ("content", "lstrip", "normalized", "rstrip", "single_word", "special")}
+                for t in layout["added_tokens"]}
     (folder / "tokenizer_config.json").write_text(json.dumps(settings, indent=1))
     return int(tok.get_vocab_size(with_added_tokens=True))
 
@@ -491,10 +553,10 @@ def _embedding_rows(kind: BpeKind | None, tokens: int) -> int:
 
 def _config_token_ids(kind: BpeKind | None, tokenizer) -> dict[str, int | list[int]]:
     """config.json's bos_token_id and eos_token_id as the family's own has them (Qwen2.5 names
-    <|endoftext|> BOS there, though its tokenizer has none; Llama 3.2 a list of EOS); {} leaves
-    transformers' defaults."""
+    <|endoftext|> BOS there, though its tokenizer has none; Llama 3.2 a list of EOS); the
+    tokenizer's own BOS and EOS for the others."""
     if kind is None:
-        return {}
+        return {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id}
     eos = [tokenizer.convert_tokens_to_ids(t) for t in kind.config_eos]
     return {"bos_token_id": tokenizer.convert_tokens_to_ids(kind.config_bos),
             "eos_token_id": eos[0] if len(eos) == 1 else eos}
