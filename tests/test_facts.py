@@ -126,6 +126,7 @@ def test_a_note_is_said_back_as_a_sentence():
     assert said_back("Flying to Oslo on the 3rd.") == "You are flying to Oslo on the 3rd."
     assert said_back("Biscuit is my dog.") == "Biscuit is your dog."  # a name, not a note
     assert said_back("vegan since 2015") == "You have been vegan since 2015"
+    assert said_back("been vegan since 2015") == "You have been vegan since 2015"  # not "been been"
     assert said_back("school run on weekdays at 8:15") == "Your school run is on weekdays at 8:15"
     assert said_back("piano lessons are on Fridays.") == "Your piano lessons are on Fridays."
     assert said_back("Tom Jones is my neighbour.") == "Tom Jones is your neighbour."
