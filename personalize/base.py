@@ -80,24 +80,31 @@ def gguf_of_folder(folder: Path, progress: Callable[[str], None] = lambda _: Non
 CACHE_VERSION = 5
 
 
-def cached_base_folder(base: Path, progress: Callable[[str], None] = lambda _: None) -> Path:
-    """An HF model folder for ``base``: the folder itself, or the cache of a GGUF file. The
-    config is ``gguf_config``'s: transformers' reading of the header with what it loses put
-    back, checked to be one the converter writes before anything is dequantized."""
+def cached_base_folder(base: Path, progress: Callable[[str], None] = lambda _: None,
+                       dtype: str = "float32") -> Path:
+    """An HF model folder for ``base``: the folder itself, or the cache of a GGUF file, its
+    weights in ``dtype``: "float32", or "float16" for the float16 form (matrices in float16,
+    the rest float32: half the disk, 16 GB instead of 32 for an 8B base), which a float32 cache
+    already there serves as well. The config is ``gguf_config``'s: transformers' reading of the
+    header with what it loses put back, checked to be one the converter writes before anything
+    is dequantized."""
     if base.is_dir():
         require_hf_folder(base)
         return base
-    folder = paths.cache_dir() / f"base-{base_fingerprint(base)[:16]}"
-    marker = folder / CACHE_MARKER
-    if marker.is_file() and json.loads(marker.read_text(encoding="utf-8")).get("version") == CACHE_VERSION:
-        return folder
+    name = f"base-{base_fingerprint(base)[:16]}"
+    folders = {"float32": paths.cache_dir() / name, "float16": paths.cache_dir() / f"{name}-float16"}
+    for usable in ("float32",) if dtype == "float32" else ("float16", "float32"):
+        marker = folders[usable] / CACHE_MARKER
+        if marker.is_file() and json.loads(marker.read_text(encoding="utf-8")).get("version") == CACHE_VERSION:
+            return folders[usable]
+    folder = folders[dtype]
     config = gguf_config(base)
     progress("dequantizing the base model (first time only)")
     from tunechat.personalize.dequantize import write_hf_folder
 
     tmp = folder.with_name(folder.name + ".part")
     shutil.rmtree(tmp, ignore_errors=True)
-    write_hf_folder(base, tmp, config=config)  # gguf's dequantizers, streamed: no model is built
+    write_hf_folder(base, tmp, dtype, config=config)  # gguf's dequantizers, streamed: no model is built
     (tmp / CACHE_MARKER).write_text(json.dumps({"source": str(base), "version": CACHE_VERSION}))
     shutil.rmtree(folder, ignore_errors=True)
     tmp.rename(folder)

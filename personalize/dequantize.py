@@ -34,7 +34,9 @@ from tunechat.convert.header import GGUFHeader, TensorInfo, decode_value, read_h
 from tunechat.convert.hf_metadata import PHI3_NAMES
 from tunechat.convert.writer import COPIED_TENSORS, gguf_tensor_name
 
-# safetensors dtype names and bytes per element, for the dtypes training loads.
+# safetensors dtype names and bytes per element, for the dtypes training loads. A folder in
+# "float16" holds its matrices in float16 and its norms and biases in float32 (``tensor_dtype``):
+# half the disk of float32 for what the float16 form trains from, the small tensors exact.
 DTYPES: dict[str, tuple[str, int]] = {"float32": ("F32", 4), "bfloat16": ("BF16", 2), "float16": ("F16", 2)}
 # Pre-tokenizers under which llama.cpp takes a word the vocabulary has whole as one token before
 # merging (its vocabulary loader's ``ignore_merges``), as these models' tokenizer.json say
@@ -206,14 +208,19 @@ def _as_buffer(weights: np.ndarray, dtype: str) -> memoryview:
     return memoryview(weights).cast("B")
 
 
+def tensor_dtype(dtype: str, shape: tuple[int, ...]) -> str:
+    """The dtype a tensor of ``shape`` is written in, in a folder of ``dtype``."""
+    return "float32" if dtype == "float16" and len(shape) < 2 else dtype
+
+
 def write_safetensors(path: Path, shapes: dict[str, tuple[int, ...]], tensors: Iterator[tuple[str, np.ndarray]],
                       dtype: str = "float32", progress: Callable[[int, int], None] = lambda done, total: None) -> None:
     """A safetensors file whose tensors (``shapes``, in that order) come one at a time from
     ``tensors``: the header is written first from the shapes, then each tensor's bytes."""
-    st_dtype, size = DTYPES[dtype]
     entries: dict[str, Any] = {"__metadata__": {"format": "pt"}}
     offset = 0
     for name, shape in shapes.items():
+        st_dtype, size = DTYPES[tensor_dtype(dtype, shape)]
         n = int(np.prod(shape, dtype=np.int64)) * size
         entries[name] = {"dtype": st_dtype, "shape": list(shape), "data_offsets": [offset, offset + n]}
         offset += n
@@ -226,7 +233,7 @@ def write_safetensors(path: Path, shapes: dict[str, tuple[int, ...]], tensors: I
             expected = shapes.get(name)
             if expected is None or tuple(weights.shape) != tuple(expected):
                 raise DequantizeError(f"Tensor {name!r} has shape {weights.shape}, expected {expected}.")
-            fh.write(_as_buffer(weights, dtype))
+            fh.write(_as_buffer(weights, tensor_dtype(dtype, expected)))
             progress(i + 1, len(shapes))
         if fh.tell() != 8 + len(blob) + offset:
             raise DequantizeError(f"{path.name} is incomplete: fewer tensors than its header names.")

@@ -123,10 +123,10 @@ def prepare(spec: JobSpec, reporter: Reporter) -> Job:
     base_gguf = base_mod.gguf_of_folder(base, say) if base.is_dir() else base
     check_gguf_file(base_gguf)
     fingerprint = base_fingerprint(base_gguf)
-    folder = base if base.is_dir() else base_mod.cached_base_folder(base_gguf, say)
+    form = spec.weights or memory.training_form(base, gpu=device == "cuda")
+    folder = base if base.is_dir() else base_mod.cached_base_folder(base_gguf, say, form)
     tokenizer = base_mod.load_tokenizer(folder)
     checks.require_training_tokenizer(base_gguf, tokenizer, template_info(base_gguf, tokenizer))
-    form = spec.weights or memory.training_form(base, gpu=device == "cuda")
     return Job(
         spec=spec, reporter=reporter, pairs=pairs, recipe=recipe, base_gguf=base_gguf,
         fingerprint=fingerprint, folder=folder, device=device, form=form,

@@ -120,6 +120,44 @@ def test_the_float16_form_personalizes_end_to_end(zoo, name, source, home, tmp_p
     failed = [(c.name, c.detail) for c in manifest.checks if not c.passed]
     assert not failed, failed
     assert manifest.train.weights == "float16" and manifest.train.stopped_early, manifest.train.losses
+    if source == "gguf":  # trained from the float16 cache of the GGUF, no float32 one written
+        from tunechat.core import paths
+        from tunechat.core.fingerprint import base_fingerprint
+
+        name = f"base-{base_fingerprint(base)[:16]}"
+        assert (paths.cache_dir() / f"{name}-float16").is_dir() and not (paths.cache_dir() / name).exists()
+
+
+@pytest.mark.slow
+def test_the_float16_cache_of_a_gguf_base_holds_its_matrices_in_half_and_the_rest_exact(zoo, home):
+    """What the float16 form trains from: each matrix of the float32 cache rounded to float16
+    (half the disk), each norm and bias as it is there; a float32 cache already there serves
+    the float16 form as well, and is not written twice."""
+    import shutil
+
+    import torch
+    from safetensors import safe_open
+
+    from tunechat.personalize.base import cached_base_folder
+
+    path = zoo["qwen2"].gguf("Q4_K_M")  # biases and norms among its tensors
+    half, full = cached_base_folder(path, dtype="float16"), cached_base_folder(path)
+    assert half != full
+    with safe_open(str(half / "model.safetensors"), "pt") as h, safe_open(str(full / "model.safetensors"), "pt") as f:
+        assert set(h.keys()) == set(f.keys())
+        vectors = 0
+        for key in f.keys():
+            kept, exact = h.get_tensor(key), f.get_tensor(key)
+            if exact.ndim >= 2:
+                assert kept.dtype == torch.float16 and torch.equal(kept, exact.half()), key
+            else:
+                assert kept.dtype == torch.float32 and torch.equal(kept, exact), key
+                vectors += 1
+        assert vectors > 0
+    size = lambda folder: (folder / "model.safetensors").stat().st_size  # noqa: E731
+    assert size(half) < 0.52 * size(full)
+    shutil.rmtree(half)
+    assert cached_base_folder(path, dtype="float16") == full
 
 
 @pytest.mark.parametrize("form", ["float32", "float16"])
