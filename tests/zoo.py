@@ -147,11 +147,14 @@ class SpmKind:
     # (Phi-3's), each eating the whitespace after it when rstrip (as Phi-3's tokenizer.json says)
     added: tuple[str, ...] = ()
     rstrip: tuple[str, ...] = ()
+    # tokenizer_config.json lists the added tokens (added_tokens_decoder), as transformers saves
+    # it; Llama 2's as first published did not: both of the converters' paths are taken
+    lists_added: bool = True
 
 
 SPM_KINDS: dict[str, SpmKind] = {k.name: k for k in (
     # Llama 2 (and Mistral 7B v0.1): every space kept, digits split, <unk> <s> </s> as ids 0-2
-    SpmKind("llama2", ids=(0, 1, 2, -1)),
+    SpmKind("llama2", ids=(0, 1, 2, -1), lists_added=False),
     # Mistral 7B v0.3: [INST] and [/INST] control pieces of the model, ids 3 and 4
     SpmKind("mistral", ids=(0, 1, 2, -1), control=("[INST]", "[/INST]")),
     # Gemma: <pad> <eos> <bos> <unk> as ids 0-3, no space prefix, the turn markers whole
@@ -383,7 +386,7 @@ def _write_tokenizer(family: Family, source: Path, folder: Path) -> int:
         if spm.added:  # Phi-3's also names its added tokens in added_tokens.json
             ids = {t["content"]: int(t["id"]) for t in layout["added_tokens"]}
             (folder / "added_tokens.json").write_text(json.dumps({t: ids[t] for t in spm.added}, indent=1))
-        if spm.name != "llama2":  # as transformers 4 saved them (Llama 2's dates from before)
+        if spm.lists_added:
             settings["added_tokens_decoder"] = {
                 str(t["id"]): {k: t[k] for k in ("content", "lstrip", "normalized", "rstrip", "single_word", "special")}
                 for t in layout["added_tokens"]}
