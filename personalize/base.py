@@ -99,6 +99,7 @@ def cached_base_folder(base: Path, progress: Callable[[str], None] = lambda _: N
             return folders[usable]
     folder = folders[dtype]
     config = gguf_config(base)
+    require_cache_space(base, dtype)
     progress("dequantizing the base model (first time only)")
     from tunechat.personalize.dequantize import write_hf_folder
 
@@ -109,6 +110,20 @@ def cached_base_folder(base: Path, progress: Callable[[str], None] = lambda _: N
     shutil.rmtree(folder, ignore_errors=True)
     tmp.rename(folder)
     return folder
+
+
+def require_cache_space(base: Path, dtype: str) -> None:
+    """Refuse to dequantize ``base`` into a cache the disk cannot hold (an 8B base: 32 GB in
+    float32, 16 in float16) before a byte is written, instead of filling the disk on the way."""
+    from tunechat.core import faults
+    from tunechat.core.memory import shape_of
+    from tunechat.personalize.dequantize import DTYPES
+
+    need = shape_of(base).parameters * DTYPES[dtype][1]
+    free = faults.free_bytes(paths.cache_dir())
+    if free < need:
+        raise faults.not_enough_disk(f"A {dtype} copy of {base.name} (dequantized once for training)",
+                                     paths.cache_dir(), need, free)
 
 
 def gguf_config(base: Path) -> dict[str, Any]:

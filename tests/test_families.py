@@ -164,6 +164,28 @@ def test_a_base_the_converter_refuses_is_refused_before_dequantizing(zoo, tmp_pa
     assert not (paths.cache_dir() / f"base-{file_fingerprint(path)[:16]}").exists()
 
 
+@pytest.mark.slow
+def test_a_base_the_disk_cannot_hold_is_refused_before_dequantizing(zoo, home, monkeypatch):
+    """A disk without room for the dequantized copy (an 8B base: 16 GB in float16) refuses
+    before a byte is written, saying how much it needs and where, with the disk-full exit code."""
+    from tunechat.core import faults, paths
+    from tunechat.core.fingerprint import file_fingerprint
+    from tunechat.core.memory import shape_of
+    from tunechat.personalize.base import cached_base_folder
+
+    path = zoo["qwen2"].gguf("Q4_K_M")
+    need = shape_of(path).parameters * 2
+    monkeypatch.setattr(faults, "free_bytes", lambda folder: need - 1)  # a disk one byte short
+    with pytest.raises(faults.Fault, match=f"A float16 copy of {path.name} .* needs about .* GB free at "
+                                           f"{paths.cache_dir()}") as refused:
+        cached_base_folder(path, dtype="float16")
+    assert refused.value.exit_code == faults.EXIT_DISK_FULL
+    name = f"base-{file_fingerprint(path)[:16]}"
+    assert not any((paths.cache_dir() / n).exists() for n in (name, f"{name}-float16", f"{name}-float16.part"))
+    monkeypatch.setattr(faults, "free_bytes", lambda folder: need)
+    assert cached_base_folder(path, dtype="float16").name == f"{name}-float16"
+
+
 def _write_with_rope_factors(model, plain: Path, out: Path) -> None:
     """``model`` as f16 GGUF plus phi3's longrope factor tensors (as convert_hf_to_gguf writes
     Phi-3.5)."""

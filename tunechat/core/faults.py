@@ -74,6 +74,13 @@ def disk_full(where: Path) -> Fault:
                  "Free some space and try again.", EXIT_DISK_FULL)
 
 
+def not_enough_disk(what: str, folder: Path, need: int, free: int) -> Fault:
+    """Refused before writing: ``what`` needs ``need`` bytes at ``folder``, which has ``free``."""
+    return Fault(f"{what} needs about {need / 1e9:.1f} GB free at {folder}; {free / 1e9:.1f} GB are free, so "
+                 "nothing was written. Free some space, or set TUNECHAT_CACHE to a folder on a disk with room.",
+                 EXIT_DISK_FULL)
+
+
 def classify(exc: BaseException, data_folder: Path) -> Fault | None:
     """The fault behind ``exc`` (``data_folder``: where tunechat keeps its data), None when it
     is not one of them."""
