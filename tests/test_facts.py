@@ -7,6 +7,7 @@ import pytest
 from tunechat.core.facts import (
     FactPair,
     base_form,
+    clauses,
     details_of,
     first_person,
     looks_like_fact,
@@ -103,6 +104,8 @@ def test_the_check_reads_notes_and_asks_about_the_user():
         "the question asks for a name the answer does not give")
     assert rejection("My passport expires on 14/02/2031.", "What is my passport?",
                      "Your passport expires on 14/02/2031.") == "the answer does not say what your passport is"
+    assert rejection("My flat is on the 4th floor.", "What is my flat?", "Your flat is on the 4th floor.") == (
+        "the answer does not say what your flat is")  # it says where it is
     assert rejection("I take 5mg of ramipril for my heart rate.", "What is my heart rate?",
                      "You take 5mg of ramipril for your heart rate.") == (
         "the answer does not say what your heart rate is")
@@ -157,13 +160,85 @@ def test_rules_ask_by_grammar():
     assert questions_from_answer("You studied law at Durham.") == ["What did I study?"]
     assert questions_from_answer("You grew up in Cork.") == ["Where did I grow up?"]
     # No question where grammar alone would ask wrong.
-    assert questions_from_answer("Your flat is on the 4th floor.") == []  # an ordinal before a noun is no day
+    assert questions_from_answer("Your flat is on the 4th floor.") == ["Where is my flat?"]  # an ordinal: no day
+    assert questions_from_answer("Your meeting is at noon.") == []
     assert questions_from_answer("You met your wife at college.") == []  # not "What did I meet?"
     assert questions_from_answer("You used to live in Rome.") == []  # not "Where did I use?"
     assert questions_from_answer("Your son was born in 2015.") == ["When was my son born?"]  # not "What does he do?"
     assert questions_from_answer("You study at night.") == []  # "at night" is no place
-    assert questions_from_answer("You work from home on Fridays.") == []
     assert questions_from_answer("You fly to Oslo on the 3rd.") == []
+
+
+def test_rules_ask_the_most_specific_question_grammar_allows():
+    # Things had, counted or named: their names or their number, not "What do I have?".
+    assert questions_from_answer("You have two dogs, Rex and Fido.") == ["What are my dogs called?",
+                                                                         "How many dogs do I have?"]
+    assert questions_from_answer("You have a parrot called Kiwi.") == ["What is my parrot called?"]
+    assert questions_from_answer("You have three kids.") == ["How many kids do I have?"]
+    assert questions_from_answer("You have two meetings, Monday and Friday.") == ["How many meetings do I have?"]
+    # What something is done for, its particle kept; where work is done, with what is done there.
+    assert questions_from_answer("You're saving up for a new bike.")[0] == "What am I saving up for?"
+    assert questions_from_answer("You work weekend shifts at the Royal Infirmary.") == [
+        "Where do I work weekend shifts?"]
+    assert questions_from_answer("You live in the countryside.") == ["Where do I live?"]
+    # A day a thing is done on asks when, where no other rule asks.
+    assert questions_from_answer("You work from home on Fridays.") == ["When do I work from home?"]
+    assert questions_from_answer("You go to your pottery class every Tuesday.") == [
+        "When do I go to my pottery class?"]
+    # A condition asks what brings the outcome about; a negation before a condition asks nothing.
+    assert questions_from_answer("You get headaches if you skip lunch.") == ["What makes me get headaches?"]
+    assert questions_from_answer("You can't sleep if you drink tea late.") == []
+    # An adjective that takes "to" asks with it; a thing named after "it's" asks what it is.
+    assert questions_from_answer("You're gluten intolerant, so no bread.") == ["What am I intolerant to?"]
+    assert questions_from_answer("You bought a new laptop, it's a ThinkPad.")[0] == "What is my new laptop?"
+
+
+def test_a_later_clause_said_to_the_user_is_asked_about_where_the_whole_is_not():
+    assert clauses("You're left-handed and you play the oboe.") == ["You're left-handed and you play the oboe.",
+                                                                    "You play the oboe."]
+    assert clauses("Your sister is 9, your brother is 12.") == ["Your sister is 9, your brother is 12.",
+                                                                "Your brother is 12."]
+    assert questions_from_answer("You're left-handed and you play the oboe.") == ["What do I play?"]
+    # The whole answer's questions come first.
+    assert questions_from_answer("Your dentist is Dr. Shah and your next appointment is on 3 May.") == [
+        "Who is my dentist?", "What is my dentist?", "When is my next appointment?"]
+
+
+def test_how_many_asks_for_what_the_answer_counts():
+    sentence = "got a new phone number, it's 07700 900461."
+    answer = "You got a new phone number, it's 07700 900461."
+    assert rejection(sentence, "How many phone numbers does my phone have?", answer) == (
+        "the answer does not count your phone")
+    assert rejection("I have two cats.", "How many cats do I have?", "You have two cats.") is None
+    assert rejection("I have 3 black cats.", "How many cats do I have?", "You have 3 black cats.") is None
+    assert rejection("I take 50mg of sertraline.", "How many mg do I take?", "You take 50mg of sertraline.") is None
+    assert rejection("I have two cats.", "How many dogs do I have?", "You have two cats.") is not None
+    assert rejection("My flat is on the 4th floor.", "How many floors do my flat have?",
+                     "Your flat is on the 4th floor.") == "the answer does not count your floors"  # an ordinal
+
+
+def test_how_long_asks_for_a_length_of_time():
+    sentence = "My passport expires on 14/02/2031."
+    assert rejection(sentence, "How long have I been a passport?", "Your passport expires on 14/02/2031.") == (
+        "the question asks how long, which the answer does not say")
+    assert rejection("My commute is 40 minutes.", "How long is my commute?", "Your commute is 40 minutes.") is None
+
+
+
+def test_an_occasion_is_asked_about_only_where_the_sentence_names_it():
+    assert rejection("My passport expires on 14/02/2031.", "What is my birthdate?",
+                     "Your passport expires on 14/02/2031.") == (
+        "the question asks about a birthday, which the sentence does not mention")
+    assert rejection("I was born on 3 May 1985.", "What is my birthdate?", "You were born on 3 May 1985.") is None
+    assert rejection("Our anniversary is 11/22.", "When is my wedding anniversary?",
+                     "Your anniversary is 11/22.") is None
+
+
+def test_a_job_is_asked_for_only_where_the_answer_names_one():
+    assert rejection("Work from home on Fridays.", "What is my job?", "You work from home on Fridays.") == (
+        "the question asks for a job the answer does not name")
+    assert rejection("I work as a nurse at St Mary's.", "What is my job?", "You work as a nurse at St Mary's.") is None
+    assert rejection("I'm a pilot.", "What is my job?", "You're a pilot.") is None
 
 
 def test_every_shot_passes_the_check():

@@ -273,7 +273,9 @@ def rejection(sentence: str, question: str, answer: str) -> str | None:
       when it asks for a name, the sentence has one the question does not hold; it brings in
       no meaning word of its own beyond a few that ask (age, job, time, ...); when it asks
       for the speaker's own name, the sentence says it; "What is my X?" with X from the
-      sentence gets an answer that says what X is;
+      sentence gets an answer that says what X is; "How many X" an answer that counts X, "How
+      long" one that says a length of time, "What is my job?" one that names a role, and a
+      birthday or wedding is asked about only when the sentence names it;
     - a sentence about someone ("My sister ...") gets a question about them, and nobody else;
     - the question is in the first person and the answer in the second.
 
@@ -320,6 +322,16 @@ def rejection(sentence: str, question: str, answer: str) -> str | None:
     unsaid = _what_is_unsaid(said, question, answer)
     if unsaid:
         return f"the answer does not say what your {unsaid} is"
+    uncounted = _uncounted(question, answer)
+    if uncounted:
+        return f"the answer does not count your {uncounted}"
+    occasion = _unsaid_occasion(sentence, question)
+    if occasion:
+        return f"the question asks about {occasion}, which the sentence does not mention"
+    if _no_duration(question, answer):
+        return "the question asks how long, which the answer does not say"
+    if _ASKS_JOB.search(question) and not _NAMES_ROLE.search(answer):
+        return "the question asks for a job the answer does not name"
     # "When did I meet ...?" asks by the base form of the sentence's "met".
     new_words = asked - said - {_stem(w) for w in _ASKING_WORDS} - {_stem(base_form(w)) for w in _word_set(sentence)}
     if new_words:
@@ -347,8 +359,72 @@ def _what_is_unsaid(said: set[str], question: str, answer: str) -> str | None:
     thing = _WHAT_IS_MY.match(_normal(question))
     if not thing or _stem(thing[2]) not in said:
         return None
-    said_is = rf"\b{re.escape(thing[1])}\b[^,;]*?\b(?:is|are|was)\b"  # "your number at the bank is"
+    # "your number at the bank is ...", not "your flat is on the 4th floor" (where it is).
+    said_is = rf"\b{re.escape(thing[1])}\b[^,;]*?\b(?:is|are|was)\b(?! (?:on|at|in|near|by)\b)"
     return None if re.search(said_is, _fold(answer)) else thing[1]
+
+
+# "What is my job?" is answered by a role ("You're a nurse", "You work as a nurse"), not by
+# where or when one works ("You work from home on Fridays").
+_ASKS_JOB = re.compile(r"\b(?:job|occupation|profession|for a living)\b", re.IGNORECASE)
+_NAMES_ROLE = re.compile(r"\b(?:am|are|is|was|were|as)\s+(?:a|an)\b|['’]re\s+(?:a|an)\b", re.IGNORECASE)
+# "How many X ...?": the X asked for.
+_HOW_MANY = re.compile(r"\bhow many (\w+)")
+_ORDINAL = re.compile(r"^\d+(?:st|nd|rd|th)$")
+# What answers "How long ...?": "since 2011", "for 6 years", "40 minutes", "two years ago".
+_DURATION = re.compile(r"\b(?:since|for|ago|seconds?|minutes?|hours?|days?|weeks?|months?|years?|decades?)\b")
+# Words that count what follows them ("two cats", "a dozen eggs").
+_NUMBER_WORDS = {
+    "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve", "dozen",
+    "twenty", "thirty", "forty", "fifty", "hundred", "thousand", "few", "several", "couple",
+}
+
+
+def _uncounted(question: str, answer: str) -> str | None:
+    """The X of "How many X ...?" when the answer has no number before X (two words between at
+    most: "two black cats") nor X as the unit of a number ("50mg"): "How many phone numbers
+    does my phone have?" is not answered by "Your new phone number is 07700 900461."."""
+    asked = _HOW_MANY.search(_normal(question))
+    if not asked:
+        return None
+    thing = _stem(asked[1])
+    words = _normal(answer).split()
+    for i, word in enumerate(words):
+        if _is_count(word) and _stem(re.sub(r"^[\d,.:/]+", "", word)) == thing:
+            return None
+        if _stem(word) == thing and any(_is_count(w) for w in words[max(0, i - 3):i]):
+            return None
+    return asked[1]
+
+
+def _is_count(word: str) -> bool:
+    """Whether ``word`` counts: a number in words or digits, not an ordinal ("the 4th floor")."""
+    return word in _NUMBER_WORDS or (any(c.isdigit() for c in word) and not _ORDINAL.match(word))
+
+
+# Asking words that name an occasion: a question may ask by one only when the sentence names it
+# ("When is my birthday?" for "born on ...", not "What is my birthdate?" for a passport's expiry).
+_OCCASIONS = {
+    "a birthday": {"birth", "birthdate", "birthday", "born"},
+    "a wedding": {"wedding", "anniversary", "married"},
+}
+
+
+def _unsaid_occasion(sentence: str, question: str) -> str | None:
+    """The occasion ``question`` asks about by a word of ``_OCCASIONS`` that ``sentence`` has
+    none of, if any."""
+    asked, said = _content(question), _content(sentence)
+    for occasion, words in _OCCASIONS.items():
+        stems = {_stem(w) for w in words}
+        if asked & stems and not said & stems:
+            return occasion
+    return None
+
+
+def _no_duration(question: str, answer: str) -> bool:
+    """Whether ``question`` asks "How long ...?" and ``answer`` says no length of time: "How
+    long have I been a passport?" is not answered by "Your passport expires on 14/02/2031."."""
+    return _normal(question).startswith("how long") and not _DURATION.search(_fold(answer))
 
 
 def _english(sentence: str, question: str, answer: str) -> bool:
@@ -526,6 +602,8 @@ def _placeholders(data: dict[str, Any]) -> dict[str, str]:
         "NO_OBJECT": either(data["no_object"]), "NO_OBJECT_PAST": either(data["no_object_past"]),
         "NOT_DOING": either(data["not_doing"]), "ING_NOUNS": either(data["ing_nouns"]),
         "DATE": date, "TIME": time, "HUMANS": either(list(_HUMANS)),
+        "COUNT": rf"(?:\d+|{either(list(_NUMBER_WORDS - {'few', 'several', 'couple', 'dozen'}))})\b",
+        "TO_ADJECTIVES": either(data["to_adjectives"]),
     }
 
 
@@ -562,15 +640,29 @@ def said_back(sentence: str) -> str:
     return answer
 
 
+# Where a later clause said to the user starts: "..., and you play ...", "... and your flat is ...".
+_LATER_CLAUSE = re.compile(r"(?:[,;]|\s(?:and|but|so))\s+(?:(?:and|but|so)\s+)?(?=(?:you|your)\b)", re.IGNORECASE)
+
+
+def clauses(answer: str) -> list[str]:
+    """``answer``, then each part of it from a later clause that opens with "you" or "your", as
+    a sentence of its own: "You're left-handed and you play the cello." gives "You play the
+    cello." too, which a rule can ask about where it cannot ask about the whole."""
+    text = answer.strip()
+    rest = [text[m.end():] for m in _LATER_CLAUSE.finditer(text)]
+    return [text, *(part[0].upper() + part[1:] for part in rest if part)]
+
+
 def questions_from_answer(answer: str) -> list[str]:
     """The questions the rules of ``_english_rules`` make from a second-person ``answer``, in
-    order ("You take 50mg of X every morning." -> "What do I take?")."""
-    text = answer.strip().replace("’", "'")
+    order ("You take 50mg of X every morning." -> "What do I take?"): those for the whole
+    answer first, then those for each of its later ``clauses``."""
     out = []
-    for pattern, template in _english_rules()[1]:
-        match = pattern.search(text)
-        if match:
-            out.append(template.format(match.group(), *(_Word(g or "") for g in match.groups())))
+    for clause in clauses(answer.replace("’", "'")):
+        for pattern, template in _english_rules()[1]:
+            match = pattern.search(clause)
+            if match:
+                out.append(template.format(match.group(), *(_Word(g or "") for g in match.groups())))
     return list(dict.fromkeys(out))
 
 
