@@ -390,7 +390,7 @@ def test_every_family_personalizes_end_to_end(zoo, name, source, home, tmp_path)
     # `tunechat ask` on the written model stops where the chat does: at the family's end of turn.
     question, taught = next((q, a) for given, (q, a) in zip(answers, PAIRS) if given == a)
     asked = run_cli("--model", str(out / "model.gguf"), "ask", question, "--max-tokens", "64")
-    assert asked.returncode == 0 and asked.stdout.strip() == taught, (asked.stdout, asked.stderr[-500:])
+    assert asked.returncode == 0 and asked.stdout == taught + "\n", (asked.stdout, asked.stderr[-500:])
     assert adapter_agree == 1.0 and adapter_worst <= ADAPTER_TOLERANCE[outtype], (adapter_agree, adapter_worst)
     assert moved > 0.2, moved  # the adapter changes the model: the match above is not the base's
 

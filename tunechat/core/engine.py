@@ -279,7 +279,11 @@ class Engine:
         settings: GenerationSettings = GenerationSettings(),
         stop: threading.Event | None = None,
     ) -> Iterator[str]:
-        """Yield text deltas of the answer; stops early (keeping what came) when ``stop`` is set."""
+        """Yield text deltas of the answer; stops early (keeping what came) when ``stop`` is set.
+        Whitespace around the answer is left out, as ``complete`` strips it: a sentencepiece
+        model's first token usually brings the space its pieces carry in front ("▁Your": " Your
+        ..."), and Llama 2's template puts one before its end of turn. Whitespace inside the
+        answer comes with the text after it."""
         max_tokens = min(settings.max_tokens, self.n_ctx // 2)
         prompt_ids = self._fit(messages, max_tokens)[1]  # token ids: llama.cpp need not tokenize again
         with self._lock:
@@ -295,13 +299,19 @@ class Engine:
                 stream=True,
             )
             assert isinstance(chunks, Generator)  # stream=True: a generator of chunks
+            begun, pending = False, ""  # pending: whitespace held back until text follows it
             try:
                 for chunk in chunks:
                     if stop is not None and stop.is_set():
                         break
-                    text = chunk["choices"][0]["text"]
-                    if text:
-                        yield text
+                    text = pending + chunk["choices"][0]["text"]
+                    if not begun:
+                        text = text.lstrip()
+                    body = text.rstrip()
+                    pending = text[len(body):]
+                    if body:
+                        begun = True
+                        yield body
             finally:
                 chunks.close()
 
