@@ -133,6 +133,11 @@ def test_a_note_is_said_back_as_a_sentence():
     assert said_back("school run on weekdays at 8:15") == "Your school run is on weekdays at 8:15"
     assert said_back("piano lessons are on Fridays.") == "Your piano lessons are on Fridays."
     assert said_back("Tom Jones is my neighbour.") == "Tom Jones is your neighbour."
+    # A note opening with a verb in the present, or a negation, is said with "You".
+    assert said_back("hate mushrooms.") == "You hate mushrooms."
+    assert said_back("work from home on Fridays.") == "You work from home on Fridays."
+    assert said_back("can't swim.") == "You can't swim."
+    assert said_back("love of my life is Sam.") == "Love of your life is Sam."  # "love" is no verb before "of"
 
 
 def test_rules_ask_by_grammar():
@@ -161,7 +166,7 @@ def test_rules_ask_by_grammar():
     assert questions_from_answer("You grew up in Cork.") == ["Where did I grow up?"]
     # No question where grammar alone would ask wrong.
     assert questions_from_answer("Your flat is on the 4th floor.") == ["Where is my flat?"]  # an ordinal: no day
-    assert questions_from_answer("Your meeting is at noon.") == []
+    assert questions_from_answer("Your meeting is at noon.") == ["When is my meeting?"]  # a time, not a place
     assert questions_from_answer("You met your wife at college.") == []  # not "What did I meet?"
     assert questions_from_answer("You used to live in Rome.") == []  # not "Where did I use?"
     assert questions_from_answer("Your son was born in 2015.") == ["When was my son born?"]  # not "What does he do?"
@@ -185,6 +190,25 @@ def test_rules_ask_the_most_specific_question_grammar_allows():
     assert questions_from_answer("You work from home on Fridays.") == ["When do I work from home?"]
     assert questions_from_answer("You go to your pottery class every Tuesday.") == [
         "When do I go to my pottery class?"]
+    assert questions_from_answer("You visit your gran on Sundays.") == ["When do I visit my gran?"]  # not "What"
+    assert questions_from_answer("Your dad retires next year.")[0] == "When does my dad retire?"
+    assert questions_from_answer("Your flight to Rome is on the 14th of July.") == ["When is my flight to Rome?"]
+    assert questions_from_answer("Your mum's birthday is in June.") == ["When is my mum's birthday?"]
+    assert questions_from_answer("You've been learning guitar for three years.") == [
+        "How long have I been learning guitar?"]
+    assert questions_from_answer("You have four grandchildren, Ava and Ben.")[0] == "What are my grandchildren called?"
+    assert questions_from_answer("You live with your girlfriend in a flat in Bristol.") == [
+        "Where do I live with my girlfriend?"]
+    # A bare number after "You're" or a person's "is" is an age; "on" + a name is a day, no place.
+    assert questions_from_answer("You're 34 and you work in Leeds.")[0] == "How old am I?"
+    assert questions_from_answer("Your kids are 4 and 7.")[0] == "How old are my kids?"
+    assert questions_from_answer("Your son Leo is 5, he loves trains.")[0] == "How old is my son?"
+    assert questions_from_answer("You're 30 minutes from work.") == []
+    assert questions_from_answer("Your birthday is on Christmas Eve.") == []
+    # The way one has a thing asks "how".
+    assert questions_from_answer("You take your tea with oat milk.")[0] == "How do I take my tea?"
+    assert questions_from_answer("You like your steak rare.")[0] == "How do I like my steak?"
+    assert questions_from_answer("You see your dad often.") == []
     # A condition asks what brings the outcome about; a negation before a condition asks nothing.
     assert questions_from_answer("You get headaches if you skip lunch.") == ["What makes me get headaches?"]
     assert questions_from_answer("You can't sleep if you drink tea late.") == []

@@ -61,8 +61,9 @@ _STOP = {
 _HUMANS = {
     "mother", "mom", "mum", "father", "dad", "parent", "parents", "brother", "sister", "sibling", "son", "daughter",
     "child", "children", "kid", "kids", "baby", "wife", "husband", "partner", "girlfriend", "boyfriend", "friend",
-    "boss", "colleague", "grandmother", "grandma", "grandfather", "grandpa", "aunt", "uncle", "cousin", "niece",
-    "nephew", "neighbor", "neighbour", "manager", "landlord", "landlady", "flatmate", "housemate", "roommate",
+    "boss", "colleague", "grandmother", "grandma", "gran", "granny", "nan", "grandfather", "grandpa", "grandad",
+    "aunt", "uncle", "cousin", "niece", "nephew", "neighbor", "neighbour", "manager", "landlord", "landlady",
+    "flatmate", "housemate", "roommate",
     "doctor", "dentist", "teacher", "spouse", "fiancé", "fiancée", "twin", "grandson", "granddaughter",
 }
 _PEOPLE = _HUMANS | {"dog", "cat", "pet", "horse", "parrot", "rabbit"}
@@ -604,6 +605,8 @@ def _placeholders(data: dict[str, Any]) -> dict[str, str]:
         "DATE": date, "TIME": time, "HUMANS": either(list(_HUMANS)),
         "COUNT": rf"(?:\d+|{either(list(_NUMBER_WORDS - {'few', 'several', 'couple', 'dozen'}))})\b",
         "TO_ADJECTIVES": either(data["to_adjectives"]),
+        "PREFERENCE_VERBS": either(data["preference_verbs"]),
+        "NOTE_VERBS": either(data["note_verbs"]),
     }
 
 
