@@ -205,6 +205,14 @@ def test_rules_ask_the_most_specific_question_grammar_allows():
     assert questions_from_answer("Your son Leo is 5, he loves trains.")[0] == "How old is my son?"
     assert questions_from_answer("You're 30 minutes from work.") == []
     assert questions_from_answer("Your birthday is on Christmas Eve.") == []
+    assert questions_from_answer("You're training to be a vet.") == ["What am I training to be?"]  # no place
+    assert questions_from_answer("You usually get the bus at 7:50.")[0] == "What time do I usually get the bus?"
+    assert questions_from_answer("You usually have eggs for breakfast.")[0] == "What do I have for breakfast?"
+    assert questions_from_answer("Your grandmother turns 90 on Saturday.")[0] == "When does my grandmother turn 90?"
+    assert questions_from_answer("You have 2 weeks of holiday left.") == ["How many weeks of holiday do I have?"]
+    # "When did my friend move to Perth?" would hold every detail: asked without the place too.
+    assert questions_from_answer("Your friend moved to Perth last year.") == [
+        "When did my friend move to Perth?", "When did my friend move?"]
     # The way one has a thing asks "how".
     assert questions_from_answer("You take your tea with oat milk.")[0] == "How do I take my tea?"
     assert questions_from_answer("You like your steak rare.")[0] == "How do I like my steak?"
