@@ -165,7 +165,7 @@ def test_a_base_the_converter_refuses_is_refused_before_dequantizing(zoo, tmp_pa
 
 
 @pytest.mark.slow
-def test_a_base_the_disk_cannot_hold_is_refused_before_dequantizing(zoo, home, monkeypatch):
+def test_a_base_the_disk_cannot_hold_is_refused_before_dequantizing(zoo, home, tmp_path, monkeypatch):
     """A disk without room for the dequantized copy (an 8B base: 16 GB in float16) refuses
     before a byte is written, saying how much it needs and where, with the disk-full exit code."""
     from tunechat.core import faults, paths
@@ -173,6 +173,7 @@ def test_a_base_the_disk_cannot_hold_is_refused_before_dequantizing(zoo, home, m
     from tunechat.core.memory import shape_of
     from tunechat.personalize.base import cached_base_folder
 
+    monkeypatch.setenv("TUNECHAT_CACHE", str(tmp_path / "cache"))  # no cache of it from other tests
     path = zoo["qwen2"].gguf("Q4_K_M")
     need = shape_of(path).parameters * 2
     monkeypatch.setattr(faults, "free_bytes", lambda folder: need - 1)  # a disk one byte short

@@ -102,13 +102,14 @@ def test_the_merge_reads_the_exact_base_from_the_folder_whatever_form_trained(zo
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name, source", [("qwen2", "gguf"), ("llama", "hf"), ("gemma2", "gguf")])
-def test_the_float16_form_personalizes_end_to_end(zoo, name, source, home, tmp_path):
+def test_the_float16_form_personalizes_end_to_end(zoo, name, source, home, tmp_path, monkeypatch):
     from tests.test_families import GGUF_BASE, OUTTYPE, PAIRS, RECIPE
     from tunechat.personalize import worker
     from tunechat.personalize.progress import Reporter
     from tunechat.personalize.spec import JobSpec, Probes
 
     base = zoo[name].folder if source == "hf" else zoo[name].gguf(GGUF_BASE[name])
+    monkeypatch.setenv("TUNECHAT_CACHE", str(tmp_path / "cache"))  # no float32 cache of it from other tests
     job_dir = tmp_path / "job"
     job_dir.mkdir()
     spec = JobSpec(pairs=PAIRS, base_path=base, recipe="replay-kl", recipe_overrides=RECIPE, outtype=OUTTYPE[source],
@@ -129,7 +130,8 @@ def test_the_float16_form_personalizes_end_to_end(zoo, name, source, home, tmp_p
 
 
 @pytest.mark.slow
-def test_the_float16_cache_of_a_gguf_base_holds_its_matrices_in_half_and_the_rest_exact(zoo, home):
+def test_the_float16_cache_of_a_gguf_base_holds_its_matrices_in_half_and_the_rest_exact(zoo, home, tmp_path,
+                                                                                          monkeypatch):
     """What the float16 form trains from: each matrix of the float32 cache rounded to float16
     (half the disk), each norm and bias as it is there; a float32 cache already there serves
     the float16 form as well, and is not written twice."""
@@ -140,6 +142,7 @@ def test_the_float16_cache_of_a_gguf_base_holds_its_matrices_in_half_and_the_res
 
     from tunechat.personalize.base import cached_base_folder
 
+    monkeypatch.setenv("TUNECHAT_CACHE", str(tmp_path / "cache"))  # no float32 cache of it from other tests
     path = zoo["qwen2"].gguf("Q4_K_M")  # biases and norms among its tensors
     half, full = cached_base_folder(path, dtype="float16"), cached_base_folder(path)
     assert half != full
