@@ -5,6 +5,9 @@
 # Qwen2.5-1.5B's, random weights) and bench/quality.py on the default method, 3 seeds, every persona.
 #
 #   bench/gpu.sh [OUTDIR]          # PYTHON=python3, PERSONALIZE_LIMIT / QUALITY_LIMIT in seconds
+#   SCALE_SHAPE=8b bench/gpu.sh    # instead: personalizing at Llama 3 8B's shape (random weights,
+#                                  # 2 steps) in float32 and in float16, peak GPU memory against a
+#                                  # 24 GiB card (bench/scale.py; ~40 GB of disk, SCALE_LIMIT each)
 #
 # Each part has a time limit so a slow machine still returns what finished; every quality
 # run is printed as one JSON line the moment it ends.
@@ -23,6 +26,16 @@ print("torch", torch.__version__, "cuda", torch.version.cuda, "available", torch
       torch.cuda.get_device_name(0) if torch.cuda.is_available() else "-")
 print("transformers", transformers.__version__, "peft", peft.__version__, "cpus", len(os.sched_getaffinity(0)))
 PY
+if [ -n "${SCALE_SHAPE:-}" ]; then
+    work=$(mktemp -d)/scale-$SCALE_SHAPE
+    timeout "${SCALE_LIMIT:-300}" $py bench/scale.py build --shape "$SCALE_SHAPE" --work "$work" 2>&1 \
+        | tee "$out/scale-$SCALE_SHAPE.txt"
+    for weights in float32 float16; do
+        timeout "${SCALE_LIMIT:-300}" $py bench/scale.py run --shape "$SCALE_SHAPE" --work "$work" --steps 2 \
+            --device cuda --weights $weights 2>&1 | tee -a "$out/scale-$SCALE_SHAPE.txt"
+    done
+    exit 0
+fi
 timeout "${PERSONALIZE_LIMIT:-240}" $py bench/personalize.py 2>&1 | tee "$out/personalize.txt"
 for shape in smollm2-135m qwen2.5-1.5b; do
     timeout "${STEP_LIMIT:-120}" $py bench/model_step.py --shape $shape --steps 10 2>&1 | tee -a "$out/model_step.txt"

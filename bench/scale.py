@@ -4,7 +4,7 @@ with wall time and peak memory per phase, seconds a step, and the estimate the u
 (tunechat.core.memory).
 
     python bench/scale.py build [--shape 3b|8b] [--work DIR]   # the HF folder (bf16) and its f16 GGUF, once
-    python bench/scale.py run [--shape 3b] [--steps 3] [--weights float16] [--work DIR]
+    python bench/scale.py run [--shape 3b] [--steps 3] [--weights float16] [--device cuda] [--work DIR]
 
 ``run`` holds the frozen base in the form personalize would pick on this machine
 (``memory.training_form``: float32 when its estimate fits what is free, else float16 with
@@ -171,7 +171,7 @@ def _examples(tokenizer) -> tuple[list[list], list, list]:
     return facts, data.build_examples(tokenizer, info, untold, "negative"), replay
 
 
-def run(work: Path, outtype: str, steps: int, weights: str | None) -> None:
+def run(work: Path, outtype: str, steps: int, weights: str | None, device: str | None = None) -> None:
     import torch
 
     import tunechat.convert.writer as writer_mod
@@ -185,6 +185,7 @@ def run(work: Path, outtype: str, steps: int, weights: str | None) -> None:
     from tunechat.personalize.reference import ReferenceCache
     print(f"tunechat from {Path(writer_mod.__file__).parent.parent}")
     torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     folder, base_gguf = work / "hf", work / "gguf" / "base-f16.gguf"
     out = work / "out"
     out.mkdir(exist_ok=True)
@@ -192,9 +193,10 @@ def run(work: Path, outtype: str, steps: int, weights: str | None) -> None:
     shape = memory.shape_of(folder)
     n_params = shape.parameters
     fp16 = 2 * n_params
-    form = weights or memory.training_form(folder)
+    form = weights or memory.training_form(folder, gpu=device == "cuda")
     estimate = memory.estimate(shape)
-    expected = estimate.cpu if form == "float32" else estimate.cpu_half
+    expected = (estimate.cuda_device if device == "cuda" else estimate.cpu if form == "float32"
+                else estimate.cpu_half)
     recipe = get_recipe(None).with_(max_steps=steps, min_steps=steps, stop_when="loss", stop_loss=0.0)
     reporter = SimpleNamespace(progress=lambda *a, **k: None, phase=lambda *a, **k: None)
     job = SimpleNamespace(folder=folder, base_gguf=base_gguf, outtype=outtype, write_merged=True, recipe=recipe,
@@ -203,9 +205,10 @@ def run(work: Path, outtype: str, steps: int, weights: str | None) -> None:
     available = memory.available_memory()
     print(f"{config['num_hidden_layers']} layers, {n_params / 1e9:.3f} B parameters, fp16 {fp16 / 2**30:.2f} GiB; "
           f"{len(os.sched_getaffinity(0))} cores, {(available or 0) / 2**30:.1f} GiB available; "
-          f"weights {form}{'' if weights else ' (as personalize picks)'}; estimated peak {expected / 2**30:.2f} GiB")
+          f"on {device}, weights {form}{'' if weights else ' (as personalize picks)'}; "
+          f"estimated peak {expected / 2**30:.2f} GiB{' of GPU memory' if device == 'cuda' else ''}")
     with p.phase("load"):
-        model, tokenizer = base_mod.load_base(folder, "cpu", form)
+        model, tokenizer = base_mod.load_base(folder, device, form)
         model = train.add_lora(model, recipe)
         if form == "float16":
             train.recompute_layers(model)
@@ -222,7 +225,7 @@ def run(work: Path, outtype: str, steps: int, weights: str | None) -> None:
             last = now
             print(f"    step {step}/{total}: {step_times[-1]:.1f} s, loss {loss:.3f}", flush=True)
 
-        result = train.train(model, facts, replay, recipe, 0, "cpu", progress, reference=ReferenceCache(),
+        result = train.train(model, facts, replay, recipe, 0, device, progress, reference=ReferenceCache(),
                              negatives=negatives)
     give_back_memory()  # as the worker does between its phases
     with p.phase("merge"):
@@ -231,7 +234,7 @@ def run(work: Path, outtype: str, steps: int, weights: str | None) -> None:
         written = phases.convert(job, merged, out)
     with p.phase("verify"):  # as the worker does: the torch side first, then the model is let go
         token_lists = tokenize_all_with_vocab(base_gguf, PROMPTS)
-        reference = checks.torch_last_logits(merged.model, token_lists, "cpu")
+        reference = checks.torch_last_logits(merged.model, token_lists, device)
         delta = merged.delta
         del model, loaded, merged
         give_back_memory()
@@ -255,6 +258,11 @@ def run(work: Path, outtype: str, steps: int, weights: str | None) -> None:
     print(f"peak {worst / 2**30:.2f} GiB = {worst / fp16:.2f}x fp16 (anonymous {worst_anon / 2**30:.2f} GiB = "
           f"{worst_anon / fp16:.2f}x); estimated {expected / 2**30:.2f} GiB; "
           f"merged GGUF {written.model.stat().st_size / 2**30:.2f} GiB")
+    if device == "cuda":
+        gpu_peak = torch.cuda.max_memory_allocated()
+        estimated = f"estimated {expected / 2**30:.2f} GiB" if form == "float32" else "no estimate in float16"
+        print(f"peak GPU memory {gpu_peak / 2**30:.2f} GiB: {'fits' if gpu_peak < 24 * 2**30 else 'does not fit'} "
+              f"a 24 GiB card; {estimated}")
 
 
 def _shapes(folder: Path) -> dict[str, tuple[int, ...]]:
@@ -273,13 +281,15 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="training steps (default 3)")
     parser.add_argument("--weights", default=None, choices=["float32", "float16"],
                         help="the frozen base's form (default: what personalize picks on this machine)")
+    parser.add_argument("--device", default=None, choices=["cpu", "cuda"],
+                        help="where training runs (default: CUDA when torch sees a GPU, as personalize)")
     args = parser.parse_args()
     work = args.work or Path(f"/tmp/tunechat-scale-{args.shape}")
     os.environ.setdefault("TUNECHAT_HOME", str(work / "home"))
     if args.what == "build":
         build(work, SHAPES[args.shape])
     else:
-        run(work, args.outtype, args.steps, args.weights)
+        run(work, args.outtype, args.steps, args.weights, args.device)
 
 
 if __name__ == "__main__":
