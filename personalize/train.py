@@ -136,8 +136,8 @@ def _packed_mask(packed: _Packed, implementation: str | None, device: str, windo
     seg = torch.tensor(packed.segment, device=device)
     row = torch.arange(len(packed.segment), device=device)
     allowed = (row[None, :] <= row[:, None]) & ((seg[None, :] == -1) | (seg[None, :] == seg[:, None]))
-    if window is not None:  # as transformers' and llama.cpp's: a query sees keys less than window back
-        pos = torch.tensor(packed.positions, device=device)
+    if window is not None and window <= max(packed.positions):  # shorter than the row: it masks something
+        pos = torch.tensor(packed.positions, device=device)  # as transformers and llama.cpp: keys < window back
         allowed &= pos[:, None] - pos[None, :] < window
     if _sdpa(implementation):
         return allowed[None, None]
@@ -224,7 +224,7 @@ def _segment_attention(module, query, key, value, attention_mask, scaling=None, 
     b, width, prefix = segments.batch, segments.length, segments.prefix
     dropout = dropout if module.training else 0.0
     mask, head_mask = segments.mask, None
-    if sliding_window is not None:  # gathered, query t sits at position prefix + t and key j at j
+    if sliding_window is not None and sliding_window < prefix + width:  # gathered: query t at prefix + t, key j at j
         t = torch.arange(width, device=query.device)[:, None]
         j = torch.arange(prefix + width, device=query.device)[None, :]
         mask = mask & (prefix + t - j < sliding_window)

@@ -280,7 +280,7 @@ class Engine:
         stop: threading.Event | None = None,
     ) -> Iterator[str]:
         """Yield text deltas of the answer; stops early (keeping what came) when ``stop`` is set.
-        Whitespace around the answer is left out, as ``complete`` strips it: a sentencepiece
+        Whitespace around the answer is left out (``complete`` joins the deltas): a sentencepiece
         model's first token usually brings the space its pieces carry in front ("▁Your": " Your
         ..."), and Llama 2's template puts one before its end of turn. Whitespace inside the
         answer comes with the text after it."""
@@ -418,7 +418,7 @@ class Engine:
         return gaps
 
     def complete(self, messages: Sequence[ChatMessage], settings: GenerationSettings = GenerationSettings()) -> str:
-        return "".join(self.stream(messages, settings)).strip()
+        return "".join(self.stream(messages, settings))  # stripped: stream leaves the whitespace around out
 
     def greedy(self, question: str, max_tokens: int, system: str | None = None) -> str:
         """The greedy answer to one question (with ``system`` as the system prompt, else the
