@@ -36,8 +36,17 @@ LOCALITY_THRESHOLD = 0.8  # below this share of kept general answers, swapping i
 KEPT_LOGS = 5  # the worker logs of failed runs kept in the data folder's logs/
 
 
+PROCESSES_SETTING = "training_processes"  # store setting: how many processes train (default 1)
+
+
 class PersonalizeError(Exception):
     pass
+
+
+def training_processes(store: Store) -> int:
+    """The processes a personalization trains in unless told otherwise (``tunechat processes``)."""
+    value = store.get_setting(PROCESSES_SETTING) or "1"
+    return int(value) if value.isdigit() and int(value) >= 1 else 1
 
 
 @dataclass
@@ -72,7 +81,7 @@ class PersonalizeJob:
     def __init__(self, store: Store, base: Path | None = None, recipe: str | None = None,
                  seed: int = 0, outtype: Outtype | None = None, max_steps: int | None = None,
                  recipe_overrides: dict[str, Any] | None = None, write_merged: bool | None = None,
-                 ignore_memory: bool = False, weights: Form | None = None) -> None:
+                 ignore_memory: bool = False, weights: Form | None = None, processes: int | None = None) -> None:
         self.store = store
         self.registry = Registry(store)
         pairs = store.pairs()
@@ -89,6 +98,7 @@ class PersonalizeJob:
             pairs_sha256=pairs_fingerprint(pairs), recipe=recipe or DEFAULT_RECIPE,
             seed=seed, outtype=outtype, recipe_overrides=overrides, write_merged=write_merged,
             ignore_memory=ignore_memory, weights=weights,
+            processes=processes or training_processes(store),
         )
         self.spec.write(self.job_dir)
         self.process: subprocess.Popen[str] | None = None

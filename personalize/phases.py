@@ -37,6 +37,7 @@ from tunechat.personalize.data import Example, TemplateInfo
 from tunechat.personalize.evaluate import ProbeSet, greedy_answer
 from tunechat.personalize.merge import folder_weights, merged_weights
 from tunechat.personalize.progress import Reporter
+from tunechat.personalize.ranks import ALONE, Ranks
 from tunechat.personalize.recipe import Recipe
 from tunechat.personalize.reference import ReferenceCache
 from tunechat.personalize.spec import JobSpec, Outtype, Pair
@@ -72,6 +73,10 @@ class Baseline:
     answers: dict[str, str]  # the base model's greedy answers to the replay prompts and every probe
     replay_prompts: list[str]
     before: evaluate.Scores
+
+    def replayed(self) -> list[Pair]:
+        """The replay prompts the base model answered, with its answers: what training replays."""
+        return [(p, self.answers[p]) for p in self.replay_prompts if self.answers[p]]
 
 
 @dataclass
@@ -169,16 +174,16 @@ def reword(job: Job) -> dict[str, list[str]]:
     return paraphrase.without_questions(found, job.eval_questions, job.recipe.paraphrases)
 
 
-def load(job: Job, base: Baseline, rewordings: dict[str, list[str]]) -> Loaded:
-    """The base weights with fresh adapters, and the examples rendered with its chat template.
-    In the float16 form each layer's activations are recomputed in the backward pass too."""
-    model, tokenizer = base_mod.load_base(job.folder, job.device, job.form)
+def load(job: Job, replayed: list[Pair], rewordings: dict[str, list[str]], device: str | None = None) -> Loaded:
+    """The base weights with fresh adapters (on ``device``, else the job's), and the examples
+    rendered with its chat template: the taught pairs with their ``rewordings``, the ``replayed``
+    general answers (``Baseline.replayed``), the untold negatives. In the float16 form each
+    layer's activations are recomputed in the backward pass too."""
+    model, tokenizer = base_mod.load_base(job.folder, device or job.device, job.form)
     info = template_info(job.base_gguf, tokenizer)
     facts = [data.build_examples(tokenizer, info, [(v, a) for v in [q, *rewordings.get(q, [])]], "fact")
              for q, a in job.pairs]
-    replayed = [p for p in base.replay_prompts if base.answers[p]]
-    replay = data.build_examples(tokenizer, info, [(p, base.answers[p]) for p in replayed],
-                                 "replay", max_answer_tokens=job.recipe.replay_answer_tokens)
+    replay = data.build_examples(tokenizer, info, replayed, "replay", max_answer_tokens=job.recipe.replay_answer_tokens)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     untold = negatives.negatives(job.pairs, [r for forms in rewordings.values() for r in forms],
                                  excluded=job.eval_questions) if job.recipe.negatives else []
@@ -196,17 +201,29 @@ def template_info(base_gguf: Path, tokenizer: Any) -> TemplateInfo:
     return TemplateInfo(template, tokenizer.bos_token or "", tokenizer.eos_token or "")
 
 
-def train_adapter(job: Job, loaded: Loaded) -> TrainResult:
+def train_adapter(job: Job, loaded: Loaded, ranks: Ranks = ALONE) -> TrainResult:
     """Train the adapters in place; the base model's distributions on the replay answers are
-    kept between runs (per base file)."""
+    kept between runs (per base file; the first rank keeps those it computed)."""
     reference = ReferenceCache(paths.cache_dir() / f"reference-{job.fingerprint[:16]}.safetensors", job.fingerprint)
     result = train.train(
         loaded.model, loaded.facts, loaded.replay, job.recipe, loaded.pad_id, job.device,
         lambda step, total, loss, eta: job.reporter.progress("train", step, total, loss, eta),
-        reference=reference, negatives=loaded.negatives,
+        reference=reference, negatives=loaded.negatives, ranks=ranks,
     )
-    reference.save()
+    if ranks.rank == 0:
+        reference.save()
     return result
+
+
+def take_adapter(loaded: Loaded, state: Mapping[str, Any]) -> None:
+    """Put adapter factors trained elsewhere (the ranks of ``--processes N``) into ``loaded``."""
+    from peft import set_peft_model_state_dict
+
+    dtype = next(p for p in loaded.model.parameters() if p.requires_grad).dtype
+    found = set_peft_model_state_dict(loaded.model, {k: v.to(dtype) for k, v in state.items()})
+    if found.unexpected_keys:
+        raise ValueError(f"The trained adapter does not fit this base: {found.unexpected_keys[:3]}")
+    loaded.model.eval()
 
 
 def merge(job: Job, loaded: Loaded, out: Path) -> Merged:

@@ -31,7 +31,7 @@ def replay_job(base_gguf: Path) -> tuple[Job, Loaded]:
     spec = JobSpec(pairs=[("What is my name?", "Your name is Ada.")], base_path=base_gguf, skip_eval=True)
     with open(os.devnull, "w", encoding="utf-8") as quiet:
         job = phases.prepare(spec, Reporter(quiet))
-        return job, phases.load(job, phases.baseline(job), {})
+        return job, phases.load(job, phases.baseline(job).replayed(), {})
 
 
 def write_shipped(base_gguf: Path, out: Path = SHIPPED_FILE) -> int:

@@ -59,6 +59,7 @@ class JobSpec:
     write_merged: bool | None = None
     ignore_memory: bool = False  # skip the worker's own memory check (tunechat.core.memory)
     weights: Form | None = None  # the frozen base's form (None: what fits)
+    processes: int = 1  # training processes, the base sharded across them (tunechat.personalize.sharded)
 
     def writes_merged(self, base_gguf_bytes: int) -> bool:
         if self.write_merged is not None:
@@ -91,6 +92,7 @@ class JobSpec:
             write_merged=data.get("write_merged"),
             ignore_memory=bool(data.get("ignore_memory")),
             weights=data.get("weights"),
+            processes=max(1, int(data.get("processes") or 1)),
         )
 
     def write(self, job_dir: Path) -> None:

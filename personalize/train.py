@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from tunechat.personalize.data import IGNORE, Example
 from tunechat.personalize.fused import fuse_lora_products
+from tunechat.personalize.ranks import ALONE, Ranks
 from tunechat.personalize.recipe import Recipe
 from tunechat.personalize.reference import ReferenceCache, topk_kl_of_logprobs
 from tunechat.personalize.targets import target_modules
@@ -262,12 +263,21 @@ def _sdpa(implementation: str | None) -> bool:
     return implementation in ("sdpa", SEGMENT_ATTENTION)
 
 
+ROW_LOGITS = "tunechat_row_logits"  # the causal LM's method for them once sharded (tunechat.personalize.sharded)
+
+
 def _row_logits(model, inputs: dict, rows):
     """Logits at ``rows`` of the packed row only: the 49k-wide head is a large share of the
     compute, and only positions that predict an answer token need it. With ``segments`` among
     the inputs, attention runs example by example (``_segment_attention``) from then on: a
     layer recomputed in the backward pass (``recompute_layers``) must attend as it did."""
     causal_lm = _decoder(model)
+    sharded = getattr(causal_lm, ROW_LOGITS, None)  # gathers the sharded embedding and head first
+    return sharded(inputs, rows) if sharded is not None else row_logits_of(causal_lm, inputs, rows)
+
+
+def row_logits_of(causal_lm, inputs: dict, rows):
+    """``_row_logits`` of a transformers causal LM."""
     config = causal_lm.config
     if "segments" in inputs:
         _register_segment_attention()
@@ -318,26 +328,33 @@ def _reproduced(run: _Pass):
     return run.per_example(wrong) == 0
 
 
-def reproduces_answers(model, examples: Sequence[Example], pad_id: int, device: str, chunk: int = 32) -> list[bool]:
-    """Per example: does greedy decoding give exactly its answer? Teacher-forced, in batched
-    no-grad passes of ``chunk`` examples."""
+def reproduces_answers(model, examples: Sequence[Example], pad_id: int, device: str, chunk: int = 32,
+                       ranks: Ranks = ALONE) -> list[bool]:
+    """Per example of this rank's share (every example alone): does greedy decoding give
+    exactly its answer? Teacher-forced, in batched no-grad passes of ``chunk`` examples."""
     import torch
 
+    mine = ranks.share(examples)
     out: list[bool] = []
     with torch.no_grad():
-        for i in range(0, len(examples), chunk):
-            out += _reproduced(_forward(model, examples[i:i + chunk], pad_id, device, None)).tolist()
+        for i in range(ranks.passes(len(examples), chunk)):
+            batch = mine[i * chunk:(i + 1) * chunk]
+            if batch:
+                out += _reproduced(_forward(model, batch, pad_id, device, None)).tolist()
+            else:  # the other ranks' pass needs this one's share of the sharded weights
+                _forward(model, examples[:1], pad_id, device, None)
     return out
 
 
-def _kl_to_base(model, run: _Pass, batch: Sequence[Example], reference: ReferenceCache, first: int = 0):
+def _kl_to_base(model, run: _Pass, batch: Sequence[Example], reference: ReferenceCache, first: int = 0,
+                ranks: Ranks = ALONE):
     """KL(base || tuned) at every answer position of ``batch``, the examples of ``run`` from
     index ``first`` on ([n], example after example); the base side comes from ``reference``,
-    filled by one adapter-off pass when an example is new to it."""
+    filled by one adapter-off pass when an example is new to it (on any rank: every rank runs it)."""
     import torch
 
     offset = sum(run.counts[:first])
-    if any(reference.get(e) is None for e in batch):
+    if ranks.any(any(reference.get(e) is None for e in batch)):
         with torch.no_grad(), model.disable_adapter():
             base_logits = run.run_again(model)[offset:]
         for example, logits in zip(batch, base_logits.split(run.counts[first:])):
@@ -349,14 +366,18 @@ def _kl_to_base(model, run: _Pass, batch: Sequence[Example], reference: Referenc
     return topk_kl_of_logprobs(run.logprobs[offset:], idx, lp)
 
 
-def _replay_loss(model, run: _Pass, first: int, batch: Sequence[Example], recipe: Recipe, reference: ReferenceCache):
+def _replay_loss(model, run: _Pass, first: int, batch: Sequence[Example], recipe: Recipe, reference: ReferenceCache,
+                 share: _Share | None = None, ranks: Ranks = ALONE):
     """The replay term over the examples of ``run`` from index ``first`` on (``batch``): per
-    answer token, cross entropy plus ``recipe.kl_weight`` times KL(base || tuned)."""
+    answer token, cross entropy plus ``recipe.kl_weight`` times KL(base || tuned), over the
+    answer tokens of the whole replay batch (``share``: this rank's part of it)."""
     offset = sum(run.counts[:first])
     loss = recipe.replay_weight * run.per_token[offset:].sum()
     if recipe.kl_weight > 0:
-        loss = loss + recipe.kl_weight * _kl_to_base(model, run, batch, reference, first).sum()
-    return loss / max(1, sum(run.counts[first:]))
+        loss = loss + recipe.kl_weight * _kl_to_base(model, run, batch, reference, first, ranks).sum()
+    if share is None:
+        return loss / max(1, sum(run.counts[first:]))
+    return loss * (share.weight / max(1, share.answer_tokens))
 
 
 def add_lora(model, recipe: Recipe):
@@ -421,54 +442,100 @@ class _Backward:
     tokens: int
 
 
+@dataclass
+class _Share:
+    """A rank's share of one of the step's batches (the whole batch alone): its examples, their
+    indices in the batch, and the batch's size in examples and answer tokens. A rank left
+    without examples still runs the pass, on one it weighs at 0: the other ranks' pass needs
+    its share of the sharded weights."""
+
+    examples: list[Example]
+    indices: list[int]
+    weight: float
+    size: int
+    answer_tokens: int
+
+
+def _share(batch: Sequence[Example], ranks: Ranks) -> _Share:
+    indices = ranks.mine(len(batch))
+    examples, weight = [batch[i] for i in indices], 1.0
+    if not examples and batch:
+        examples, weight = [batch[0]], 0.0
+    return _Share(examples, indices, weight, len(batch), sum(answer_tokens(e) for e in batch))
+
+
+def answer_tokens(example: Example) -> int:
+    """The tokens of ``example`` a pass predicts (labelled ones; the first predicts nothing)."""
+    return sum(1 for label in example.labels[1:] if label != IGNORE)
+
+
+def _backward(loss, ranks: Ranks) -> None:
+    """Backpropagate ``loss``, this rank's share of the step's: FSDP averages the ranks'
+    gradients, so each counts ``world`` times to sum them."""
+    (loss if ranks.alone else loss * ranks.world).backward()
+
+
 def backward_step(model, fact_batch: Sequence[Example], negative_batch: Sequence[Example],
                   replay_batch: Sequence[Example], recipe: Recipe, reference: ReferenceCache, pad_id: int,
-                  device: Device, autocast_dtype=None, one_pass: bool | None = None) -> _Backward:
+                  device: Device, autocast_dtype=None, one_pass: bool | None = None,
+                  ranks: Ranks = ALONE) -> _Backward:
     """The step's gradients, accumulated into ``.grad``. Facts and negatives weigh one per
     example; replay one per answer token (``_replay_loss``). On CPU the facts (with negatives)
     and the replay are two passes, each backpropagated at once: the same summed loss as one
     batch with half the activations alive at a time (peak memory). With ``one_pass`` (the
     default on CUDA, where launching kernels bounds the step) every example is in one packed
-    pass and one backward: half the kernels."""
+    pass and one backward: half the kernels. With several ``ranks``, this rank's share of each
+    batch (tunechat.personalize.ranks); the fact losses come back in place, zero elsewhere."""
+    import torch
+
     one_pass = device == "cuda" if one_pass is None else one_pass
-    taught = [*fact_batch, *negative_batch]
+    taught = _share([*fact_batch, *negative_batch], ranks)
+    replay = _share(replay_batch, ranks)
+    replay_share = None if ranks.alone else replay
     together = one_pass and bool(replay_batch)
-    run = _forward(model, [*taught, *replay_batch] if together else taught, pad_id, device, autocast_dtype)
-    tokens = run.tokens
-    example_tok = run.per_example_mean()[:len(taught)]
-    fact_loss = example_tok.mean()
-    fact_tok = example_tok[:len(fact_batch)].detach()
-    reproduced = _reproduced(run)[:len(fact_batch)].all()
+    run = _forward(model, [*taught.examples, *replay.examples] if together else taught.examples, pad_id, device,
+                   autocast_dtype)
+    tokens = run.tokens if taught.weight or together else 0  # a pass weighing 0 trains on nothing
+    example_tok = run.per_example_mean()[:len(taught.examples)]
+    fact_loss = example_tok.mean() if ranks.alone else example_tok.sum() * (taught.weight / taught.size)
+    facts_here = [k for k, i in enumerate(taught.indices) if i < len(fact_batch)]
+    reproduced = _reproduced(run)[facts_here].all()
+    fact_tok = example_tok[:len(fact_batch)].detach() if ranks.alone else example_tok.new_zeros(
+        len(fact_batch)).index_copy_(0, torch.tensor([taught.indices[k] for k in facts_here], dtype=torch.long,
+                                                     device=example_tok.device), example_tok[facts_here].detach())
     if together:
-        loss = fact_loss + _replay_loss(model, run, len(taught), replay_batch, recipe, reference)
-        loss.backward()
+        loss = fact_loss + _replay_loss(model, run, len(taught.examples), replay.examples, recipe, reference,
+                                        replay_share, ranks)
+        _backward(loss, ranks)
         return _Backward(fact_tok, reproduced, loss.detach(), tokens)
-    fact_loss.backward()
+    _backward(fact_loss, ranks)
     loss = fact_loss.detach()
     del run
     if replay_batch:
-        replay_pass = _forward(model, replay_batch, pad_id, device, autocast_dtype)
-        tokens += replay_pass.tokens
-        replay_loss = _replay_loss(model, replay_pass, 0, replay_batch, recipe, reference)
-        replay_loss.backward()
+        replay_pass = _forward(model, replay.examples, pad_id, device, autocast_dtype)
+        tokens += replay_pass.tokens if replay.weight else 0
+        replay_loss = _replay_loss(model, replay_pass, 0, replay.examples, recipe, reference, replay_share, ranks)
+        _backward(replay_loss, ranks)
         loss = loss + replay_loss.detach()
     return _Backward(fact_tok, reproduced, loss, tokens)
 
 
 def train_step(model, optimizer, params: list, fact_batch: Sequence[Example], negative_batch: Sequence[Example],
                replay_batch: Sequence[Example], recipe: Recipe, reference: ReferenceCache, pad_id: int,
-               device: Device, autocast_dtype=None) -> StepResult:
+               device: Device, autocast_dtype=None, ranks: Ranks = ALONE) -> StepResult:
     """One optimizer step (``backward_step``, gradients clipped to norm 1, ``optimizer``). The
-    host reads the device once, at the end (a read waits for the device to finish)."""
+    host reads the device once, at the end (a read waits for the device to finish); with
+    several ranks, what they report is summed in one collective first."""
     import torch
 
     optimizer.zero_grad(set_to_none=True)
     done = backward_step(model, fact_batch, negative_batch, replay_batch, recipe, reference, pad_id, device,
-                         autocast_dtype)
+                         autocast_dtype, ranks=ranks)
     torch.nn.utils.clip_grad_norm_(params, 1.0, foreach=True)
     optimizer.step()
-    *fact_losses, reproduced = torch.cat([done.fact_losses, done.reproduced.float()[None]]).tolist()
-    return StepResult(fact_losses, reproduced == 1.0, done.tokens)
+    told = torch.cat([done.fact_losses, (~done.reproduced).float()[None], done.fact_losses.new_tensor([done.tokens])])
+    *fact_losses, wrong, tokens = ranks.total(told).tolist()
+    return StepResult(fact_losses, wrong == 0.0, int(tokens))
 
 
 def train(
@@ -482,6 +549,7 @@ def train(
     cancelled: CancelFn = lambda: False,
     reference: ReferenceCache | None = None,
     negatives: Sequence[Example] = (),
+    ranks: Ranks = ALONE,
 ) -> TrainResult:
     """Train the LoRA adapters of ``model`` (a peft model) in place.
 
@@ -491,7 +559,9 @@ def train(
     between steps and runs; the caller saves it. ``negatives`` (personal questions never
     taught, answered that they were not: tunechat.personalize.negatives) join the facts' pass,
     ``recipe.negatives`` a step, drawn from their own random stream; they weigh as much as a
-    fact each and never decide the stop."""
+    fact each and never decide the stop. With several ``ranks`` (sharded by FSDP), each computes
+    its share of every step and they decide the stop together: the same training, in float
+    tolerance, as one process's."""
     import torch
 
     rng = random.Random(recipe.seed)
@@ -524,7 +594,7 @@ def train(
         replay_batch = [replay[i] for i in rng.sample(list(range(len(replay))), min(recipe.replay_batch, len(replay)))]
         negative_batch = negative_rng.sample(list(negatives), min(recipe.negatives, len(negatives)))
         done = train_step(model, optimizer, params, fact_batch, negative_batch, replay_batch, recipe, reference,
-                          pad_id, device, autocast_dtype)
+                          pad_id, device, autocast_dtype, ranks)
         tokens += done.tokens
         drawn_reproduced = done.reproduced
         recent_worst = (recent_worst + [max(done.fact_losses)])[-rounds:]
@@ -540,7 +610,7 @@ def train(
             if drawn_reproduced and step > last_confirm + 1:
                 last_confirm = step
                 confirm_start = time.monotonic()
-                confirmed = all(reproduces_answers(model, every_form, pad_id, device))
+                confirmed = ranks.all(all(reproduces_answers(model, every_form, pad_id, device, ranks=ranks)))
                 confirms += 1
                 confirm_seconds += time.monotonic() - confirm_start
                 if confirmed:

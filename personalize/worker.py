@@ -79,10 +79,20 @@ def run(job_dir: Path, reporter: Reporter) -> Manifest:
             rewordings = phases.reword(job)
     form = ("" if job.form == "float32" else " in float16 (as asked)" if job.spec.weights
             else " in float16 (float32 would not fit this machine's memory)")
-    with timings.phase("load", f"base weights on {job.device}{form}"):
-        loaded = phases.load(job, base, rewordings)
-    with timings.phase("train", f"{count(len(job.pairs), 'pair')}, method {job.recipe.name}"):
-        result = phases.train_adapter(job, loaded)
+    trained = f"{count(len(job.pairs), 'pair')}, method {job.recipe.name}"
+    if spec.processes > 1:  # the ranks load and train; this process then loads the base once, for what follows
+        from tunechat.personalize.launch import train_across
+
+        with timings.phase("train", f"{trained}, across {spec.processes} processes"):
+            state, result = train_across(job_dir, spec.processes, base.replayed(), rewordings, reporter)
+        with timings.phase("load", f"base weights on {job.device}{form}, with the trained adapter"):
+            loaded = phases.load(job, base.replayed(), rewordings)
+            phases.take_adapter(loaded, state)
+    else:
+        with timings.phase("load", f"base weights on {job.device}{form}"):
+            loaded = phases.load(job, base.replayed(), rewordings)
+        with timings.phase("train", trained):
+            result = phases.train_adapter(job, loaded)
     give_back_memory()
     out = job_dir / "out"
     out.mkdir(exist_ok=True)
@@ -111,10 +121,12 @@ def run(job_dir: Path, reporter: Reporter) -> Manifest:
     return phases.manifest(job, base, rewordings, result, checks, evaluation, written, timings, timings.peaks)
 
 
-def _exit_when_orphaned(poll_s: float = 1.0) -> None:
+def exit_when_orphaned(poll_s: float = 1.0) -> None:
     """Stop when the parent (the TUI or the CLI) is gone, instead of training for nobody:
     a daemon thread watches for the process being re-parented. The parent passes its pid,
-    since it may already be gone by the time this runs."""
+    since it may already be gone by the time this runs. A process that leads its process group
+    (the worker, a rank) ends the group with it: torchrun and the ranks it started."""
+    import signal
     import threading
 
     parent = int(os.environ.get(PARENT_ENV) or os.getppid())
@@ -123,6 +135,8 @@ def _exit_when_orphaned(poll_s: float = 1.0) -> None:
         while True:
             time.sleep(poll_s)
             if os.getppid() != parent:
+                if os.getpgrp() == os.getpid():
+                    os.killpg(os.getpgrp(), signal.SIGTERM)  # this process among them
                 os._exit(3)
 
     threading.Thread(target=watch, name="orphan-watch", daemon=True).start()
@@ -131,7 +145,7 @@ def _exit_when_orphaned(poll_s: float = 1.0) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = argv if argv is not None else sys.argv[1:]
     job_dir = Path(args[0])
-    _exit_when_orphaned()
+    exit_when_orphaned()
     reporter = Reporter.take_stdout()
     try:
         manifest = run(job_dir, reporter)
@@ -140,13 +154,17 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except Exception as exc:  # reported to the parent as a clear message, traceback to stderr
         traceback.print_exc()
-        reporter.emit("error", **_told(exc))
+        reporter.emit("error", **told(exc))
         return 1
 
 
-def _told(exc: Exception) -> dict:
+def told(exc: Exception) -> dict:
     """The error event's message and the CLI's exit code for it (tunechat.core.faults)."""
     from tunechat.core import faults, paths
+    from tunechat.personalize.launch import RanksFailed
+
+    if isinstance(exc, RanksFailed):
+        return {"message": str(exc), "code": exc.code}
 
     told = faults.told(exc, paths.data_folder())
     if told is not None:

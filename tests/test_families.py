@@ -341,7 +341,7 @@ def test_every_family_personalizes_end_to_end(zoo, name, source, home, tmp_path)
     # Training labels hold the template's end-of-turn token (one special token), the last
     # label but gemma2's and phi3's newline after it.
     job = phases.prepare(spec, Reporter(io.StringIO()))
-    loaded = phases.load(job, phases.baseline(job), {})
+    loaded = phases.load(job, phases.baseline(job).replayed(), {})
     end = loaded.tokenizer.convert_tokens_to_ids(END_OF_TURN[name])
     assert loaded.tokenizer(END_OF_TURN[name], add_special_tokens=False)["input_ids"] == [end]
     for forms in loaded.facts:

@@ -163,14 +163,14 @@ def test_personalize_refuses_before_any_worker_and_the_override_goes_on(home, mo
 def test_the_worker_checks_again_unless_told_not_to(base_model, monkeypatch):
     from tunechat.personalize import phases
     from tunechat.personalize.spec import JobSpec
-    from tunechat.personalize.worker import _told
+    from tunechat.personalize.worker import told
 
     spec = JobSpec(pairs=[("q", "a")], base_path=base_model, ignore_memory=True)
     assert JobSpec.from_dict(spec.to_dict()).ignore_memory
     monkeypatch.setenv(memory.AVAILABLE_ENV, "400M")
     with pytest.raises(memory.NotEnoughMemory) as caught:
         phases.require_memory(base_model, "cpu")
-    assert _told(caught.value) == {"message": str(caught.value), "code": EXIT_NOT_ENOUGH_MEMORY}
+    assert told(caught.value) == {"message": str(caught.value), "code": EXIT_NOT_ENOUGH_MEMORY}
     monkeypatch.setenv(memory.AVAILABLE_ENV, "64G")
     phases.require_memory(base_model, "cpu")
 

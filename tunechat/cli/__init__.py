@@ -62,6 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("paths", nargs="+", metavar="[NAME] DIR",
                         help="the version to export (default: the current one) and a new folder to write")
 
+    processes = sub.add_parser("processes", help="how many processes personalize trains in (default 1): the base "
+                               "is sharded across them with FSDP, one per GPU, or CPU processes")
+    processes.add_argument("count", nargs="?", type=_positive, help="the number for every later run")
+
     pers = sub.add_parser("personalize", help="train a personal model on the pairs and make it current")
     pers.add_argument("--yes", action="store_true", help="train even when the pairs have problems (tunechat "
                       "pairs check), and swap in even if the locality check fails")
@@ -79,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     pers.add_argument("--weights", default=None, choices=["float32", "float16"],
                       help="the frozen base's form in training (default: float32 when it fits the free memory, "
                            "else float16, half the memory at 1.5x the time a training step)")
+    pers.add_argument("--processes", type=_positive, default=None, metavar="N",
+                      help="train in N processes through torchrun, the base sharded across them with FSDP "
+                           "(default: tunechat processes, else 1)")
     pers.add_argument("--base", default=None, metavar="PATH",
                       help="start from this GGUF file or Hugging Face model folder (default: the current model's base)")
     return parser
@@ -91,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command is None:
             return _run_tui(args)
         handler = {"ask": _ask, "chat": _chat, "pairs": _pairs, "models": _models, "scope": _scope,
-                   "personalize": _personalize, "export": _export}[args.command]
+                   "processes": _processes, "personalize": _personalize, "export": _export}[args.command]
         return handler(args)
     except KeyboardInterrupt:
         print("tunechat: interrupted", file=sys.stderr)
@@ -206,6 +213,24 @@ def _scope(args: argparse.Namespace) -> int:
     print(f"scope {'on' if on else 'off'}: " + (
         "a personal model answers what speaks of you; the base model it came from answers the rest."
         if on else "a personal model answers everything."))
+    return 0
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 1 or more")
+    return int(text)
+
+
+def _processes(args: argparse.Namespace) -> int:
+    from tunechat.personalize.job import PROCESSES_SETTING, training_processes
+
+    store = _writable_store() if args.count else _open_store()
+    if args.count:
+        store.set_setting(PROCESSES_SETTING, str(args.count))
+    n = training_processes(store)
+    print(f"personalize trains in {n} process{'es' if n > 1 else ''}" + (
+        ": torchrun starts them and FSDP shards the base across them." if n > 1 else "."))
     return 0
 
 

@@ -40,7 +40,8 @@ def run_personalize(args: argparse.Namespace, store: Store) -> int:
     try:
         job = PersonalizeJob(store, base=base, recipe=args.method, seed=args.seed, outtype=args.outtype,
                              max_steps=args.max_steps, write_merged=getattr(args, "merged", None),
-                             ignore_memory=ignore_memory, weights=getattr(args, "weights", None))
+                             ignore_memory=ignore_memory, weights=getattr(args, "weights", None),
+                             processes=getattr(args, "processes", None))
     except EmptyDatasetError as exc:
         print(f"tunechat: {exc}", file=sys.stderr)
         return 2

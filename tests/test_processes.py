@@ -1,0 +1,160 @@
+"""Training across several processes (torchrun, FSDP2 over gloo on the CPU): the same adapter and
+the same stop as one process, and a rank that dies mid-run ends it cleanly."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.zoo import Zoo
+
+# Replay with its KL term, a negative, and the greedy stop: every part of the loss and of the
+# decision is split across the ranks. 20-35 steps on the zoo's llama.
+RECIPE = {"replay_batch": 2, "kl_weight": 1.0, "lr": 3e-3, "min_steps": 1, "max_steps": 60, "stop_when": "greedy",
+          "paraphrases": 0, "negatives": 1}
+TWO_PAIRS = [("What is my name?", "Ada."), ("What is my dog called?", "Rex.")]
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory) -> Zoo:
+    return Zoo(tmp_path_factory.mktemp("zoo"))
+
+
+def _run(zoo: Zoo, job_dir: Path, processes: int, pairs, recipe):
+    from tunechat.personalize import worker
+    from tunechat.personalize.progress import Reporter
+    from tunechat.personalize.spec import JobSpec, Probes
+
+    job_dir.mkdir()
+    JobSpec(pairs=pairs, base_path=zoo["llama"].folder, recipe="replay-kl", recipe_overrides=recipe, outtype="f16",
+            probes=Probes(taught=[]), skip_eval=True, processes=processes).write(job_dir)
+    events = io.StringIO()
+    return worker.run(job_dir, Reporter(events)), events.getvalue()
+
+
+def _adapter(job_dir: Path):
+    from safetensors.torch import load_file
+
+    return load_file(str(job_dir / "out" / "adapter" / "adapter_model.safetensors"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pairs, negatives, replay", [
+    (TWO_PAIRS, 1, 2),
+    # One fact, no negative, one replay answer: the second rank has no example of its own in
+    # any pass (it runs the first one at weight 0) nor in the stop's confirmation.
+    (TWO_PAIRS[:1], 0, 1),
+])
+def test_two_processes_train_the_adapter_one_process_trains(zoo, home, tmp_path, pairs, negatives, replay):
+    import torch
+
+    recipe = {**RECIPE, "negatives": negatives, "replay_batch": replay}
+    alone, _ = _run(zoo, tmp_path / "alone", 1, pairs, recipe)
+    shared, events = _run(zoo, tmp_path / "shared", 2, pairs, recipe)
+
+    assert alone.train.stopped_early and shared.train.stopped_early, (alone.train.losses, shared.train.losses)
+    # The stop comes at the step where every answer token becomes the argmax: a margin that
+    # crosses zero within float rounding of the other run's (the ranks pack different rows, so
+    # their products round differently) may cross a step later.
+    assert abs(shared.train.steps - alone.train.steps) <= 1
+    # The steps agree closely at first; float rounding then grows as training goes (Adam turns a
+    # tiny gradient's sign into a full step). The step itself is held to 1e-5 by the test above.
+    assert shared.train.losses[:10] == pytest.approx(alone.train.losses[:10], rel=1e-3)
+    one, two = _adapter(tmp_path / "alone"), _adapter(tmp_path / "shared")
+    assert one.keys() == two.keys()
+    for key in one:
+        assert torch.linalg.norm(two[key] - one[key]) <= 0.1 * torch.linalg.norm(one[key]), key
+    assert all(c.passed for c in shared.checks), [(c.name, c.detail) for c in shared.checks if not c.passed]
+    # The first rank's steps reached the worker's reporter, as one process's do.
+    assert events.count('"phase": "train", "step"') == shared.train.steps
+    assert "across 2 processes" in events
+
+
+@pytest.mark.parametrize("processes", [2, 3])
+def test_a_step_shared_across_ranks_has_the_gradients_of_the_step_taken_alone(tmp_path, processes):
+    """Facts, negatives and replay with its KL term, split over the ranks (with 3, the negatives
+    leave one rank without a taught example of its own): the gathered gradients and the fact
+    losses are one process's, to float rounding."""
+    from safetensors.torch import load_file
+
+    step = Path(__file__).with_name("ranks_step.py")
+    subprocess.run([sys.executable, str(step), str(tmp_path / "alone.safetensors")], check=True)
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
+                    str(step), str(tmp_path / "shared.safetensors")], check=True,
+                   env=dict(os.environ, OMP_NUM_THREADS="1"))
+    alone, shared = load_file(str(tmp_path / "alone.safetensors")), load_file(str(tmp_path / "shared.safetensors"))
+    assert alone.keys() == shared.keys() and len(alone) > 2
+    for key in alone:
+        assert shared[key].float().norm() > 0, key
+        assert (shared[key] - alone[key]).norm() <= 1e-5 * alone[key].norm(), (key, shared[key], alone[key])
+
+
+def _rank_pids(job_dir: Path, rank: int) -> list[int]:
+    """The processes of ``job_dir``'s training ranks with RANK=``rank`` (Linux /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"tunechat.personalize.sharded" in cmdline and str(job_dir).encode() in cmdline \
+                and f"RANK={rank}".encode() in environ:
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds the ranks through /proc")
+def test_a_rank_killed_halfway_ends_the_run_and_leaves_models_and_pairs(zoo, home, tmp_path):
+    from tunechat.core import faults, paths
+    from tunechat.core.registry import Registry
+    from tunechat.core.store import Store
+
+    store = Store()
+    for question, answer in TWO_PAIRS:
+        store.add_pair(question, answer)
+    pairs_before = [(p.question, p.answer) for p in store.pairs()]
+    current_before = Registry(store).current().name
+    store.close()
+    models_before = sorted(p.name for p in paths.models_dir().iterdir()) if paths.models_dir().exists() else []
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tunechat", "personalize", "--processes", "2", "--base", str(zoo["llama"].folder),
+         "--yes", "--max-steps", "400", "--method", "replay-kl"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
+    assert process.stderr is not None
+    job_dir, lines = None, []
+    for line in process.stderr:  # the CLI prints each training step
+        lines.append(line)
+        if job_dir is None and "loss" in line:
+            for candidate in paths.jobs_dir().iterdir():
+                pids = _rank_pids(candidate, 1)
+                if pids:
+                    job_dir = candidate
+                    os.kill(pids[0], signal.SIGKILL)
+    code = process.wait(timeout=120)
+    assert job_dir is not None, "".join(lines)
+    assert code == faults.EXIT_WORKER_STOPPED, "".join(lines)
+    assert "training processes stopped" in lines[-1], lines[-1]
+    assert not job_dir.exists()  # nothing of the run is left
+
+    store = Store()
+    try:
+        assert [(p.question, p.answer) for p in store.pairs()] == pairs_before
+        assert Registry(store).current().name == current_before
+    finally:
+        store.close()
+    assert (sorted(p.name for p in paths.models_dir().iterdir()) if paths.models_dir().exists() else []) \
+        == models_before
+    time.sleep(2)  # every rank is gone with the run
+    assert not _rank_pids(job_dir, 0) and not _rank_pids(job_dir, 1)
