@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tunechat.core.faults import EXIT_WORKER_STOPPED
+from tunechat.core.faults import EXIT_REFUSED, EXIT_WORKER_STOPPED
 from tunechat.personalize.progress import PARENT_ENV, Reporter
 from tunechat.personalize.sharded import read_trained, write_inputs
 from tunechat.personalize.spec import Pair
@@ -41,6 +41,12 @@ def torchrun_command(job_dir: Path, processes: int) -> list[str]:
 def train_across(job_dir: Path, processes: int, replayed: list[Pair], rewordings: dict[str, list[str]],
                  reporter: Reporter) -> tuple[dict[str, Any], TrainResult]:
     """Train in ``processes`` ranks; the adapter's tensors (peft's keys) and the run's figures."""
+    import torch
+
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if gpus and processes > gpus:
+        raise RanksFailed(f"Training in {processes} processes needs a GPU for each; this machine has {gpus}. "
+                          f"Run again with --processes {gpus} or fewer (tunechat processes {gpus}).", EXIT_REFUSED)
     write_inputs(job_dir, replayed, rewordings)
     env = {k: v for k, v in os.environ.items() if k != PARENT_ENV}  # a rank's parent is torchrun
     env["OMP_NUM_THREADS"] = str(max(1, len(os.sched_getaffinity(0)) // processes))

@@ -8,6 +8,7 @@ most of that phase's time, and the parent is told of the phase before it starts.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Mapping
@@ -118,8 +119,8 @@ def prepare(spec: JobSpec, reporter: Reporter) -> Job:
     pairs = list(spec.pairs)
     data.require_pairs(pairs)
     device, _ = train.pick_device()
-    if not spec.ignore_memory:
-        require_memory(spec.base_path, device)
+    if not spec.ignore_memory:  # across processes, this one holds the base after training, on the CPU
+        require_memory(spec.base_path, "cpu" if spec.processes > 1 else device)
     recipe = spec.training_recipe()
     base = spec.base_path
     say = lambda d: reporter.phase("prepare", d)  # noqa: E731
@@ -141,6 +142,12 @@ def prepare(spec: JobSpec, reporter: Reporter) -> Job:
         write_merged=spec.writes_merged(base_gguf.stat().st_size),
         taught=Taught.from_pairs(pairs),
     )
+
+
+def offloaded(job: Job) -> Job:
+    """``job`` on the CPU: after training across processes, the base they sharded is loaded whole
+    for the merge and the checks, and on a GPU machine it need not fit one device."""
+    return dataclasses.replace(job, device="cpu")
 
 
 def require_memory(base: Path, device: Device) -> None:
@@ -363,7 +370,7 @@ def manifest(job: Job, base: Baseline, rewordings: dict[str, list[str]], result:
             seconds=round(result.seconds, 2), tokens=result.tokens,
             tokens_per_second=round(result.tokens / max(result.seconds, 1e-9), 1),
             stopped_early=result.stopped_early, confirms=result.confirms, confirm_seconds=result.confirm_seconds,
-            weights=job.form,
+            weights=job.form, processes=job.spec.processes,
         ),
         checks=[Check(r.name, r.passed, r.detail) for r in results],
         metrics=Metrics(before=_summary(base.before), after=_summary(after) if after else None,

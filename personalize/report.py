@@ -193,7 +193,8 @@ def timings_text(manifest: Manifest) -> str:
     final_loss = f"{train.final_loss:.4f}" if train.final_loss is not None else "?"
     return (f"Time: {sum(t.values()):.0f}s in all ({parts}).\n"
             f"Training: {count(train.steps, 'step')}, final loss {final_loss} (lower is better: how unsure "
-            f"the model still is of the taught answers, 0 = certain), {train.tokens_per_second or 0:.0f} tokens/s.")
+            f"the model still is of the taught answers, 0 = certain), {train.tokens_per_second or 0:.0f} tokens/s"
+            + (f", in {train.processes} processes." if train.processes > 1 else "."))
 
 
 def data_text(manifest: Manifest) -> str:

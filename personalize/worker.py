@@ -80,13 +80,15 @@ def run(job_dir: Path, reporter: Reporter) -> Manifest:
     form = ("" if job.form == "float32" else " in float16 (as asked)" if job.spec.weights
             else " in float16 (float32 would not fit this machine's memory)")
     trained = f"{count(len(job.pairs), 'pair')}, method {job.recipe.name}"
+    after = job  # where the trained model is loaded and checked
     if spec.processes > 1:  # the ranks load and train; this process then loads the base once, for what follows
         from tunechat.personalize.launch import train_across
 
         with timings.phase("train", f"{trained}, across {spec.processes} processes"):
             state, result = train_across(job_dir, spec.processes, base.replayed(), rewordings, reporter)
-        with timings.phase("load", f"base weights on {job.device}{form}, with the trained adapter"):
-            loaded = phases.load(job, base.replayed(), rewordings)
+        after = phases.offloaded(job)  # a base sharded across devices need not fit one of them
+        with timings.phase("load", f"base weights on {after.device}{form}, with the trained adapter"):
+            loaded = phases.load(after, base.replayed(), rewordings)
             phases.take_adapter(loaded, state)
     else:
         with timings.phase("load", f"base weights on {job.device}{form}"):
@@ -103,7 +105,7 @@ def run(job_dir: Path, reporter: Reporter) -> Manifest:
         written = phases.convert(job, merged, out)
         phases.record_pairs(job, out)
     with timings.phase("verify", "checking the new files before they can be used"):
-        torch_side = phases.torch_side(job, loaded, merged)
+        torch_side = phases.torch_side(after, loaded, merged)
         del loaded, merged  # the torch model goes before llama.cpp maps the new files
         give_back_memory()
         adapted = Engine(job.base_gguf, lora_path=written.adapter)

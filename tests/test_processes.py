@@ -75,6 +75,7 @@ def test_two_processes_train_the_adapter_one_process_trains(zoo, home, tmp_path,
     # The first rank's steps reached the worker's reporter, as one process's do.
     assert events.count('"phase": "train", "step"') == shared.train.steps
     assert "across 2 processes" in events
+    assert (shared.train.processes, alone.train.processes) == (2, 1)
 
 
 @pytest.mark.parametrize("processes", [2, 3])

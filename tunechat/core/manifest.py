@@ -88,6 +88,7 @@ class TrainStats:
     confirms: int = 0  # the greedy stop's confirmation passes
     confirm_seconds: float = 0.0
     weights: str = "float32"  # the frozen base's form: "float16" when float32 did not fit
+    processes: int = 1  # training processes, the base sharded across them
 
 
 @dataclass
