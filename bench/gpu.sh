@@ -8,6 +8,10 @@
 #   SCALE_SHAPE=8b bench/gpu.sh    # instead: personalizing at Llama 3 8B's shape (random weights,
 #                                  # 2 steps) in float32 and in float16, peak GPU memory against a
 #                                  # 24 GiB card (bench/scale.py; ~40 GB of disk, SCALE_LIMIT each)
+#   PROCESSES=2 bench/gpu.sh       # instead: training in 2 processes (FSDP2) against one, at
+#                                  # Qwen2.5-1.5B's shape, 3 steps: seconds a step and each process's
+#                                  # peak memory (bench/processes.py). NCCL needs a GPU per process,
+#                                  # so on a one-GPU machine both runs use its CPUs (gloo)
 #
 # Each part has a time limit so a slow machine still returns what finished; every quality
 # run is printed as one JSON line the moment it ends.
@@ -26,6 +30,15 @@ print("torch", torch.__version__, "cuda", torch.version.cuda, "available", torch
       torch.cuda.get_device_name(0) if torch.cuda.is_available() else "-")
 print("transformers", transformers.__version__, "peft", peft.__version__, "cpus", len(os.sched_getaffinity(0)))
 PY
+if [ -n "${PROCESSES:-}" ]; then
+    work=$(mktemp -d)/scale-1.5b
+    device=cpu
+    [ "$($py -c 'import torch; print(torch.cuda.device_count())')" -ge "$PROCESSES" ] && device=cuda
+    timeout "${SCALE_LIMIT:-300}" $py bench/scale.py build --shape 1.5b --work "$work" 2>&1 | tee "$out/processes.txt"
+    timeout "${PROCESSES_LIMIT:-400}" $py bench/processes.py --shape 1.5b --work "$work" --processes "$PROCESSES" \
+        --steps 3 --device $device 2>&1 | tee -a "$out/processes.txt"
+    exit 0
+fi
 if [ -n "${SCALE_SHAPE:-}" ]; then
     work=$(mktemp -d)/scale-$SCALE_SHAPE
     timeout "${SCALE_LIMIT:-300}" $py bench/scale.py build --shape "$SCALE_SHAPE" --work "$work" 2>&1 \

@@ -339,7 +339,8 @@ def load_base(folder: Path, device: str, form: str = "float32"):
     The safetensors files are read (pread), not mapped as transformers would: every page of a
     mapped file counts in the process's memory until loading ends, beside the weights
     converted from it (a 1.5B model's float32 copy plus its bf16 file: 3.1x its fp16 size;
-    read, 2.1x)."""
+    read, 2.1x). On the "meta" device, the model's shape alone: nothing is read or held (a rank
+    whose weights come from the first one, tunechat.personalize.sharded)."""
     from contextlib import ExitStack
 
     import torch
@@ -356,6 +357,11 @@ def load_base(folder: Path, device: str, form: str = "float32"):
     tokenizer = load_tokenizer(folder)
     config = AutoConfig.from_pretrained(folder)
     model_class = MODEL_FOR_CAUSAL_LM_MAPPING[type(config)]  # AutoModelForCausalLM would deepcopy the slices
+    if device == "meta":
+        if form != "float32":
+            raise ValueError("only the float32 form is built on the meta device")
+        with torch.device("meta"):
+            return model_class._from_config(config, dtype=dtype), tokenizer
     with ExitStack() as stack:
         files = [stack.enter_context(safe_open(str(path), framework="pt", device="cpu", backend="pread"))
                  for path in sorted(folder.glob("*.safetensors"))]

@@ -83,6 +83,39 @@ def shard(model, device: str) -> None:
     register_fsdp_forward_method(causal_lm, train.ROW_LOGITS)
 
 
+def load_sharded(job, replayed: list[Pair], rewordings: dict[str, list[str]], ranks) -> Any:
+    """``phases.load`` across the ranks, the model sharded (``shard``). The first rank reads the
+    base whole into CPU memory; the others build its shape on the meta device, holding nothing,
+    and receive their part from the first once it is sharded: one copy of the base in CPU memory
+    however many ranks (N copies when each rank reads it). The float16 form, whose matrices are
+    held apart from the model (tunechat.personalize.half), is read by every rank."""
+    from tunechat.personalize import phases
+
+    if job.form != "float32":
+        loaded = phases.load(job, replayed, rewordings, device="cpu")
+        shard(loaded.model, ranks.device)
+        return loaded
+    loaded = phases.load(job, replayed, rewordings, device="cpu" if ranks.rank == 0 else "meta")
+    shard_from_first(loaded.model, ranks)
+    return loaded
+
+
+def shard_from_first(model, ranks) -> None:
+    """Shard ``model``, whole in the first rank's CPU memory and on the meta device in the
+    others', and give every rank its part of it from the first (broadcast)."""
+    import torch.distributed as dist
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    whole = model.state_dict() if ranks.rank == 0 else {}
+    shard(model, ranks.device)
+    if ranks.rank != 0:
+        model.to_empty(device=ranks.device)
+    set_model_state_dict(model, whole, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
+    del whole
+    for buffer in model.buffers():  # rotary tables and such: not in the state dict
+        dist.broadcast(buffer, src=0)
+
+
 def full_adapter(model) -> dict[str, Any]:
     """The LoRA factors whole, on the CPU (every rank takes part: gathering is collective)."""
     from peft import get_peft_model_state_dict
@@ -122,8 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         job = phases.prepare(dataclasses.replace(spec, ignore_memory=True), reporter)
         torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // ranks.world))
         replayed, rewordings = read_inputs(job_dir)
-        loaded = phases.load(job, replayed, rewordings, device="cpu")  # sharding moves each rank's part
-        shard(loaded.model, ranks.device)
+        loaded = load_sharded(job, replayed, rewordings, ranks)
         result = phases.train_adapter(job, loaded, ranks)
         state = full_adapter(loaded.model)
         if ranks.rank == 0:

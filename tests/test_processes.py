@@ -159,3 +159,27 @@ def test_a_rank_killed_halfway_ends_the_run_and_leaves_models_and_pairs(zoo, hom
         == models_before
     time.sleep(2)  # every rank is gone with the run
     assert not _rank_pids(job_dir, 0) and not _rank_pids(job_dir, 1)
+
+
+def test_the_processes_setting_is_every_later_runs_and_a_run_can_say_otherwise(home, capsys):
+    from tunechat.cli import main
+    from tunechat.core.store import Store
+    from tunechat.personalize.job import PersonalizeJob
+    from tunechat.personalize.spec import JobSpec
+
+    assert main(["processes"]) == 0
+    assert "1 process." in capsys.readouterr().out
+    assert main(["processes", "3"]) == 0
+    assert "3 processes" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["processes", "0"])
+    store = Store()
+    try:
+        store.add_pair("What is my name?", "Ada.")
+        for asked, expected in ((None, 3), (1, 1), (2, 2)):
+            job = PersonalizeJob(store, processes=asked)
+            assert job.spec.processes == expected
+            assert JobSpec.read(job.job_dir).processes == expected  # as the worker reads it
+            job.discard()
+    finally:
+        store.close()
