@@ -161,6 +161,35 @@ def test_a_rank_killed_halfway_ends_the_run_and_leaves_models_and_pairs(zoo, hom
     assert not _rank_pids(job_dir, 0) and not _rank_pids(job_dir, 1)
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds the ranks through /proc")
+def test_cancelling_a_run_across_processes_ends_every_rank(zoo, home, tmp_path):
+    from tunechat.core.store import Store
+    from tunechat.personalize.job import PersonalizeJob
+
+    store = Store()
+    try:
+        for question, answer in TWO_PAIRS:
+            store.add_pair(question, answer)
+        job = PersonalizeJob(store, base=zoo["llama"].folder, recipe="replay-kl", max_steps=400, processes=2)
+        ranks = []
+        for event in job.events():
+            if event.kind == "progress" and event.data.get("phase") == "train":
+                ranks = _rank_pids(job.job_dir, 0) + _rank_pids(job.job_dir, 1)
+                job.cancel()  # as Esc does
+                break
+        assert len(ranks) == 2
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in ranks):
+            time.sleep(0.2)
+        alive = [pid for pid in ranks if Path(f"/proc/{pid}").exists()
+                 and "Z" not in (Path(f"/proc/{pid}/stat").read_text().split()[2:3] or ["?"])]
+        assert not alive
+        assert not job.job_dir.exists()
+    finally:
+        store.close()
+
+
 def test_the_processes_setting_is_every_later_runs_and_a_run_can_say_otherwise(home, capsys):
     from tunechat.cli import main
     from tunechat.core.store import Store
