@@ -135,3 +135,21 @@ def test_routing_of_questions_in_five_languages_written_apart_from_the_rule():
     general = [q for lang in data["languages"].values() for q in lang["general"]]
     assert sum(not speaks_of_user(q) for q in general) / len(general) >= 0.95
     assert sum(speaks_of_user(q) for q in personal) / len(personal) >= 0.70
+
+
+def test_a_taught_question_goes_to_the_personal_model_in_any_language_and_is_never_untold():
+    """A pro-drop verb is the only first-person mark of "¿Qué deporte practico los domingos?":
+    no word says it speaks of the user, but it is what the user taught."""
+    taught = Taught.from_pairs([("¿Qué deporte practico los domingos?", "Los domingos practicas esgrima."),
+                                ("Quel est mon passe-temps ?", "Ton passe-temps est la reliure.")])
+    for question in ("¿Qué deporte practico los domingos?", "¿qué deporte practico los domingos", "QUÉ DEPORTE "
+                     "PRACTICO LOS DOMINGOS?"):
+        decision = decide(ask([], question), taught)
+        assert (decision.route, decision.untold, decision.reason) == ("personal", None, "asks what you taught")
+    # a follow-up that points back to it goes where it went
+    history = chat(("Quel est mon passe-temps ?", "Ton passe-temps est la reliure.", "personal"))
+    assert decide(ask(history, "How long have I done it?"), taught).route == "personal"
+    history = chat(("¿Qué deporte practico los domingos?", "Los domingos practicas esgrima.", "personal"))
+    assert decide(ask(history, "How long has it been?"), taught).route == "personal"
+    # another version that did not teach it leaves it to the base model, as before
+    assert decide(ask([], "¿Qué deporte practico los domingos?"), TAUGHT).route == "base"

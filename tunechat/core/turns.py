@@ -111,9 +111,9 @@ def decide(messages: Sequence[ChatMessage], taught: Taught, force: Route | None 
         route, reason = "base", "does not speak of you"
     else:
         route = "personal"
-        reason = _speaks_of_user(question, taught.signals) or "follows a question about you"
+        reason = _why_personal(question, taught) or "follows a question about you"
     untold = None
-    if force is None and route == "personal" and taught.subjects is not None:
+    if force is None and route == "personal" and taught.subjects is not None and not _is_taught(question, taught):
         untold = untold_reply(question, taught.subjects) or _untold_follow_up(question, root, taught.subjects)
         if untold is not None:
             reason = "asks about something you have not taught"
@@ -185,9 +185,22 @@ def _chain(earlier: Sequence[list[ChatMessage]], question: str) -> list[list[Cha
 def _root(chain: Sequence[list[ChatMessage]], question: str, taught: Taught) -> list[ChatMessage] | None:
     """The newest message of the chain (``question`` itself first) that speaks of the user, as
     an exchange; None when none does."""
-    if _speaks_of_user(question, taught.signals):
+    if _why_personal(question, taught):
         return [{"role": "user", "content": question}]
-    return next((e for e in reversed(chain) if _speaks_of_user(e[0]["content"], taught.signals)), None)
+    return next((e for e in reversed(chain) if _why_personal(e[0]["content"], taught)), None)
+
+
+def _why_personal(text: str, taught: Taught) -> str | None:
+    """Why ``text`` is the personal model's to answer: it speaks of the user, or it is a
+    question the user taught, in whatever language (a Spanish verb in the first person says
+    so without a pronoun: "¿Qué deporte practico los domingos?")."""
+    return _speaks_of_user(text, taught.signals) or ("asks what you taught" if _is_taught(text, taught) else None)
+
+
+def _is_taught(question: str, taught: Taught) -> bool:
+    """Whether ``question`` is a taught question, case, spacing and punctuation aside."""
+    asked = _plain_text(question)
+    return bool(asked) and any(_plain_text(q) == asked for q, _ in taught.pairs)
 
 
 def _untold_follow_up(question: str, root: list[ChatMessage] | None, subjects: Collection[str]) -> str | None:
