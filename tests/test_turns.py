@@ -153,3 +153,23 @@ def test_a_taught_question_goes_to_the_personal_model_in_any_language_and_is_nev
     assert decide(ask(history, "How long has it been?"), taught).route == "personal"
     # another version that did not teach it leaves it to the base model, as before
     assert decide(ask([], "¿Qué deporte practico los domingos?"), TAUGHT).route == "base"
+
+
+def test_a_pro_drop_verb_the_user_taught_with_sends_their_other_questions_to_the_personal_model():
+    from tunechat.core.turns import first_person_verbs
+
+    pairs = [("¿Qué medicamento tomo para la tiroides?", "Tomas Eutirox para la tiroides."),
+             ("Onde trabalho?", "Trabalhas na Vidraria Lusa."),
+             ("Que remédio tomo de manhã?", "Você toma levotiroxina todas as manhãs."),  # a plural is no verb
+             ("What is my dog's name?", "Your dog is called Biscuit."),  # says "my": nothing to learn
+             ("¿Cuántos años tiene mi hija?", "Tu hija tiene 13 años.")]
+    assert first_person_verbs(pairs) == ["tomo", "trabalho"]
+    taught = Taught.from_pairs(pairs)
+    for question in ("Recuérdame qué pastilla tomo para el tiroides.", "Em que cidade trabalho?"):
+        decision = decide(ask([], question), taught)
+        assert decision.route == "personal", question
+        assert "as your taught questions do" in decision.reason
+    # the same verbs in another person, or a learned word's neighbours, are someone else's
+    for question in ("¿Qué medicamento toma el presidente?", "Onde trabalha o presidente?",
+                     "What is a dog's lifespan?"):
+        assert decide(ask([], question), taught).route == "base", question

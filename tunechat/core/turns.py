@@ -66,12 +66,13 @@ class Taught:
     names: tuple[str, ...] = ()
     subjects: tuple[str, ...] | None = None
     pairs: tuple[tuple[str, str], ...] = ()  # (question, answer), for ``borrowed_reply``
+    verbs: tuple[str, ...] = ()  # the user's own first-person verbs (``first_person_verbs``)
 
     @classmethod
     def from_pairs(cls, pairs: Iterable[tuple[str, str]]) -> Taught:
         pairs = list(pairs)
         return cls(tuple(taught_names(a for _, a in pairs)), tuple(taught_subjects(q for q, _ in pairs)),
-                   tuple(pairs))
+                   tuple(pairs), tuple(first_person_verbs(pairs)))
 
     @property
     def signals(self) -> tuple[str, ...]:
@@ -194,7 +195,32 @@ def _why_personal(text: str, taught: Taught) -> str | None:
     """Why ``text`` is the personal model's to answer: it speaks of the user, or it is a
     question the user taught, in whatever language (a Spanish verb in the first person says
     so without a pronoun: "¿Qué deporte practico los domingos?")."""
-    return _speaks_of_user(text, taught.signals) or ("asks what you taught" if _is_taught(text, taught) else None)
+    if reason := _speaks_of_user(text, taught.signals):
+        return reason
+    if _is_taught(text, taught):
+        return "asks what you taught"
+    verb = next((w for w in words_of(text) if w in taught.verbs), None)
+    return f'says "{verb}", as your taught questions do' if verb else None
+
+
+def first_person_verbs(pairs: Iterable[tuple[str, str]]) -> list[str]:
+    """The verbs a pro-drop question of the user's says "I" with, read from the pairs: in a
+    taught question with no first-person word, a word that its answer says again in another
+    person ("¿Qué medicamento tomo …?" → "Tomas Eutirox …": "tomo"), by a stem of three letters
+    or more that leaves at most two letters of it out: an ending changed, not one added (a
+    plural, "manhã" → "manhãs", is the same word)."""
+    found: dict[str, None] = {}
+    for question, answer in pairs:
+        if _speaks_of_user(question, ()):
+            continue
+        said = set(words_of(answer))
+        for word in words_of(question):
+            if word in said or len(word) < 3:
+                continue
+            stem = max(3, len(word) - 2)
+            if any(other[:stem] == word[:stem] and not other.startswith(word) for other in said):
+                found.setdefault(word, None)
+    return list(found)
 
 
 def _is_taught(question: str, taught: Taught) -> bool:
