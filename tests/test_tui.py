@@ -865,3 +865,24 @@ def test_models_screen_snapshot(snap_compare, home, base_model):
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=(90, 28), run_before=models)
+
+
+async def test_a_version_that_does_not_load_is_not_left_current(store, tmp_path, base_model):
+    """Chosen from the models screen (F7) or by rolling back, a version whose file is broken
+    does not load: the model in use answers on, and the registry says so again, so the next
+    start does not meet the broken one."""
+    from tunechat.core.registry import Registry
+
+    broken = add_version(base_model, "personal-broken")
+    broken.write_bytes(b"GGUF" + b"\0" * 64)  # a header that ends there
+    app = TunechatApp(store=store, settings=GREEDY)
+    async with app.run_test(size=(100, 36)) as pilot:
+        await wait_until(lambda: app.engine is not None, pilot)
+        before = Registry(store).state()
+        name = app.status.model_name
+        app._switch(lambda: app.registry.use("personal-broken"))
+        await wait_until(lambda: isinstance(app.screen, Confirm), pilot)
+        await pilot.press("n")
+        assert Registry(store).state() == before
+        assert Registry(store).current().name != "personal-broken"
+        assert app.status.model_name == name and app.status.activity == "ready"

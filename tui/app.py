@@ -19,7 +19,7 @@ from textual.worker import Worker, WorkerState
 
 from tunechat.core import scope
 from tunechat.core.engine import GenerationSettings
-from tunechat.core.registry import EMBEDDED_NAME, ModelEntry, Registry
+from tunechat.core.registry import EMBEDDED_NAME, ModelEntry, Registry, RegistryState
 from tunechat.core.scope import ChatEngine
 from tunechat.core.store import Chat, Store, StoreError
 from tunechat.tui.messages import (
@@ -88,6 +88,9 @@ class TunechatApp(App[int]):
         self._seen_stamp: tuple[int, int] | None = None  # the store's change stamp when last read
         self.personalize_run: PersonalizeRun | None = None  # kept here while its screen is away
         self._load_worker: Worker[None] | None = None  # the newest load
+        # A switch's load, and the registry's settings before it: put back if the load fails,
+        # so that the model named current is the one answering (and the next start loads it).
+        self._switch_undo: tuple[int, RegistryState] | None = None
 
     # -- the chat -----------------------------------------------------------------------
     def get_default_screen(self) -> Screen:
@@ -182,6 +185,7 @@ class TunechatApp(App[int]):
         error = event.worker.error
         if event.worker.group == "load":
             if event.worker is self._load_worker:  # an older load failing after a newer request is no news
+                self._undo_switch()
                 self._load_failed(str(error))
             return
         if event.worker.group == "personalize" and self.personalize_run is not None and error is not None:
@@ -238,13 +242,24 @@ class TunechatApp(App[int]):
             self.personalize_run.cancel()
 
     def _switch(self, change: Callable[[], ModelEntry]) -> None:
-        """Change the registry's current model with ``change``, then load what it chose."""
+        """Change the registry's current model with ``change``, then load what it chose; if it
+        does not load, the registry goes back to what it said before."""
+        before = self.registry.state()
         try:
             entry = change()
         except StoreError as exc:
             self.notify(str(exc), severity="warning")
             return
         self.use_model(entry.path)
+        self._switch_undo = (self._load_request, before)
+
+    def _undo_switch(self) -> None:
+        """The registry as it was before the switch whose load just failed."""
+        undo, self._switch_undo = self._switch_undo, None
+        if undo is None or undo[0] != self._load_request:
+            return
+        self.registry.restore(undo[1])
+        self._seen_current = self.store.get_setting("current_model")
 
     # -- command palette ----------------------------------------------------------------
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:

@@ -106,9 +106,22 @@ def embedded_model_path() -> Path:
     )
 
 
+RegistryState = dict[str, str | None]  # the settings behind current() and rollback()
+_STATE_KEYS = ("current_model", "model_history")
+
+
 class Registry:
     def __init__(self, store: Store) -> None:
         self.store = store
+
+    def state(self) -> RegistryState:
+        """The current model and the history as they are now, for ``restore``."""
+        return {key: self.store.get_setting(key) for key in _STATE_KEYS}
+
+    def restore(self, state: RegistryState) -> None:
+        """Put back what ``state`` held (a switch whose model did not load)."""
+        for key in _STATE_KEYS:
+            self.store.set_setting(key, state.get(key))
 
     def personal_versions(self) -> list[ModelEntry]:
         out = []
