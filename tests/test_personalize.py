@@ -214,6 +214,10 @@ def test_a_missing_base_is_refused_clearly(store, home, tmp_path):
     _add_facts(store)
     result = run_cli("personalize", "--base", str(tmp_path / "nowhere"))
     assert result.returncode == 1
+    assert "nowhere does not exist" in result.stderr and "Traceback" not in result.stderr
+    (tmp_path / "folder").mkdir()
+    result = run_cli("personalize", "--base", str(tmp_path / "folder"))
+    assert result.returncode == 1
     assert "neither a GGUF file nor a Hugging Face model folder" in result.stderr and "Traceback" not in result.stderr
 
 

@@ -23,6 +23,10 @@ def run_personalize(args: argparse.Namespace, store: Store) -> int:
     from tunechat.personalize.data import EmptyDatasetError
 
     base = Path(args.base).expanduser().resolve() if getattr(args, "base", None) else None
+    if base is not None and not base.exists():
+        print(f"tunechat: {args.base} does not exist: --base takes a GGUF file or a Hugging Face model folder.",
+              file=sys.stderr)
+        return 1
     if base is not None and not (base.is_file() or (base / "config.json").is_file()):
         print(f"tunechat: {args.base} is neither a GGUF file nor a Hugging Face model folder (no config.json).",
               file=sys.stderr)
