@@ -116,7 +116,8 @@ class PersonalizeJob:
             ["evaluate"] if self.spec.skip_eval else [])
         base = BaseSize.of(self.base, self.spec.weights)
         return RunProgress.from_history((e.manifest for e in self.registry.personal_versions()), self.spec.recipe,
-                                        skip, pairs=len(self.spec.pairs), base=base)
+                                        skip, pairs=len(self.spec.pairs), base=base,
+                                        processes=self.spec.processes)
 
     def start(self) -> None:
         """Start the worker; refuse (PersonalizeError) while another personalization runs."""

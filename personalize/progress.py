@@ -16,7 +16,7 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal, get_args
@@ -30,6 +30,16 @@ EventKind = Literal["phase", "progress", "done", "error", "log"]  # "log": a lin
 # The worker's phases, in order (the TUI draws one progress bar over them).
 Phase = Literal["prepare", "baseline", "paraphrase", "load", "train", "merge", "convert", "verify", "evaluate"]
 PHASES: list[Phase] = list(get_args(Phase))
+
+
+def phase_order(processes: int = 1) -> list[Phase]:
+    """The phases in the order the worker runs them: training across processes, the ranks load
+    the base themselves, and the worker loads it after them (tunechat.personalize.worker)."""
+    if processes <= 1:
+        return list(PHASES)
+    order = [p for p in PHASES if p != "load"]
+    after = order.index("train") + 1
+    return [*order[:after], "load", *order[after:]]
 
 
 class Reporter:
@@ -141,12 +151,14 @@ class RunProgress:
     by how much slower or faster the phases done so far went than expected."""
 
     def __init__(self, expected: Mapping[Phase, float] | None = None, step_seconds: float | None = None,
-                 skip: Iterable[Phase] = (), clock: Callable[[], float] = time.monotonic) -> None:
+                 skip: Iterable[Phase] = (), clock: Callable[[], float] = time.monotonic,
+                 order: Sequence[Phase] = PHASES) -> None:
         self.expected: dict[Phase, float] = {**TYPICAL_SECONDS, **(expected or {})}
         self.calibrated_step = step_seconds  # a training step's seconds on this machine, when known
         self.clock = clock
         self.start = clock()
-        self.phases: dict[Phase, PhaseState] = {p: PhaseState(skipped=p in set(skip)) for p in PHASES}
+        self.order = list(order)  # the phases as the worker runs them (phase_order)
+        self.phases: dict[Phase, PhaseState] = {p: PhaseState(skipped=p in set(skip)) for p in self.order}
         self.current: Phase | None = None
         self.losses: list[float] = []
         self.finished = False
@@ -154,7 +166,7 @@ class RunProgress:
     @classmethod
     def from_history(cls, manifests: Iterable[Manifest | None], method: str, skip: Iterable[Phase] = (),
                      clock: Callable[[], float] = time.monotonic, pairs: int | None = None,
-                     base: BaseSize | None = None) -> RunProgress:
+                     base: BaseSize | None = None, processes: int = 1) -> RunProgress:
         """Calibrated by the newest earlier run of ``method`` on this machine, if any, and
         scaled to ``pairs`` from the pairs that run (or ``TYPICAL_SECONDS``) had: the phases that
         work pair by pair take proportionally longer. With ``base``, a run on another base (or
@@ -187,7 +199,7 @@ class RunProgress:
             for phase in PER_PAIR_PHASES:
                 expected[phase] *= scale
             expected["train"] += confirm * (scale - 1)  # only the confirmations grow
-        return cls(expected, step, skip, clock)
+        return cls(expected, step, skip, clock, phase_order(processes))
 
     def estimate_text(self) -> str:
         """Before the run: roughly how long it will take, and a word when that is long."""
@@ -208,7 +220,7 @@ class RunProgress:
         elif kind == "phase" and phase in self.phases:
             if phase != self.current:
                 self._end_current(now)
-                for earlier in PHASES[:PHASES.index(phase)]:  # a phase the worker left out
+                for earlier in self.order[:self.order.index(phase)]:  # a phase the worker left out
                     if self.phases[earlier].started is None:
                         self.phases[earlier].skipped = True
                 self.current = phase

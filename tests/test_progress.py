@@ -182,3 +182,21 @@ def test_the_size_of_a_base_is_read_from_its_headers(base_model, monkeypatch):
     monkeypatch.setenv(memory.AVAILABLE_ENV, "1.5G")  # float32 would not fit, float16 does
     assert BaseSize.of(base_model).form == "float16"
     assert BaseSize.of(base_model.parent / "no-such-model.gguf") is None
+
+
+def test_across_processes_loading_comes_after_training_and_is_not_taken_for_skipped():
+    from tunechat.personalize.progress import PHASES, RunProgress, phase_order
+
+    order = phase_order(2)
+    assert sorted(order) == sorted(PHASES) and order.index("load") == order.index("train") + 1
+    assert phase_order(1) == PHASES
+    progress = RunProgress(order=order)
+    for phase in ("prepare", "baseline", "paraphrase", "train"):
+        progress.feed("phase", {"phase": phase})
+    assert not progress.phases["load"].skipped
+    progress.feed("phase", {"phase": "load"})
+    progress.feed("phase", {"phase": "merge"})
+    assert not progress.phases["load"].skipped and progress.phases["load"].ended is not None
+    one = RunProgress()  # one process: a phase passed over is one the worker left out
+    one.feed("phase", {"phase": "train"})
+    assert one.phases["load"].skipped

@@ -609,7 +609,7 @@ class RecordedJob:
         from tunechat.personalize.job import Outcome
 
         self.clock, self.queue = clock, queue.Queue()
-        self.spec = SimpleNamespace(pairs=[("q", "a")] * 7, recipe="replay-kl-para-greedy")
+        self.spec = SimpleNamespace(pairs=[("q", "a")] * 7, recipe="replay-kl-para-greedy", processes=1)
         self.base = embedded_model_path()
         self.error: str | None = None
         self.outcome = Outcome(Manifest.from_dict(manifest), Path("/nonexistent")) if manifest else None

@@ -232,8 +232,15 @@ class PersonalizeScreen(ModalScreen[str | None]):
         self.query_one("#title", Label).update(
             f"Personalize (quick: {run.recipe})" if run.recipe else "Personalize")
         pairs = count(len(run.job.spec.pairs), "pair")
+        processes = run.job.spec.processes
         self.query_one("#intro", Label).update(
-            f"Teaching {run.job.base.name} your {pairs} (method {run.job.spec.recipe}).")
+            f"Teaching {run.job.base.name} your {pairs} (method {run.job.spec.recipe}"
+            + (f", in {processes} processes)." if processes > 1 else ")."))
+        rows, above = self.query_one("#progress", Vertical), self.query_one("#row-overall")
+        for phase in run.progress.order:  # as the worker runs them
+            row = self.query_one(f"#row-{phase}")
+            rows.move_child(row, after=above)
+            above = row
         self.set_interval(1.0, self._tick)  # the time left moves between events too
         self.show()
 
@@ -268,7 +275,7 @@ class PersonalizeScreen(ModalScreen[str | None]):
         self.query_one("#report").display = False
         self.query_one("#overall", ProgressBar).update(progress=round(100 * progress.overall))
         self.query_one("#eta", Label).update(progress.eta_text())
-        for phase in PHASES:
+        for phase in progress.order:
             share = progress.share(phase)
             state = progress.phases[phase]
             mark = "✓" if share == 1.0 and not state.skipped else "▶" if phase == progress.current else " "
