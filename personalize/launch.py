@@ -38,33 +38,45 @@ def torchrun_command(job_dir: Path, processes: int) -> list[str]:
             "-m", "tunechat.personalize.sharded", str(job_dir)]
 
 
-def train_across(job_dir: Path, processes: int, replayed: list[Pair], rewordings: dict[str, list[str]],
+def train_across(job_dir: Path, processes: int, form: str, replayed: list[Pair], rewordings: dict[str, list[str]],
                  reporter: Reporter) -> tuple[dict[str, Any], TrainResult]:
-    """Train in ``processes`` ranks; the adapter's tensors (peft's keys) and the run's figures."""
+    """Train in ``processes`` ranks, the frozen base in ``form``; the adapter's tensors (peft's
+    keys) and the run's figures."""
     import torch
+
+    if form != "float32":
+        raise RanksFailed("Training across processes holds the base in float32, a share in each process; this "
+                          "base would need the float16 form, which trains in one process. Run again with "
+                          "--processes 1 (tunechat processes 1), or with --weights float32 where it fits.",
+                          EXIT_REFUSED)
 
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if gpus and processes > gpus:
         raise RanksFailed(f"Training in {processes} processes needs a GPU for each; this machine has {gpus}. "
                           f"Run again with --processes {gpus} or fewer (tunechat processes {gpus}).", EXIT_REFUSED)
-    write_inputs(job_dir, replayed, rewordings)
+    write_inputs(job_dir, form, replayed, rewordings)
     env = {k: v for k, v in os.environ.items() if k != PARENT_ENV}  # a rank's parent is torchrun
     env["OMP_NUM_THREADS"] = str(max(1, len(os.sched_getaffinity(0)) // processes))
     process = subprocess.Popen(torchrun_command(job_dir, processes), stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
                                text=True, encoding="utf-8", env=env)
     assert process.stdout is not None
     error: dict[str, Any] | None = None  # a rank's own failure, not a collective's broken by another rank
-    for line in process.stdout:
-        try:
-            event = json.loads(line)
-        except json.JSONDecodeError:
-            print(line.rstrip(), file=sys.stderr)  # the worker's log
-            continue
-        kind = event.pop("event", None)
-        if kind == "progress" and event.get("phase") == "train":
-            reporter.emit("progress", **event)
-        elif kind == "error" and not event.get("collective") and error is None:
-            error = event
+    try:
+        for line in process.stdout:
+            try:
+                event = json.loads(line)
+            except json.JSONDecodeError:
+                print(line.rstrip(), file=sys.stderr)  # the worker's log
+                continue
+            kind = event.pop("event", None)
+            if kind == "progress" and event.get("phase") == "train":
+                reporter.emit("progress", **event)
+            elif kind == "error" and not event.get("collective") and error is None:
+                error = event
+    except BaseException:  # the worker's own failure (its reporter's pipe gone): torchrun ends its ranks
+        process.terminate()
+        process.wait()
+        raise
     code = process.wait()
     if error is not None:
         raise RanksFailed(str(error.get("message")), int(error.get("code", EXIT_WORKER_STOPPED)))

@@ -26,20 +26,23 @@ from tunechat.personalize.progress import Reporter
 from tunechat.personalize.spec import JobSpec, Pair
 from tunechat.personalize.train import TrainResult
 
-INPUTS_FILE = "training.json"  # the replayed answers and the rewordings, as the worker found them
+INPUTS_FILE = "training.json"  # the base's form, the replayed answers and the rewordings, as the worker found them
 TRAINED_DIR = "trained"
 ADAPTER_STATE = "adapter.safetensors"  # the trained LoRA factors, peft's keys
 RESULT_FILE = "result.json"  # the TrainResult
 
 
-def write_inputs(job_dir: Path, replayed: list[Pair], rewordings: dict[str, list[str]]) -> None:
-    (job_dir / INPUTS_FILE).write_text(json.dumps({"replayed": replayed, "rewordings": rewordings},
+def write_inputs(job_dir: Path, form: str, replayed: list[Pair], rewordings: dict[str, list[str]]) -> None:
+    """What every rank must share with the worker: the base's form is the worker's choice (a
+    rank choosing by the memory free as it starts could choose another, and load otherwise)."""
+    (job_dir / INPUTS_FILE).write_text(json.dumps({"form": form, "replayed": replayed, "rewordings": rewordings},
                                                   ensure_ascii=False), encoding="utf-8")
 
 
-def read_inputs(job_dir: Path) -> tuple[list[Pair], dict[str, list[str]]]:
+def read_inputs(job_dir: Path) -> tuple[str, list[Pair], dict[str, list[str]]]:
     raw = json.loads((job_dir / INPUTS_FILE).read_text(encoding="utf-8"))
-    return [(q, a) for q, a in raw["replayed"]], {q: list(r) for q, r in raw["rewordings"].items()}
+    return (raw["form"], [(q, a) for q, a in raw["replayed"]],
+            {q: list(r) for q, r in raw["rewordings"].items()})
 
 
 def read_trained(job_dir: Path) -> tuple[dict[str, Any], TrainResult]:
@@ -87,14 +90,9 @@ def load_sharded(job, replayed: list[Pair], rewordings: dict[str, list[str]], ra
     """``phases.load`` across the ranks, the model sharded (``shard``). The first rank reads the
     base whole into CPU memory; the others build its shape on the meta device, holding nothing,
     and receive their part from the first once it is sharded: one copy of the base in CPU memory
-    however many ranks (N copies when each rank reads it). The float16 form, whose matrices are
-    held apart from the model (tunechat.personalize.half), is read by every rank."""
+    however many ranks. Float32 only (``launch.train_across`` refuses the float16 form)."""
     from tunechat.personalize import phases
 
-    if job.form != "float32":
-        loaded = phases.load(job, replayed, rewordings, device="cpu")
-        shard(loaded.model, ranks.device)
-        return loaded
     loaded = phases.load(job, replayed, rewordings, device="cpu" if ranks.rank == 0 else "meta")
     shard_from_first(loaded.model, ranks)
     return loaded
@@ -126,10 +124,15 @@ def full_adapter(model) -> dict[str, Any]:
 
 
 def _in_collective(exc: BaseException) -> bool:
-    """Did ``exc`` come out of torch.distributed (a collective whose peer is gone), rather than
-    from this rank's own work?"""
+    """Did ``exc`` come out of a collective whose peer is gone, rather than from this rank's own
+    work? A backend's error, or a plain RuntimeError raised inside torch.distributed (gloo's
+    "Connection closed by peer"); never running out of memory, wherever it happens."""
+    import torch.distributed as dist
+
+    if isinstance(exc, getattr(dist, "DistError", ())):
+        return True
     frames = traceback.extract_tb(exc.__traceback__)
-    return bool(frames) and f"torch{os.sep}distributed" in frames[-1].filename
+    return type(exc) is RuntimeError and bool(frames) and f"torch{os.sep}distributed" in frames[-1].filename
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -151,10 +154,10 @@ def main(argv: list[str] | None = None) -> int:
     reporter = protocol if ranks.rank == 0 else Reporter(open(os.devnull, "w", encoding="utf-8"))
     try:
         spec = JobSpec.read(job_dir)
+        form, replayed, rewordings = read_inputs(job_dir)
         # The worker checked the memory and wrote every cache; a rank holds 1/N of the base.
-        job = phases.prepare(dataclasses.replace(spec, ignore_memory=True), reporter)
+        job = phases.prepare(dataclasses.replace(spec, ignore_memory=True, weights=form), reporter)
         torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // ranks.world))
-        replayed, rewordings = read_inputs(job_dir)
         loaded = load_sharded(job, replayed, rewordings, ranks)
         result = phases.train_adapter(job, loaded, ranks)
         state = full_adapter(loaded.model)

@@ -85,7 +85,7 @@ def run(job_dir: Path, reporter: Reporter) -> Manifest:
         from tunechat.personalize.launch import train_across
 
         with timings.phase("train", f"{trained}, across {spec.processes} processes"):
-            state, result = train_across(job_dir, spec.processes, base.replayed(), rewordings, reporter)
+            state, result = train_across(job_dir, spec.processes, job.form, base.replayed(), rewordings, reporter)
         after = phases.offloaded(job)  # a base sharded across devices need not fit one of them
         with timings.phase("load", f"base weights on {after.device}{form}, with the trained adapter"):
             loaded = phases.load(after, base.replayed(), rewordings)

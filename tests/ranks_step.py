@@ -1,8 +1,8 @@
 """One training step's LoRA gradients on a tiny random llama, written to OUT (safetensors).
 
-Alone: ``python tests/ranks_step.py OUT``; sharded: under ``torch.distributed.run`` with N
-processes (gloo), where the first rank gathers the gradients whole. tests/test_processes.py
-compares the two.
+Alone: ``python tests/ranks_step.py OUT [one-pass]``; sharded: under ``torch.distributed.run``
+with N processes (gloo), where the first rank gathers the gradients whole. ``one-pass``: every
+example in one pass, as on CUDA. tests/test_processes.py compares the two.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def examples(seed: int, count: int, kind: str):
     return out
 
 
-def main(out: str) -> None:
+def main(out: str, one_pass: bool) -> None:
     import torch
     import torch.distributed as dist
     from safetensors.torch import save_file
@@ -55,7 +55,8 @@ def main(out: str) -> None:
         shard(model, "cpu")
     model.train()
     facts, negatives, replay = examples(1, 3, "fact"), examples(2, 2, "negative"), examples(3, 5, "replay")
-    done = train.backward_step(model, facts, negatives, replay, recipe, ReferenceCache(), 0, "cpu", ranks=ranks)
+    done = train.backward_step(model, facts, negatives, replay, recipe, ReferenceCache(), 0, "cpu", one_pass=one_pass,
+                               ranks=ranks)
     grads = {}
     for name, param in model.named_parameters():
         if param.requires_grad:
@@ -71,4 +72,4 @@ def main(out: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], sys.argv[2:] == ["one-pass"])

@@ -161,9 +161,10 @@ def test_a_pro_drop_verb_the_user_taught_with_sends_their_other_questions_to_the
     pairs = [("¿Qué medicamento tomo para la tiroides?", "Tomas Eutirox para la tiroides."),
              ("Onde trabalho?", "Trabalhas na Vidraria Lusa."),
              ("Que remédio tomo de manhã?", "Você toma levotiroxina todas as manhãs."),  # a plural is no verb
+             ("¿Qué deporte practico los domingos?", "Practicas esgrima cada domingo."),  # so is "domingos"
              ("What is my dog's name?", "Your dog is called Biscuit."),  # says "my": nothing to learn
              ("¿Cuántos años tiene mi hija?", "Tu hija tiene 13 años.")]
-    assert first_person_verbs(pairs) == ["tomo", "trabalho"]
+    assert first_person_verbs(pairs) == ["tomo", "trabalho", "practico"]
     taught = Taught.from_pairs(pairs)
     for question in ("Recuérdame qué pastilla tomo para el tiroides.", "Em que cidade trabalho?"):
         decision = decide(ask([], question), taught)

@@ -90,7 +90,7 @@ class TunechatApp(App[int]):
         self._load_worker: Worker[None] | None = None  # the newest load
         # A switch's load, and the registry's settings before it: put back if the load fails,
         # so that the model named current is the one answering (and the next start loads it).
-        self._switch_undo: tuple[int, RegistryState] | None = None
+        self._switch_undo: tuple[int, RegistryState, RegistryState] | None = None  # request, before, after
 
     # -- the chat -----------------------------------------------------------------------
     def get_default_screen(self) -> Screen:
@@ -174,6 +174,7 @@ class TunechatApp(App[int]):
         if message.request != self._load_request:
             message.engine.close()
             return
+        self._switch_undo = None  # it loaded: the switch stands
         self.chat_screen.query_one(PromptInput).refusal = None
         self.chat_screen.use_engine(message.engine)
 
@@ -251,12 +252,13 @@ class TunechatApp(App[int]):
             self.notify(str(exc), severity="warning")
             return
         self.use_model(entry.path)
-        self._switch_undo = (self._load_request, before)
+        self._switch_undo = (self._load_request, before, self.registry.state())
 
     def _undo_switch(self) -> None:
-        """The registry as it was before the switch whose load just failed."""
+        """The registry as it was before the switch whose load just failed, unless something
+        else (another process, a newer switch) changed it since."""
         undo, self._switch_undo = self._switch_undo, None
-        if undo is None or undo[0] != self._load_request:
+        if undo is None or undo[0] != self._load_request or self.registry.state() != undo[2]:
             return
         self.registry.restore(undo[1])
         self._seen_current = self.store.get_setting("current_model")

@@ -120,8 +120,7 @@ class Registry:
 
     def restore(self, state: RegistryState) -> None:
         """Put back what ``state`` held (a switch whose model did not load)."""
-        for key in _STATE_KEYS:
-            self.store.set_setting(key, state.get(key))
+        self.store.set_settings({key: state.get(key) for key in _STATE_KEYS})
 
     def personal_versions(self) -> list[ModelEntry]:
         out = []

@@ -430,15 +430,20 @@ class Store:
         return row["value"] if row else default
 
     def set_setting(self, key: str, value: str | None) -> None:
+        self.set_settings({key: value})
+
+    def set_settings(self, values: dict[str, str | None]) -> None:
+        """Several settings in one transaction (None deletes one)."""
         with self._tx() as db:
-            if value is None:
-                db.execute("DELETE FROM settings WHERE key=?", (key,))
-            else:
-                db.execute(
-                    "INSERT INTO settings(key, value) VALUES (?,?) "
-                    "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
-                    (key, value),
-                )
+            for key, value in values.items():
+                if value is None:
+                    db.execute("DELETE FROM settings WHERE key=?", (key,))
+                else:
+                    db.execute(
+                        "INSERT INTO settings(key, value) VALUES (?,?) "
+                        "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                        (key, value),
+                    )
 
 
 def _chat(row: sqlite3.Row) -> Chat:

@@ -207,8 +207,10 @@ def first_person_verbs(pairs: Iterable[tuple[str, str]]) -> list[str]:
     """The verbs a pro-drop question of the user's says "I" with, read from the pairs: in a
     taught question with no first-person word, a word that its answer says again in another
     person ("¿Qué medicamento tomo …?" → "Tomas Eutirox …": "tomo"), by a stem of three letters
-    or more that leaves at most two letters of it out: an ending changed, not one added (a
-    plural, "manhã" → "manhãs", is the same word)."""
+    or more that leaves at most two letters of it out: an ending changed, not one added or
+    dropped (a plural, "manhã" → "manhãs", "domingos" → "domingo", is the same word). A verb form
+    that is also a function word ("como": "I eat", and "how") sends that word's general
+    questions to the personal model too."""
     found: dict[str, None] = {}
     for question, answer in pairs:
         if _speaks_of_user(question, ()):
@@ -218,7 +220,8 @@ def first_person_verbs(pairs: Iterable[tuple[str, str]]) -> list[str]:
             if word in said or len(word) < 3:
                 continue
             stem = max(3, len(word) - 2)
-            if any(other[:stem] == word[:stem] and not other.startswith(word) for other in said):
+            if any(other[:stem] == word[:stem] and not other.startswith(word) and not word.startswith(other)
+                   for other in said):
                 found.setdefault(word, None)
     return list(found)
 
