@@ -27,60 +27,45 @@ if TYPE_CHECKING:
 
 # The marks that make a text a question: Latin, full-width, Spanish opening, Arabic.
 QUESTION_MARKS = "?？¿؟"
+
+
+@cache
+def _english_data() -> dict[str, Any]:
+    """data/fact_questions.en.json: the English words, notes and rules of this module."""
+    return json.loads((Path(__file__).parent / "data" / "fact_questions.en.json").read_text(encoding="utf-8"))
+
+
+_WORDS: dict[str, list[str]] = _english_data()["words"]
 # A few opening words that make an English text a question even without its mark.
-_QUESTION_WORDS = {
-    "what", "what's", "where", "where's", "when", "who", "who's", "whom", "whose", "why", "which", "how",
-    "do", "does", "did", "is", "are", "am", "was", "were", "can", "could", "would", "should", "will", "shall",
-    "tell", "remind", "show", "give",
-}
+_QUESTION_WORDS = set(_WORDS["question_words"])
 
 # A word: letters and digits, joined across an apostrophe or hyphen (Mary's, KX-482-B), and
 # across : / . , between digits (6:45, 3/11/1988, 1,500).
 _WORD = re.compile(r"\w+(?:(?:['’\-]|(?<=\d)[:/.,](?=\d))\w+)*")
 _DAY = re.compile(r"^(?:[12]\d|3[01]|0?[1-9])(?:st|nd|rd|th)?$", re.IGNORECASE)
-_MONTHS = {
-    "january", "february", "march", "april", "may", "june", "july", "august", "september", "october",
-    "november", "december", "jan", "feb", "mar", "apr", "jun", "jul", "aug", "sep", "sept", "oct", "nov", "dec",
-}
+_MONTHS = set(_WORDS["months"])
 # Titles written with a period that does not end the sentence ("Dr. Okafor"); not details themselves.
-_TITLES = {"dr", "mr", "mrs", "ms", "mx", "st", "jr", "sr", "mt", "prof", "rev"}
+_TITLES = set(_WORDS["titles"])
 # "I" is capitalized wherever it stands: never a name.
-_I_FORMS = {"i", "i'm", "i've", "i'd", "i'll"}
-_FIRST_PERSON = _I_FORMS | {"my", "me", "mine", "myself", "we", "we're", "we've", "our", "ours", "us", "ourselves"}
-_SECOND_PERSON = {"you", "you're", "you've", "you'd", "you'll", "your", "yours", "yourself", "yourselves"}
+_I_FORMS = set(_WORDS["i_forms"])
+_FIRST_PERSON = _I_FORMS | set(_WORDS["first_person"])
+_SECOND_PERSON = set(_WORDS["second_person"])
 # Words that carry no fact of their own: a question or answer may add or leave them out.
-_STOP = {
-    "the", "a", "an", "is", "are", "am", "was", "were", "be", "been", "being", "to", "of", "in", "on", "at", "for",
-    "and", "or", "it", "its", "this", "that", "with", "as", "by", "from", "have", "has", "had", "do", "does", "did",
-    "what", "which", "who", "where", "when", "how", "why", "whose", "very", "really", "just", "also", "usually",
-    "often", "always", "every", "each", "currently", "now", "called", "named", "name", "names", "get", "got",
-    "there", "some", "any", "one", "s", "what's", "where's", "when's", "who's", "how's", "which's",
-} | _FIRST_PERSON | _SECOND_PERSON
+_STOP = set(_WORDS["stop"]) | _FIRST_PERSON | _SECOND_PERSON
 # People and animals a fact can be about: a question about "my son" must name him, and must
 # not ask about anybody the sentence does not mention. The rules ask "Who is my X?" of people.
-_HUMANS = {
-    "mother", "mom", "mum", "father", "dad", "parent", "parents", "brother", "sister", "sibling", "son", "daughter",
-    "child", "children", "kid", "kids", "baby", "wife", "husband", "partner", "girlfriend", "boyfriend", "friend",
-    "boss", "colleague", "grandmother", "grandma", "gran", "granny", "nan", "grandfather", "grandpa", "grandad",
-    "aunt", "uncle", "cousin", "niece", "nephew", "neighbor", "neighbour", "manager", "landlord", "landlady",
-    "flatmate", "housemate", "roommate",
-    "doctor", "dentist", "teacher", "spouse", "fiancé", "fiancée", "twin", "grandson", "granddaughter",
-}
-_PEOPLE = _HUMANS | {"dog", "cat", "pet", "horse", "parrot", "rabbit"}
+_HUMANS = set(_WORDS["humans"])
+_PEOPLE = _HUMANS | set(_WORDS["animals"])
 # Words that ask for a name: the sentence must have a name the question does not hold.
-_NAME_WORDS = {"name", "names", "called", "named", "who"}
+_NAME_WORDS = set(_WORDS["name_words"])
 # Words after which a capitalized word is a place or a club, not a name ("lives in Kraków").
-_PREPOSITIONS = {"in", "at", "for", "from", "to", "on", "near", "with", "by", "of", "into", "the", "a", "an"}
+_PREPOSITIONS = set(_WORDS["prepositions"])
 # What a question may ask by, beyond the sentence's own words ("How old am I?" for "I am 41
 # years old", "What is my job?"): any other new word changes the fact ("my favorite food").
-_ASKING_WORDS = {
-    "age", "old", "job", "living", "work", "time", "date", "day", "year", "birthday", "number", "much", "many",
-    "long", "often", "kind", "type", "sort", "language", "city", "country", "place", "address", "live", "pay",
-    "cost", "price", "happen", "go", "make", "birth", "birthdate", "wedding", "anniversary", "start", "begin",
-}
+_ASKING_WORDS = set(_WORDS["asking_words"])
 
 # A sentence with none of these is not English: the checks on English words are skipped.
-_ENGLISH = {"i", "i'm", "my", "the", "is", "am", "are", "was", "were", "we", "our", "and", "have", "has", "to", "of"}
+_ENGLISH = set(_WORDS["english_markers"])
 
 MAX_QUESTION_WORDS = 25
 # "What's my name?" asks for the speaker's own name: only a sentence that says it answers it.
@@ -539,11 +524,6 @@ def as_sentence(text: str) -> str:
 
 
 _Rules = tuple[tuple[re.Pattern[str], str], ...]
-
-
-@cache
-def _english_data() -> dict[str, Any]:
-    return json.loads((Path(__file__).parent / "data" / "fact_questions.en.json").read_text(encoding="utf-8"))
 
 
 def base_form(verb: str) -> str:
