@@ -174,3 +174,18 @@ def test_a_pro_drop_verb_the_user_taught_with_sends_their_other_questions_to_the
     for question in ("¿Qué medicamento toma el presidente?", "Onde trabalha o presidente?",
                      "What is a dog's lifespan?"):
         assert decide(ask([], question), taught).route == "base", question
+
+
+def test_a_corrected_general_answer_is_asked_again_in_other_words():
+    """A taught question that does not speak of the user (a correction, a kept answer): a
+    question with all its content words asks it again; one that asks something else about
+    the same things does not."""
+    taught = Taught.from_pairs([("What is the capital of Australia?", "The capital of Australia is Canberra."),
+                                ("What is the capital of Canada?", "The capital of Canada is Ottawa."),
+                                ("¿Dónde trabajo?", "Trabajas en la cervecería Montaraz.")])
+    for question in ("Which city is Australia's capital?", "Which city is the Canadian capital?"):
+        decision = decide(ask([], question), taught)
+        assert (decision.route, decision.reason) == ("personal", "asks what you taught"), question
+    for question in ("What is the capital of Austria?", "What is the capital city of Austria?",
+                     "¿Dónde trabaja el presidente?"):
+        assert decide(ask([], question), taught).route == "base", question

@@ -40,6 +40,8 @@ OBJECT_PRONOUNS = frozenset(w for lang in _LANGUAGES for w in lang.get("object_p
 REQUEST_VERBS = frozenset(w for lang in _LANGUAGES for w in lang.get("request_verbs", []))
 # A follow-up that points back ("How old is he?") goes where the question it follows went.
 BACK_REFERENCES = frozenset(w for lang in _LANGUAGES for w in lang.get("back_references", []))
+# What a question may add or leave out and still ask a taught question again.
+FUNCTION_WORDS = frozenset(w for lang in _LANGUAGES for w in lang.get("function_words", []))
 _WORD = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)?")
 
 Route = Literal["personal", "base"]
@@ -67,12 +69,16 @@ class Taught:
     subjects: tuple[str, ...] | None = None
     pairs: tuple[tuple[str, str], ...] = ()  # (question, answer), for ``borrowed_reply``
     verbs: tuple[str, ...] = ()  # the user's own first-person verbs (``first_person_verbs``)
+    # The content words of each taught question that does not speak of the user (a corrected or
+    # kept general answer): a question with all of them asks it again (``_asks_again``).
+    general: tuple[frozenset[str], ...] = ()
 
     @classmethod
     def from_pairs(cls, pairs: Iterable[tuple[str, str]]) -> Taught:
         pairs = list(pairs)
+        general = [content_words(q) for q, _ in pairs if not _speaks_of_user(q, ()) and _in_known_words(q)]
         return cls(tuple(taught_names(a for _, a in pairs)), tuple(taught_subjects(q for q, _ in pairs)),
-                   tuple(pairs), tuple(first_person_verbs(pairs)))
+                   tuple(pairs), tuple(first_person_verbs(pairs)), tuple(c for c in general if len(c) >= 2))
 
     @property
     def signals(self) -> tuple[str, ...]:
@@ -197,7 +203,7 @@ def _why_personal(text: str, taught: Taught) -> str | None:
     so without a pronoun: "¿Qué deporte practico los domingos?")."""
     if reason := _speaks_of_user(text, taught.signals):
         return reason
-    if _is_taught(text, taught):
+    if _is_taught(text, taught) or _asks_again(text, taught):
         return "asks what you taught"
     verb = next((w for w in words_of(text) if w in taught.verbs), None)
     return f'says "{verb}", as your taught questions do' if verb else None
@@ -224,6 +230,37 @@ def first_person_verbs(pairs: Iterable[tuple[str, str]]) -> list[str]:
                    for other in said):
                 found.setdefault(word, None)
     return list(found)
+
+
+def content_words(text: str) -> frozenset[str]:
+    """``text``'s words but its function words, a possessive's "'s" left out."""
+    return frozenset(w.removesuffix("'s") for w in words_of(text) if w not in FUNCTION_WORDS)
+
+
+def _in_known_words(text: str) -> bool:
+    """Whether ``text`` is in a language whose function words are known: a third of its words
+    at least ("¿Dónde trabajo?" has none; the verb's person is what its other forms change)."""
+    words = words_of(text)
+    return bool(words) and 3 * sum(w in FUNCTION_WORDS for w in words) >= len(words)
+
+
+def _asks_again(question: str, taught: Taught) -> bool:
+    """Whether ``question`` has every content word of a taught question that does not speak of
+    the user ("Which city is Australia's capital?" asks "What is the capital of Australia?"
+    again), two at least; a word counts as another when one starts like the other but for its
+    last letter ("Canada", "Canadian"; not "Australia", "Austria")."""
+    if not taught.general:
+        return False
+    asked = content_words(question)
+    return any(all(any(_same_word(word, other) for other in asked) for word in words) for words in taught.general)
+
+
+def _same_word(one: str, other: str) -> bool:
+    if one == other:
+        return True
+    shorter = min(len(one), len(other))
+    common = next((i for i, (a, b) in enumerate(zip(one, other)) if a != b), shorter)
+    return common >= max(4, shorter - 1)
 
 
 def _is_taught(question: str, taught: Taught) -> bool:
