@@ -47,7 +47,9 @@ from tunechat.personalize.spec import JobSpec  # noqa: E402
 
 PERSONAS = {**PERSONAS,
             "fifth": ROOT / "tests" / "data" / "persona-fifth.json",
-            "sixth": ROOT / "tests" / "data" / "persona-sixth.json"}
+            "sixth": ROOT / "tests" / "data" / "persona-sixth.json",
+            "seventh": ROOT / "tests" / "data" / "persona-seventh.json",
+            "eighth": ROOT / "tests" / "data" / "persona-eighth.json"}
 HELD_OUT = ("fourth", "fifth", "sixth")
 # General questions asked in the first person: the rule sends them to the personal model.
 FIRST_PERSON_GENERAL = [
