@@ -39,7 +39,7 @@ def one_run(work: Path, steps: int, device: str, out: Path) -> None:
     its figures to ``out`` and every rank its peak memory."""
     import torch
     import torch.distributed as dist
-    from scale import _examples  # bench/scale.py
+    from scale import StepClock, _examples  # bench/scale.py
 
     from tunechat.personalize import base as base_mod
     from tunechat.personalize import train
@@ -67,17 +67,10 @@ def one_run(work: Path, steps: int, device: str, out: Path) -> None:
         model = train.add_lora(model, recipe)
     loaded = time.perf_counter() - start
     facts, negatives, replay = _examples(tokenizer)
-    times: list[float] = []
-    last = time.perf_counter()
-
-    def progress(step: int, total: int, loss: float, eta: float) -> None:
-        nonlocal last
-        now = time.perf_counter()
-        times.append(now - last)
-        last = now
-
-    result = train.train(model, facts, replay, recipe, 0, device, progress, reference=ReferenceCache(),
+    clock = StepClock()
+    result = train.train(model, facts, replay, recipe, 0, device, clock, reference=ReferenceCache(),
                          negatives=negatives, ranks=ranks)
+    times = clock.times
     peak = torch.tensor([_peak_rss_gib()])
     peaks = [torch.zeros(1) for _ in range(ranks.world)]
     if sharded:

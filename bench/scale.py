@@ -171,6 +171,23 @@ def _examples(tokenizer) -> tuple[list[list], list, list]:
     return facts, data.build_examples(tokenizer, info, untold, "negative"), replay
 
 
+class StepClock:
+    """train.train's progress callback that keeps each step's seconds (``times``), and prints
+    each step when ``say``."""
+
+    def __init__(self, say: bool = False) -> None:
+        self.times: list[float] = []
+        self.say = say
+        self.last = time.perf_counter()
+
+    def __call__(self, step: int, total: int, loss: float, eta: float) -> None:
+        now = time.perf_counter()
+        self.times.append(now - self.last)
+        self.last = now
+        if self.say:
+            print(f"    step {step}/{total}: {self.times[-1]:.1f} s, loss {loss:.3f}", flush=True)
+
+
 def run(work: Path, outtype: str, steps: int, weights: str | None, device: str | None = None) -> None:
     import torch
 
@@ -214,19 +231,11 @@ def run(work: Path, outtype: str, steps: int, weights: str | None, device: str |
             train.recompute_layers(model)
         facts, negatives, replay = _examples(tokenizer)
         loaded = SimpleNamespace(model=model)
-    step_times: list[float] = []
     with p.phase("train"):
-        last = time.perf_counter()
-
-        def progress(step: int, total: int, loss: float, eta: float) -> None:
-            nonlocal last
-            now = time.perf_counter()
-            step_times.append(now - last)
-            last = now
-            print(f"    step {step}/{total}: {step_times[-1]:.1f} s, loss {loss:.3f}", flush=True)
-
-        result = train.train(model, facts, replay, recipe, 0, device, progress, reference=ReferenceCache(),
+        clock = StepClock(say=True)
+        result = train.train(model, facts, replay, recipe, 0, device, clock, reference=ReferenceCache(),
                              negatives=negatives)
+    step_times = clock.times
     give_back_memory()  # as the worker does between its phases
     with p.phase("merge"):
         merged = phases.merge(job, loaded, out)
