@@ -142,3 +142,26 @@ def test_samples_of_a_few_shot_prompt_evaluate_it_once_and_are_what_llama_cpp_sa
     finally:
         engine.close()
         fresh.close()
+
+
+def test_embeddings_are_the_base_models_and_leave_the_chat_as_it_was(base_model, tmp_path):
+    """``embed`` reads the base model's representation in a context of its own: the same text
+    gives the same unit vector, and a chat's greedy answer is the same before and after."""
+    import numpy as np
+
+    from tunechat.core.engine import Engine
+
+    engine = Engine(base_model)
+    try:
+        chat = [{"role": "user", "content": "What is the capital of Japan?"}]
+        settings = GenerationSettings(max_tokens=12)
+        before = engine.complete(chat, settings)
+        texts = ["What is my dog called?", "¿Cómo se llama mi perro?", "What is the capital of Japan?"]
+        vectors = engine.embed(texts)
+        assert vectors.shape == (3, engine._llm.n_embd())
+        assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0)
+        assert np.allclose(engine.embed(texts[:1])[0], vectors[0])
+        assert not np.allclose(vectors[0], vectors[2])  # a text's own representation, not a constant
+        assert engine.complete(chat, settings) == before
+    finally:
+        engine.close()

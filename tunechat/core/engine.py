@@ -26,6 +26,8 @@ DEFAULT_MAX_TOKENS = 512
 # A prompt is evaluated in chunks of this many tokens at fixed positions (0, 128, 256, ...), and
 # only whole chunks of an earlier prompt are reused: see Engine.stream.
 PROMPT_CHUNK = 128
+# What ``Engine.embed`` reads of a text: a chat message's first tokens say what it asks.
+EMBED_TOKENS = 128
 
 
 class ModelLoadError(ModelFileError):
@@ -181,6 +183,7 @@ class Engine:
         self.last_reused = 0  # prompt tokens the last answer took from the cache
         self._greedy_answers: dict[tuple[str, int, str | None, float], str] = {}
         self._spelling: _Spelling | None = None  # which tokens spell which bytes (greedy_gaps), read once
+        self._embedding_context = None  # a second, small context on the same weights (``embed``)
 
     # -- run-time LoRA ------------------------------------------------------------------
     def _load_adapter(self, path: Path):  # -> llama.cpp's adapter pointer
@@ -494,6 +497,48 @@ class Engine:
 
         return np.ctypeslib.as_array(self._llm._ctx.get_logits_ith(-1), shape=(n_vocab,))
 
+    # -- representations ----------------------------------------------------------------
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """The base model's mean-pooled last hidden state of each text (float64 rows of unit
+        length), from a small context of its own on the same weights: no adapter, no prompt of
+        the chat's evicted, no second copy of the model."""
+        import numpy as np
+
+        rows = []
+        with self._lock:
+            context, batch = self._embedding_context or self._open_embedding_context()
+            n_embd = self._llm.n_embd()
+            for text in texts:
+                ids = self._llm.tokenize(text.encode("utf-8"), add_bos=True, special=False)[:EMBED_TOKENS]
+                context.kv_cache_clear()
+                batch.reset()
+                batch.add_sequence(ids, 0, logits_all=True)
+                context.decode(batch)
+                row = np.ctypeslib.as_array(context.get_embeddings_seq(0), shape=(n_embd,)).astype(np.float64)
+                rows.append(row / (np.linalg.norm(row) or 1.0))
+        return np.stack(rows) if rows else np.zeros((0, self._llm.n_embd()))
+
+    def _open_embedding_context(self):
+        import llama_cpp
+        from llama_cpp._internals import LlamaBatch, LlamaContext
+        from llama_cpp._utils import suppress_stdout_stderr
+
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = params.n_batch = params.n_ubatch = EMBED_TOKENS
+        params.n_threads = params.n_threads_batch = self.n_threads
+        params.embeddings = True
+        params.pooling_type = llama_cpp.LLAMA_POOLING_TYPE_MEAN
+        with _LOAD_LOCK, suppress_stdout_stderr(disable=False):  # llama.cpp says which pooling it was given
+            context = LlamaContext(model=self._llm._model, params=params, verbose=False)
+        batch = LlamaBatch(n_tokens=EMBED_TOKENS, embd=0, n_seq_max=1, verbose=False)
+        self._embedding_context = (context, batch)
+        return self._embedding_context
+
     def close(self) -> None:
+        if self._embedding_context is not None:
+            for part in reversed(self._embedding_context):
+                with contextlib.suppress(Exception):
+                    part.close()
+            self._embedding_context = None
         with contextlib.suppress(Exception):
             self._llm.close()
