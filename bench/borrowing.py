@@ -30,8 +30,8 @@ from conversation import HELD_OUT, PERSONAS, SETTINGS, persona_turns, version  #
 from tunechat.core import turns  # noqa: E402
 from tunechat.core.engine import Engine  # noqa: E402
 from tunechat.core.jsonl import parse_pairs  # noqa: E402
-from tunechat.core.registry import ADAPTER_FILE, PAIRS_FILE, embedded_model_path  # noqa: E402
-from tunechat.core.scope import ScopedEngine  # noqa: E402
+from tunechat.core.registry import ADAPTER_FILE, PAIRS_FILE, PROBE_FILE, embedded_model_path  # noqa: E402
+from tunechat.core.scope import ScopedEngine, read_probe  # noqa: E402
 from tunechat.personalize.evaluate import admits_not_knowing, borrows, contains_key  # noqa: E402
 
 KINDS = ("taught", "reworded", "untaught", "first-person general")
@@ -41,7 +41,7 @@ def run(persona: str, seed: int, versions: Path) -> None:
     folder = version(persona, seed, versions)
     pairs = parse_pairs(folder / PAIRS_FILE)
     engine = ScopedEngine(Engine(embedded_model_path(), lora_path=folder / ADAPTER_FILE),
-                          taught=turns.Taught.from_pairs(pairs))
+                          taught=turns.Taught.from_pairs(pairs), probe=read_probe(folder / PROBE_FILE))
     by_kind, _ = persona_turns(PERSONAS[persona])
     keys = [t.key for t in by_kind["taught"]]
     shipped = turns.BORROWED_DROP

@@ -39,8 +39,8 @@ from quality import PERSONAS, probe_spec, worker_result  # noqa: E402
 
 from tunechat.core.engine import Engine, GenerationSettings  # noqa: E402
 from tunechat.core.jsonl import parse_pairs  # noqa: E402
-from tunechat.core.registry import ADAPTER_FILE, PAIRS_FILE, embedded_model_path  # noqa: E402
-from tunechat.core.scope import ScopedEngine  # noqa: E402
+from tunechat.core.registry import ADAPTER_FILE, PAIRS_FILE, PROBE_FILE, embedded_model_path  # noqa: E402
+from tunechat.core.scope import ScopedEngine, read_probe  # noqa: E402
 from tunechat.core.turns import BY_KEY, CONTEXTS, Taught, borrowed_reply, decide  # noqa: E402
 from tunechat.personalize.evaluate import EVAL_MAX_TOKENS, borrows, contains_key, load_persona  # noqa: E402
 from tunechat.personalize.spec import JobSpec  # noqa: E402
@@ -152,7 +152,7 @@ def run_persona(persona: str, seed: int, versions: Path, contexts: list[str], or
     by_kind, follow = persona_turns(PERSONAS[persona])
     taught_keys = [t.key for t in by_kind["taught"]]
     engine = ScopedEngine(Engine(embedded_model_path(), lora_path=folder / ADAPTER_FILE),
-                          taught=Taught.from_pairs(pairs))
+                          taught=Taught.from_pairs(pairs), probe=read_probe(folder / PROBE_FILE))
     base_alone: dict[str, str] = {}
     rows = []
     try:

@@ -30,10 +30,11 @@ from tunechat.core.fingerprint import base_fingerprint, file_fingerprint
 from tunechat.core.gguf_check import check_gguf_file
 from tunechat.core.manifest import Check, Drift, DriftScores, Gate, Manifest, Metrics, Scores, TrainStats
 from tunechat.core.registry import ADAPTER_FILE, MODEL_FILE, PAIRS_FILE
-from tunechat.core.scope import remembered_base_likelihood
+from tunechat.core.scope import remembered_about_user, remembered_base_likelihood
+from tunechat.core.scope_probe import ScopeProbe
 from tunechat.core.turns import Taught, borrowed_reply, decide
 from tunechat.personalize import base as base_mod
-from tunechat.personalize import checks, data, evaluate, general, negatives, paraphrase, siblings, train
+from tunechat.personalize import checks, data, evaluate, general, negatives, paraphrase, probe, siblings, train
 from tunechat.personalize.data import Example, TemplateInfo
 from tunechat.personalize.evaluate import ProbeSet, greedy_answer
 from tunechat.personalize.merge import folder_weights, merged_weights
@@ -281,17 +282,25 @@ def verify(job: Job, torch_side: checks.TorchSide, engine: Engine, adapted: Engi
     )
 
 
-def evaluate_model(job: Job, base: Baseline, engine: Engine, adapted: Engine) -> Evaluation:
+def scope_probe(job: Job, adapted: Engine, out: Path) -> ScopeProbe:
+    """The version's scope probe, written beside it (``adapted``: the base model, whose
+    embeddings the probe reads whatever adapter it carries)."""
+    return probe.fit_probe(adapted, job.fingerprint, job.pairs, job.taught, general.general_prompts(), out)
+
+
+def evaluate_model(job: Job, base: Baseline, engine: Engine, adapted: Engine,
+                   scope: ScopeProbe | None = None) -> Evaluation:
     """The new model's scores alone (``engine``: the merged file or, without one, the base with
-    the adapter, as the chat answers with scoping off) and as the chat answers with scoping on:
-    a question that speaks of the user gets the base with the adapter, any other the base
-    model's own answer, which the baseline holds."""
+    the adapter, as the chat answers with scoping off) and as the chat answers with scoping on,
+    the version's ``scope`` probe included: a question that speaks of the user gets the base
+    with the adapter, any other the base model's own answer, which the baseline holds."""
+    about_user = remembered_about_user(scope, adapted) if scope is not None else None
 
     def alone(question: str) -> str:
         return greedy_answer(engine, question)
 
     def scoped(question: str) -> str:
-        decision = decide([{"role": "user", "content": question}], job.taught)
+        decision = decide([{"role": "user", "content": question}], job.taught, about_user=about_user)
         if decision.route == "base":
             return base.answers[question]
         if decision.untold is not None:

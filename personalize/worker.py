@@ -104,18 +104,19 @@ def run(job_dir: Path, reporter: Reporter) -> Manifest:
                        else "writing the adapter (the base is large: no merged copy)"):
         written = phases.convert(job, merged, out)
         phases.record_pairs(job, out)
-    with timings.phase("verify", "checking the new files before they can be used"):
+    with timings.phase("verify", "checking the new files before they can be used, and which questions are yours"):
         torch_side = phases.torch_side(after, loaded, merged)
         del loaded, merged  # the torch model goes before llama.cpp maps the new files
         give_back_memory()
         adapted = Engine(job.base_gguf, lora_path=written.adapter)
         engine = Engine(written.model) if written.model is not None else adapted
         checks = phases.verify(job, torch_side, engine, adapted, written)
+        probe = phases.scope_probe(job, adapted, out)
     evaluation = None
     try:
         if not spec.skip_eval:
             with timings.phase("evaluate", "scoring the new model"):
-                evaluation = phases.evaluate_model(job, base, engine, adapted)
+                evaluation = phases.evaluate_model(job, base, engine, adapted, probe)
     finally:
         engine.close()
         if adapted is not engine:

@@ -58,6 +58,10 @@ def test_personalize_then_ask_answers_a_taught_fact_then_rollback(store, home):
     # The scoped chat ran the base with the version's adapter; checked like the merged file.
     assert (version / "adapter.gguf").is_file() and "adapter logits" in {c["name"] for c in manifest["checks"]}
     assert len((version / "pairs.jsonl").read_text().splitlines()) == 3
+    # The version's scope probe (tunechat.core.scope_probe), fitted by the worker, lies beside it.
+    from tunechat.core.scope_probe import ScopeProbe
+
+    assert ScopeProbe.load(version / "scope_probe.safetensors").weights.ndim == 1
     # Exported, it runs elsewhere: the merged GGUF alone, and the adapter over the base it names.
     exported = home.parent / "export"
     result = run_cli("export", str(exported))

@@ -255,3 +255,51 @@ def test_a_borrowed_personal_answer_becomes_the_untold_reply_and_any_other_strea
         assert scoped.last.answered_by == "personal"
     finally:
         engine.close()
+
+
+def test_a_versions_scope_probe_is_read_with_it_and_a_damaged_one_leaves_the_words(home, base_model):
+    """The chat reads the probe kept with a version; a probe file that does not read is left
+    out (the words alone decide) instead of refusing the version."""
+    import numpy as np
+
+    from tunechat.core.registry import PROBE_FILE, Registry
+    from tunechat.core.scope_probe import ScopeProbe
+    from tunechat.core.store import Store
+
+    model = add_version(base_model)
+    registry = Registry(Store())
+    width = 576
+    ScopeProbe(np.zeros(width), np.ones(width), np.r_[np.zeros(width), 1.0], threshold=0.5).save(model.parent / PROBE_FILE)
+    scoped = open_engine(model, registry, scoped=True)
+    try:
+        assert isinstance(scoped, ScopedEngine) and scoped.about_user is not None
+        assert scoped.about_user("anything at all")  # bias 1 > threshold 0.5: every message is the user's
+        assert scoped.decide([{"role": "user", "content": "Who wrote Hamlet?"}]).route == "personal"
+    finally:
+        scoped.close()
+    (model.parent / PROBE_FILE).write_bytes(b"not a safetensors file")
+    scoped = open_engine(model, registry, scoped=True)
+    try:
+        assert scoped.about_user is None
+        assert scoped.decide([{"role": "user", "content": "Who wrote Hamlet?"}]).route == "base"
+    finally:
+        scoped.close()
+
+
+def test_embeddings_are_the_base_models_whatever_the_adapters_scale(base_model, tmp_path):
+    import numpy as np
+
+    from tests.helpers import random_lora_gguf
+    from tunechat.core.engine import Engine
+
+    lora = random_lora_gguf(base_model, tmp_path / "adapter.gguf", scale=0.12)
+    adapted, plain = Engine(base_model, lora_path=lora), Engine(base_model)
+    try:
+        texts = ["What is my dog called?", "Who wrote Hamlet?"]
+        assert adapted.adapter_scale == 1.0
+        assert np.allclose(adapted.embed(texts), plain.embed(texts), atol=1e-5)
+        question = [{"role": "user", "content": "Who wrote Hamlet?"}]
+        assert adapted.complete(question) != plain.complete(question)  # the adapter does change answers
+    finally:
+        adapted.close()
+        plain.close()

@@ -26,6 +26,7 @@ EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MODEL_FILE = "model.gguf"  # the merged personal model (q8_0 by default), when the version has one
 ADAPTER_FILE = "adapter.gguf"  # the same version as a llama.cpp LoRA over its base
 PAIRS_FILE = "pairs.jsonl"  # the pairs the version learned (OpenAI chat fine-tuning format)
+PROBE_FILE = "scope_probe.safetensors"  # which messages the version answers (tunechat.core.scope_probe)
 
 
 class ModelNotFound(StoreError):
@@ -73,6 +74,14 @@ class ModelEntry:
         if self.folder is None:
             return self.path
         return self.folder / MODEL_FILE if (self.folder / MODEL_FILE).is_file() else None
+
+    @property
+    def probe_path(self) -> Path | None:
+        """The version's scope probe, when it has one (versions written before probes were
+        are scoped by the words alone)."""
+        if self.folder is None or not (self.folder / PROBE_FILE).is_file():
+            return None
+        return self.folder / PROBE_FILE
 
     @property
     def adapter_path(self) -> Path | None:

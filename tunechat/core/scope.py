@@ -20,9 +20,11 @@ from typing import Literal
 from tunechat.core.chat_template import ChatMessage
 from tunechat.core.engine import Engine, GenerationSettings
 from tunechat.core.gguf_check import ModelFileError
+from tunechat.core.scope_probe import ScopeProbe
 from tunechat.core.store import StoreError
 from tunechat.core.turns import (
     CONTEXT,
+    AboutUser,
     AnsweredBy,
     Decision,
     Likelihood,
@@ -70,7 +72,8 @@ class ScopedEngine:
     """
 
     def __init__(self, personal: Engine, base: Engine | None = None, taught: Taught = Taught(),
-                 model_path: Path | None = None, always: Route | None = None) -> None:
+                 model_path: Path | None = None, always: Route | None = None,
+                 probe: ScopeProbe | None = None) -> None:
         if base is None and personal.lora_path is None:
             raise ValueError("A scoped engine needs an adapter over the base or a base model beside it.")
         self.personal = personal
@@ -79,6 +82,8 @@ class ScopedEngine:
         self.always = always  # every turn to this side (scoping off on a version without a merged file)
         self.last: Decision | None = None  # the last turn's decision, for the UI
         self.base_likelihood = remembered_base_likelihood(personal, base)  # for turns.borrowed_reply
+        # The version's scope probe reads the base model's representation of a message.
+        self.about_user = None if probe is None else remembered_about_user(probe, base or personal)
         self._model_path = model_path or personal.model_path  # the version the chat names
 
     @property
@@ -92,7 +97,8 @@ class ScopedEngine:
     def decide(self, messages: Sequence[ChatMessage], force: Route | None = None) -> Decision:
         """This turn's decision (``tunechat.core.turns.decide``); ``force``: this side answers."""
         # Scoping off: the personal model answers everything, and sees the chat as one model would.
-        return decide(messages, self.taught, force or self.always, context="whole" if self.always else CONTEXT)
+        return decide(messages, self.taught, force or self.always, context="whole" if self.always else CONTEXT,
+                      about_user=self.about_user)
 
     def engine_for(self, route: Route) -> Engine:
         """The engine that answers as ``route``, set up for it."""
@@ -171,6 +177,19 @@ def remembered_base_likelihood(engine: Engine, base: Engine | None = None) -> Li
     return likelihood
 
 
+def remembered_about_user(probe: ScopeProbe, engine: Engine) -> AboutUser:
+    """``probe`` over ``engine``'s base-model embeddings, remembered per message (a chain asks
+    about its earlier messages again on every turn)."""
+    remembered: dict[str, bool] = {}
+
+    def about_user(text: str) -> bool:
+        if text not in remembered:
+            remembered[text] = probe.about_user(engine.embed([text])[0])
+        return remembered[text]
+
+    return about_user
+
+
 def stream_answer(engine: ChatEngine, messages: Sequence[ChatMessage], settings: GenerationSettings,
                   stop: threading.Event | None = None, force: Route | None = None) -> Iterator[str]:
     """A chat's next answer from either kind of engine: a scoped one decides the turn (``force``:
@@ -216,13 +235,13 @@ def open_engine(path: Path, registry, scoped: bool) -> ChatEngine:
             raise ModelFileError(f"The base model of {entry.name} is missing ({entry.base_path}); this version "
                                  "keeps only an adapter over it. Put the file back, or use another model.")
         return ScopedEngine(Engine(entry.base_path, lora_path=path), taught=taught_by(entry), model_path=path,
-                            always=None if scoped else "personal")
+                            always=None if scoped else "personal", probe=probe_of(entry))
     if not scoped or entry is None or entry.base_path == path or not entry.base_path.is_file():
         return Engine(path)
     if entry.adapter_path is not None:
         try:
             return ScopedEngine(Engine(entry.base_path, lora_path=entry.adapter_path), taught=taught_by(entry),
-                                model_path=path)
+                                model_path=path, probe=probe_of(entry))
         except ModelFileError:
             return Engine(path)
     personal = Engine(path)
@@ -230,17 +249,22 @@ def open_engine(path: Path, registry, scoped: bool) -> ChatEngine:
         base = Engine(entry.base_path)
     except ModelFileError:
         return personal
-    return ScopedEngine(personal, base, taught=taught_by(entry))
+    return ScopedEngine(personal, base, taught=taught_by(entry), probe=probe_of(entry))
 
 
-def taught_by(entry) -> Taught:
-    """What the version ``entry`` (a registry.ModelEntry) was taught: derived from the pairs it
-    learned, kept beside it; a version kept before that has only its manifest's words."""
-    pairs = entry.learned_pairs()
-    if pairs is not None:
-        return Taught.from_pairs(pairs)
-    manifest = entry.manifest
-    if manifest is None:
-        return Taught()
-    subjects = tuple(manifest.taught_subjects) if manifest.taught_subjects is not None else None
-    return Taught(tuple(manifest.scope_names), subjects)
+def probe_of(entry) -> ScopeProbe | None:
+    """The scope probe kept with the version ``entry``; None for a version kept before probes
+    were, or one whose file does not read (the words alone then decide)."""
+    return read_probe(entry.probe_path)
+
+
+def read_probe(path: Path | None) -> ScopeProbe | None:
+    """The scope probe at ``path``; None when there is none or it does not read."""
+    from safetensors import SafetensorError
+
+    if path is None:
+        return None
+    try:
+        return ScopeProbe.load(path)
+    except (OSError, KeyError, ValueError, SafetensorError):  # missing, unreadable or damaged
+        return None

@@ -100,25 +100,31 @@ class Decision:
         return "untold" if self.untold is not None else self.route
 
 
+# Whether the base model reads a message as the user's (``scope_probe.ScopeProbe`` over
+# ``Engine.embed``): what the words miss ("¿Cuánto mido?") and the probe finds.
+AboutUser = Callable[[str], bool]
+
+
 def decide(messages: Sequence[ChatMessage], taught: Taught, force: Route | None = None,
-           context: Context = CONTEXT) -> Decision:
+           context: Context = CONTEXT, about_user: AboutUser | None = None) -> Decision:
     """The decision for the conversation's last user message. ``messages``: the chat so far
     (an optional system message first), its assistant messages carrying ``BY_KEY`` where the
     chat knows who answered them; ``force``: this side answers, whatever the rule says (the
-    chat's mode, or asking the other model), and then there is no untold reply."""
+    chat's mode, or asking the other model), and then there is no untold reply;
+    ``about_user``: the version's scope probe, when it has one."""
     system = [_plain(m) for m in messages if m["role"] == "system"]
     exchanges = _exchanges([m for m in messages if m["role"] != "system"])
     *earlier, current = exchanges or [[{"role": "user", "content": ""}]]
     question = current[0]["content"]
     chain = _chain(earlier, question)
-    root = _root(chain, question, taught)  # the message that speaks of the user, if any
+    root = _root(chain, question, taught, about_user)  # the message that speaks of the user, if any
     if force is not None:
         route, reason = force, "as asked"
     elif root is None:
         route, reason = "base", "does not speak of you"
     else:
         route = "personal"
-        reason = _why_personal(question, taught) or "follows a question about you"
+        reason = _why_personal(question, taught, about_user) or "follows a question about you"
     untold = None
     if force is None and route == "personal" and taught.subjects is not None and not _is_taught(question, taught):
         untold = untold_reply(question, taught.subjects) or _untold_follow_up(question, root, taught.subjects)
@@ -189,24 +195,29 @@ def _chain(earlier: Sequence[list[ChatMessage]], question: str) -> list[list[Cha
     return chain
 
 
-def _root(chain: Sequence[list[ChatMessage]], question: str, taught: Taught) -> list[ChatMessage] | None:
+def _root(chain: Sequence[list[ChatMessage]], question: str, taught: Taught,
+          about_user: AboutUser | None) -> list[ChatMessage] | None:
     """The newest message of the chain (``question`` itself first) that speaks of the user, as
     an exchange; None when none does."""
-    if _why_personal(question, taught):
+    if _why_personal(question, taught, about_user):
         return [{"role": "user", "content": question}]
-    return next((e for e in reversed(chain) if _why_personal(e[0]["content"], taught)), None)
+    return next((e for e in reversed(chain) if _why_personal(e[0]["content"], taught, about_user)), None)
 
 
-def _why_personal(text: str, taught: Taught) -> str | None:
+def _why_personal(text: str, taught: Taught, about_user: AboutUser | None = None) -> str | None:
     """Why ``text`` is the personal model's to answer: it speaks of the user, or it is a
     question the user taught, in whatever language (a Spanish verb in the first person says
-    so without a pronoun: "¿Qué deporte practico los domingos?")."""
+    so without a pronoun: "¿Qué deporte practico los domingos?"), or the base model reads it
+    as the user's (``about_user``)."""
     if reason := _speaks_of_user(text, taught.signals):
         return reason
     if _is_taught(text, taught) or _asks_again(text, taught):
         return "asks what you taught"
-    verb = next((w for w in words_of(text) if w in taught.verbs), None)
-    return f'says "{verb}", as your taught questions do' if verb else None
+    if verb := next((w for w in words_of(text) if w in taught.verbs), None):
+        return f'says "{verb}", as your taught questions do'
+    if about_user is not None and about_user(text):
+        return "reads as a question about you"
+    return None
 
 
 def first_person_verbs(pairs: Iterable[tuple[str, str]]) -> list[str]:
