@@ -92,14 +92,16 @@ def main() -> int:
             print(f"{label:9} {rule:12} " + " ".join(f"{c:>8}" for c in cells))
     data = json.loads((ROOT / "tests" / "data" / "routing-languages.json").read_text(encoding="utf-8"))
     asked = [q for questions in data["languages"].values() for kind in questions.values() for q in kind]
-    rules = (("words", None), ("words+probe", probe_without(asked, [], Taught.from_pairs([]), embed)),
-             *((("probe t=0", probe_without(asked, [], Taught.from_pairs([]), embed, None)),) if "--zero" in sys.argv else ()))
+    nothing = Taught.from_pairs([])
+    rules = (("words", None), ("words+probe", probe_without(asked, [], nothing, embed)),
+             *((("probe t=0", probe_without(asked, [], nothing, embed, None)),) if "--zero" in sys.argv else ()))
     print(f"\n{'language':9} {'rule':12} {'personal':>9} {'general':>8}   (nothing taught; held out)")
     for language, questions in data["languages"].items():
         for rule, probe in rules:
-            personal = sum(route(q, Taught.from_pairs([]), probe) == "personal" for q in questions["personal"])
-            general = sum(route(q, Taught.from_pairs([]), probe) == "base" for q in questions["general"])
-            print(f"{language:9} {rule:12} {personal:>6}/{len(questions['personal'])} {general:>5}/{len(questions['general'])}")
+            personal = sum(route(q, nothing, probe) == "personal" for q in questions["personal"])
+            general = sum(route(q, nothing, probe) == "base" for q in questions["general"])
+            print(f"{language:9} {rule:12} {personal:>6}/{len(questions['personal'])} "
+                  f"{general:>5}/{len(questions['general'])}")
     engine.close()
     return 0
 

@@ -269,7 +269,8 @@ def test_a_versions_scope_probe_is_read_with_it_and_a_damaged_one_leaves_the_wor
     model = add_version(base_model)
     registry = Registry(Store())
     width = 576
-    ScopeProbe(np.zeros(width), np.ones(width), np.r_[np.zeros(width), 1.0], threshold=0.5).save(model.parent / PROBE_FILE)
+    every_message = ScopeProbe(np.zeros(width), np.ones(width), np.r_[np.zeros(width), 1.0], threshold=0.5)
+    every_message.save(model.parent / PROBE_FILE)
     scoped = open_engine(model, registry, scoped=True)
     try:
         assert isinstance(scoped, ScopedEngine) and scoped.about_user is not None

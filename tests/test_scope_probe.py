@@ -67,7 +67,8 @@ def test_the_probe_finds_a_pro_drop_question_the_words_miss_and_leaves_general_o
     assert asked("¿Qué coche conduzco?").route == "base"
     decision = asked("¿Qué coche conduzco?", about_user)
     assert decision.route == "personal" and decision.reason == "reads as a question about you"
-    for general in ("¿Cuál es la capital de Francia?", "¿Quién pintó el Guernica?", "What is the boiling point of water?"):
+    for general in ("¿Cuál es la capital de Francia?", "¿Quién pintó el Guernica?",
+                    "What is the boiling point of water?"):
         assert asked(general, about_user).route == "base", general
 
 

@@ -12,7 +12,7 @@ import threading
 from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import numpy as np
@@ -183,7 +183,7 @@ class Engine:
         self.last_reused = 0  # prompt tokens the last answer took from the cache
         self._greedy_answers: dict[tuple[str, int, str | None, float], str] = {}
         self._spelling: _Spelling | None = None  # which tokens spell which bytes (greedy_gaps), read once
-        self._embedding_context = None  # a second, small context on the same weights (``embed``)
+        self._embedding_context: tuple[Any, Any] | None = None  # a small context of its own (``embed``)
 
     # -- run-time LoRA ------------------------------------------------------------------
     def _load_adapter(self, path: Path):  # -> llama.cpp's adapter pointer

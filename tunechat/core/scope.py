@@ -268,3 +268,16 @@ def read_probe(path: Path | None) -> ScopeProbe | None:
         return ScopeProbe.load(path)
     except (OSError, KeyError, ValueError, SafetensorError):  # missing, unreadable or damaged
         return None
+
+
+def taught_by(entry) -> Taught:
+    """What the version ``entry`` (a registry.ModelEntry) was taught: derived from the pairs it
+    learned, kept beside it; a version kept before that has only its manifest's words."""
+    pairs = entry.learned_pairs()
+    if pairs is not None:
+        return Taught.from_pairs(pairs)
+    manifest = entry.manifest
+    if manifest is None:
+        return Taught()
+    subjects = tuple(manifest.taught_subjects) if manifest.taught_subjects is not None else None
+    return Taught(tuple(manifest.scope_names), subjects)
