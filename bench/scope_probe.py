@@ -31,7 +31,6 @@ from tunechat.core.turns import Taught, decide  # noqa: E402
 from tunechat.personalize.general import general_prompts  # noqa: E402
 
 TUNED = ("public", "second", "third")
-VETOES = [float(v) for v in sys.argv[sys.argv.index("--veto") + 1].split(",")] if "--veto" in sys.argv else []
 
 
 class Embedder:
@@ -52,36 +51,18 @@ def plain(text: str) -> str:
 
 
 def probe_without(scored: list[str], pairs: list[tuple[str, str]], taught: Taught, embed: Embedder,
-                  slip: float | None = scope_probe.GENERAL_SLIP, veto: float | None = None):
-    """The probe as the worker fits it, but for bank messages among ``scored``. ``veto``: the
-    variant where a message whose words say "I" goes to the base model when its score is below
-    what all but ``veto`` of the bank's personal messages reach out of fold."""
+                  slip: float | None = scope_probe.GENERAL_SLIP):
+    """The probe as the worker fits it, but for bank messages among ``scored``."""
     left_out = {plain(q) for q in scored}
     personal, general = scope_probe.bank()
     vectors = (embed([m for m in personal if plain(m) not in left_out]),
                embed([m for m in general if plain(m) not in left_out]))
     probe = scope_probe.fit_for([q for q, _ in pairs], taught, embed, general_prompts(), vectors, slip)
-    about_user = lambda text: probe.about_user(embed([text])[0])  # noqa: E731
-    if veto is None:
-        return about_user
-    x = np.vstack([vectors[0], vectors[1], embed(general_prompts())])
-    y = np.r_[np.ones(len(vectors[0])), np.zeros(len(x) - len(vectors[0]))]
-    fold = np.random.default_rng(0).integers(0, scope_probe.FOLDS, len(x))
-    scores = np.zeros(len(x))
-    for k in range(scope_probe.FOLDS):
-        held = fold == k
-        scores[held] = scope_probe.fit(x[~held], y[~held], np.ones(int((~held).sum()))).scores(x[held])
-    floor = float(np.quantile(scores[y == 1], veto))
-    about_user.floor = lambda text: float(probe.scores(embed([text]))[0]) < floor  # type: ignore[attr-defined]
-    return about_user
+    return lambda text: probe.about_user(embed([text])[0])
 
 
 def route(question: str, taught: Taught, about_user=None) -> str:
-    decision = decide([{"role": "user", "content": question}], taught, about_user=about_user)
-    floor = getattr(about_user, "floor", None)
-    if floor is not None and decision.reason.startswith("speaks of you") and floor(question):
-        return "base"
-    return decision.route
+    return decide([{"role": "user", "content": question}], taught, about_user=about_user).route
 
 
 def main() -> int:
@@ -98,8 +79,7 @@ def main() -> int:
                  "general": [i["q"] if isinstance(i, dict) else i for i in data.get("locality", [])]}
         scored = [q for qs in kinds.values() for q in qs]
         rules = (("words", None), ("words+probe", probe_without(scored, pairs, taught, embed)),
-                 *((("probe t=0", probe_without(scored, pairs, taught, embed, None)),) if "--zero" in sys.argv else ()),
-                 *((f"veto {v}", probe_without(scored, pairs, taught, embed, veto=v)) for v in VETOES))
+                 *((("probe t=0", probe_without(scored, pairs, taught, embed, None)),) if "--zero" in sys.argv else ()))
         for rule, probe in rules:
             cells = []
             for kind, questions in kinds.items():
@@ -114,8 +94,7 @@ def main() -> int:
     asked = [q for questions in data["languages"].values() for kind in questions.values() for q in kind]
     nothing = Taught.from_pairs([])
     rules = (("words", None), ("words+probe", probe_without(asked, [], nothing, embed)),
-             *((("probe t=0", probe_without(asked, [], nothing, embed, None)),) if "--zero" in sys.argv else ()),
-             *((f"veto {v}", probe_without(asked, [], nothing, embed, veto=v)) for v in VETOES))
+             *((("probe t=0", probe_without(asked, [], nothing, embed, None)),) if "--zero" in sys.argv else ()))
     print(f"\n{'language':9} {'rule':12} {'personal':>9} {'general':>8}   (nothing taught; held out)")
     for language, questions in data["languages"].items():
         for rule, probe in rules:
