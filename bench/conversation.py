@@ -49,7 +49,8 @@ PERSONAS = {**PERSONAS,
             "fifth": ROOT / "tests" / "data" / "persona-fifth.json",
             "sixth": ROOT / "tests" / "data" / "persona-sixth.json",
             "seventh": ROOT / "tests" / "data" / "persona-seventh.json",
-            "eighth": ROOT / "tests" / "data" / "persona-eighth.json"}
+            "eighth": ROOT / "tests" / "data" / "persona-eighth.json",
+            "ninth": ROOT / "tests" / "data" / "persona-ninth.json"}
 HELD_OUT = ("fourth", "fifth", "sixth")
 # General questions asked in the first person: the rule sends them to the personal model.
 FIRST_PERSON_GENERAL = [
@@ -133,7 +134,8 @@ def run_chat(engine: ScopedEngine, turns: list[Turn], context: str) -> list[tupl
     out = []
     for turn in turns:
         history.append({"role": "user", "content": turn.question})
-        decision = decide(history, engine.taught, context=context)  # type: ignore[arg-type]
+        decision = decide(history, engine.taught, context=context,  # type: ignore[arg-type]
+                          about_user=engine.about_user)
         answer = decision.untold if decision.untold is not None else \
             engine.engine_for(decision.route).complete(decision.context, SETTINGS)
         by = decision.answered_by
