@@ -143,9 +143,11 @@ def test_a_note_is_said_back_as_a_sentence():
 def test_rules_ask_by_grammar():
     assert questions_from_answer("You don't like olives.") == ["What don't I like?"]
     assert questions_from_answer("You drive a 2016 Volvo.") == ["What do I drive?"]
-    # An adverb before the verb is no verb to ask with ("What do I just?").
-    assert questions_from_answer("You just adopted a puppy.") == []
-    assert questions_from_answer("You already own a kayak.") == []
+    # An adverb before the verb is no verb to ask with ("What do I just?"): the question leaves
+    # it out; "never" is not one of them, as it turns the fact around.
+    assert questions_from_answer("You just adopted a puppy.") == ["What did I adopt?"]
+    assert questions_from_answer("You already own a kayak.") == ["What do I own?"]
+    assert questions_from_answer("You never eat meat.") == []
     assert questions_from_answer("You're learning Welsh on Duolingo.") == ["What am I learning?"]
     assert questions_from_answer("You're moving to Madrid next year.") == ["Where am I moving?"]
     assert questions_from_answer("Your brother lives in Canada.") == ["Where does my brother live?"]

@@ -636,12 +636,19 @@ def clauses(answer: str) -> list[str]:
     return [text, *(part[0].upper() + part[1:] for part in rest if part)]
 
 
+# An adverb between "you" and its verb ("You just adopted ...") that a question leaves out (one
+# in -ly, "usually", the rules keep in their questions).
+_ADVERB_AFTER_YOU = re.compile(r"^(You(?:'re|'ve| are| have)?) (?:%s) " % "|".join(_WORDS["adverbs_after_you"]))
+
+
 def questions_from_answer(answer: str) -> list[str]:
     """The questions the rules of ``_english_rules`` make from a second-person ``answer``, in
     order ("You take 50mg of X every morning." -> "What do I take?"): those for the whole
-    answer first, then those for each of its later ``clauses``."""
+    answer first, then those for each of its later ``clauses``; an adverb after "you" is left
+    out of what the rules read ("You just adopted a dog" asks "What did I adopt?")."""
     out = []
     for clause in clauses(answer.replace("’", "'")):
+        clause = _ADVERB_AFTER_YOU.sub(r"\1 ", clause)
         for pattern, template in _english_rules()[1]:
             match = pattern.search(clause)
             if match:
