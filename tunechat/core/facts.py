@@ -638,7 +638,8 @@ def clauses(answer: str) -> list[str]:
 
 # An adverb between "you" and its verb ("You just adopted ...") that a question leaves out (one
 # in -ly, "usually", the rules keep in their questions).
-_ADVERB_AFTER_YOU = re.compile(r"^(You(?:'re|'ve| are| have)?) (?:%s) " % "|".join(_WORDS["adverbs_after_you"]))
+_ADVERBS_AFTER_YOU = "|".join(_WORDS["adverbs_after_you"])
+_ADVERB_AFTER_YOU = re.compile(rf"^(You(?:'re|'ve| are| have)?) (?:{_ADVERBS_AFTER_YOU}) ")
 
 
 def questions_from_answer(answer: str) -> list[str]:
