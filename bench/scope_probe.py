@@ -2,8 +2,8 @@
 on the embedded model, no training: per persona the probe is fitted as the worker fits it (the
 bank, the built-in general prompts, the taught questions that speak of the user), and every
 taught, reworded, untaught and general question goes through ``turns.decide`` with and without
-it. A bank message that is also one of the persona's questions is left out of that persona's
-fit, so no question is scored by a probe that saw it. Also the held-out routing questions in
+it. A bank message or built-in general prompt that is also one of the persona's questions is
+left out of that persona's fit, so no question is scored by a probe that saw it. Also the held-out routing questions in
 five languages (tests/data/routing-languages.json) with nothing taught.
 
     python bench/scope_probe.py [-v] [--zero]
@@ -57,7 +57,8 @@ def probe_without(scored: list[str], pairs: list[tuple[str, str]], taught: Taugh
     personal, general = scope_probe.bank()
     vectors = (embed([m for m in personal if plain(m) not in left_out]),
                embed([m for m in general if plain(m) not in left_out]))
-    probe = scope_probe.fit_for([q for q, _ in pairs], taught, embed, general_prompts(), vectors, slip)
+    general_left = [g for g in general_prompts() if plain(g) not in left_out]
+    probe = scope_probe.fit_for([q for q, _ in pairs], taught, embed, general_left, vectors, slip)
     return lambda text: probe.about_user(embed([text])[0])
 
 

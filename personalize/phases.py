@@ -34,7 +34,7 @@ from tunechat.core.scope import remembered_about_user, remembered_base_likelihoo
 from tunechat.core.scope_probe import ScopeProbe
 from tunechat.core.turns import Taught, borrowed_reply, decide
 from tunechat.personalize import base as base_mod
-from tunechat.personalize import checks, data, evaluate, general, negatives, paraphrase, probe, siblings, train
+from tunechat.personalize import checks, data, evaluate, general, negatives, paraphrase, scope_fit, siblings, train
 from tunechat.personalize.data import Example, TemplateInfo
 from tunechat.personalize.evaluate import ProbeSet, greedy_answer
 from tunechat.personalize.merge import folder_weights, merged_weights
@@ -282,19 +282,26 @@ def verify(job: Job, torch_side: checks.TorchSide, engine: Engine, adapted: Engi
     )
 
 
-def scope_probe(job: Job, adapted: Engine, out: Path) -> ScopeProbe:
+def fit_scope_probe(job: Job, adapted: Engine, out: Path) -> ScopeProbe | None:
     """The version's scope probe, written beside it (``adapted``: the base model, whose
-    embeddings the probe reads whatever adapter it carries)."""
-    return probe.fit_probe(adapted, job.fingerprint, job.pairs, job.taught, general.general_prompts(), out)
+    embeddings the probe reads whatever adapter it carries). A probe that cannot be fitted (a
+    full disk for the cache, say) leaves the version scoped by the words alone: training is not
+    lost to it."""
+    try:
+        return scope_fit.fit_scope_probe(adapted, job.fingerprint, job.pairs, job.taught,
+                                         general.general_prompts(), out)
+    except (OSError, RuntimeError, ValueError, np.linalg.LinAlgError) as exc:
+        job.reporter.phase("verify", f"no scope probe ({exc}): the words alone will decide")
+        return None
 
 
 def evaluate_model(job: Job, base: Baseline, engine: Engine, adapted: Engine,
-                   scope: ScopeProbe | None = None) -> Evaluation:
+                   scope_probe: ScopeProbe | None = None) -> Evaluation:
     """The new model's scores alone (``engine``: the merged file or, without one, the base with
     the adapter, as the chat answers with scoping off) and as the chat answers with scoping on,
-    the version's ``scope`` probe included: a question that speaks of the user gets the base
+    the version's ``scope_probe`` included: a question that speaks of the user gets the base
     with the adapter, any other the base model's own answer, which the baseline holds."""
-    about_user = remembered_about_user(scope, adapted) if scope is not None else None
+    about_user = remembered_about_user(scope_probe, adapted) if scope_probe is not None else None
 
     def alone(question: str) -> str:
         return greedy_answer(engine, question)

@@ -111,7 +111,7 @@ def run(job_dir: Path, reporter: Reporter) -> Manifest:
         adapted = Engine(job.base_gguf, lora_path=written.adapter)
         engine = Engine(written.model) if written.model is not None else adapted
         checks = phases.verify(job, torch_side, engine, adapted, written)
-        probe = phases.scope_probe(job, adapted, out)
+        probe = phases.fit_scope_probe(job, adapted, out)
     evaluation = None
     try:
         if not spec.skip_eval:

@@ -146,14 +146,16 @@ def test_samples_of_a_few_shot_prompt_evaluate_it_once_and_are_what_llama_cpp_sa
 
 def test_embeddings_are_the_base_models_and_leave_the_chat_as_it_was(base_model, tmp_path):
     """``embed`` reads the base model's representation in a context of its own: the same text
-    gives the same unit vector, and a chat's greedy answer is the same before and after."""
+    gives the same unit vector, and a chat's greedy answer, and its cached prompt, are the same
+    before and after."""
     import numpy as np
 
     from tunechat.core.engine import Engine
 
     engine = Engine(base_model)
     try:
-        chat = [{"role": "user", "content": "What is the capital of Japan?"}]
+        long_enough = "A note to read before the question. " * 30  # whole prompt chunks to reuse
+        chat = [{"role": "user", "content": long_enough + "What is the capital of Japan?"}]
         settings = GenerationSettings(max_tokens=12)
         before = engine.complete(chat, settings)
         texts = ["What is my dog called?", "¿Cómo se llama mi perro?", "What is the capital of Japan?"]
@@ -162,6 +164,9 @@ def test_embeddings_are_the_base_models_and_leave_the_chat_as_it_was(base_model,
         assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0)
         assert np.allclose(engine.embed(texts[:1])[0], vectors[0])
         assert not np.allclose(vectors[0], vectors[2])  # a text's own representation, not a constant
+        engine.complete(chat, settings)
+        engine.embed(texts)
         assert engine.complete(chat, settings) == before
+        assert engine.last_reused > 0  # the chat's cached prompt outlived the embeddings
     finally:
         engine.close()

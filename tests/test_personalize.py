@@ -61,7 +61,8 @@ def test_personalize_then_ask_answers_a_taught_fact_then_rollback(store, home):
     # The version's scope probe (tunechat.core.scope_probe), fitted by the worker, lies beside it.
     from tunechat.core.scope_probe import ScopeProbe
 
-    assert ScopeProbe.load(version / "scope_probe.safetensors").weights.ndim == 1
+    probe = ScopeProbe.load(version / "scope_probe.safetensors")
+    assert probe.width == 576 and probe.weights.shape == (577,) and 0 < probe.threshold < 1e3
     # Exported, it runs elsewhere: the merged GGUF alone, and the adapter over the base it names.
     exported = home.parent / "export"
     result = run_cli("export", str(exported))

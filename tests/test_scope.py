@@ -258,8 +258,8 @@ def test_a_borrowed_personal_answer_becomes_the_untold_reply_and_any_other_strea
 
 
 def test_a_versions_scope_probe_is_read_with_it_and_a_damaged_one_leaves_the_words(home, base_model):
-    """The chat reads the probe kept with a version; a probe file that does not read is left
-    out (the words alone decide) instead of refusing the version."""
+    """The chat reads the probe kept with a version; a probe file that does not read, or one
+    fitted on another base, is left out (the words alone decide) instead of refusing the version."""
     import numpy as np
 
     from tunechat.core.registry import PROBE_FILE, Registry
@@ -276,6 +276,13 @@ def test_a_versions_scope_probe_is_read_with_it_and_a_damaged_one_leaves_the_wor
         assert isinstance(scoped, ScopedEngine) and scoped.about_user is not None
         assert scoped.about_user("anything at all")  # bias 1 > threshold 0.5: every message is the user's
         assert scoped.decide([{"role": "user", "content": "Who wrote Hamlet?"}]).route == "personal"
+    finally:
+        scoped.close()
+    # A probe fitted on another base (embeddings of another width) is left out.
+    ScopeProbe(np.zeros(8), np.ones(8), np.r_[np.zeros(8), 1.0], threshold=0.5).save(model.parent / PROBE_FILE)
+    scoped = open_engine(model, registry, scoped=True)
+    try:
+        assert scoped.about_user is None
     finally:
         scoped.close()
     (model.parent / PROBE_FILE).write_bytes(b"not a safetensors file")

@@ -29,13 +29,16 @@ def test_a_fitted_probe_separates_its_classes_and_reads_back_the_same(tmp_path):
 
 
 def test_the_threshold_lets_the_asked_share_of_general_messages_through():
+    """Scored out of fold, about ``general_slip`` of the general rows pass the threshold; fitted
+    on every row, the probe lets fewer through (it has seen them)."""
     rng = np.random.default_rng(1)
     x = np.vstack([rng.normal(0.5, 1.0, (200, 4)), rng.normal(-0.5, 1.0, (200, 4))])
     y = np.r_[np.ones(200), np.zeros(200)]
-    strict, loose = scope_probe._threshold(x, y, 0.02), scope_probe._threshold(x, y, 0.3)
-    assert strict > loose
-    probe = scope_probe.fit(x, y, np.ones(400))
-    assert (probe.scores(x[200:]) > strict).mean() < 0.1 < (probe.scores(x[200:]) > loose).mean()
+    fresh = np.vstack([rng.normal(-0.5, 1.0, (2000, 4))])
+    for slip in (0.02, 0.1, 0.3):
+        probe = scope_probe._calibrated(x, y, np.ones(400), 400, slip)
+        assert abs((probe.scores(fresh) > probe.threshold).mean() - slip) < 0.05, slip
+    assert scope_probe._calibrated(x, y, np.ones(400), 400, None).threshold == 0.0
 
 
 @pytest.fixture(scope="module")
@@ -83,3 +86,6 @@ def test_a_corrected_general_answer_is_not_fitted_as_the_users(engine, bank_vect
     for question in ("In what year did the Fukushima disaster happen?", "What is the capital of Uzbekistan?",
                      "Who wrote the novel Silas Marner?"):
         assert decide([{"role": "user", "content": question}], taught, about_user=about_user).route == "base", question
+    # and the probe does take what the words miss: it is not one that takes nothing
+    pro_drop = [{"role": "user", "content": "¿Qué coche conduzco?"}]
+    assert decide(pro_drop, taught, about_user=about_user).route == "personal"

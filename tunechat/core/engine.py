@@ -498,6 +498,10 @@ class Engine:
         return np.ctypeslib.as_array(self._llm._ctx.get_logits_ith(-1), shape=(n_vocab,))
 
     # -- representations ----------------------------------------------------------------
+    @property
+    def embedding_width(self) -> int:
+        return int(self._llm.n_embd())
+
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """The base model's mean-pooled last hidden state of each text (float64 rows of unit
         length), from a small context of its own on the same weights: no adapter, no prompt of
@@ -510,6 +514,9 @@ class Engine:
             n_embd = self._llm.n_embd()
             for text in texts:
                 ids = self._llm.tokenize(text.encode("utf-8"), add_bos=True, special=False)[:EMBED_TOKENS]
+                if not ids:  # an empty message, with a vocabulary that has no BOS
+                    rows.append(np.zeros(n_embd))
+                    continue
                 context.kv_cache_clear()
                 batch.reset()
                 batch.add_sequence(ids, 0, logits_all=True)

@@ -177,14 +177,27 @@ def remembered_base_likelihood(engine: Engine, base: Engine | None = None) -> Li
     return likelihood
 
 
-def remembered_about_user(probe: ScopeProbe, engine: Engine) -> AboutUser:
+def remembered_about_user(probe: ScopeProbe, engine: Engine) -> AboutUser | None:
     """``probe`` over ``engine``'s base-model embeddings, remembered per message (a chain asks
-    about its earlier messages again on every turn)."""
+    about its earlier messages again on every turn); None when the probe reads embeddings of
+    another width than this base's (fitted on another base). Should reading a message fail
+    (llama.cpp cannot make its embedding context), the probe is left out from then on and the
+    words alone decide: a turn is never lost to it."""
+    if probe.width != engine.embedding_width:
+        return None
     remembered: dict[str, bool] = {}
+    failed = False
 
     def about_user(text: str) -> bool:
+        nonlocal failed
+        if failed:
+            return False
         if text not in remembered:
-            remembered[text] = probe.about_user(engine.embed([text])[0])
+            try:
+                remembered[text] = probe.about_user(engine.embed([text])[0])
+            except (RuntimeError, ValueError, OSError):
+                failed = True
+                return False
         return remembered[text]
 
     return about_user

@@ -17,7 +17,7 @@ representations").
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -40,7 +40,7 @@ FOLDS = 5
 Embed = Callable[[Sequence[str]], np.ndarray]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ScopeProbe:
     """A fitted probe: standardize, then a linear score; above ``threshold`` speaks of the user."""
 
@@ -52,6 +52,11 @@ class ScopeProbe:
     def scores(self, vectors: np.ndarray) -> np.ndarray:
         standardized = (np.atleast_2d(vectors) - self.mean) / self.scale
         return standardized @ self.weights[:-1] + self.weights[-1]
+
+    @property
+    def width(self) -> int:
+        """The width of the embeddings it reads (the base model's)."""
+        return int(self.mean.shape[0])
 
     def about_user(self, vector: np.ndarray) -> bool:
         return bool(self.scores(vector)[0] > self.threshold)
@@ -90,47 +95,61 @@ def fit(vectors: np.ndarray, about_user: np.ndarray, weight: np.ndarray, l2: flo
     mean, scale = vectors.mean(0), vectors.std(0) + 1e-6
     x = np.hstack([(vectors - mean) / scale, np.ones((len(vectors), 1))])
     w = np.zeros(x.shape[1])
-    penalty = l2 * len(x) * np.r_[np.ones(x.shape[1] - 1), 0.0]  # the bias is not penalized
+    # The bias gets a penalty too small to matter but enough to keep the Hessian invertible.
+    penalty = l2 * len(x) * np.r_[np.ones(x.shape[1] - 1), 1e-6]
     for _ in range(NEWTON_STEPS):
-        p = 1.0 / (1.0 + np.exp(-(x @ w)))
+        p = 0.5 * (1.0 + np.tanh(0.5 * (x @ w)))  # the logistic function, without overflow
         gradient = x.T @ (weight * (p - about_user)) + penalty * w
         hessian = (x * (weight * p * (1 - p))[:, None]).T @ x + np.diag(penalty)
-        w -= np.linalg.solve(hessian, gradient)
+        step = np.linalg.solve(hessian, gradient)
+        w -= step
+        if np.abs(step).max() < 1e-8:
+            break
     return ScopeProbe(mean, scale, w)
 
 
-def fit_for(taught_questions: Iterable[str], taught: turns.Taught, embed: Embed, general: Sequence[str],
+def fit_for(taught_questions: Sequence[str], taught: turns.Taught, embed: Embed, general: Sequence[str],
             bank_vectors: tuple[np.ndarray, np.ndarray], general_slip: float | None = GENERAL_SLIP) -> ScopeProbe:
     """The probe of a version taught ``taught_questions``: the bank's personal messages and the
     taught questions that speak of the user against the bank's general messages and ``general``
     (the built-in general prompts but the taught ones). ``bank_vectors``: the bank's personal and
     general messages embedded (they depend on the base alone, and are cached with it).
-    ``general_slip``: see GENERAL_SLIP (None: threshold 0)."""
+    ``general_slip``: see GENERAL_SLIP (None: threshold 0).
+
+    The taught questions that join are those the words say are the user's, or that the bank's
+    own probe, at its threshold, reads so; the threshold of the probe returned is measured on
+    that probe's own recipe, taught questions included."""
     personal, general_bank = bank_vectors
     taken = {_plain(q) for q in taught_questions}
     others = [g for g in general if _plain(g) not in taken]
     x = np.vstack([personal, general_bank, *([embed(others)] if others else [])])
     y = np.r_[np.ones(len(personal)), np.zeros(len(x) - len(personal))]
-    from_bank = fit(x, y, np.ones(len(x)))
-    threshold = 0.0 if general_slip is None else _threshold(x, y, general_slip)
+    weight = np.ones(len(x))
+    from_bank = _calibrated(x, y, weight, len(x), general_slip)
     questions = list(dict.fromkeys(taught_questions))
     asked = embed(questions) if questions else x[:0]
     theirs = [i for i, q in enumerate(questions) if from_bank.about_user(asked[i]) or _words_say_user(q, taught)]
     if not theirs:
-        return replace(from_bank, threshold=threshold)
-    probe = fit(np.vstack([x, asked[theirs]]), np.r_[y, np.ones(len(theirs))],
-                np.r_[np.ones(len(x)), np.full(len(theirs), TAUGHT_WEIGHT)])
-    return replace(probe, threshold=threshold)
+        return from_bank
+    return _calibrated(np.vstack([x, asked[theirs]]), np.r_[y, np.ones(len(theirs))],
+                       np.r_[weight, np.full(len(theirs), TAUGHT_WEIGHT)], len(x), general_slip)
 
 
-def _threshold(x: np.ndarray, y: np.ndarray, general_slip: float) -> float:
-    """The score that ``general_slip`` of the general rows exceed, each scored out of fold."""
-    fold = np.random.default_rng(0).integers(0, FOLDS, len(x))
+def _calibrated(x: np.ndarray, y: np.ndarray, weight: np.ndarray, folded: int,
+                general_slip: float | None) -> ScopeProbe:
+    """The probe fitted on every row, its threshold the score that ``general_slip`` of the
+    general rows exceed, each scored by the same recipe fitted without its fold (the first
+    ``folded`` rows are split into folds; the rest, taught questions, are always fitted)."""
+    probe = fit(x, y, weight)
+    if general_slip is None:
+        return probe
+    fold = np.r_[np.random.default_rng(0).integers(0, FOLDS, folded), np.full(len(x) - folded, -1)]
     scores = np.zeros(len(x))
     for k in range(FOLDS):
         held = fold == k
-        scores[held] = fit(x[~held], y[~held], np.ones(int((~held).sum()))).scores(x[held])
-    return float(np.quantile(scores[y == 0], 1.0 - general_slip))
+        scores[held] = fit(x[~held], y[~held], weight[~held]).scores(x[held])
+    general = (y == 0) & (fold >= 0)
+    return replace(probe, threshold=float(np.quantile(scores[general], 1.0 - general_slip)))
 
 
 def _words_say_user(question: str, taught: turns.Taught) -> bool:

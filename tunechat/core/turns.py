@@ -117,7 +117,9 @@ def decide(messages: Sequence[ChatMessage], taught: Taught, force: Route | None 
     *earlier, current = exchanges or [[{"role": "user", "content": ""}]]
     question = current[0]["content"]
     chain = _chain(earlier, question)
-    root = _root(chain, question, taught, about_user)  # the message that speaks of the user, if any
+    # The message that speaks of the user, if any (not asked when a side is forced: the probe
+    # would read the message for nothing).
+    root = _root(chain, question, taught, about_user) if force is None else None
     if force is not None:
         route, reason = force, "as asked"
     elif root is None:
