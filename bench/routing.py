@@ -1,8 +1,8 @@
 """Where each kind of question goes, per persona, by the words of the chat's decision alone (no
 model, no scope probe: bench/scope_probe.py adds it): ``tunechat.core.turns.decide`` on every
-taught, reworded, untaught and general question of each persona, one question in an empty chat, with the version taught that persona's facts; and the
-held-out routing questions in five languages (tests/data/routing-languages.json) with nothing
-taught. A general question is right when it goes to the base model, every other kind when it
+taught, reworded, untaught and general question of each persona, one question in an empty chat,
+with the version taught that persona's facts; and the held-out routing questions in five
+languages (tests/data/routing-languages.json) with nothing taught. A general question is right when it goes to the base model, every other kind when it
 goes to the personal model.
 
     python bench/routing.py [-v]     # -v: every question routed the wrong way
