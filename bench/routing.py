@@ -2,8 +2,8 @@
 model, no scope probe: bench/scope_probe.py adds it): ``tunechat.core.turns.decide`` on every
 taught, reworded, untaught and general question of each persona, one question in an empty chat,
 with the version taught that persona's facts; and the held-out routing questions in five
-languages (tests/data/routing-languages.json) with nothing taught. A general question is right when it goes to the base model, every other kind when it
-goes to the personal model.
+languages (tests/data/routing-languages.json) with nothing taught. A general question is right
+when it goes to the base model, every other kind when it goes to the personal model.
 
     python bench/routing.py [-v]     # -v: every question routed the wrong way
 """
