@@ -2,7 +2,9 @@
 per persona, the embedded model's llama.cpp mean-pooled embedding (``Engine.embed``) of each
 rewording against its own taught question, and of each untaught question against its nearest
 taught question. A radius could only work if rewordings sat nearer their taught question than
-untaught questions sit to any.
+untaught questions sit to any. Then the likelihood check of borrowed answers in Spanish
+(``turns.borrowed_from``): how much less likely the base model finds a taught answer after a
+rewording and after untaught questions than after its own question.
 
     python bench/untold_nearness.py
 """
@@ -23,6 +25,7 @@ from routing import PERSONAS  # noqa: E402
 
 from tunechat.core.engine import Engine  # noqa: E402
 from tunechat.core.registry import embedded_model_path  # noqa: E402
+from tunechat.core.turns import BORROWED_DROP  # noqa: E402
 
 
 def main() -> int:
@@ -41,6 +44,11 @@ def main() -> int:
         untaught = (engine.embed(list(data["untaught"])) @ vectors.T).max(1)
         print(f"{name:9} {np.median(own):.3f}, {own.min():.3f}{'':22} {nearest_own:>2}/{len(reworded):<2}{'':14} "
               f"{np.median(untaught):.3f}{'':31} {(untaught > np.median(own)).mean():.0%}")
+    answer, own = "Tocas el acordeón.", "¿Qué instrumento toco?"
+    print(f"\nlikelihood drop of {answer!r} (taught for {own!r}); above {BORROWED_DROP} counts as borrowed:")
+    for question in ("¿Qué instrumento musical practico?", "¿Qué coche conduzco?", "¿Cuántos hermanos tengo?"):
+        drop = engine.answer_likelihood(own, answer) - engine.answer_likelihood(question, answer)
+        print(f"  {drop:5.2f}  {question}")
     engine.close()
     return 0
 
