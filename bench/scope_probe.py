@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -103,8 +104,35 @@ def main() -> int:
             general = sum(route(q, nothing, probe) == "base" for q in questions["general"])
             print(f"{language:9} {rule:12} {personal:>6}/{len(questions['personal'])} "
                   f"{general:>5}/{len(questions['general'])}")
+    print_turn_cost(engine)
     engine.close()
     return 0
+
+
+def print_turn_cost(engine: Engine, rounds: int = 3) -> None:
+    """What the probe adds to a chat turn: one new message embedded, against the answer's
+    first token and a 24-token answer of the same engine, measured in the same run."""
+    from tunechat.core.engine import GenerationSettings
+
+    questions = ["¿Qué coche conduzco?", "What is the capital of Japan?", "Wie heißt meine Schwester?"]
+    embed_s = first_s = answer_s = 0.0
+    for _ in range(rounds):
+        for question in questions:
+            start = time.perf_counter()
+            engine.embed([question])
+            embed_s += time.perf_counter() - start
+            chat = [{"role": "user", "content": question}]
+            start = time.perf_counter()
+            stream = engine.stream(chat, GenerationSettings(max_tokens=24))
+            next(stream)
+            first_s += time.perf_counter() - start
+            for _ in stream:
+                pass
+            answer_s += time.perf_counter() - start
+    n = rounds * len(questions)
+    print(f"\nper turn (mean of {n}): the probe's embedding {1000 * embed_s / n:.0f} ms; the answer's first token "
+          f"{1000 * first_s / n:.0f} ms ({embed_s / first_s:.2f}x); a 24-token answer {1000 * answer_s / n:.0f} ms "
+          f"({embed_s / answer_s:.2f}x)")
 
 
 if __name__ == "__main__":
