@@ -106,7 +106,26 @@ def main() -> int:
                   f"{general:>5}/{len(questions['general'])}")
     print_turn_cost(engine)
     engine.close()
+    print_fit_cost()
     return 0
+
+
+def print_fit_cost(rows: int = 620, widths: tuple[int, ...] = (576, 2048, 4096)) -> None:
+    """One fit of the probe at a base's width (random rows, as many as the bank and the general
+    prompts), against one Newton step in the full width, as the fit ran before it moved into the
+    rows' span (``scope_probe.NEWTON_STEPS`` of them a fit; about a dozen fits a version)."""
+    rng = np.random.default_rng(0)
+    for width in widths:
+        x, y = rng.normal(size=(rows, width)), (rng.random(rows) > 0.6).astype(float)
+        start = time.perf_counter()
+        scope_probe.fit(x, y, np.ones(rows))
+        fit_s = time.perf_counter() - start
+        start = time.perf_counter()
+        z = np.hstack([x, np.ones((rows, 1))])
+        np.linalg.solve(z.T @ z + np.eye(width + 1), np.ones(width + 1))
+        step_s = time.perf_counter() - start
+        print(f"width {width}: a fit {fit_s:.2f} s; in the full width one Newton step {step_s:.2f} s, "
+              f"{scope_probe.NEWTON_STEPS} steps {scope_probe.NEWTON_STEPS * step_s:.0f} s")
 
 
 def print_turn_cost(engine: Engine, rounds: int = 3) -> None:

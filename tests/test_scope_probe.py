@@ -89,3 +89,18 @@ def test_a_corrected_general_answer_is_not_fitted_as_the_users(engine, bank_vect
     # and the probe does take what the words miss: it is not one that takes nothing
     pro_drop = [{"role": "user", "content": "¿Qué coche conduzco?"}]
     assert decide(pro_drop, taught, about_user=about_user).route == "personal"
+
+
+def test_a_base_wider_than_the_bank_is_fitted_in_the_rows_span_to_the_same_probe():
+    """At 7B the embeddings (4096 wide) outnumber the messages: the fit then runs in the rows'
+    own span, and scores what the fit in the full width scores."""
+    rng = np.random.default_rng(2)
+    x = np.vstack([rng.normal(0.3, 1.0, (15, 40)), rng.normal(-0.3, 1.0, (15, 40))])
+    y, weight = np.r_[np.ones(15), np.zeros(15)], np.r_[np.ones(25), np.full(5, 5.0)]
+    narrow = scope_probe.fit(x, y, weight)  # 40 features > 30 rows: the rows' span
+    # Every row twice: the same mean, spread and minimum (loss and penalty both double), but
+    # 60 rows > 40 features: the full width.
+    full = scope_probe.fit(np.vstack([x, x]), np.r_[y, y], np.r_[weight, weight])
+    probe = rng.normal(0.0, 1.0, (10, 40))
+    assert narrow.weights.shape == full.weights.shape == (41,)
+    assert np.allclose(narrow.scores(probe), full.scores(probe), atol=1e-4)

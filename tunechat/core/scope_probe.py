@@ -91,9 +91,18 @@ def bank_languages() -> list[str]:
 
 
 def fit(vectors: np.ndarray, about_user: np.ndarray, weight: np.ndarray, l2: float = L2) -> ScopeProbe:
-    """Weighted ridge logistic regression by Newton's method: deterministic, no step size."""
+    """Weighted ridge logistic regression by Newton's method: deterministic, no step size.
+
+    With more features than rows (a base wider than the few hundred messages, 4096 at 7B), the
+    Newton steps run in the rows' own span: the ridge solution lies there, so the weights are
+    the same as in the full space, at the cost of the rows' count instead of the width's."""
     mean, scale = vectors.mean(0), vectors.std(0) + 1e-6
-    x = np.hstack([(vectors - mean) / scale, np.ones((len(vectors), 1))])
+    z = (vectors - mean) / scale
+    basis = None
+    if z.shape[1] > z.shape[0]:
+        basis = np.linalg.svd(z, full_matrices=False)[2].T  # width × rows, orthonormal columns
+        z = z @ basis
+    x = np.hstack([z, np.ones((len(z), 1))])
     w = np.zeros(x.shape[1])
     # The bias gets a penalty too small to matter but enough to keep the Hessian invertible.
     penalty = l2 * len(x) * np.r_[np.ones(x.shape[1] - 1), 1e-6]
@@ -105,7 +114,8 @@ def fit(vectors: np.ndarray, about_user: np.ndarray, weight: np.ndarray, l2: flo
         w -= step
         if np.abs(step).max() < 1e-8:
             break
-    return ScopeProbe(mean, scale, w)
+    weights = w if basis is None else np.r_[basis @ w[:-1], w[-1]]
+    return ScopeProbe(mean, scale, weights)
 
 
 def fit_for(taught_questions: Sequence[str], taught: turns.Taught, embed: Embed, general: Sequence[str],
