@@ -37,6 +37,7 @@ def test_every_taught_and_reworded_question_speaks_of_the_user_and_no_general_on
     ("I wonder how many days a week has.", True),  # errs toward the personal model
     ("What is the opposite of hot?", False),
     ("MY DOG'S NAME?", True),
+    ("Was kostet ein Kaffee im Bahnhof?", False),  # German "im" ("in dem"), no English "I'm"
 ])
 def test_first_person_rule(text, expected):
     assert speaks_of_user(text) is expected
