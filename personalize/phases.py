@@ -288,8 +288,7 @@ def fit_scope_probe(job: Job, adapted: Engine, out: Path) -> ScopeProbe | None:
     full disk for the cache, say) leaves the version scoped by the words alone: training is not
     lost to it."""
     try:
-        return scope_fit.fit_scope_probe(adapted, job.fingerprint, job.pairs, job.taught,
-                                         general.general_prompts(), out)
+        return scope_fit.fit_scope_probe(adapted, job.fingerprint, job.pairs, job.taught, out)
     except (OSError, RuntimeError, ValueError, np.linalg.LinAlgError) as exc:
         job.reporter.phase("verify", f"no scope probe ({exc}): the words alone will decide")
         return None

@@ -14,24 +14,28 @@ from tunechat.core import paths, scope_probe
 from tunechat.core.engine import EMBED_TOKENS, Engine
 from tunechat.core.registry import PROBE_FILE
 from tunechat.core.turns import Taught
+from tunechat.personalize import general
 
 # What the cached embeddings were read with: a change here embeds the bank again.
 EMBEDDING_KIND = f"mean-{EMBED_TOKENS}"
 
 
 def fit_scope_probe(engine: Engine, fingerprint: str, pairs: list[tuple[str, str]], taught: Taught,
-                    general: list[str], out: Path) -> scope_probe.ScopeProbe:
+                    out: Path) -> scope_probe.ScopeProbe:
     """Fit the probe of a version taught ``pairs`` (``engine``: the base model, an adapter
-    loaded or not: embeddings are always the base's) and write it to ``out/PROBE_FILE``."""
-    personal, general_bank, prompts = cached_vectors(engine, fingerprint, general)
-    known = dict(zip(general, prompts))
+    loaded or not: embeddings are always the base's) and write it to ``out/PROBE_FILE``. The
+    general side takes the general prompts a run replays (none of the taught questions)."""
+    prompts = general.general_prompts()
+    personal, general_bank, prompt_vectors = cached_vectors(engine, fingerprint, prompts)
+    known = dict(zip(prompts, prompt_vectors))
 
     def embed(texts):
         missing = [t for t in texts if t not in known]
         known.update(zip(missing, engine.embed(missing) if missing else []))
         return np.stack([known[t] for t in texts])
 
-    probe = scope_probe.fit_for([q for q, _ in pairs], taught, embed, general, (personal, general_bank))
+    questions = [q for q, _ in pairs]
+    probe = scope_probe.fit_for(questions, taught, embed, general.replay_prompts(questions), (personal, general_bank))
     probe.save(out / PROBE_FILE)
     return probe
 

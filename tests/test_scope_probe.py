@@ -49,10 +49,10 @@ def bank_vectors(engine):
 
 def fitted(engine, bank_vectors, pairs):
     """What the worker fits for a version taught ``pairs``, as the chat reads it."""
-    from tunechat.personalize.general import general_prompts
+    from tunechat.personalize.general import replay_prompts
 
-    taught = Taught.from_pairs(pairs)
-    probe = scope_probe.fit_for([q for q, _ in pairs], taught, engine.embed, general_prompts(), bank_vectors)
+    taught, questions = Taught.from_pairs(pairs), [q for q, _ in pairs]
+    probe = scope_probe.fit_for(questions, taught, engine.embed, replay_prompts(questions), bank_vectors)
     return taught, lambda text: probe.about_user(engine.embed([text])[0])
 
 

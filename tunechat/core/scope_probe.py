@@ -122,7 +122,8 @@ def fit_for(taught_questions: Sequence[str], taught: turns.Taught, embed: Embed,
             bank_vectors: tuple[np.ndarray, np.ndarray], general_slip: float | None = GENERAL_SLIP) -> ScopeProbe:
     """The probe of a version taught ``taught_questions``: the bank's personal messages and the
     taught questions that speak of the user against the bank's general messages and ``general``
-    (the built-in general prompts but the taught ones). ``bank_vectors``: the bank's personal and
+    (the built-in general prompts but the taught ones: ``general.replay_prompts``, the prompts a
+    run replays). ``bank_vectors``: the bank's personal and
     general messages embedded (they depend on the base alone, and are cached with it).
     ``general_slip``: see GENERAL_SLIP (None: threshold 0).
 
@@ -130,9 +131,7 @@ def fit_for(taught_questions: Sequence[str], taught: turns.Taught, embed: Embed,
     own probe, at its threshold, reads so; the threshold of the probe returned is measured on
     that probe's own recipe, taught questions included."""
     personal, general_bank = bank_vectors
-    taken = {_plain(q) for q in taught_questions}
-    others = [g for g in general if _plain(g) not in taken]
-    x = np.vstack([personal, general_bank, *([embed(others)] if others else [])])
+    x = np.vstack([personal, general_bank, *([embed(general)] if general else [])])
     y = np.r_[np.ones(len(personal)), np.zeros(len(x) - len(personal))]
     weight = np.ones(len(x))
     from_bank = _calibrated(x, y, weight, len(x), general_slip)
@@ -167,6 +166,3 @@ def _words_say_user(question: str, taught: turns.Taught) -> bool:
     user's own verbs), names aside: a taught answer's name does not make its question personal."""
     return turns.speaks_of_user(question) or any(w in taught.verbs for w in turns.words_of(question))
 
-
-def _plain(text: str) -> str:
-    return " ".join(text.casefold().split())
