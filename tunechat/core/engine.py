@@ -511,7 +511,7 @@ class Engine:
         rows = []
         with self._lock:
             context, batch = self._embedding_context or self._open_embedding_context()
-            n_embd = self._llm.n_embd()
+            n_embd = self.embedding_width
             for text in texts:
                 ids = self._llm.tokenize(text.encode("utf-8"), add_bos=True, special=False)[:EMBED_TOKENS]
                 if not ids:  # an empty message, with a vocabulary that has no BOS
@@ -523,7 +523,7 @@ class Engine:
                 context.decode(batch)
                 row = np.ctypeslib.as_array(context.get_embeddings_seq(0), shape=(n_embd,)).astype(np.float64)
                 rows.append(row / (np.linalg.norm(row) or 1.0))
-        return np.stack(rows) if rows else np.zeros((0, self._llm.n_embd()))
+        return np.stack(rows) if rows else np.zeros((0, self.embedding_width))
 
     def _open_embedding_context(self):
         import llama_cpp
