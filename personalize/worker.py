@@ -13,7 +13,7 @@ import sys
 import time
 import traceback
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, closing, contextmanager
 from pathlib import Path
 
 from tunechat.core.manifest import MANIFEST_FILE, Manifest
@@ -104,23 +104,20 @@ def run(job_dir: Path, reporter: Reporter) -> Manifest:
                        else "writing the adapter (the base is large: no merged copy)"):
         written = phases.convert(job, merged, out)
         phases.record_pairs(job, out)
-    with timings.phase("verify", "checking the new files before they can be used, and which questions are yours"):
-        torch_side = phases.torch_side(after, loaded, merged)
-        del loaded, merged  # the torch model goes before llama.cpp maps the new files
-        give_back_memory()
-        adapted = Engine(job.base_gguf, lora_path=written.adapter)
-        engine = Engine(written.model) if written.model is not None else adapted
-        checks = phases.verify(job, torch_side, engine, adapted, written)
-        probe = phases.fit_scope_probe(job, adapted, out)
-    evaluation = None
-    try:
+    with ExitStack() as engines:  # both llama.cpp engines are closed whatever raises below
+        with timings.phase("verify", "checking the new files before they can be used, and which questions are yours"):
+            torch_side = phases.torch_side(after, loaded, merged)
+            del loaded, merged  # the torch model goes before llama.cpp maps the new files
+            give_back_memory()
+            adapted = engines.enter_context(closing(Engine(job.base_gguf, lora_path=written.adapter)))
+            engine = (engines.enter_context(closing(Engine(written.model))) if written.model is not None
+                      else adapted)
+            checks = phases.verify(job, torch_side, engine, adapted, written)
+            probe = phases.fit_scope_probe(job, adapted, out)
+        evaluation = None
         if not spec.skip_eval:
             with timings.phase("evaluate", "scoring the new model"):
                 evaluation = phases.evaluate_model(job, base, engine, adapted, probe)
-    finally:
-        engine.close()
-        if adapted is not engine:
-            adapted.close()
     return phases.manifest(job, base, rewordings, result, checks, evaluation, written, timings, timings.peaks)
 
 
