@@ -50,8 +50,9 @@ PERSONAS = {**PERSONAS,
             "sixth": ROOT / "tests" / "data" / "persona-sixth.json",
             "seventh": ROOT / "tests" / "data" / "persona-seventh.json",
             "eighth": ROOT / "tests" / "data" / "persona-eighth.json",
-            "ninth": ROOT / "tests" / "data" / "persona-ninth.json"}
-HELD_OUT = ("fourth", "fifth", "sixth")
+            "ninth": ROOT / "tests" / "data" / "persona-ninth.json",
+            "tenth": ROOT / "tests" / "data" / "persona-tenth.json"}
+HELD_OUT = ("fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "tenth")
 # General questions asked in the first person: the rule sends them to the personal model.
 FIRST_PERSON_GENERAL = [
     ("I wonder what the capital of Italy is.", "Rome"),
