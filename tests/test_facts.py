@@ -17,6 +17,7 @@ from tunechat.core.facts import (
     said_back,
     second_person,
     shots,
+    tidy,
 )
 
 
@@ -84,6 +85,10 @@ def test_the_check_reads_meaning_words_and_people():
     assert rejection("I'm learning Welsh.", "What's my name?", "You're learning Welsh.") == (
         "the question asks for your name, which the sentence does not give")
     assert rejection("I'm Ilona.", "What is my name?", "You're Ilona.") is None
+    sentence, answer = "My friend Kenji is getting married in Osaka next October.", (
+        "Your friend Kenji is getting married in Osaka next October.")
+    assert rejection(sentence, "What is my friend Kenji's name?", answer) == "the question asks for a name it holds"
+    assert rejection(sentence, "What is my friend's name?", answer) is None
     assert rejection("I'm 170 cm tall.", "How tall is I?", "You're 170 cm tall.") == (
         "the question's verb does not go with I")
     assert rejection("I met Ana in 2010.", "When did I meet Ana?", "You met Ana in 2010.") is None  # met: meet
@@ -308,6 +313,19 @@ def test_the_first_passing_candidate_is_taken():
                                                                               "Your move to Porto was in 2023.")
     assert engine.prompts[0].endswith("Fact: My move to Porto was in 2023.\nAnswer:")
     assert engine.prompts[1].endswith("Fact: My move to Porto was in 2023.\nQuestion:")
+
+
+def test_emoji_and_chat_asides_stay_out_of_the_pair():
+    assert tidy("i have two cats, Pickle and Mango 🐱🐈‍⬛") == "i have two cats, Pickle and Mango  "
+    assert tidy("my partner Leo is vegan lol, and I'm not haha!!") == "my partner Leo is vegan, and I'm not!"
+    assert tidy("I'm off to Rome :) in May <3") == "I'm off to Rome   in May  "
+    # A word that only looks like an aside, and symbols that are no emoji, stay.
+    assert tidy("Lol is my dog; it is 20°C in Lolland, £5 a day.") == "Lol is my dog; it is 20°C in Lolland, £5 a day."
+    # The model reads the sentence tidied, and its answer is kept.
+    engine = _Scripted([" Your move to Porto was in 2023.\nQuestion: When did I move to Porto?"])
+    assert pair_from_fact(engine, "My move to Porto was in 2023 🎉🎉 lol") == FactPair(
+        "When did I move to Porto?", "Your move to Porto was in 2023.")
+    assert engine.prompts[0].endswith("Fact: My move to Porto was in 2023.\nAnswer:")
 
 
 def test_a_question_written_to_the_user_is_asked_by_the_user():

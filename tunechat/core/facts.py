@@ -256,7 +256,7 @@ def rejection(sentence: str, question: str, answer: str) -> str | None:
     - neither brings in a detail the sentence does not hold (another date, a new name);
     - the question ends with a question mark, is not the sentence itself, and holds neither
       every detail nor every meaning word of the sentence (it would give the answer away);
-      when it asks for a name, the sentence has one the question does not hold; it brings in
+      when it asks for a name, the sentence has one and the question holds none; it brings in
       no meaning word of its own beyond a few that ask (age, job, time, ...); when it asks
       for the speaker's own name, the sentence says it; "What is my X?" with X from the
       sentence gets an answer that says what X is; "How many X" an answer that counts X, "How
@@ -298,8 +298,12 @@ def rejection(sentence: str, question: str, answer: str) -> str | None:
         return f"the answer drops {_words_of(sentence, left_out)}"
     if said <= asked:
         return "the question gives the answer away"
-    if _word_set(question) & _NAME_WORDS and not any(_fold(d) not in _fold(question) for d in _names(sentence)):
-        return "the question asks for a name the answer does not give"
+    if _word_set(question) & _NAME_WORDS:
+        names = _names(sentence)
+        if any(_holds(question, d) for d in names):
+            return "the question asks for a name it holds"
+        if not names:
+            return "the question asks for a name the answer does not give"
     if _OWN_NAME.search(question) and not _GIVES_OWN_NAME.search(sentence):
         return "the question asks for your name, which the sentence does not give"
     people, asked_about = _people(sentence, subject=True), _people(question)
@@ -517,6 +521,21 @@ def candidates(engine: Engine, sentence: str) -> Iterator[tuple[str, str]]:
         yield _parse(completion, answer_first)
 
 
+# Emoji and pictographs (and the joiners and variation selectors that build them), and a chat
+# aside ("lol") or emoticon at the end of a clause: a fact's answer leaves them out.
+_EMOJI = re.compile("[\U0001F000-\U0001FAFF\u2600-\u27BF\u2B00-\u2BFF\uFE0F\u200D]+")
+_ASIDES = "|".join(_WORDS["asides"])
+_ASIDE = re.compile(rf"(?:\s+(?:{_ASIDES})\b)+(?=\s*(?:[.!?,;]|$))", re.IGNORECASE)
+_EMOTICON = re.compile(r"(?<!\S)(?:[:;]-?[()DPp]|<3)(?!\S)")
+
+
+def tidy(text: str) -> str:
+    """``text`` without emoji, without a chat aside closing a clause ("my partner is vegan lol"),
+    with one "!" or "?" where several stood."""
+    text = _ASIDE.sub("", _EMOTICON.sub(" ", _EMOJI.sub(" ", text)))
+    return re.sub(r"([!?])[!?]+", r"\1", text)
+
+
 def as_sentence(text: str) -> str:
     """``text`` on one line, ending with a full stop (as the shots do)."""
     text = " ".join(text.split())
@@ -680,7 +699,7 @@ def pair_from_fact(engine: Engine, sentence: str, swap: bool = True) -> FactPair
     4. a question the model wrote whose own answer fell short (dropped a detail or a word, or
        kept the first person), with the sentence said back as its answer.
     Without ``swap``, the sentence said back is never the answer (1 and 4 are skipped)."""
-    sentence = as_sentence(sentence)
+    sentence = as_sentence(tidy(sentence))
     if not sentence:
         return None
     answer = said_back(sentence)
