@@ -276,6 +276,12 @@ def test_an_occasion_is_asked_about_only_where_the_sentence_names_it():
                      "Your anniversary is 11/22.") is None
 
 
+def test_an_english_question_is_checked_as_english_whatever_the_note():
+    # Neither the note nor its answer has an English function word; the question's opening does.
+    assert rejection("Shoe size 10.5 (US).", "How many inches tall?", "Shoe size 10.5 (US).") is not None
+    assert rejection("Shoe size 10.5 (US).", "What is my shoe size?", "Your shoe size is 10.5 (US).") is None
+
+
 def test_a_job_is_asked_for_only_where_the_answer_names_one():
     assert rejection("Work from home on Fridays.", "What is my job?", "You work from home on Fridays.") == (
         "the question asks for a job the answer does not name")
@@ -318,6 +324,7 @@ def test_the_first_passing_candidate_is_taken():
 def test_emoji_and_chat_asides_stay_out_of_the_pair():
     assert tidy("i have two cats, Pickle and Mango 🐱🐈‍⬛") == "i have two cats, Pickle and Mango  "
     assert tidy("my partner Leo is vegan lol, and I'm not haha!!") == "my partner Leo is vegan, and I'm not!"
+    assert tidy("I play football (usually in goal lol)") == "I play football (usually in goal)"
     assert tidy("I'm off to Rome :) in May <3") == "I'm off to Rome   in May  "
     # A word that only looks like an aside, and symbols that are no emoji, stay.
     assert tidy("Lol is my dog; it is 20°C in Lolland, £5 a day.") == "Lol is my dog; it is 20°C in Lolland, £5 a day."

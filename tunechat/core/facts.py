@@ -419,8 +419,11 @@ def _no_duration(question: str, answer: str) -> bool:
 
 def _english(sentence: str, question: str, answer: str) -> bool:
     """Whether the English checks apply: the sentence or the pair has an English function word
-    (a note such as "lactose intolerant" has none, but its English pair does)."""
-    return bool((_word_set(sentence) | _word_set(question) | _word_set(answer)) & _ENGLISH)
+    (a note such as "lactose intolerant" has none, but its English pair does), or the question
+    opens with an English question word ("How many inches tall?" for "Shoe size 10.5")."""
+    opening = _words(question)[:1]
+    return bool((_word_set(sentence) | _word_set(question) | _word_set(answer)) & _ENGLISH
+                or (opening and _fold(opening[0].group()) in _QUESTION_WORDS))
 
 
 # First person -> second person, in this order (the verb after "I" first). "am" after a
@@ -525,7 +528,7 @@ def candidates(engine: Engine, sentence: str) -> Iterator[tuple[str, str]]:
 # aside ("lol") or emoticon at the end of a clause: a fact's answer leaves them out.
 _EMOJI = re.compile("[\U0001F000-\U0001FAFF\u2600-\u27BF\u2B00-\u2BFF\uFE0F\u200D]+")
 _ASIDES = "|".join(_WORDS["asides"])
-_ASIDE = re.compile(rf"(?:\s+(?:{_ASIDES})\b)+(?=\s*(?:[.!?,;]|$))", re.IGNORECASE)
+_ASIDE = re.compile(rf"(?:\s+(?:{_ASIDES})\b)+(?=\s*(?:[.!?,;)]|$))", re.IGNORECASE)
 _EMOTICON = re.compile(r"(?<!\S)(?:[:;]-?[()DPp]|<3)(?!\S)")
 
 
