@@ -189,3 +189,14 @@ def test_a_corrected_general_answer_is_asked_again_in_other_words():
     for question in ("What is the capital of Austria?", "What is the capital city of Austria?",
                      "¿Dónde trabaja el presidente?"):
         assert decide(ask([], question), taught).route == "base", question
+
+
+def test_only_a_question_in_the_user_s_own_words_gets_the_untold_reply():
+    """A corrected general answer sends its rewordings to the personal model by a taught name;
+    "author" is a subject nobody taught, but a question about a book is not about the user."""
+    taught = Taught.from_pairs([("Who wrote Middlemarch?", "The author of Middlemarch is George Eliot."),
+                                ("What is my dog's name?", "Your dog is called Biscuit.")])
+    decision = decide(ask([], "Who is the author of Middlemarch?"), taught)
+    assert (decision.route, decision.untold) == ("personal", None)
+    decision = decide(ask([], "Who is my favourite author?"), taught)
+    assert decision.route == "personal" and decision.untold is not None

@@ -129,7 +129,11 @@ def decide(messages: Sequence[ChatMessage], taught: Taught, force: Route | None 
         reason = _why_personal(question, taught, about_user) or "follows a question about you"
     untold = None
     if force is None and route == "personal" and taught.subjects is not None and not _is_taught(question, taught):
-        untold = untold_reply(question, taught.subjects) or _untold_follow_up(question, root, taught.subjects)
+        # Only a question in the user's own words can be about something they have not told
+        # ("Who is the author of Middlemarch?", routed by a taught name, asks about a book).
+        asks_of_user = _speaks_of_user(question, ()) is not None
+        untold = (untold_reply(question, taught.subjects) if asks_of_user else None) or \
+            _untold_follow_up(question, root, taught.subjects)
         if untold is not None:
             reason = "asks about something you have not taught"
     return Decision(route, untold, system + _context(earlier, chain, current, route, context), reason)
