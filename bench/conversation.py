@@ -51,8 +51,9 @@ PERSONAS = {**PERSONAS,
             "seventh": ROOT / "tests" / "data" / "persona-seventh.json",
             "eighth": ROOT / "tests" / "data" / "persona-eighth.json",
             "ninth": ROOT / "tests" / "data" / "persona-ninth.json",
-            "tenth": ROOT / "tests" / "data" / "persona-tenth.json"}
-HELD_OUT = ("fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "tenth")
+            "tenth": ROOT / "tests" / "data" / "persona-tenth.json",
+            "eleventh": ROOT / "tests" / "data" / "persona-eleventh.json"}
+HELD_OUT = ("fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "tenth", "eleventh")
 # General questions asked in the first person: the rule sends them to the personal model.
 FIRST_PERSON_GENERAL = [
     ("I wonder what the capital of Italy is.", "Rome"),
