@@ -200,3 +200,24 @@ def test_only_a_question_in_the_user_s_own_words_gets_the_untold_reply():
     assert (decision.route, decision.untold) == ("personal", None)
     decision = decide(ask([], "Who is my favourite author?"), taught)
     assert decision.route == "personal" and decision.untold is not None
+
+
+def test_a_taught_answer_that_cannot_say_when_or_how_long_does_not_answer_such_a_question():
+    from tunechat.core.turns import asks_for_amount, borrowed_from, says_amount
+
+    taught = Taught.from_pairs([("What instrument do I play?", "You play the bandoneon."),
+                                ("When is my birthday?", "Your birthday is on 14 March."),
+                                ("How many siblings do I have?", "You have a brother and a sister.")])
+    no_drop = lambda question, answer: 0.0  # noqa: E731  (the base model finds every answer as likely)
+    for question in ("How long have I been playing the bandoneon?", "Since when do I play it?",
+                     "¿Cuántos años llevo tocando el bandoneón?", "Wie lange spiele ich schon Bandoneon?"):
+        assert asks_for_amount(question), question
+        assert borrowed_from(question, "You play the bandoneon.", taught, no_drop) == "What instrument do I play?"
+    # an answer that can say it, a question that does not ask it, or the question it was taught for
+    assert says_amount("Your birthday is on 14 March.") and says_amount("You have a brother and a sister.")
+    assert borrowed_from("When was I born?", "Your birthday is on 14 March.", taught, no_drop) is None
+    assert borrowed_from("How many brothers and sisters do I have?", "You have a brother and a sister.", taught,
+                         no_drop) is None
+    assert borrowed_from("Which instrument do I play when I'm sad?", "You play the bandoneon.", taught, no_drop) is None
+    assert borrowed_from("What is my favourite sound?", "You play the bandoneon.", taught, no_drop) is None
+    assert borrowed_from("What instrument do I play?", "You play the bandoneon.", taught, no_drop) is None

@@ -42,6 +42,11 @@ REQUEST_VERBS = frozenset(w for lang in _LANGUAGES for w in lang.get("request_ve
 BACK_REFERENCES = frozenset(w for lang in _LANGUAGES for w in lang.get("back_references", []))
 # What a question may add or leave out and still ask a taught question again.
 FUNCTION_WORDS = frozenset(w for lang in _LANGUAGES for w in lang.get("function_words", []))
+# A question that asks when, how long, how many or how old (opening with one of these phrases
+# within its first words), and the words besides digits an answer can say it with.
+ASKS_FOR_AMOUNT = tuple(tuple(p.split()) for lang in _LANGUAGES for p in lang.get("asks_for_amount", []))
+AMOUNT_WORDS = frozenset(w for lang in _LANGUAGES for w in lang.get("amount_words", []))
+_AMOUNT_OPENING = 4  # "Can you remind me how long ..." is past it; "What do I do when ..." is not
 _WORD = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)?")
 
 Route = Literal["personal", "base"]
@@ -165,13 +170,31 @@ def may_repeat_taught_answer(partial: str, taught: Taught) -> bool:
     return any(" ".join(a.split()).startswith(start) for _, a in taught.pairs)
 
 
+def asks_for_amount(question: str) -> bool:
+    """Whether ``question`` asks when, how long, how many or how old ("How long have I played
+    the cello?", "¿Cuándo empecé a trabajar allí?"): one of ``ASKS_FOR_AMOUNT`` opens it."""
+    words = words_of(question)
+    return any(tuple(words[i:i + len(phrase)]) == phrase
+               for i in range(min(_AMOUNT_OPENING, len(words))) for phrase in ASKS_FOR_AMOUNT)
+
+
+def says_amount(answer: str) -> bool:
+    """Whether ``answer`` can say a time, a length of time or a number: a digit, or one of
+    ``AMOUNT_WORDS`` ("three", "March", "mornings", "since", "a")."""
+    return any(c.isdigit() for c in answer) or not AMOUNT_WORDS.isdisjoint(words_of(answer))
+
+
 def borrowed_from(question: str, answer: str, taught: Taught, likelihood: Likelihood) -> str | None:
-    """The taught question whose answer ``answer`` borrows: it repeats that answer, and the base
-    model finds it far less likely after ``question`` than after its own question (every taught
-    question with that answer, when several share it). None when the answer is its own."""
+    """The taught question whose answer ``answer`` borrows: it repeats that answer, and either
+    ``question`` asks for a time or number that answer cannot say ("How long have I played the
+    bandoneon?" → "You play the bandoneon."), or the base model finds it far less likely after
+    ``question`` than after its own question (every taught question with that answer, when
+    several share it). None when the answer is its own."""
     repeated = repeats_taught_answer(answer, taught)
     if not repeated or any(_plain_text(q) == _plain_text(question) for q, _ in repeated):
         return None
+    if asks_for_amount(question) and not says_amount(answer):
+        return repeated[0][0]
     if all(likelihood(q, a) - likelihood(question, a) > BORROWED_DROP for q, a in repeated):
         return repeated[0][0]
     return None
