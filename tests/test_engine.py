@@ -170,3 +170,26 @@ def test_embeddings_are_the_base_models_and_leave_the_chat_as_it_was(base_model,
         assert engine.last_reused > 0  # the chat's cached prompt outlived the embeddings
     finally:
         engine.close()
+
+
+def test_the_thread_count_changes_in_llama_cpp_and_the_answers_stay_the_same(base_model):
+    import llama_cpp
+
+    from tunechat.core.engine import Engine
+
+    engine = Engine(base_model, n_threads=2)
+    try:
+        messages = [{"role": "user", "content": "Name three colours."}]
+        settings = GenerationSettings(max_tokens=24, temperature=0.0)
+        before = engine.complete(messages, settings)
+        engine.embed(["a first embedding opens the embeddings' context"])
+        engine.use_threads(1)
+        assert engine.n_threads == 1
+        contexts = [engine._llm._ctx.ctx, engine._embedding_context[0].ctx]
+        assert [(llama_cpp.llama_n_threads(c), llama_cpp.llama_n_threads_batch(c)) for c in contexts] == [(1, 1)] * 2
+        assert engine.complete([{"role": "user", "content": "Name three animals."}], settings)  # evaluates afresh
+        assert engine.complete(messages, settings) == before
+        engine.use_threads(2)
+        assert [llama_cpp.llama_n_threads(c) for c in contexts] == [2, 2]
+    finally:
+        engine.close()

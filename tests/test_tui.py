@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import add_version, wait_until
-from tunechat.core.engine import GenerationSettings
+from tunechat.core.engine import GenerationSettings, default_threads
 from tunechat.tui.app import TunechatApp
 from tunechat.tui.screens.chats import ChatsScreen
 from tunechat.tui.screens.confirm import Confirm
@@ -747,6 +747,9 @@ async def test_a_run_goes_on_while_the_chat_is_used_and_f6_shows_it_again(store)
         for wait, event in recorded_events(3):
             clock.now += wait
             job.queue.put(event)
+        # the chat's model gives the run's worker the cores: one llama.cpp thread meanwhile
+        await wait_until(lambda: app.engine is not None, pilot)
+        assert app.engine.n_threads == 1
         await pilot.press("f6")
         screen = app.screen
         assert isinstance(screen, PersonalizeScreen) and screen.run is run
@@ -768,6 +771,7 @@ async def test_a_run_goes_on_while_the_chat_is_used_and_f6_shows_it_again(store)
         await wait_until(lambda: run.state == "done", pilot)
         await pilot.pause()
         assert "✓ Learned 7 of 7 facts." in str(screen.query_one("#report-text").render())
+        assert app.engine.n_threads == default_threads()  # every core again
         await pilot.press("escape")
         assert app.personalize_run is None and "personaliz" not in str(app.status.render())
 
@@ -814,6 +818,7 @@ async def test_esc_cancels_a_run_and_nothing_is_said_of_it_afterwards(store):
         await wait_until(lambda: job.cancelled and not app.workers, pilot)
         await pilot.pause(0.2)
         assert app.screen is app.chat_screen and app.personalize_run is None
+        assert app.engine is not None and app.engine.n_threads == default_threads()
         assert "personaliz" not in str(app.status.render())
         assert not [n for n in app._notifications if "finished" in str(n.message)]
 

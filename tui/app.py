@@ -18,7 +18,7 @@ from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
 from tunechat.core import scope
-from tunechat.core.engine import GenerationSettings
+from tunechat.core.engine import GenerationSettings, default_threads
 from tunechat.core.registry import EMBEDDED_NAME, ModelEntry, Registry, RegistryState
 from tunechat.core.scope import ChatEngine
 from tunechat.core.store import Chat, Store, StoreError
@@ -177,6 +177,17 @@ class TunechatApp(App[int]):
         self._switch_undo = None  # it loaded: the switch stands
         self.chat_screen.query_one(PromptInput).refusal = None
         self.chat_screen.use_engine(message.engine)
+        self.fit_threads()
+
+    def fit_threads(self) -> None:
+        """One llama.cpp thread for the chat while this app's personalization runs (its worker
+        keeps every core busy, and llama.cpp's threads would wait for each other at every step:
+        a fact's pair took 124 s on two threads, 16 s on one, on 2 cores), every core otherwise."""
+        run = self.personalize_run
+        wanted = 1 if run is not None and run.state == "running" else default_threads()
+        engine = self.engine
+        if engine is not None and engine.n_threads != wanted:
+            engine.use_threads(wanted)
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         """Every worker the app runs ends up here when it fails, and the failure is shown:

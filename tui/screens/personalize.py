@@ -35,6 +35,9 @@ class RunHost(Protocol):
 
     personalize_run: PersonalizeRun | None
 
+    def fit_threads(self) -> None:
+        """Give the chat's model fewer threads while a run keeps the cores busy, all after."""
+
 
 class PersonalizeRun:
     """One personalization as the app follows it: the worker's events in a thread, one
@@ -55,6 +58,11 @@ class PersonalizeRun:
     def start(self) -> None:
         self.app.run_worker(self._pump, thread=True, group="personalize", exit_on_error=False,
                             description="Personalizing")
+        self._fit_threads()
+
+    def _fit_threads(self) -> None:
+        host: RunHost = self.app  # type: ignore[assignment]
+        host.fit_threads()
 
     def _pump(self) -> None:
         for event in self.job.events():
@@ -120,6 +128,7 @@ class PersonalizeRun:
             self.cancelled = True
             self.job.cancel()
             self.state = "done"
+            self._fit_threads()
 
     def _close(self, ending: str, failed: bool = False) -> None:
         self.state, self.ending, self.failed = "done", ending, failed
@@ -133,6 +142,7 @@ class PersonalizeRun:
                                 f"Now using {self.installed}. F6 shows the report.", title="Personalize")
 
     def changed(self) -> None:
+        self._fit_threads()
         if self.screen is not None and self.screen.is_attached:
             self.screen.show()
             self.screen.refresh_bindings()

@@ -541,6 +541,19 @@ class Engine:
         self._embedding_context = (context, batch)
         return self._embedding_context
 
+    def use_threads(self, n_threads: int) -> None:
+        """Evaluate on ``n_threads`` threads from the next token on, in the chat's context and
+        the embeddings'. With another process busy on every core (a training run), llama.cpp's
+        threads wait for each other at every step: one thread is then several times faster.
+        Safe while another thread generates: llama.cpp reads the count at each evaluation."""
+        import llama_cpp
+
+        self.n_threads = n_threads
+        self._llm.context_params.n_threads = self._llm.context_params.n_threads_batch = n_threads
+        contexts = [self._llm._ctx] + ([self._embedding_context[0]] if self._embedding_context else [])
+        for context in contexts:
+            llama_cpp.llama_set_n_threads(context.ctx, n_threads, n_threads)
+
     def close(self) -> None:
         if self._embedding_context is not None:
             for part in reversed(self._embedding_context):

@@ -146,6 +146,16 @@ class ScopedEngine:
                  force: Route | None = None) -> str:
         return "".join(self.stream(messages, settings, force=force)).strip()
 
+    @property
+    def n_threads(self) -> int:
+        return self.personal.n_threads
+
+    def use_threads(self, n_threads: int) -> None:
+        """``Engine.use_threads`` for every model it holds."""
+        self.personal.use_threads(n_threads)
+        if self.base is not None:
+            self.base.use_threads(n_threads)
+
     def close(self) -> None:
         self.personal.close()
         if self.base is not None:
