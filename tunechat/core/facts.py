@@ -38,6 +38,8 @@ def _english_data() -> dict[str, Any]:
 _WORDS: dict[str, list[str]] = _english_data()["words"]
 # A few opening words that make an English text a question even without its mark.
 _QUESTION_WORDS = set(_WORDS["question_words"])
+# Those that are English alone ("Do que ...?" opens a Portuguese question).
+_WH_WORDS = {w for w in _QUESTION_WORDS if w.startswith(("wh", "how"))}
 
 # A word: letters and digits, joined across an apostrophe or hyphen (Mary's, KX-482-B), and
 # across : / . , between digits (6:45, 3/11/1988, 1,500).
@@ -300,10 +302,10 @@ def rejection(sentence: str, question: str, answer: str) -> str | None:
         return "the question gives the answer away"
     if _word_set(question) & _NAME_WORDS:
         names = _names(sentence)
-        if any(_holds(question, d) for d in names):
-            return "the question asks for a name it holds"
-        if not names:
+        if not any(_fold(d) not in _fold(question) for d in names):
             return "the question asks for a name the answer does not give"
+        if any(_names_named(question, d) for d in names):
+            return "the question asks for a name it holds"
     if _OWN_NAME.search(question) and not _GIVES_OWN_NAME.search(sentence):
         return "the question asks for your name, which the sentence does not give"
     people, asked_about = _people(sentence, subject=True), _people(question)
@@ -335,6 +337,14 @@ def rejection(sentence: str, question: str, answer: str) -> str | None:
     if not _word_set(answer) & _SECOND_PERSON:
         return "the answer is not in the second person"
     return None
+
+
+def _names_named(question: str, name: str) -> bool:
+    """Whether ``question`` asks for the name of ``name`` itself: "What is my friend Kenji's
+    name?", "the name of Kenji", "What is Kenji called?" (not "Who does Kenji live with?")."""
+    held = re.escape(_fold(name))
+    return re.search(rf"(?<!\w){held}(?:'s name\b|\s+(?:is\s+)?(?:called|named)\b)|\bname of {held}(?!\w)",
+                     _fold(question)) is not None
 
 
 def _holds(text: str, detail: str) -> bool:
@@ -420,10 +430,10 @@ def _no_duration(question: str, answer: str) -> bool:
 def _english(sentence: str, question: str, answer: str) -> bool:
     """Whether the English checks apply: the sentence or the pair has an English function word
     (a note such as "lactose intolerant" has none, but its English pair does), or the question
-    opens with an English question word ("How many inches tall?" for "Shoe size 10.5")."""
+    opens with an English wh-word or "how" ("How many inches tall?" for "Shoe size 10.5")."""
     opening = _words(question)[:1]
     return bool((_word_set(sentence) | _word_set(question) | _word_set(answer)) & _ENGLISH
-                or (opening and _fold(opening[0].group()) in _QUESTION_WORDS))
+                or (opening and _fold(opening[0].group()) in _WH_WORDS))
 
 
 # First person -> second person, in this order (the verb after "I" first). "am" after a
@@ -524,19 +534,23 @@ def candidates(engine: Engine, sentence: str) -> Iterator[tuple[str, str]]:
         yield _parse(completion, answer_first)
 
 
-# Emoji and pictographs (and the joiners and variation selectors that build them), and a chat
-# aside ("lol") or emoticon at the end of a clause: a fact's answer leaves them out.
-_EMOJI = re.compile("[\U0001F000-\U0001FAFF\u2600-\u27BF\u2B00-\u2BFF\uFE0F\u200D]+")
-_ASIDES = "|".join(_WORDS["asides"])
-_ASIDE = re.compile(rf"(?:\s+(?:{_ASIDES})\b)+(?=\s*(?:[.!?,;)]|$))", re.IGNORECASE)
-_EMOTICON = re.compile(r"(?<!\S)(?:[:;]-?[()DPp]|<3)(?!\S)")
+# Emoji and pictographs (and the joiners, variation selectors, keycaps and tags that build
+# them; music's flats and sharps stay), and a chat aside ("lol", "LOL", not the name "Lol") or an
+# emoticon: a fact's answer leaves them out. "<3" only where a clause ends ("<3 cats" counts).
+_EMOJI = re.compile("[\U0001F000-\U0001FAFF\u2600-\u2668\u2670-\u27BF\u2B00-\u2BFF\uFE0F\u200D\u20E3"
+                    "\U000E0020-\U000E007F]+")
+_ASIDES = "|".join(form for word in _WORDS["asides"] for form in (word, word.upper()))
+_CLAUSE_END = r"(?=\s*(?:[.!?,;)]|$))"
+_ASIDE = re.compile(rf"(?:\s+(?:{_ASIDES})\b)+{_CLAUSE_END}")
+_EMOTICON = re.compile(rf"(?<!\S)(?:[:;]-?[()DPp](?=\s|[.!?,;)]|$)|<3{_CLAUSE_END})")
 
 
 def tidy(text: str) -> str:
     """``text`` without emoji, without a chat aside closing a clause ("my partner is vegan lol"),
-    with one "!" or "?" where several stood."""
+    with one "!" or "?" where several stood, and no space left before a stop."""
     text = _ASIDE.sub("", _EMOTICON.sub(" ", _EMOJI.sub(" ", text)))
-    return re.sub(r"([!?])[!?]+", r"\1", text)
+    text = re.sub(r"([!?])[!?]+", r"\1", text)
+    return re.sub(r"\s+([.!?,;)])", r"\1", text)
 
 
 def as_sentence(text: str) -> str:
