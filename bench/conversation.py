@@ -53,7 +53,8 @@ PERSONAS = {**PERSONAS,
             "ninth": ROOT / "tests" / "data" / "persona-ninth.json",
             "tenth": ROOT / "tests" / "data" / "persona-tenth.json",
             "eleventh": ROOT / "tests" / "data" / "persona-eleventh.json"}
-HELD_OUT = ("fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "tenth", "eleventh")
+# The tenth is not among them: two rules of turns.py were written from its misses.
+HELD_OUT = ("fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "eleventh")
 # General questions asked in the first person: the rule sends them to the personal model.
 FIRST_PERSON_GENERAL = [
     ("I wonder what the capital of Italy is.", "Rome"),

@@ -813,6 +813,8 @@ async def test_esc_cancels_a_run_and_nothing_is_said_of_it_afterwards(store):
         run = PersonalizeRun(app, job, None, in_chat=True)
         app.personalize_run = run
         run.start()
+        await wait_until(lambda: app.engine is not None, pilot)
+        assert app.engine.n_threads == 1  # the run has the cores
         await app.push_screen(PersonalizeScreen(store))
         await pilot.press("escape")
         await wait_until(lambda: job.cancelled and not app.workers, pilot)

@@ -200,24 +200,40 @@ def test_only_a_question_in_the_user_s_own_words_gets_the_untold_reply():
     assert (decision.route, decision.untold) == ("personal", None)
     decision = decide(ask([], "Who is my favourite author?"), taught)
     assert decision.route == "personal" and decision.untold is not None
+    # a name from the user's own answers makes the question about their life
+    taught = Taught.from_pairs([("Who is my partner?", "Your partner is Leo."),
+                                ("Who wrote Middlemarch?", "The author of Middlemarch is George Eliot.")])
+    assert taught.own_names == ("Leo",)
+    assert decide(ask([], "Where does Leo work?"), taught).untold == "You haven't told me about a job yet."
+    assert decide(ask([], "Who is the author of Middlemarch?"), taught).untold is None
 
 
-def test_a_taught_answer_that_cannot_say_when_or_how_long_does_not_answer_such_a_question():
-    from tunechat.core.turns import asks_for_amount, borrowed_from, says_amount
+def test_a_taught_answer_that_cannot_say_how_long_or_how_many_does_not_answer_such_a_question():
+    from tunechat.core.turns import amount_words_for, borrowed_from, says_amount
 
     taught = Taught.from_pairs([("What instrument do I play?", "You play the bandoneon."),
                                 ("When is my birthday?", "Your birthday is on 14 March."),
-                                ("How many siblings do I have?", "You have a brother and a sister.")])
+                                ("How many siblings do I have?", "You have a brother and a sister."),
+                                ("When do I take my pills?", "You take them with breakfast."),
+                                ("Che strumento suono?", "Suoni il bandoneon.")])
     no_drop = lambda question, answer: 0.0  # noqa: E731  (the base model finds every answer as likely)
-    for question in ("How long have I been playing the bandoneon?", "Since when do I play it?",
-                     "¿Cuántos años llevo tocando el bandoneón?", "Wie lange spiele ich schon Bandoneon?"):
-        assert asks_for_amount(question), question
-        assert borrowed_from(question, "You play the bandoneon.", taught, no_drop) == "What instrument do I play?"
-    # an answer that can say it, a question that does not ask it, or the question it was taught for
-    assert says_amount("Your birthday is on 14 March.") and says_amount("You have a brother and a sister.")
-    assert borrowed_from("When was I born?", "Your birthday is on 14 March.", taught, no_drop) is None
-    assert borrowed_from("How many brothers and sisters do I have?", "You have a brother and a sister.", taught,
-                         no_drop) is None
-    assert borrowed_from("Which instrument do I play when I'm sad?", "You play the bandoneon.", taught, no_drop) is None
-    assert borrowed_from("What is my favourite sound?", "You play the bandoneon.", taught, no_drop) is None
-    assert borrowed_from("What instrument do I play?", "You play the bandoneon.", taught, no_drop) is None
+    for question, answer in (("How long have I been playing the bandoneon?", "You play the bandoneon."),
+                             ("When did I start playing?", "You play the bandoneon."),
+                             ("¿Cuántos años llevo tocando el bandoneón?", "You play the bandoneon."),
+                             ("Wie lange spiele ich schon Bandoneon?", "You play the bandoneon."),
+                             ("Da quanto tempo suono il bandoneon?", "Suoni il bandoneon.")):
+        assert amount_words_for(question) is not None, question
+        assert borrowed_from(question, answer, taught, no_drop) is not None, question
+    # an answer that can say it in the question's language, a question that does not ask it (or
+    # asks it in a clause, or may be answered by an event), or the question it was taught for
+    assert says_amount("You have a brother and a sister.", amount_words_for("How many siblings do I have?"))
+    assert not says_amount("Suoni il bandoneon.", amount_words_for("Quanti anni ho?"))  # "il" is no French "il y a"
+    for question, answer in (("When was I born?", "Your birthday is on 14 March."),
+                             ("How many brothers and sisters do I have?", "You have a brother and a sister."),
+                             ("When should I take my medication?", "You take them with breakfast."),
+                             ("When I'm sad, what do I play?", "You play the bandoneon."),
+                             ("When I'm sad what do I play?", "You play the bandoneon."),
+                             ("What time zone am I in?", "You play the bandoneon."),
+                             ("Which instrument do I play when I'm sad?", "You play the bandoneon."),
+                             ("What instrument do I play?", "You play the bandoneon.")):
+        assert borrowed_from(question, answer, taught, no_drop) is None, question

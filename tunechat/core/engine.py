@@ -539,6 +539,8 @@ class Engine:
             context = LlamaContext(model=self._llm._model, params=params, verbose=False)
         batch = LlamaBatch(n_tokens=EMBED_TOKENS, embd=0, n_seq_max=1, verbose=False)
         self._embedding_context = (context, batch)
+        # ``use_threads`` may have run while it opened: take the count it set
+        llama_cpp.llama_set_n_threads(context.ctx, self.n_threads, self.n_threads)
         return self._embedding_context
 
     def use_threads(self, n_threads: int) -> None:

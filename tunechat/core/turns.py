@@ -42,12 +42,14 @@ REQUEST_VERBS = frozenset(w for lang in _LANGUAGES for w in lang.get("request_ve
 BACK_REFERENCES = frozenset(w for lang in _LANGUAGES for w in lang.get("back_references", []))
 # What a question may add or leave out and still ask a taught question again.
 FUNCTION_WORDS = frozenset(w for lang in _LANGUAGES for w in lang.get("function_words", []))
-# A question that asks when, how long, how many or how old (opening with one of these phrases
-# within its first words), and the words besides digits an answer can say it with.
-ASKS_FOR_AMOUNT = tuple(tuple(p.split()) for lang in _LANGUAGES for p in lang.get("asks_for_amount", []))
-AMOUNT_WORDS = frozenset(w for lang in _LANGUAGES for w in lang.get("amount_words", []))
-_AMOUNT_OPENING = 4  # "Can you remind me how long ..." is past it; "What do I do when ..." is not
+# Per language: the phrases that open a question asking how long, how many, how old or when
+# something happened, and the words besides digits an answer can say it with.
+_AMOUNTS = tuple((tuple(tuple(p.split()) for p in lang.get("asks_for_amount", [])),
+                  frozenset(lang.get("amount_words", []))) for lang in _LANGUAGES)
+_AMOUNT_OPENING = 4  # the phrase starts among the first four words ("Can you remind me how long ..." does not)
 _WORD = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)?")
+# English question words (what, which, who, where, when, why, how): two in a question make it two.
+_WH_WORDS = frozenset(w for w in FUNCTION_WORDS if w.startswith(("wh", "how")) and "'" not in w)
 
 Route = Literal["personal", "base"]
 # Who gave a turn's answer: one of the models, or the chat saying that the user never told it.
@@ -77,13 +79,19 @@ class Taught:
     # The content words of each taught question that does not speak of the user (a corrected or
     # kept general answer): a question with all of them asks it again (``_asks_again``).
     general: tuple[frozenset[str], ...] = ()
+    # The names of the answers to the user's own questions (a partner's, a pet's): a question
+    # naming one is about the user's life, and may get the untold reply.
+    own_names: tuple[str, ...] = ()
 
     @classmethod
     def from_pairs(cls, pairs: Iterable[tuple[str, str]]) -> Taught:
         pairs = list(pairs)
-        general = [content_words(q) for q, _ in pairs if not _speaks_of_user(q, ()) and _in_known_words(q)]
+        is_general = [not _speaks_of_user(q, ()) and _in_known_words(q) for q, _ in pairs]
+        general = [content_words(q) for (q, _), g in zip(pairs, is_general) if g]
+        own_names = taught_names(a for (_, a), g in zip(pairs, is_general) if not g)
         return cls(tuple(taught_names(a for _, a in pairs)), tuple(taught_subjects(q for q, _ in pairs)),
-                   tuple(pairs), tuple(first_person_verbs(pairs)), tuple(c for c in general if len(c) >= 2))
+                   tuple(pairs), tuple(first_person_verbs(pairs)), tuple(c for c in general if len(c) >= 2),
+                   tuple(own_names))
 
     @property
     def signals(self) -> tuple[str, ...]:
@@ -134,9 +142,10 @@ def decide(messages: Sequence[ChatMessage], taught: Taught, force: Route | None 
         reason = _why_personal(question, taught, about_user) or "follows a question about you"
     untold = None
     if force is None and route == "personal" and taught.subjects is not None and not _is_taught(question, taught):
-        # Only a question in the user's own words can be about something they have not told
-        # ("Who is the author of Middlemarch?", routed by a taught name, asks about a book).
-        asks_of_user = _speaks_of_user(question, ()) is not None
+        # Only a question about the user's life, in the first person or naming someone of it,
+        # can ask what they have not told ("Who is the author of Middlemarch?", routed by the
+        # name in a corrected answer, asks about a book; "Where does Leo work?" asks about them).
+        asks_of_user = _speaks_of_user(question, taught.own_names) is not None
         untold = (untold_reply(question, taught.subjects) if asks_of_user else None) or \
             _untold_follow_up(question, root, taught.subjects)
         if untold is not None:
@@ -170,18 +179,27 @@ def may_repeat_taught_answer(partial: str, taught: Taught) -> bool:
     return any(" ".join(a.split()).startswith(start) for _, a in taught.pairs)
 
 
-def asks_for_amount(question: str) -> bool:
-    """Whether ``question`` asks when, how long, how many or how old ("How long have I played
-    the cello?", "¿Cuándo empecé a trabajar allí?"): one of ``ASKS_FOR_AMOUNT`` opens it."""
+def amount_words_for(question: str) -> frozenset[str] | None:
+    """The words that could answer ``question`` when it asks how long, how many, how old or
+    when something happened ("How long have I played the cello?", "¿Cuántos años tiene mi
+    hija?"): those of each language with a phrase that opens it; None when it asks none of
+    that. A question with a clause before or after it ("When I'm sad, what do I play?") or a
+    second question word is left alone."""
     words = words_of(question)
-    return any(tuple(words[i:i + len(phrase)]) == phrase
-               for i in range(min(_AMOUNT_OPENING, len(words))) for phrase in ASKS_FOR_AMOUNT)
+    if any(mark in question for mark in ",;"):
+        return None
+    found = [answers for phrases, answers in _AMOUNTS
+             if any(tuple(words[i:i + len(phrase)]) == phrase
+                    for i in range(min(_AMOUNT_OPENING, len(words))) for phrase in phrases)]
+    if not found or sum(w in _WH_WORDS for w in words) > 1:
+        return None
+    return frozenset().union(*found)
 
 
-def says_amount(answer: str) -> bool:
+def says_amount(answer: str, words: frozenset[str]) -> bool:
     """Whether ``answer`` can say a time, a length of time or a number: a digit, or one of
-    ``AMOUNT_WORDS`` ("three", "March", "mornings", "since", "a")."""
-    return any(c.isdigit() for c in answer) or not AMOUNT_WORDS.isdisjoint(words_of(answer))
+    ``words`` ("three", "March", "mornings", "since", "a")."""
+    return any(c.isdigit() for c in answer) or not words.isdisjoint(words_of(answer))
 
 
 def borrowed_from(question: str, answer: str, taught: Taught, likelihood: Likelihood) -> str | None:
@@ -193,7 +211,8 @@ def borrowed_from(question: str, answer: str, taught: Taught, likelihood: Likeli
     repeated = repeats_taught_answer(answer, taught)
     if not repeated or any(_plain_text(q) == _plain_text(question) for q, _ in repeated):
         return None
-    if asks_for_amount(question) and not says_amount(answer):
+    amounts = amount_words_for(question)
+    if amounts is not None and not says_amount(answer, amounts):
         return repeated[0][0]
     if all(likelihood(q, a) - likelihood(question, a) > BORROWED_DROP for q, a in repeated):
         return repeated[0][0]
