@@ -1,0 +1,72 @@
+"""Every question of a persona asked alone, in a new chat, through the chat's own decision and
+engine (tunechat.core.turns.decide, tunechat.core.scope.ScopedEngine, the borrowed check),
+greedy: per kind, how many are right as the user sees them and how many say "not told".
+
+Right, as in bench/conversation.py: a taught, reworded or general question gives its key; an
+untaught question gives no taught key. The versions are bench/conversation.py's (trained once
+per persona and seed with the default method, kept under --versions and reused).
+
+    python bench/single_questions.py --personas eleventh --seeds 0 1 2 [-v]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from conversation import KINDS, PERSONAS, SETTINGS, persona_turns, right, version  # noqa: E402
+
+from tunechat.core.engine import Engine  # noqa: E402
+from tunechat.core.jsonl import parse_pairs  # noqa: E402
+from tunechat.core.registry import ADAPTER_FILE, PAIRS_FILE, PROBE_FILE, embedded_model_path  # noqa: E402
+from tunechat.core.scope import ScopedEngine, read_probe  # noqa: E402
+from tunechat.core.turns import Taught  # noqa: E402
+
+UNTOLD = ("haven't told", "have not told")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--personas", nargs="+", default=["eleventh"], choices=list(PERSONAS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--versions", type=Path, default=Path(os.environ.get("TUNECHAT_BENCH_VERSIONS", "")
+                                                               or tempfile.gettempdir()) / "tunechat-bench-versions")
+    parser.add_argument("-v", action="store_true", help="print every question, its answer and who gave it")
+    args = parser.parse_args()
+    print(f"{'persona':9} {'seed':>4}  " + "  ".join(f"{k:>22}" for k in KINDS if k != "follow-up")
+          + "   (right / asked; says not told)")
+    for persona in args.personas:
+        by_kind, _ = persona_turns(PERSONAS[persona])
+        taught_keys = [t.key for t in by_kind["taught"]]
+        for seed in args.seeds:
+            folder = version(persona, seed, args.versions)
+            engine = ScopedEngine(Engine(embedded_model_path(), lora_path=folder / ADAPTER_FILE),
+                                  taught=Taught.from_pairs(parse_pairs(folder / PAIRS_FILE)),
+                                  probe=read_probe(folder / PROBE_FILE))
+            cells = []
+            try:
+                for kind, turns in by_kind.items():
+                    good = untold = 0
+                    for turn in turns:
+                        answer = engine.complete([{"role": "user", "content": turn.question}], SETTINGS)
+                        good += right(turn, answer, taught_keys)
+                        untold += any(u in answer for u in UNTOLD)
+                        if args.v:
+                            by = engine.last.answered_by if engine.last else "?"
+                            print(f"    {kind:20} {by:8} {turn.question!r} -> {answer!r}")
+                    cells.append(f"{good:>3}/{len(turns):<3}; {untold:>2}")
+            finally:
+                engine.close()
+            print(f"{persona:9} {seed:>4}  " + "  ".join(f"{c:>22}" for c in cells), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
