@@ -333,6 +333,9 @@ def test_emoji_and_chat_asides_stay_out_of_the_pair():
     assert said("I play football (usually in goal LOL)") == "I play football (usually in goal)."
     assert said("I'm off to Rome :) in May <3") == "I'm off to Rome in May."
     assert said("vegan :). 1️⃣ cat 😂.") == "vegan. 1 cat."
+    assert said("Just so you know, I take 50mg of sertraline.") == "I take 50mg of sertraline."
+    assert said("My mom's birthday is March 14th, don't let me forget lol") == "My mom's birthday is March 14th."
+    assert said("I remember that my dad was 6 ft tall.") == "I remember that my dad was 6 ft tall."  # the fact itself
     # A name that reads like an aside, a count written "<3", music's flats and sharps and other
     # symbols that are no emoji stay.
     assert said("My dog is called Lol.") == "My dog is called Lol."

@@ -543,12 +543,19 @@ _ASIDES = "|".join(form for word in _WORDS["asides"] for form in (word, word.upp
 _CLAUSE_END = r"(?=\s*(?:[.!?,;)]|$))"
 _ASIDE = re.compile(rf"(?:\s+(?:{_ASIDES})\b)+{_CLAUSE_END}")
 _EMOTICON = re.compile(rf"(?<!\S)(?:[:;]-?[()DPp](?=\s|[.!?,;)]|$)|<3{_CLAUSE_END})")
+# Words to the assistant around the fact: "Just so you know, ...", "..., don't let me forget".
+_BEFORE = "|".join(map(re.escape, _WORDS["said_to_you_before"]))
+_AFTER = "|".join(map(re.escape, _WORDS["said_to_you_after"]))
+_TO_YOU_BEFORE = re.compile(rf"^\s*(?:{_BEFORE})\b\s*[,:]?\s*", re.IGNORECASE)
+_TO_YOU_AFTER = re.compile(rf"\s*[,;.]?\s*(?:{_AFTER})\b\s*(?=[.!?]*\s*$)", re.IGNORECASE)
 
 
 def tidy(text: str) -> str:
-    """``text`` without emoji, without a chat aside closing a clause ("my partner is vegan lol"),
-    with one "!" or "?" where several stood, and no space left before a stop."""
+    """``text`` without emoji, without a chat aside closing a clause ("my partner is vegan lol")
+    or words to the assistant around the fact ("Just so you know, ...", "..., don't let me
+    forget"), with one "!" or "?" where several stood, and no space left before a stop."""
     text = _ASIDE.sub("", _EMOTICON.sub(" ", _EMOJI.sub(" ", text)))
+    text = _TO_YOU_AFTER.sub("", _TO_YOU_BEFORE.sub("", text))
     text = re.sub(r"([!?])[!?]+", r"\1", text)
     return re.sub(r"\s+([.!?,;)])", r"\1", text)
 
