@@ -25,13 +25,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from conversation import HELD_OUT, PERSONAS, SETTINGS, persona_turns, version  # noqa: E402
+from conversation import HELD_OUT, PERSONAS, SETTINGS, persona_turns, scoped_version, version  # noqa: E402
 
 from tunechat.core import turns  # noqa: E402
-from tunechat.core.engine import Engine  # noqa: E402
-from tunechat.core.jsonl import parse_pairs  # noqa: E402
-from tunechat.core.registry import ADAPTER_FILE, PAIRS_FILE, PROBE_FILE, embedded_model_path  # noqa: E402
-from tunechat.core.scope import ScopedEngine, read_probe  # noqa: E402
 from tunechat.personalize.evaluate import admits_not_knowing, borrows, contains_key  # noqa: E402
 
 KINDS = ("taught", "reworded", "untaught", "first-person general")
@@ -39,9 +35,7 @@ KINDS = ("taught", "reworded", "untaught", "first-person general")
 
 def run(persona: str, seed: int, versions: Path) -> None:
     folder = version(persona, seed, versions)
-    pairs = parse_pairs(folder / PAIRS_FILE)
-    engine = ScopedEngine(Engine(embedded_model_path(), lora_path=folder / ADAPTER_FILE),
-                          taught=turns.Taught.from_pairs(pairs), probe=read_probe(folder / PROBE_FILE))
+    engine = scoped_version(folder)
     by_kind, _ = persona_turns(PERSONAS[persona])
     keys = [t.key for t in by_kind["taught"]]
     shipped = turns.BORROWED_DROP

@@ -151,13 +151,19 @@ def run_chat(engine: ScopedEngine, turns: list[Turn], context: str) -> list[tupl
     return out
 
 
+def scoped_version(folder: Path) -> ScopedEngine:
+    """The chat's engine over a version ``folder``: the embedded base with its adapter, what its
+    pairs taught (read as the chat reads them: ``scope.taught_by``) and its scope probe."""
+    return ScopedEngine(Engine(embedded_model_path(), lora_path=folder / ADAPTER_FILE),
+                        taught=Taught.from_pairs(parse_pairs(folder / PAIRS_FILE)),
+                        probe=read_probe(folder / PROBE_FILE))
+
+
 def run_persona(persona: str, seed: int, versions: Path, contexts: list[str], orders: list[int]) -> list[dict]:
     folder = version(persona, seed, versions)
-    pairs = parse_pairs(folder / PAIRS_FILE)  # as the chat reads a version's pairs (scope.taught_by)
     by_kind, follow = persona_turns(PERSONAS[persona])
     taught_keys = [t.key for t in by_kind["taught"]]
-    engine = ScopedEngine(Engine(embedded_model_path(), lora_path=folder / ADAPTER_FILE),
-                          taught=Taught.from_pairs(pairs), probe=read_probe(folder / PROBE_FILE))
+    engine = scoped_version(folder)
     base_alone: dict[str, str] = {}
     rows = []
     try:

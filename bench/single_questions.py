@@ -21,13 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from conversation import KINDS, PERSONAS, SETTINGS, persona_turns, right, version  # noqa: E402
-
-from tunechat.core.engine import Engine  # noqa: E402
-from tunechat.core.jsonl import parse_pairs  # noqa: E402
-from tunechat.core.registry import ADAPTER_FILE, PAIRS_FILE, PROBE_FILE, embedded_model_path  # noqa: E402
-from tunechat.core.scope import ScopedEngine, read_probe  # noqa: E402
-from tunechat.core.turns import Taught  # noqa: E402
+from conversation import KINDS, PERSONAS, SETTINGS, persona_turns, right, scoped_version, version  # noqa: E402
 
 UNTOLD = ("haven't told", "have not told")
 
@@ -47,9 +41,7 @@ def main() -> int:
         taught_keys = [t.key for t in by_kind["taught"]]
         for seed in args.seeds:
             folder = version(persona, seed, args.versions)
-            engine = ScopedEngine(Engine(embedded_model_path(), lora_path=folder / ADAPTER_FILE),
-                                  taught=Taught.from_pairs(parse_pairs(folder / PAIRS_FILE)),
-                                  probe=read_probe(folder / PROBE_FILE))
+            engine = scoped_version(folder)
             cells = []
             try:
                 for kind, turns in by_kind.items():
