@@ -52,9 +52,11 @@ PERSONAS = {**PERSONAS,
             "eighth": ROOT / "tests" / "data" / "persona-eighth.json",
             "ninth": ROOT / "tests" / "data" / "persona-ninth.json",
             "tenth": ROOT / "tests" / "data" / "persona-tenth.json",
-            "eleventh": ROOT / "tests" / "data" / "persona-eleventh.json"}
+            "eleventh": ROOT / "tests" / "data" / "persona-eleventh.json",
+            "twelfth": ROOT / "tests" / "data" / "persona-twelfth.json",
+            "thirteenth": ROOT / "tests" / "data" / "persona-thirteenth.json"}
 # The tenth is not among them: two rules of turns.py were written from its misses.
-HELD_OUT = ("fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "eleventh")
+HELD_OUT = ("fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "eleventh", "twelfth", "thirteenth")
 # General questions asked in the first person: the rule sends them to the personal model.
 FIRST_PERSON_GENERAL = [
     ("I wonder what the capital of Italy is.", "Rome"),
