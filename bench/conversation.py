@@ -41,7 +41,7 @@ from tunechat.core.engine import Engine, GenerationSettings  # noqa: E402
 from tunechat.core.jsonl import parse_pairs  # noqa: E402
 from tunechat.core.registry import ADAPTER_FILE, PAIRS_FILE, PROBE_FILE, embedded_model_path  # noqa: E402
 from tunechat.core.scope import ScopedEngine, read_probe  # noqa: E402
-from tunechat.core.turns import BY_KEY, CONTEXTS, Taught, borrowed_reply, decide  # noqa: E402
+from tunechat.core.turns import BY_KEY, CONTEXTS, Taught, decide, settle  # noqa: E402
 from tunechat.personalize.evaluate import EVAL_MAX_TOKENS, borrows, contains_key, load_persona  # noqa: E402
 from tunechat.personalize.spec import JobSpec  # noqa: E402
 
@@ -143,11 +143,13 @@ def run_chat(engine: ScopedEngine, turns: list[Turn], context: str) -> list[tupl
                           about_user=engine.about_user)
         answer = decision.untold if decision.untold is not None else \
             engine.engine_for(decision.route).complete(decision.context, SETTINGS)
+        if decision.answered_by == "personal":  # as ScopedEngine.stream settles it
+            decision = settle(decision, answer, engine.taught, engine.base_likelihood, engine.about_user)
+            if decision.untold is not None:
+                answer = decision.untold
+            elif decision.route == "base":
+                answer = engine.engine_for("base").complete(decision.context, SETTINGS)
         by = decision.answered_by
-        borrowed = borrowed_reply(turn.question, answer, engine.taught, engine.base_likelihood) \
-            if by == "personal" else None
-        if borrowed is not None:  # as ScopedEngine.stream says it
-            answer, by = borrowed[0], "untold"
         history.append({"role": "assistant", "content": answer, BY_KEY: by})
         out.append((answer, by))
     return out

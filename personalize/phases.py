@@ -32,7 +32,7 @@ from tunechat.core.manifest import Check, Drift, DriftScores, Gate, Manifest, Me
 from tunechat.core.registry import ADAPTER_FILE, MODEL_FILE, PAIRS_FILE
 from tunechat.core.scope import remembered_about_user, remembered_base_likelihood
 from tunechat.core.scope_probe import ScopeProbe
-from tunechat.core.turns import Taught, borrowed_reply, decide
+from tunechat.core.turns import Taught, decide, settle
 from tunechat.personalize import base as base_mod
 from tunechat.personalize import checks, data, evaluate, general, negatives, paraphrase, scope_fit, siblings, train
 from tunechat.personalize.data import Example, TemplateInfo
@@ -312,8 +312,10 @@ def evaluate_model(job: Job, base: Baseline, engine: Engine, adapted: Engine,
         if decision.untold is not None:
             return decision.untold
         answer = greedy_answer(adapted, question)
-        borrowed = borrowed_reply(question, answer, job.taught, base_likelihood)
-        return answer if borrowed is None else borrowed[0]
+        settled = settle(decision, answer, job.taught, base_likelihood, about_user)
+        if settled.untold is not None:
+            return settled.untold
+        return base.answers[question] if settled.route == "base" else answer
 
     base_likelihood = remembered_base_likelihood(adapted)
 

@@ -312,3 +312,41 @@ def test_embeddings_are_the_base_models_whatever_the_adapters_scale(base_model, 
     finally:
         adapted.close()
         plain.close()
+
+
+def test_a_personal_answer_that_brings_nothing_taught_gives_way_in_the_chat(base_model, tmp_path):
+    """With a probe, a personal answer is held until it brings something taught. One that does
+    not is the chat's "not told" for a question the probe reads as the user's, and the base
+    model's own answer for any other; one that brings a taught word is the personal model's
+    answer as it wrote it."""
+    import numpy as np
+
+    from tests.helpers import random_lora_gguf
+    from tunechat.core.engine import Engine, GenerationSettings
+    from tunechat.core.scope_probe import ScopeProbe
+    from tunechat.core.turns import _TOKEN, BORROWED_REPLY, FUNCTION_WORDS, NOTHING_TAUGHT_REASON
+
+    def probe(bias: float) -> ScopeProbe:  # reads every message as the user's (bias 1) or none (bias -1)
+        return ScopeProbe(np.zeros(576), np.ones(576), np.r_[np.zeros(576), bias], threshold=0.0)
+
+    lora = random_lora_gguf(base_model, tmp_path / "adapter.gguf", scale=0.12)
+    settings = GenerationSettings(max_tokens=24, temperature=0.0)
+    asked = [{"role": "user", "content": "What is my blood type?"}]
+    taught = Taught.from_pairs([("What is my dog's name?", "Your dog is called Biscuit.")])
+    personal, base = Engine(base_model, lora_path=lora), Engine(base_model)
+    try:
+        own = personal.complete(asked, settings)
+        assert "biscuit" not in own.casefold()  # the answer brings nothing taught
+        mine = ScopedEngine(personal, taught=taught, probe=probe(1.0))
+        assert mine.complete(asked, settings) == BORROWED_REPLY and mine.last.answered_by == "untold"
+        anyone = ScopedEngine(personal, taught=taught, probe=probe(-1.0))
+        assert anyone.complete(asked, settings) == base.complete(asked, settings) != own
+        assert anyone.last.answered_by == "base" and anyone.last.reason == NOTHING_TAUGHT_REASON
+        # Taught a word of its own answer, the personal model's answer stands, streamed on.
+        word = next(w for w in _TOKEN.findall(own)[:8] if w.casefold() not in FUNCTION_WORDS | {"blood", "type"})
+        knows = ScopedEngine(personal, taught=Taught.from_pairs([("What is my dog's name?", word)]), probe=probe(1.0))
+        assert knows.taught.knowledge == {word.casefold()}
+        assert "".join(knows.stream(asked, settings)) == own and knows.last.answered_by == "personal"
+    finally:
+        personal.close()
+        base.close()

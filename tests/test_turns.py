@@ -237,3 +237,55 @@ def test_a_taught_answer_that_cannot_say_how_long_or_how_many_does_not_answer_su
                              ("Which instrument do I play when I'm sad?", "You play the bandoneon."),
                              ("What instrument do I play?", "You play the bandoneon.")):
         assert borrowed_from(question, answer, taught, no_drop) is None, question
+
+
+def test_what_a_taught_answer_knows_is_what_its_question_and_everyday_words_do_not_say():
+    from tunechat.core.turns import knowledge_words
+
+    known = knowledge_words([("What is my dog's name?", "Your dog is called Biscuit."),
+                             ("How many hives do I keep?", "You keep 14 hives."),
+                             ("What instrument do I play?", "You play the bandoneon."),
+                             ("¿Qué como los domingos?", "Comes pulpo a la gallega.")])
+    assert {"biscuit", "14", "bandoneon", "pulpo", "gallega"} <= known
+    # The question's words, and words anyone's messages use, know nothing.
+    assert known.isdisjoint({"dog", "your", "called", "hives", "keep", "play", "the", "a", "la"})
+    # An answer of everyday words only still knows what its question does not say.
+    assert knowledge_words([("What do I drink in the morning?", "Black coffee.")]) == {"black", "coffee"}
+
+
+def test_a_personal_answer_that_brings_nothing_taught_is_not_shown_as_the_user_s():
+    """Made up ("Your blood type is A."): the chat says it was not told, when the question asks
+    about the user's life (the probe reads it so, or it names someone of it); an answer to a
+    question anyone could ask goes to the base model. An answer holding what was taught, an
+    answer to a taught question, and any answer without a probe to tell the two apart stand."""
+    from tunechat.core.turns import BORROWED_REPLY, NOTHING_TAUGHT_REASON, settle
+
+    taught = Taught.from_pairs([("What is my granddaughter's name?", "Your granddaughter is called Maren."),
+                                ("What is my dog's name?", "Your dog is called Biscuit.")])
+    fits = lambda question, answer: -1.0  # noqa: E731 (every answer as likely after any question)
+    mine, anyone = (lambda text: True), (lambda text: False)
+
+    def settled(question: str, answer: str, about_user):
+        decision = decide([{"role": "user", "content": question}], taught)
+        assert decision.route == "personal" and decision.untold is None
+        return settle(decision, answer, taught, fits, about_user)
+
+    made_up = settled("What is my blood type?", "Your blood type is A.", mine)
+    assert made_up.untold == BORROWED_REPLY and made_up.answered_by == "untold"
+    own_words = "You haven't told me your blood type yet."  # the model saying so itself: its words stay
+    assert settled("What is my blood type?", own_words, mine).untold == own_words
+    general = settled("I need the chemical formula for water.", "The chemical formula for water is H2O.", anyone)
+    assert general.route == "base" and general.untold is None and general.reason == NOTHING_TAUGHT_REASON
+    assert general.context == [{"role": "user", "content": "I need the chemical formula for water."}]
+    # Naming someone of the user's life asks about it, whatever the probe says.
+    assert settled("How old is Maren?", "She is 21.", anyone).untold == BORROWED_REPLY
+    for question, answer, about_user in [
+        ("What did I call my granddaughter?", "You called her Maren.", mine),  # brings the taught name
+        ("What is my dog's name?", "I do not know.", mine),  # a taught question
+        ("What is my blood type?", "Your blood type is A.", None),  # no probe
+    ]:
+        decision = decide([{"role": "user", "content": question}], taught)
+        assert settle(decision, answer, taught, fits, about_user) is decision, question
+    # Only the first words are read: what comes late was not answered from what was taught.
+    late = " ".join(["word"] * 20) + " Maren."
+    assert settled("What is my blood type?", late, mine).untold == BORROWED_REPLY

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
@@ -30,9 +29,11 @@ from tunechat.core.turns import (
     Likelihood,
     Route,
     Taught,
-    borrowed_reply,
+    brings_knowledge,
     decide,
     may_repeat_taught_answer,
+    read_enough,
+    settle,
     without_untold,
 )
 
@@ -117,30 +118,47 @@ class ScopedEngine:
         tokens = self.engine_for(decision.route).stream(decision.context, settings, stop)
         if decision.route != "personal" or force is not None or self.always is not None or not self.taught.pairs:
             return tokens
-        return self._unless_borrowed(tokens, decision)
+        return self._settled(tokens, decision, settings, stop)
 
-    def _unless_borrowed(self, tokens: Iterator[str], decision: Decision) -> Iterator[str]:
+    def _settled(self, tokens: Iterator[str], decision: Decision, settings: GenerationSettings,
+                 stop: threading.Event | None) -> Iterator[str]:
         """The personal model's answer, held back while it may still turn out a taught answer
-        word for word: one borrowed from another question (``turns.borrowed_from``) becomes the
-        chat's untold reply."""
-        held, holding = "", True
+        word for word or has brought nothing taught in its first words; then as
+        ``turns.settle`` says: the answer, the chat's reply, or the base model's answer."""
+        held = ""
         for delta in tokens:
-            if not holding:
-                yield delta
-                continue
             held += delta
-            if not may_repeat_taught_answer(held.strip(), self.taught):
-                holding = False
-                yield held
-        if not holding:
-            return
-        borrowed = borrowed_reply(decision.context[-1]["content"], held, self.taught, self.base_likelihood)
-        if borrowed is None:
+            if not self._holds(held.strip()):
+                yield from self._as_settled(held, decision, tokens, settings, stop)
+                return
+        yield from self._as_settled(held.strip(), decision, None, settings, stop)  # all of it came while held
+
+    def _holds(self, held: str) -> bool:
+        """Whether a personal answer that starts with ``held`` must still be held back."""
+        if may_repeat_taught_answer(held, self.taught):
+            return True
+        grounding = self.about_user is not None and bool(self.taught.knowledge)
+        return grounding and not brings_knowledge(held, self.taught) and not read_enough(held)
+
+    def _as_settled(self, held: str, decision: Decision, rest: Iterator[str] | None, settings: GenerationSettings,
+                    stop: threading.Event | None) -> Iterator[str]:
+        """``held`` and the ``rest`` of the personal answer, or what replaces them (not once the
+        user stopped the answer: what came stays)."""
+        if stop is not None and stop.is_set():
             yield held
             return
-        reply, reason = borrowed
-        self.last = replace(decision, untold=reply, reason=reason)
-        yield reply
+        settled = settle(decision, held, self.taught, self.base_likelihood, self.about_user)
+        if settled is decision:
+            yield held
+            yield from rest or ()
+            return
+        if rest is not None:
+            rest.close()  # the engine is free for the base model's answer
+        self.last = settled
+        if settled.untold is not None:
+            yield settled.untold
+        else:
+            yield from self.engine_for(settled.route).stream(settled.context, settings, stop)
 
     def complete(self, messages: Sequence[ChatMessage], settings: GenerationSettings = GenerationSettings(),
                  force: Route | None = None) -> str:

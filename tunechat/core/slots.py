@@ -118,6 +118,11 @@ def _for_you(text: str) -> str:
     return re.sub(r"[^\W\d_]+", lambda m: _FOR_YOU.get(m.group(0).casefold(), m.group(0)), text)
 
 
+# How every answer a negative is trained on begins: a personal model's answer that begins so
+# says it was not told.
+UNTOLD_OPENING = "You haven't told me"
+
+
 def untold_answer(question: str, subject: str) -> str:
     """The answer a negative is trained on, in one voice: "What is my bird's name?" → "You
     haven't told me your bird's name yet."; another shape of question speaks of its subject

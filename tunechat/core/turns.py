@@ -17,22 +17,31 @@ of the chain it continues; the chat's own untold replies are never shown to a mo
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Callable, Collection, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
 from tunechat.core.chat_template import ChatMessage, with_system
-from tunechat.core.slots import subject_signals, taught_subjects, untaught_subject, untold_answer, untold_reply
+from tunechat.core.slots import (
+    UNTOLD_OPENING,
+    subject_signals,
+    taught_subjects,
+    untaught_subject,
+    untold_answer,
+    untold_reply,
+)
 
 # The scope rule's words, per language (data/scope_words.json: closed-class words only). A turn
 # speaks of the user when its message refers to them in the first person, singular only: "we",
 # "our" and "us" are mostly generic in questions ("our solar system"), and taught answers speak
 # to one person ("Your name is ..."); "me" next to a request word ("tell me the capital of
 # France", "¿me puedes decir ...?") asks for something and does not speak of the asker.
-_SCOPE_WORDS = json.loads((Path(__file__).parent / "data" / "scope_words.json").read_text(encoding="utf-8"))
+_DATA = Path(__file__).parent / "data"
+_SCOPE_WORDS = json.loads((_DATA / "scope_words.json").read_text(encoding="utf-8"))
 _LANGUAGES = [value for key, value in _SCOPE_WORDS.items() if key != "about"]
 FIRST_PERSON = frozenset(w for lang in _LANGUAGES for w in lang["first_person"])
 ELIDED_FIRST_PERSON = frozenset(w for lang in _LANGUAGES for w in lang.get("elided", []))
@@ -82,6 +91,9 @@ class Taught:
     # The names of the answers to the user's own questions (a partner's, a pet's): a question
     # naming one is about the user's life, and may get the untold reply.
     own_names: tuple[str, ...] = ()
+    # What the answers know that their questions do not say (``knowledge_words``): an answer
+    # that brings none of it draws on nothing taught.
+    knowledge: frozenset[str] = frozenset()
 
     @classmethod
     def from_pairs(cls, pairs: Iterable[tuple[str, str]]) -> Taught:
@@ -91,7 +103,7 @@ class Taught:
         own_names = taught_names(a for (_, a), g in zip(pairs, is_general) if not g)
         return cls(tuple(taught_names(a for _, a in pairs)), tuple(taught_subjects(q for q, _ in pairs)),
                    tuple(pairs), tuple(first_person_verbs(pairs)), tuple(c for c in general if len(c) >= 2),
-                   tuple(own_names))
+                   tuple(own_names), knowledge_words(pairs))
 
     @property
     def signals(self) -> tuple[str, ...]:
@@ -149,7 +161,7 @@ def decide(messages: Sequence[ChatMessage], taught: Taught, force: Route | None 
         untold = (untold_reply(question, taught.subjects) if asks_of_user else None) or \
             _untold_follow_up(question, root, taught.subjects)
         if untold is not None:
-            reason = "asks about something you have not taught"
+            reason = UNTAUGHT_REASON
     return Decision(route, untold, system + _context(earlier, chain, current, route, context), reason)
 
 
@@ -224,6 +236,80 @@ def borrowed_reply(question: str, answer: str, taught: Taught, likelihood: Likel
     None when the answer is its own."""
     source = borrowed_from(question, answer, taught, likelihood)
     return None if source is None else (BORROWED_REPLY, BORROWED_REASON.format(question=source))
+
+
+# A personal answer that brings nothing taught in its first words (``brings_knowledge``) was
+# not answered from what the user taught: the model made it up ("Your blood type is A.",
+# "Your granddaughter is 21.") or answers a question anyone could ask in its own way ("I need
+# the chemical formula for water."). Taught answers say what they know early; the chat holds a
+# personal answer back until it has (or has said this many words without it).
+GROUNDING_WORDS = 20
+NOTHING_TAUGHT_REASON = "nothing you taught answers it"
+UNTAUGHT_REASON = "asks about something you have not taught"
+_TOKEN = re.compile(r"\w+")  # words and numbers
+
+
+@functools.cache
+def _everyday_words() -> frozenset[str]:
+    """Words anyone's messages use: those of the scope probe's bank of personal and general chat
+    messages in six languages (data/scope_bank.json), and the English function words."""
+    bank = json.loads((_DATA / "scope_bank.json").read_text(encoding="utf-8"))["languages"]
+    return FUNCTION_WORDS | {w.casefold() for side in bank.values() for messages in side.values()
+                             for message in messages for w in _TOKEN.findall(message)}
+
+
+def knowledge_words(pairs: Iterable[tuple[str, str]]) -> frozenset[str]:
+    """What the taught answers know that their questions do not say: per pair, the words of its
+    answer that its question lacks and that are a name (capitalized after the first word), hold a
+    digit or are no everyday word ("Pimento", "14", "bandoneon", "penicillin"); an answer with
+    none of those gives every word its question lacks but the function words."""
+    everyday = _everyday_words()
+    known: set[str] = set()
+    for question, answer in pairs:
+        asked = {w.casefold() for w in _TOKEN.findall(question)}
+        words = _TOKEN.findall(answer)
+        new = [(i, w, w.casefold()) for i, w in enumerate(words) if w.casefold() not in asked]
+        own = {folded for i, word, folded in new
+               if folded not in everyday or any(c.isdigit() for c in word) or (i > 0 and word[:1].isupper())}
+        known |= own or {folded for _, _, folded in new if folded not in FUNCTION_WORDS}
+    return frozenset(known)
+
+
+def brings_knowledge(answer: str, taught: Taught) -> bool:
+    """Whether ``answer``'s first ``GROUNDING_WORDS`` words hold something a taught answer knows."""
+    return any(w.casefold() in taught.knowledge for w in _TOKEN.findall(answer)[:GROUNDING_WORDS])
+
+
+def read_enough(answer: str) -> bool:
+    """Whether ``answer`` is long enough to say whether it brings anything taught."""
+    return len(_TOKEN.findall(answer)) >= GROUNDING_WORDS
+
+
+def settle(decision: Decision, answer: str, taught: Taught, likelihood: Likelihood,
+           about_user: AboutUser | None) -> Decision:
+    """The turn's decision once the personal model has answered (``answer``: the whole answer, or
+    its first ``GROUNDING_WORDS`` words): the same decision when the answer stands; the chat's
+    reply for a borrowed answer (``borrowed_reply``); and for an answer that brings nothing
+    taught to a question the user did not teach word for word, the chat's reply when the
+    question asks about the user's life (the version's scope probe reads it so, or it names
+    someone of it), else the base model's answer, which the personal model had nothing taught
+    to add to. Without a probe to tell the two apart, the answer stands."""
+    question = decision.context[-1]["content"]
+    borrowed = borrowed_reply(question, answer, taught, likelihood)
+    if borrowed is not None:
+        return replace(decision, untold=borrowed[0], reason=borrowed[1])
+    if about_user is None or not taught.knowledge or _is_taught(question, taught) or brings_knowledge(answer, taught):
+        return decision
+    if about_user(question) or _names_one_of(question, taught.own_names):
+        said = answer.strip()
+        return replace(decision, untold=said if said.startswith(UNTOLD_OPENING) else BORROWED_REPLY,
+                       reason=UNTAUGHT_REASON)
+    return replace(decision, route="base", reason=NOTHING_TAUGHT_REASON)
+
+
+def _names_one_of(text: str, names: Iterable[str]) -> bool:
+    folded = {n.casefold() for n in names}
+    return any(w in folded for w in words_of(text))
 
 
 def _plain_text(text: str) -> str:
