@@ -145,8 +145,8 @@ def run_chat(engine: ScopedEngine, turns: list[Turn], context: str) -> list[tupl
             engine.engine_for(decision.route).complete(decision.context, SETTINGS)
         if decision.answered_by == "personal":  # as ScopedEngine.stream settles it
             decision = settle(decision, answer, engine.taught, engine.base_likelihood, engine.about_user)
-            if decision.untold is not None:
-                answer = decision.untold
+            if decision.untold is not None or decision.recalled is not None:
+                answer = decision.untold or decision.recalled
             elif decision.route == "base":
                 answer = engine.engine_for("base").complete(decision.context, SETTINGS)
         by = decision.answered_by

@@ -313,8 +313,8 @@ def evaluate_model(job: Job, base: Baseline, engine: Engine, adapted: Engine,
             return decision.untold
         answer = greedy_answer(adapted, question)
         settled = settle(decision, answer, job.taught, base_likelihood, about_user)
-        if settled.untold is not None:
-            return settled.untold
+        if settled.untold is not None or settled.recalled is not None:
+            return settled.untold or settled.recalled
         return base.answers[question] if settled.route == "base" else answer
 
     base_likelihood = remembered_base_likelihood(adapted)

@@ -350,3 +350,27 @@ def test_a_personal_answer_that_brings_nothing_taught_gives_way_in_the_chat(base
     finally:
         personal.close()
         base.close()
+
+
+def test_a_taught_question_the_model_says_it_was_not_told_gets_its_taught_answer(base_model, tmp_path):
+    """The chat holds "You haven't told me ..." whole, whatever pieces it streams in, and says
+    the taught answer instead when the question is a taught one in its own words; to any other
+    question the model's words stand."""
+    from tests.helpers import random_lora_gguf
+    from tunechat.core.engine import Engine, GenerationSettings
+    from tunechat.core.turns import RECALLED_REASON
+
+    lora = random_lora_gguf(base_model, tmp_path / "adapter.gguf", scale=0.12)
+    taught = Taught.from_pairs([("What is my dog's name?", "Your dog is called Biscuit.")])
+    scoped = ScopedEngine(Engine(base_model, lora_path=lora), taught=taught)
+    refusal = ["You", " haven", "'t", " told me your", " dog's name yet."]
+    try:
+        for question, said in [("what is my dog's name", "Your dog is called Biscuit."),
+                               ("What is my dog's age?", "".join(refusal))]:
+            decision = scoped.decide([{"role": "user", "content": question}])
+            assert decision.route == "personal" and decision.untold is None
+            streamed = list(scoped._settled(iter(refusal), decision, GenerationSettings(), None))
+            assert streamed == [said], question
+        assert scoped.last.recalled == "Your dog is called Biscuit." and scoped.last.reason == RECALLED_REASON
+    finally:
+        scoped.close()

@@ -258,7 +258,7 @@ def test_a_personal_answer_that_brings_nothing_taught_is_not_shown_as_the_user_s
     about the user's life (the probe reads it so, or it names someone of it); an answer to a
     question anyone could ask goes to the base model. An answer holding what was taught, an
     answer to a taught question, and any answer without a probe to tell the two apart stand."""
-    from tunechat.core.turns import BORROWED_REPLY, NOTHING_TAUGHT_REASON, settle
+    from tunechat.core.turns import BORROWED_REPLY, NOTHING_TAUGHT_REASON, RECALLED_REASON, settle
 
     taught = Taught.from_pairs([("What is my granddaughter's name?", "Your granddaughter is called Maren."),
                                 ("What is my dog's name?", "Your dog is called Biscuit.")])
@@ -286,6 +286,11 @@ def test_a_personal_answer_that_brings_nothing_taught_is_not_shown_as_the_user_s
     ]:
         decision = decide([{"role": "user", "content": question}], taught)
         assert settle(decision, answer, taught, fits, about_user) is decision, question
+    # A taught question in its own words that the model says it was not told: the taught answer.
+    refused = settle(decide([{"role": "user", "content": "what is my dog's name"}], taught),
+                     "You haven't told me your dog's name yet.", taught, fits, None)
+    assert refused.recalled == "Your dog is called Biscuit." and refused.answered_by == "personal"
+    assert refused.reason == RECALLED_REASON
     # Only the first words are read: what comes late was not answered from what was taught.
     late = " ".join(["word"] * 20) + " Maren."
     assert settled("What is my blood type?", late, mine).untold == BORROWED_REPLY

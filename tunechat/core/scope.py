@@ -32,6 +32,7 @@ from tunechat.core.turns import (
     brings_knowledge,
     decide,
     may_repeat_taught_answer,
+    may_say_untold,
     read_enough,
     settle,
     without_untold,
@@ -123,7 +124,8 @@ class ScopedEngine:
     def _settled(self, tokens: Iterator[str], decision: Decision, settings: GenerationSettings,
                  stop: threading.Event | None) -> Iterator[str]:
         """The personal model's answer, held back while it may still turn out a taught answer
-        word for word or has brought nothing taught in its first words; then as
+        word for word, or the model saying it was not told, or has brought nothing taught in its
+        first words; then as
         ``turns.settle`` says: the answer, the chat's reply, or the base model's answer."""
         held = ""
         for delta in tokens:
@@ -135,7 +137,7 @@ class ScopedEngine:
 
     def _holds(self, held: str) -> bool:
         """Whether a personal answer that starts with ``held`` must still be held back."""
-        if may_repeat_taught_answer(held, self.taught):
+        if may_repeat_taught_answer(held, self.taught) or may_say_untold(held):
             return True
         grounding = self.about_user is not None and bool(self.taught.knowledge)
         return grounding and not brings_knowledge(held, self.taught) and not read_enough(held)
@@ -157,6 +159,8 @@ class ScopedEngine:
         self.last = settled
         if settled.untold is not None:
             yield settled.untold
+        elif settled.recalled is not None:
+            yield settled.recalled
         else:
             yield from self.engine_for(settled.route).stream(settled.context, settings, stop)
 

@@ -119,6 +119,9 @@ class Decision:
     untold: str | None  # the chat's own reply instead of a model's, for an untaught subject
     context: list[ChatMessage]  # what the answering model sees, ending with the user's message
     reason: str  # why, in a few words a person can read
+    # The taught answer, said by the chat in the personal model's place when that model says it
+    # was not told what the user taught with these very words (``settle``).
+    recalled: str | None = None
 
     @property
     def answered_by(self) -> AnsweredBy:
@@ -245,6 +248,7 @@ def borrowed_reply(question: str, answer: str, taught: Taught, likelihood: Likel
 # personal answer back until it has (or has said this many words without it).
 GROUNDING_WORDS = 20
 NOTHING_TAUGHT_REASON = "nothing you taught answers it"
+RECALLED_REASON = "what you taught for this question"
 UNTAUGHT_REASON = "asks about something you have not taught"
 _TOKEN = re.compile(r"\w+")  # words and numbers
 
@@ -280,6 +284,12 @@ def brings_knowledge(answer: str, taught: Taught) -> bool:
     return any(w.casefold() in taught.knowledge for w in _TOKEN.findall(answer)[:GROUNDING_WORDS])
 
 
+def may_say_untold(partial: str) -> bool:
+    """Whether an answer that starts with ``partial`` may be the model saying it was not told
+    (which ``settle`` may replace: it is held whole; such answers are short)."""
+    return UNTOLD_OPENING.startswith(partial) or partial.startswith(UNTOLD_OPENING)
+
+
 def read_enough(answer: str) -> bool:
     """Whether ``answer`` is long enough to say whether it brings anything taught."""
     return len(_TOKEN.findall(answer)) >= GROUNDING_WORDS
@@ -287,21 +297,33 @@ def read_enough(answer: str) -> bool:
 
 def settle(decision: Decision, answer: str, taught: Taught, likelihood: Likelihood,
            about_user: AboutUser | None) -> Decision:
-    """The turn's decision once the personal model has answered (``answer``: the whole answer, or
-    its first ``GROUNDING_WORDS`` words): the same decision when the answer stands; the chat's
-    reply for a borrowed answer (``borrowed_reply``); and for an answer that brings nothing
-    taught to a question the user did not teach word for word, the chat's reply when the
-    question asks about the user's life (the version's scope probe reads it so, or it names
-    someone of it), else the base model's answer, which the personal model had nothing taught
-    to add to. Without a probe to tell the two apart, the answer stands."""
+    """The turn's decision once the personal model has answered (``answer``: the whole answer,
+    or its first ``GROUNDING_WORDS`` words). The same decision when the answer stands.
+
+    - A taught question asked in its own words keeps its answer, unless the model says it was
+      not told: then the chat says what was taught (the negatives bring that refusal close to
+      the taught answers, and the verify gate lets one taught answer in ten change).
+    - A borrowed answer (``borrowed_reply``) becomes the chat's reply.
+    - An answer that brings nothing taught (``brings_knowledge``) becomes the chat's reply when
+      the question asks about the user's life (the version's scope probe reads it so, or it
+      names someone of it; the model's own "You haven't told me ..." is kept as that reply),
+      and the base model's answer otherwise: the personal model had nothing taught to add.
+      Without a probe to tell the two apart, the answer stands.
+    """
     question = decision.context[-1]["content"]
+    said = answer.strip()
+    if _is_taught(question, taught):
+        if not said.startswith(UNTOLD_OPENING):
+            return decision
+        asked = _plain_text(question)
+        recalled = [a for q, a in taught.pairs if _plain_text(q) == asked][-1]  # the newest pair, if several
+        return replace(decision, recalled=recalled, reason=RECALLED_REASON)
     borrowed = borrowed_reply(question, answer, taught, likelihood)
     if borrowed is not None:
         return replace(decision, untold=borrowed[0], reason=borrowed[1])
-    if about_user is None or not taught.knowledge or _is_taught(question, taught) or brings_knowledge(answer, taught):
+    if about_user is None or not taught.knowledge or brings_knowledge(answer, taught):
         return decision
     if about_user(question) or _names_one_of(question, taught.own_names):
-        said = answer.strip()
         return replace(decision, untold=said if said.startswith(UNTOLD_OPENING) else BORROWED_REPLY,
                        reason=UNTAUGHT_REASON)
     return replace(decision, route="base", reason=NOTHING_TAUGHT_REASON)
