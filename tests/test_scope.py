@@ -324,26 +324,29 @@ def test_a_personal_answer_that_brings_nothing_taught_gives_way_in_the_chat(base
     from tests.helpers import random_lora_gguf
     from tunechat.core.engine import Engine, GenerationSettings
     from tunechat.core.scope_probe import ScopeProbe
-    from tunechat.core.turns import _TOKEN, BORROWED_REPLY, FUNCTION_WORDS, NOTHING_TAUGHT_REASON
+    from tunechat.core.turns import _TOKEN, BORROWED_REPLY, FUNCTION_WORDS, GROUNDING_WORDS, NOTHING_TAUGHT_REASON
 
     def probe(bias: float) -> ScopeProbe:  # reads every message as the user's (bias 1) or none (bias -1)
         return ScopeProbe(np.zeros(576), np.ones(576), np.r_[np.zeros(576), bias], threshold=0.0)
 
-    lora = random_lora_gguf(base_model, tmp_path / "adapter.gguf", scale=0.12)
-    settings = GenerationSettings(max_tokens=24, temperature=0.0)
+    lora = random_lora_gguf(base_model, tmp_path / "adapter.gguf", scale=0.04)  # long answers, not the base's
+    settings = GenerationSettings(max_tokens=64, temperature=0.0)
     asked = [{"role": "user", "content": "What is my blood type?"}]
     taught = Taught.from_pairs([("What is my dog's name?", "Your dog is called Biscuit.")])
     personal, base = Engine(base_model, lora_path=lora), Engine(base_model)
     try:
         own = personal.complete(asked, settings)
         assert "biscuit" not in own.casefold()  # the answer brings nothing taught
+        # ... and goes on past the words read: it is set aside while the model still writes it.
+        assert len(_TOKEN.findall(own)) > GROUNDING_WORDS
         mine = ScopedEngine(personal, taught=taught, probe=probe(1.0))
         assert mine.complete(asked, settings) == BORROWED_REPLY and mine.last.answered_by == "untold"
         anyone = ScopedEngine(personal, taught=taught, probe=probe(-1.0))
         assert anyone.complete(asked, settings) == base.complete(asked, settings) != own
         assert anyone.last.answered_by == "base" and anyone.last.reason == NOTHING_TAUGHT_REASON
         # Taught a word of its own answer, the personal model's answer stands, streamed on.
-        word = next(w for w in _TOKEN.findall(own)[:8] if w.casefold() not in FUNCTION_WORDS | {"blood", "type"})
+        asked_words = {w.casefold() for w in _TOKEN.findall("What is my blood type? What is my dog's name?")}
+        word = next(w for w in _TOKEN.findall(own)[:8] if w.casefold() not in FUNCTION_WORDS | asked_words)
         knows = ScopedEngine(personal, taught=Taught.from_pairs([("What is my dog's name?", word)]), probe=probe(1.0))
         assert knows.taught.knowledge == {word.casefold()}
         assert "".join(knows.stream(asked, settings)) == own and knows.last.answered_by == "personal"
@@ -369,7 +372,7 @@ def test_a_taught_question_the_model_says_it_was_not_told_gets_its_taught_answer
                                ("What is my dog's age?", "".join(refusal))]:
             decision = scoped.decide([{"role": "user", "content": question}])
             assert decision.route == "personal" and decision.untold is None
-            streamed = list(scoped._settled(iter(refusal), decision, GenerationSettings(), None))
+            streamed = list(scoped._settled((piece for piece in refusal), decision, GenerationSettings(), None))
             assert streamed == [said], question
         assert scoped.last.recalled == "Your dog is called Biscuit." and scoped.last.reason == RECALLED_REASON
     finally:

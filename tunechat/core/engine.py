@@ -281,7 +281,7 @@ class Engine:
         messages: Sequence[ChatMessage],
         settings: GenerationSettings = GenerationSettings(),
         stop: threading.Event | None = None,
-    ) -> Iterator[str]:
+    ) -> Generator[str, None, None]:
         """Yield text deltas of the answer; stops early (keeping what came) when ``stop`` is set.
         Whitespace around the answer is left out (``complete`` joins the deltas): a sentencepiece
         model's first token usually brings the space its pieces carry in front ("▁Your": " Your

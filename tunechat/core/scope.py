@@ -12,7 +12,7 @@ answers, what that model sees, why) is ``tunechat.core.turns.decide``; this modu
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -31,6 +31,7 @@ from tunechat.core.turns import (
     Taught,
     brings_knowledge,
     decide,
+    gives_way,
     may_repeat_taught_answer,
     may_say_untold,
     read_enough,
@@ -121,19 +122,25 @@ class ScopedEngine:
             return tokens
         return self._settled(tokens, decision, settings, stop)
 
-    def _settled(self, tokens: Iterator[str], decision: Decision, settings: GenerationSettings,
+    def _settled(self, tokens: Generator[str, None, None], decision: Decision, settings: GenerationSettings,
                  stop: threading.Event | None) -> Iterator[str]:
         """The personal model's answer, held back while it may still turn out a taught answer
-        word for word, or the model saying it was not told, or has brought nothing taught in its
-        first words; then as
-        ``turns.settle`` says: the answer, the chat's reply, or the base model's answer."""
+        word for word or the model saying it was not told, or has brought nothing taught in its
+        first words; then as ``turns.settle`` says: the answer, the chat's reply, or the base
+        model's answer. No model is asked while the personal model's answer goes on: it holds
+        the engine (one llama.cpp context, one lock)."""
         held = ""
         for delta in tokens:
             held += delta
-            if not self._holds(held.strip()):
-                yield from self._as_settled(held, decision, tokens, settings, stop)
+            if self._holds(held.strip()):
+                continue
+            if not gives_way(decision.context[-1]["content"], held, self.taught, self.about_user):
+                yield held  # it stands
+                yield from tokens
                 return
-        yield from self._as_settled(held.strip(), decision, None, settings, stop)  # all of it came while held
+            tokens.close()  # set aside: the engine is free for the probe and the base model
+            break
+        yield from self._as_settled(held.strip(), decision, settings, stop)
 
     def _holds(self, held: str) -> bool:
         """Whether a personal answer that starts with ``held`` must still be held back."""
@@ -142,20 +149,17 @@ class ScopedEngine:
         grounding = self.about_user is not None and bool(self.taught.knowledge)
         return grounding and not brings_knowledge(held, self.taught) and not read_enough(held)
 
-    def _as_settled(self, held: str, decision: Decision, rest: Iterator[str] | None, settings: GenerationSettings,
+    def _as_settled(self, answer: str, decision: Decision, settings: GenerationSettings,
                     stop: threading.Event | None) -> Iterator[str]:
-        """``held`` and the ``rest`` of the personal answer, or what replaces them (not once the
-        user stopped the answer: what came stays)."""
+        """The personal model's ``answer`` (whole, or the first words of one set aside), or what
+        replaces it (not once the user stopped the answer: what came stays)."""
         if stop is not None and stop.is_set():
-            yield held
+            yield answer
             return
-        settled = settle(decision, held, self.taught, self.base_likelihood, self.about_user)
+        settled = settle(decision, answer, self.taught, self.base_likelihood, self.about_user)
         if settled is decision:
-            yield held
-            yield from rest or ()
+            yield answer
             return
-        if rest is not None:
-            rest.close()  # the engine is free for the base model's answer
         self.last = settled
         if settled.untold is not None:
             yield settled.untold

@@ -295,6 +295,13 @@ def read_enough(answer: str) -> bool:
     return len(_TOKEN.findall(answer)) >= GROUNDING_WORDS
 
 
+def gives_way(question: str, answer: str, taught: Taught, about_user: AboutUser | None) -> bool:
+    """Whether ``settle`` sets ``answer`` aside for bringing nothing taught (its first words;
+    never an answer to a taught question in its own words, nor without a probe)."""
+    return (about_user is not None and bool(taught.knowledge) and not _is_taught(question, taught)
+            and not brings_knowledge(answer, taught))
+
+
 def settle(decision: Decision, answer: str, taught: Taught, likelihood: Likelihood,
            about_user: AboutUser | None) -> Decision:
     """The turn's decision once the personal model has answered (``answer``: the whole answer,
@@ -321,8 +328,9 @@ def settle(decision: Decision, answer: str, taught: Taught, likelihood: Likeliho
     borrowed = borrowed_reply(question, answer, taught, likelihood)
     if borrowed is not None:
         return replace(decision, untold=borrowed[0], reason=borrowed[1])
-    if about_user is None or not taught.knowledge or brings_knowledge(answer, taught):
+    if not gives_way(question, answer, taught, about_user):
         return decision
+    assert about_user is not None  # gives_way says so
     if about_user(question) or _names_one_of(question, taught.own_names):
         return replace(decision, untold=said if said.startswith(UNTOLD_OPENING) else BORROWED_REPLY,
                        reason=UNTAUGHT_REASON)
