@@ -40,7 +40,7 @@ from quality import PERSONAS, probe_spec, worker_result  # noqa: E402
 from tunechat.core.engine import Engine, GenerationSettings  # noqa: E402
 from tunechat.core.jsonl import parse_pairs  # noqa: E402
 from tunechat.core.registry import ADAPTER_FILE, PAIRS_FILE, PROBE_FILE, embedded_model_path  # noqa: E402
-from tunechat.core.scope import ScopedEngine, read_probe  # noqa: E402
+from tunechat.core.scope import ScopedEngine, read_probe, working  # noqa: E402
 from tunechat.core.turns import BY_KEY, CONTEXTS, Taught, decide, settle  # noqa: E402
 from tunechat.personalize.evaluate import EVAL_MAX_TOKENS, borrows, contains_key, load_persona  # noqa: E402
 from tunechat.personalize.spec import JobSpec  # noqa: E402
@@ -144,9 +144,9 @@ def run_chat(engine: ScopedEngine, turns: list[Turn], context: str) -> list[tupl
         answer = decision.untold if decision.untold is not None else \
             engine.engine_for(decision.route).complete(decision.context, SETTINGS)
         if decision.answered_by == "personal":  # as ScopedEngine.stream settles it
-            decision = settle(decision, answer, engine.taught, engine.base_likelihood, engine.about_user)
-            if decision.untold is not None or decision.recalled is not None:
-                answer = decision.untold or decision.recalled
+            decision = settle(decision, answer, engine.taught, engine.base_likelihood, working(engine.about_user))
+            if decision.said is not None:
+                answer = decision.said
             elif decision.route == "base":
                 answer = engine.engine_for("base").complete(decision.context, SETTINGS)
         by = decision.answered_by

@@ -30,7 +30,7 @@ from tunechat.core.fingerprint import base_fingerprint, file_fingerprint
 from tunechat.core.gguf_check import check_gguf_file
 from tunechat.core.manifest import Check, Drift, DriftScores, Gate, Manifest, Metrics, Scores, TrainStats
 from tunechat.core.registry import ADAPTER_FILE, MODEL_FILE, PAIRS_FILE
-from tunechat.core.scope import remembered_about_user, remembered_base_likelihood
+from tunechat.core.scope import remembered_about_user, remembered_base_likelihood, working
 from tunechat.core.scope_probe import ScopeProbe
 from tunechat.core.turns import Taught, decide, settle
 from tunechat.personalize import base as base_mod
@@ -312,9 +312,9 @@ def evaluate_model(job: Job, base: Baseline, engine: Engine, adapted: Engine,
         if decision.untold is not None:
             return decision.untold
         answer = greedy_answer(adapted, question)
-        settled = settle(decision, answer, job.taught, base_likelihood, about_user)
-        if settled.untold is not None or settled.recalled is not None:
-            return settled.untold or settled.recalled
+        settled = settle(decision, answer, job.taught, base_likelihood, working(about_user))
+        if settled.said is not None:
+            return settled.said
         return base.answers[question] if settled.route == "base" else answer
 
     base_likelihood = remembered_base_likelihood(adapted)

@@ -249,7 +249,7 @@ def test_a_borrowed_personal_answer_becomes_the_untold_reply_and_any_other_strea
         scoped = ScopedEngine(engine, taught=taught)
         assert scoped.complete(asked, settings) == own and scoped.last.answered_by == "personal"
         monkeypatch.setattr(turns, "BORROWED_DROP", -100.0)
-        assert scoped.complete(asked, settings) == turns.BORROWED_REPLY
+        assert scoped.complete(asked, settings) == turns.UNTOLD_REPLY
         assert scoped.last.answered_by == "untold" and "Which team do I support?" in scoped.last.reason
         other = [{"role": "user", "content": "What do I like to eat?"}]
         assert scoped.complete(other, settings) == engine.complete(other, settings)
@@ -324,7 +324,7 @@ def test_a_personal_answer_that_brings_nothing_taught_gives_way_in_the_chat(base
     from tests.helpers import random_lora_gguf
     from tunechat.core.engine import Engine, GenerationSettings
     from tunechat.core.scope_probe import ScopeProbe
-    from tunechat.core.turns import _TOKEN, BORROWED_REPLY, FUNCTION_WORDS, GROUNDING_WORDS, NOTHING_TAUGHT_REASON
+    from tunechat.core.turns import _TOKEN, FUNCTION_WORDS, GROUNDING_WORDS, NOTHING_TAUGHT_REASON, UNTOLD_REPLY
 
     def probe(bias: float) -> ScopeProbe:  # reads every message as the user's (bias 1) or none (bias -1)
         return ScopeProbe(np.zeros(576), np.ones(576), np.r_[np.zeros(576), bias], threshold=0.0)
@@ -340,7 +340,7 @@ def test_a_personal_answer_that_brings_nothing_taught_gives_way_in_the_chat(base
         # ... and goes on past the words read: it is set aside while the model still writes it.
         assert len(_TOKEN.findall(own)) > GROUNDING_WORDS
         mine = ScopedEngine(personal, taught=taught, probe=probe(1.0))
-        assert mine.complete(asked, settings) == BORROWED_REPLY and mine.last.answered_by == "untold"
+        assert mine.complete(asked, settings) == UNTOLD_REPLY and mine.last.answered_by == "untold"
         anyone = ScopedEngine(personal, taught=taught, probe=probe(-1.0))
         assert anyone.complete(asked, settings) == base.complete(asked, settings) != own
         assert anyone.last.answered_by == "base" and anyone.last.reason == NOTHING_TAUGHT_REASON
@@ -350,6 +350,15 @@ def test_a_personal_answer_that_brings_nothing_taught_gives_way_in_the_chat(base
         knows = ScopedEngine(personal, taught=Taught.from_pairs([("What is my dog's name?", word)]), probe=probe(1.0))
         assert knows.taught.knowledge == {word.casefold()}
         assert "".join(knows.stream(asked, settings)) == own and knows.last.answered_by == "personal"
+        # A word still being written is not read: "1" of "18" is not the taught "1".
+        flat = Taught.from_pairs([("What is my flat number?", "You live at flat 1.")])
+        numbers = ScopedEngine(personal, taught=flat, probe=probe(1.0))
+        pieces = ["Your", " dog", " is", " 1", "8", " years", " old."]
+        decision = numbers.decide([{"role": "user", "content": "How old is my dog?"}])
+        assert list(numbers._settled((p for p in pieces), decision, settings, None)) == [UNTOLD_REPLY]
+        # A probe that failed to read a message is no probe: the answer stands.
+        numbers.about_user.failed = True
+        assert "".join(numbers._settled((p for p in pieces), decision, settings, None)) == "".join(pieces)
     finally:
         personal.close()
         base.close()
@@ -372,8 +381,11 @@ def test_a_taught_question_the_model_says_it_was_not_told_gets_its_taught_answer
                                ("What is my dog's age?", "".join(refusal))]:
             decision = scoped.decide([{"role": "user", "content": question}])
             assert decision.route == "personal" and decision.untold is None
+            scoped.last = decision
             streamed = list(scoped._settled((piece for piece in refusal), decision, GenerationSettings(), None))
             assert streamed == [said], question
-        assert scoped.last.recalled == "Your dog is called Biscuit." and scoped.last.reason == RECALLED_REASON
+            recalled = said == "Your dog is called Biscuit."
+            assert scoped.last.recalled == (said if recalled else None)
+            assert (scoped.last.reason == RECALLED_REASON) is recalled
     finally:
         scoped.close()

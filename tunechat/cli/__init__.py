@@ -157,7 +157,7 @@ def _ask(args: argparse.Namespace) -> int:
         sys.stdout.flush()
     sys.stdout.write("\n")
     if scope.answered_by_base(engine):
-        print(scope.BASE_ANSWERED_NOTE, file=sys.stderr)
+        print(scope.BASE_ANSWERED_NOTE.format(reason=scope.answer_reason(engine)), file=sys.stderr)
     engine.close()
     return 0
 

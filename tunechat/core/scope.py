@@ -11,6 +11,7 @@ answers, what that model sees, why) is ``tunechat.core.turns.decide``; this modu
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Generator, Iterator, Sequence
 from pathlib import Path
@@ -23,7 +24,6 @@ from tunechat.core.scope_probe import ScopeProbe
 from tunechat.core.store import StoreError
 from tunechat.core.turns import (
     CONTEXT,
-    AboutUser,
     AnsweredBy,
     Decision,
     Likelihood,
@@ -39,8 +39,10 @@ from tunechat.core.turns import (
     without_untold,
 )
 
+# The word a streamed answer ends with while the model may still be writing it ("Bis" of "Biscuit").
+_WORD_UNDER_WAY = re.compile(r"\w+$")
 SETTING = "scope"  # store setting: "on" (default) or "off"
-BASE_ANSWERED_NOTE = "(answered by the base model: the question does not speak of you)"
+BASE_ANSWERED_NOTE = "(answered by the base model: {reason})"
 # Who answers a chat's turns: the scope rule ("auto"), or one side for every turn.
 Mode = Literal["auto", "personal", "base"]
 MODES: tuple[Mode, ...] = ("auto", "personal", "base")
@@ -84,7 +86,7 @@ class ScopedEngine:
         self.taught = taught  # what the version was taught (turns.Taught.from_pairs)
         self.always = always  # every turn to this side (scoping off on a version without a merged file)
         self.last: Decision | None = None  # the last turn's decision, for the UI
-        self.base_likelihood = remembered_base_likelihood(personal, base)  # for turns.borrowed_reply
+        self.base_likelihood = remembered_base_likelihood(personal, base)  # for turns.settle
         # The version's scope probe reads the base model's representation of a message.
         self.about_user = None if probe is None else remembered_about_user(probe, base or personal)
         self._model_path = model_path or personal.model_path  # the version the chat names
@@ -132,9 +134,10 @@ class ScopedEngine:
         held = ""
         for delta in tokens:
             held += delta
-            if self._holds(held.strip()):
+            read = _WORD_UNDER_WAY.sub("", held).strip()  # a word still being written is not read yet
+            if self._holds(read):
                 continue
-            if not gives_way(decision.context[-1]["content"], held, self.taught, self.about_user):
+            if not gives_way(decision.context[-1]["content"], read, self.taught, working(self.about_user)):
                 yield held  # it stands
                 yield from tokens
                 return
@@ -146,7 +149,7 @@ class ScopedEngine:
         """Whether a personal answer that starts with ``held`` must still be held back."""
         if may_repeat_taught_answer(held, self.taught) or may_say_untold(held):
             return True
-        grounding = self.about_user is not None and bool(self.taught.knowledge)
+        grounding = working(self.about_user) is not None and bool(self.taught.knowledge)
         return grounding and not brings_knowledge(held, self.taught) and not read_enough(held)
 
     def _as_settled(self, answer: str, decision: Decision, settings: GenerationSettings,
@@ -156,15 +159,13 @@ class ScopedEngine:
         if stop is not None and stop.is_set():
             yield answer
             return
-        settled = settle(decision, answer, self.taught, self.base_likelihood, self.about_user)
+        settled = settle(decision, answer, self.taught, self.base_likelihood, working(self.about_user))
         if settled is decision:
             yield answer
             return
         self.last = settled
-        if settled.untold is not None:
-            yield settled.untold
-        elif settled.recalled is not None:
-            yield settled.recalled
+        if settled.said is not None:
+            yield settled.said
         else:
             yield from self.engine_for(settled.route).stream(settled.context, settings, stop)
 
@@ -213,30 +214,38 @@ def remembered_base_likelihood(engine: Engine, base: Engine | None = None) -> Li
     return likelihood
 
 
-def remembered_about_user(probe: ScopeProbe, engine: Engine) -> AboutUser | None:
+class RememberedProbe:
     """``probe`` over ``engine``'s base-model embeddings, remembered per message (a chain asks
-    about its earlier messages again on every turn); None when the probe reads embeddings of
-    another width than this base's (fitted on another base). Should reading a message fail
-    (llama.cpp cannot make its embedding context), the probe is left out from then on and the
+    about its earlier messages again on every turn). Should reading a message fail (llama.cpp
+    cannot make its embedding context), the probe is left out from then on (``failed``) and the
     words alone decide: a turn is never lost to it."""
-    if probe.width != engine.embedding_width:
-        return None
-    remembered: dict[str, bool] = {}
-    failed = False
 
-    def about_user(text: str) -> bool:
-        nonlocal failed
-        if failed:
+    def __init__(self, probe: ScopeProbe, engine: Engine) -> None:
+        self.probe, self.engine = probe, engine
+        self.failed = False
+        self._remembered: dict[str, bool] = {}
+
+    def __call__(self, text: str) -> bool:
+        if self.failed:
             return False
-        if text not in remembered:
+        if text not in self._remembered:
             try:
-                remembered[text] = probe.about_user(engine.embed([text])[0])
+                self._remembered[text] = self.probe.about_user(self.engine.embed([text])[0])
             except (RuntimeError, ValueError, OSError):
-                failed = True
+                self.failed = True
                 return False
-        return remembered[text]
+        return self._remembered[text]
 
-    return about_user
+
+def remembered_about_user(probe: ScopeProbe, engine: Engine) -> RememberedProbe | None:
+    """The version's probe as the chat reads it (``RememberedProbe``); None when the probe reads
+    embeddings of another width than this base's (fitted on another base)."""
+    return RememberedProbe(probe, engine) if probe.width == engine.embedding_width else None
+
+
+def working(about_user: RememberedProbe | None) -> RememberedProbe | None:
+    """The probe while it reads messages; None once it has failed (the words alone decide)."""
+    return None if about_user is None or about_user.failed else about_user
 
 
 def stream_answer(engine: ChatEngine, messages: Sequence[ChatMessage], settings: GenerationSettings,

@@ -83,7 +83,7 @@ class Taught:
 
     names: tuple[str, ...] = ()
     subjects: tuple[str, ...] | None = None
-    pairs: tuple[tuple[str, str], ...] = ()  # (question, answer), for ``borrowed_reply``
+    pairs: tuple[tuple[str, str], ...] = ()  # (question, answer), for ``settle``
     verbs: tuple[str, ...] = ()  # the user's own first-person verbs (``first_person_verbs``)
     # The content words of each taught question that does not speak of the user (a corrected or
     # kept general answer): a question with all of them asks it again (``_asks_again``).
@@ -119,13 +119,20 @@ class Decision:
     untold: str | None  # the chat's own reply instead of a model's, for an untaught subject
     context: list[ChatMessage]  # what the answering model sees, ending with the user's message
     reason: str  # why, in a few words a person can read
-    # The taught answer, said by the chat in the personal model's place when that model says it
-    # was not told what the user taught with these very words (``settle``).
+    # The taught answer, said by the chat for the personal model when that model says it was not
+    # told, or gives another taught answer, to a question taught in these very words
+    # (``settle``); the turn is still the personal side's.
     recalled: str | None = None
 
     @property
     def answered_by(self) -> AnsweredBy:
         return "untold" if self.untold is not None else self.route
+
+    @property
+    def said(self) -> str | None:
+        """The chat's own words for the turn, in place of a model's: the untold reply or the
+        recalled taught answer; None when a model answers."""
+        return self.untold if self.untold is not None else self.recalled
 
 
 # Whether the base model reads a message as the user's (``scope_probe.ScopeProbe`` over
@@ -175,7 +182,7 @@ def decide(messages: Sequence[ChatMessage], taught: Taught, force: Route | None 
 # Read on the tuned personas (bench/borrowing.py, docs/experiments.md "Borrowed answers"): right
 # rewordings up to 0.95, borrowed answers from 1.15.
 BORROWED_DROP = 1.05
-BORROWED_REPLY = "You haven't told me that yet."
+UNTOLD_REPLY = "You haven't told me that yet."
 BORROWED_REASON = 'would have answered with what you taught for "{question}"'
 
 # How likely the base model finds an answer after a question (mean log-probability per token).
@@ -238,7 +245,7 @@ def borrowed_reply(question: str, answer: str, taught: Taught, likelihood: Likel
     """The chat's reply and its reason in place of a borrowed ``answer`` (``borrowed_from``);
     None when the answer is its own."""
     source = borrowed_from(question, answer, taught, likelihood)
-    return None if source is None else (BORROWED_REPLY, BORROWED_REASON.format(question=source))
+    return None if source is None else (UNTOLD_REPLY, BORROWED_REASON.format(question=source))
 
 
 # A personal answer that brings nothing taught in its first words (``brings_knowledge``) was
@@ -250,7 +257,7 @@ GROUNDING_WORDS = 20
 NOTHING_TAUGHT_REASON = "nothing you taught answers it"
 RECALLED_REASON = "what you taught for this question"
 UNTAUGHT_REASON = "asks about something you have not taught"
-_TOKEN = re.compile(r"\w+")  # words and numbers
+_TOKEN = re.compile(r"\d+(?:[:.,]\d+)*|[^\W\d_]+")  # numbers ("5:40" whole), and words
 
 
 @functools.cache
@@ -264,18 +271,26 @@ def _everyday_words() -> frozenset[str]:
 
 def knowledge_words(pairs: Iterable[tuple[str, str]]) -> frozenset[str]:
     """What the taught answers know that their questions do not say: per pair, the words of its
-    answer that its question lacks and that are a name (capitalized after the first word), hold a
-    digit or are no everyday word ("Pimento", "14", "bandoneon", "penicillin"); an answer with
-    none of those gives every word its question lacks but the function words."""
+    answer that its question lacks and that are a name (capitalized, not first in its
+    sentence), a number ("5:40" whole) or no everyday word ("Pimento", "14", "bandoneon",
+    "penicillin"); an answer with none of those gives every word its question lacks but the
+    function words."""
     everyday = _everyday_words()
     known: set[str] = set()
     for question, answer in pairs:
         asked = {w.casefold() for w in _TOKEN.findall(question)}
-        words = _TOKEN.findall(answer)
-        new = [(i, w, w.casefold()) for i, w in enumerate(words) if w.casefold() not in asked]
-        own = {folded for i, word, folded in new
-               if folded not in everyday or any(c.isdigit() for c in word) or (i > 0 and word[:1].isupper())}
-        known |= own or {folded for _, _, folded in new if folded not in FUNCTION_WORDS}
+        own: set[str] = set()
+        rest: set[str] = set()
+        for sentence in re.split(r"(?<=[.!?])\s+", answer.strip()):
+            for i, word in enumerate(_TOKEN.findall(sentence)):
+                folded = word.casefold()
+                if folded in asked:
+                    continue
+                if folded not in everyday or word[:1].isdigit() or (i > 0 and word[:1].isupper()):
+                    own.add(folded)
+                elif folded not in FUNCTION_WORDS:
+                    rest.add(folded)
+        known |= own or rest
     return frozenset(known)
 
 
@@ -287,7 +302,17 @@ def brings_knowledge(answer: str, taught: Taught) -> bool:
 def may_say_untold(partial: str) -> bool:
     """Whether an answer that starts with ``partial`` may be the model saying it was not told
     (which ``settle`` may replace: it is held whole; such answers are short)."""
-    return UNTOLD_OPENING.startswith(partial) or partial.startswith(UNTOLD_OPENING)
+    said, opening = _folded(partial), _folded(UNTOLD_OPENING)
+    return opening.startswith(said) or said.startswith(opening)
+
+
+def says_untold(answer: str) -> bool:
+    """Whether ``answer`` is the model saying it was not told ("You haven't told me ...")."""
+    return _folded(answer.strip()).startswith(_folded(UNTOLD_OPENING))
+
+
+def _folded(text: str) -> str:
+    return text.casefold().replace("’", "'")
 
 
 def read_enough(answer: str) -> bool:
@@ -308,32 +333,38 @@ def settle(decision: Decision, answer: str, taught: Taught, likelihood: Likeliho
     or its first ``GROUNDING_WORDS`` words). The same decision when the answer stands.
 
     - A taught question asked in its own words keeps its answer, unless the model says it was
-      not told: then the chat says what was taught (the negatives bring that refusal close to
-      the taught answers, and the verify gate lets one taught answer in ten change).
+      not told or gives another question's taught answer: then the chat says what was taught
+      (the negatives bring that refusal close to the taught answers, and the verify gate lets
+      one taught answer in ten change).
     - A borrowed answer (``borrowed_reply``) becomes the chat's reply.
     - An answer that brings nothing taught (``brings_knowledge``) becomes the chat's reply when
-      the question asks about the user's life (the version's scope probe reads it so, or it
-      names someone of it; the model's own "You haven't told me ..." is kept as that reply),
-      and the base model's answer otherwise: the personal model had nothing taught to add.
-      Without a probe to tell the two apart, the answer stands.
+      the question, or a message of the chain it continues, asks about the user's life (the
+      version's scope probe reads it so, or it names someone of it; the model's own "You
+      haven't told me ..." is kept as that reply), and the base model's answer otherwise: the
+      personal model had nothing taught to add.
+      Without a probe to tell the two apart (none kept, or one that failed to read), the
+      answer stands.
     """
     question = decision.context[-1]["content"]
-    said = answer.strip()
     if _is_taught(question, taught):
-        if not said.startswith(UNTOLD_OPENING):
-            return decision
         asked = _plain_text(question)
-        recalled = [a for q, a in taught.pairs if _plain_text(q) == asked][-1]  # the newest pair, if several
-        return replace(decision, recalled=recalled, reason=RECALLED_REASON)
+        own = [a for q, a in taught.pairs if _plain_text(q) == asked]
+        repeated = repeats_taught_answer(answer, taught)
+        anothers = bool(repeated) and all(_plain_text(q) != asked for q, _ in repeated)
+        if not says_untold(answer) and not anothers:
+            return decision
+        return replace(decision, recalled=own[-1], reason=RECALLED_REASON)  # the newest pair, if several
     borrowed = borrowed_reply(question, answer, taught, likelihood)
     if borrowed is not None:
         return replace(decision, untold=borrowed[0], reason=borrowed[1])
     if not gives_way(question, answer, taught, about_user):
         return decision
     assert about_user is not None  # gives_way says so
-    if about_user(question) or _names_one_of(question, taught.own_names):
-        return replace(decision, untold=said if said.startswith(UNTOLD_OPENING) else BORROWED_REPLY,
-                       reason=UNTAUGHT_REASON)
+    # The chain's messages too: "How old is she?" after "Who is my granddaughter?" asks about the user.
+    asked_here = [m["content"] for m in decision.context if m["role"] == "user"]
+    if any(about_user(text) or _names_one_of(text, taught.own_names) for text in reversed(asked_here)):
+        said = answer.strip()
+        return replace(decision, untold=said if says_untold(said) else UNTOLD_REPLY, reason=UNTAUGHT_REASON)
     return replace(decision, route="base", reason=NOTHING_TAUGHT_REASON)
 
 
