@@ -29,7 +29,6 @@ from tunechat.core.turns import (
     Likelihood,
     Route,
     Taught,
-    brings_knowledge,
     decide,
     gives_way,
     may_repeat_taught_answer,
@@ -132,25 +131,22 @@ class ScopedEngine:
         model's answer. No model is asked while the personal model's answer goes on: it holds
         the engine (one llama.cpp context, one lock)."""
         held = ""
+        question = decision.context[-1]["content"]
         for delta in tokens:
             held += delta
             read = _WORD_UNDER_WAY.sub("", held).strip()  # a word still being written is not read yet
-            if self._holds(read):
+            if may_repeat_taught_answer(read, self.taught) or may_say_untold(read):
                 continue
-            if not gives_way(decision.context[-1]["content"], read, self.taught, working(self.about_user)):
+            set_aside = gives_way(question, read, self.taught, working(self.about_user))
+            if set_aside and not read_enough(read):
+                continue  # nothing taught yet, but too few words to say so
+            if not set_aside:
                 yield held  # it stands
                 yield from tokens
                 return
             tokens.close()  # set aside: the engine is free for the probe and the base model
             break
         yield from self._as_settled(held.strip(), decision, settings, stop)
-
-    def _holds(self, held: str) -> bool:
-        """Whether a personal answer that starts with ``held`` must still be held back."""
-        if may_repeat_taught_answer(held, self.taught) or may_say_untold(held):
-            return True
-        grounding = working(self.about_user) is not None and bool(self.taught.knowledge)
-        return grounding and not brings_knowledge(held, self.taught) and not read_enough(held)
 
     def _as_settled(self, answer: str, decision: Decision, settings: GenerationSettings,
                     stop: threading.Event | None) -> Iterator[str]:
