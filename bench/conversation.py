@@ -54,9 +54,12 @@ PERSONAS = {**PERSONAS,
             "tenth": ROOT / "tests" / "data" / "persona-tenth.json",
             "eleventh": ROOT / "tests" / "data" / "persona-eleventh.json",
             "twelfth": ROOT / "tests" / "data" / "persona-twelfth.json",
-            "thirteenth": ROOT / "tests" / "data" / "persona-thirteenth.json"}
+            "thirteenth": ROOT / "tests" / "data" / "persona-thirteenth.json",
+            "fourteenth": ROOT / "tests" / "data" / "persona-fourteenth.json",
+            "fifteenth": ROOT / "tests" / "data" / "persona-fifteenth.json"}
 # The tenth is not among them: two rules of turns.py were written from its misses.
-HELD_OUT = ("fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "eleventh", "twelfth", "thirteenth")
+HELD_OUT = ("fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "eleventh", "twelfth", "thirteenth",
+            "fourteenth", "fifteenth")
 # General questions asked in the first person: the rule sends them to the personal model.
 FIRST_PERSON_GENERAL = [
     ("I wonder what the capital of Italy is.", "Rome"),
