@@ -120,15 +120,17 @@ def right(turn: Turn, answer: str, taught_keys: list[str]) -> bool:
     return contains_key(answer, turn.key)
 
 
-def version(persona: str, seed: int, versions: Path) -> Path:
-    """The personal version of ``persona`` at ``seed``: trained once, then reused."""
+def version(persona: str, seed: int, versions: Path, overrides: dict | None = None) -> Path:
+    """The personal version of ``persona`` at ``seed``: trained once (with the recipe's fields
+    ``overrides`` changed: a variant, kept in a ``versions`` folder of its own), then reused."""
     out = versions / f"{persona}-s{seed}"
     if (out / "out" / ADAPTER_FILE).is_file():
         return out / "out"
     out.mkdir(parents=True, exist_ok=True)
     path = PERSONAS[persona]
     pairs = [(f["q"], f["a"]) for f in json.loads(path.read_text(encoding="utf-8"))["facts"]]
-    spec = JobSpec(pairs=pairs, base_path=embedded_model_path(), seed=seed, probes=probe_spec(load_persona(path)))
+    spec = JobSpec(pairs=pairs, base_path=embedded_model_path(), seed=seed, probes=probe_spec(load_persona(path)),
+                   recipe_overrides=overrides or {})
     manifest = worker_result(out, spec)
     scoped = manifest.metrics.scoped
     print(f"# {persona} seed {seed}: {manifest.train.steps} steps; single questions in chat: {scoped}",

@@ -12,6 +12,7 @@ per persona and seed with the default method, kept under --versions and reused).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -32,15 +33,18 @@ def main() -> int:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--versions", type=Path, default=Path(os.environ.get("TUNECHAT_BENCH_VERSIONS", "")
                                                                or tempfile.gettempdir()) / "tunechat-bench-versions")
+    parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=JSON",
+                        help="train the versions with these recipe fields changed (a variant: give it --versions of its own)")
     parser.add_argument("-v", action="store_true", help="print every question, its answer and who gave it")
     args = parser.parse_args()
+    overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
     print(f"{'persona':9} {'seed':>4}  " + "  ".join(f"{k:>22}" for k in KINDS if k != "follow-up")
           + "   (right / asked; says not told)")
     for persona in args.personas:
         by_kind, _ = persona_turns(PERSONAS[persona])
         taught_keys = [t.key for t in by_kind["taught"]]
         for seed in args.seeds:
-            folder = version(persona, seed, args.versions)
+            folder = version(persona, seed, args.versions, overrides)
             engine = scoped_version(folder)
             cells = []
             try:

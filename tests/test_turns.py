@@ -29,6 +29,17 @@ def test_what_a_version_was_taught_comes_from_its_pairs():
     assert Taught().subjects is None  # unknown: no untold reply
 
 
+def test_a_word_every_message_uses_is_no_taught_name_even_capitalized():
+    """"The" of a bar called "The Rusty Anchor" sent every question with "the" to the personal
+    model, and "F" of "F7" is a letter, not a name."""
+    taught = Taught.from_pairs([("What is the name of the bar where I work?", "You work at a bar called The Rusty Anchor."),
+                                ("Which key opens the open tabs?", "Press F7 on the register.")])
+    assert taught.names == ("Anchor", "Rusty")
+    assert "the" not in taught.knowledge
+    assert decide(ask([], "What is the capital of Japan?"), taught).route == "base"
+    assert decide(ask([], "Is the Rusty Anchor open on Sundays?"), taught).route == "personal"
+
+
 def test_a_self_contained_question_is_asked_alone_whatever_came_before():
     general = decide(ask(HISTORY, "Name three primary colours."), TAUGHT)
     assert general.route == "base" and general.untold is None

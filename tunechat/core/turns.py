@@ -286,7 +286,7 @@ def knowledge_words(pairs: Iterable[tuple[str, str]]) -> frozenset[str]:
                 folded = word.casefold()
                 if folded in asked:
                     continue
-                if folded not in everyday or word[:1].isdigit() or (i > 0 and word[:1].isupper()):
+                if folded not in everyday or word[:1].isdigit() or (i > 0 and _is_name(word)):
                     own.add(folded)
                 elif folded not in FUNCTION_WORDS:
                     rest.add(folded)
@@ -537,8 +537,15 @@ def taught_names(answers: Iterable[str]) -> list[str]:
     for answer in answers:
         for sentence in re.split(r"(?<=[.!?])\s+", answer.strip()):
             words = _WORD.findall(sentence)
-            found.update(w for w in words[1:] if w[:1].isupper() and w.casefold() not in FIRST_PERSON)
+            found.update(w for w in words[1:] if _is_name(w))
     return sorted(found)
+
+
+def _is_name(word: str) -> bool:
+    """Whether ``word``, inside a sentence, is a name: capitalized, and no word every message
+    uses ("The" of "a bar called The Rusty Anchor" is none) nor a letter alone ("F" of "F7")."""
+    folded = word.casefold()
+    return word[:1].isupper() and len(word) > 1 and folded not in FIRST_PERSON and folded not in FUNCTION_WORDS
 
 
 def _points_back(text: str) -> bool:
