@@ -56,10 +56,12 @@ PERSONAS = {**PERSONAS,
             "twelfth": ROOT / "tests" / "data" / "persona-twelfth.json",
             "thirteenth": ROOT / "tests" / "data" / "persona-thirteenth.json",
             "fourteenth": ROOT / "tests" / "data" / "persona-fourteenth.json",
-            "fifteenth": ROOT / "tests" / "data" / "persona-fifteenth.json"}
+            "fifteenth": ROOT / "tests" / "data" / "persona-fifteenth.json",
+            "sixteenth": ROOT / "tests" / "data" / "persona-sixteenth.json",
+            "seventeenth": ROOT / "tests" / "data" / "persona-seventeenth.json"}
 # The tenth is not among them: two rules of turns.py were written from its misses.
 HELD_OUT = ("fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "eleventh", "twelfth", "thirteenth",
-            "fourteenth", "fifteenth")
+            "fourteenth", "fifteenth", "sixteenth", "seventeenth")
 # General questions asked in the first person: the rule sends them to the personal model.
 FIRST_PERSON_GENERAL = [
     ("I wonder what the capital of Italy is.", "Rome"),

@@ -20,7 +20,8 @@ sys.path.insert(0, str(ROOT))
 from tunechat.core.turns import Taught, decide  # noqa: E402
 
 HELD = ("second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "tenth", "eleventh",
-        "twelfth", "thirteenth", "fourteenth", "fifteenth")
+        "twelfth", "thirteenth", "fourteenth", "fifteenth",
+        "sixteenth", "seventeenth")
 PERSONAS = {"public": ROOT / "bench" / "data" / "persona-public.json",
             **{n: ROOT / "tests" / "data" / f"persona-{n}.json" for n in HELD}}
 
