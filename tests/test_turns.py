@@ -318,3 +318,23 @@ def test_a_personal_answer_that_brings_nothing_taught_is_not_shown_as_the_user_s
     # Only the first words are read: what comes late was not answered from what was taught.
     late = " ".join(["word"] * 20) + " Maren."
     assert settled("What is my blood type?", late, mine).untold == UNTOLD_REPLY
+    # The probe reads the question a message asks, not the story around it.
+    asks_of_me = lambda text: {"my", "i"} & set(text.casefold().split())  # noqa: E731
+    chatty = settled("So I was at the market today and wondered: what is the capital of Peru?",
+                     "The capital of Peru is Lima.", asks_of_me)
+    assert chatty.route == "base" and chatty.reason == NOTHING_TAUGHT_REASON
+    assert settled("So I was at the vet today — what breed is my dog again?", "It is a beagle.",
+                   asks_of_me).untold == UNTOLD_REPLY
+    assert settled("My granddaughter. How old is she?", "She is 21.", asks_of_me).untold == UNTOLD_REPLY
+
+
+def test_the_question_a_message_asks_is_its_last_question():
+    from tunechat.core.turns import question_asked
+
+    assert question_asked("So I was at the vet today — what breed is my dog again?") == "what breed is my dog again?"
+    assert question_asked("Where do I live? I can never remember.") == "Where do I live?"
+    assert question_asked("I wondered: what is the capital of Peru?") == "what is the capital of Peru?"
+    assert question_asked("I'm baking bread, at what temperature does water boil?") == \
+        "I'm baking bread, at what temperature does water boil?"
+    # A question that points back asks with what it points to.
+    assert question_asked("My daughter — how old is she?") == "My daughter — how old is she?"

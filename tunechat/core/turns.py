@@ -361,11 +361,29 @@ def settle(decision: Decision, answer: str, taught: Taught, likelihood: Likeliho
         return decision
     assert about_user is not None  # gives_way says so
     # The chain's messages too: "How old is she?" after "Who is my granddaughter?" asks about the user.
-    asked_here = [m["content"] for m in decision.context if m["role"] == "user"]
+    # Of each, the question it asks: "I was at the market and wondered: what's the capital of Peru?"
+    # speaks of the user, but asks what anyone could.
+    asked_here = [question_asked(m["content"]) for m in decision.context if m["role"] == "user"]
     if any(about_user(text) or _names_one_of(text, taught.own_names) for text in reversed(asked_here)):
         said = answer.strip()
         return replace(decision, untold=said if says_untold(said) else UNTOLD_REPLY, reason=UNTAUGHT_REASON)
     return replace(decision, route="base", reason=NOTHING_TAUGHT_REASON)
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?…:;])\s+|\s+[—–-]+\s+")
+
+
+def question_asked(message: str) -> str:
+    """The sentence of ``message`` that asks: its last one that ends with a question mark,
+    else its last one ("So I was at the vet today — what breed is my dog again?" asks "what
+    breed is my dog again?"; "Where do I live? I can never remember." asks "Where do I live?").
+    One that points back with a pronoun asks with what it points to: the whole message ("My
+    daughter — how old is she?")."""
+    sentences = [s for s in _SENTENCE_END.split(message.strip()) if re.search(r"\w", s)]
+    if not sentences:
+        return message
+    asked = next((s for s in reversed(sentences) if s.rstrip().endswith(("?", "？"))), sentences[-1])
+    return message if _points_back(asked) else asked
 
 
 def _names_one_of(text: str, names: Iterable[str]) -> bool:
