@@ -58,10 +58,14 @@ PERSONAS = {**PERSONAS,
             "fourteenth": ROOT / "tests" / "data" / "persona-fourteenth.json",
             "fifteenth": ROOT / "tests" / "data" / "persona-fifteenth.json",
             "sixteenth": ROOT / "tests" / "data" / "persona-sixteenth.json",
-            "seventeenth": ROOT / "tests" / "data" / "persona-seventeenth.json"}
-# The tenth is not among them: two rules of turns.py were written from its misses.
+            "seventeenth": ROOT / "tests" / "data" / "persona-seventeenth.json",
+            "eighteenth": ROOT / "tests" / "data" / "persona-eighteenth.json",
+            "nineteenth": ROOT / "tests" / "data" / "persona-nineteenth.json"}
+# The tenth is not among them: two rules of turns.py were written from its misses; nor the
+# fourteenth to seventeenth: the wrapped forms were chosen on them, and two rules of turns.py
+# written from the fifteenth's and seventeenth's misses.
 HELD_OUT = ("fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "eleventh", "twelfth", "thirteenth",
-            "fourteenth", "fifteenth", "sixteenth", "seventeenth")
+            "eighteenth", "nineteenth")
 # General questions asked in the first person: the rule sends them to the personal model.
 FIRST_PERSON_GENERAL = [
     ("I wonder what the capital of Italy is.", "Rome"),

@@ -21,7 +21,7 @@ from tunechat.core.turns import Taught, decide  # noqa: E402
 
 HELD = ("second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "tenth", "eleventh",
         "twelfth", "thirteenth", "fourteenth", "fifteenth",
-        "sixteenth", "seventeenth")
+        "sixteenth", "seventeenth", "eighteenth", "nineteenth")
 PERSONAS = {"public": ROOT / "bench" / "data" / "persona-public.json",
             **{n: ROOT / "tests" / "data" / f"persona-{n}.json" for n in HELD}}
 

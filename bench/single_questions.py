@@ -34,7 +34,8 @@ def main() -> int:
     parser.add_argument("--versions", type=Path, default=Path(os.environ.get("TUNECHAT_BENCH_VERSIONS", "")
                                                                or tempfile.gettempdir()) / "tunechat-bench-versions")
     parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=JSON",
-                        help="train the versions with these recipe fields changed (a variant: give it --versions of its own)")
+                        help="train the versions with these recipe fields changed "
+                             "(a variant: give it --versions of its own)")
     parser.add_argument("-v", action="store_true", help="print every question, its answer and who gave it")
     args = parser.parse_args()
     overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}

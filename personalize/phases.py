@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import random
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,18 @@ from tunechat.core.scope import remembered_about_user, remembered_base_likelihoo
 from tunechat.core.scope_probe import ScopeProbe
 from tunechat.core.turns import Taught, decide, settle
 from tunechat.personalize import base as base_mod
-from tunechat.personalize import checks, data, evaluate, general, negatives, paraphrase, scope_fit, siblings, train
+from tunechat.personalize import (
+    checks,
+    data,
+    evaluate,
+    frames,
+    general,
+    negatives,
+    paraphrase,
+    scope_fit,
+    siblings,
+    train,
+)
 from tunechat.personalize.data import Example, TemplateInfo
 from tunechat.personalize.evaluate import ProbeSet, greedy_answer
 from tunechat.personalize.merge import folder_weights, merged_weights
@@ -184,22 +196,37 @@ def reword(job: Job) -> dict[str, list[str]]:
 
 def load(job: Job, replayed: list[Pair], rewordings: dict[str, list[str]], device: str | None = None) -> Loaded:
     """The base weights with fresh adapters (on ``device``, else the job's), and the examples
-    rendered with its chat template: the taught pairs with their ``rewordings``, the ``replayed``
-    general answers (``Baseline.replayed``), the untold negatives. In the float16 form each
-    layer's activations are recomputed in the backward pass too."""
+    rendered with its chat template: the taught pairs and the untold negatives in their wordings
+    (``wordings``), the ``replayed`` general answers (``Baseline.replayed``). In the float16
+    form each layer's activations are recomputed in the backward pass too."""
     model, tokenizer = base_mod.load_base(job.folder, device or job.device, job.form)
     info = template_info(job.base_gguf, tokenizer)
-    facts = [data.build_examples(tokenizer, info, [(v, a) for v in [q, *rewordings.get(q, [])]], "fact")
-             for q, a in job.pairs]
-    replay = data.build_examples(tokenizer, info, replayed, "replay", max_answer_tokens=job.recipe.replay_answer_tokens)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     untold = negatives.negatives(job.pairs, [r for forms in rewordings.values() for r in forms],
                                  excluded=job.eval_questions) if job.recipe.negatives else []
+    fact_wordings, untold = wordings(job.pairs, rewordings, untold, job.recipe, job.eval_questions)
+    facts = [data.build_examples(tokenizer, info, forms, "fact") for forms in fact_wordings]
+    replay = data.build_examples(tokenizer, info, replayed, "replay", max_answer_tokens=job.recipe.replay_answer_tokens)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     model = train.add_lora(model, job.recipe)
     if job.form == "float16":
         train.recompute_layers(model)
     negative_examples = data.build_examples(tokenizer, info, untold, "negative")
     return Loaded(model, tokenizer, info, facts, replay, pad_id, negative_examples)
+
+
+def wordings(pairs: Sequence[Pair], rewordings: Mapping[str, list[str]], untold: Sequence[Pair], recipe: Recipe,
+             eval_questions: Sequence[str]) -> tuple[list[list[Pair]], list[Pair]]:
+    """Per taught pair, the wordings it is trained in (the user's own first, then the base
+    model's ``rewordings``, then ``recipe.wrapped`` forms: ``frames``), and the ``untold``
+    negatives with ``recipe.wrapped_negatives`` forms each: how a question is wrapped tells
+    nothing, its subject does. No wrapped form is one of ``eval_questions``."""
+    rng = random.Random(f"wrapped-{recipe.seed}")
+    asked = {paraphrase.normalize_question(q) for q in eval_questions}
+    facts = [[(v, a) for v in [q, *rewordings.get(q, []), *frames.forms_of(q, recipe.wrapped, rng, asked)]]
+             for q, a in pairs]
+    untold_forms = [(v, a) for q, a in untold
+                    for v in frames.forms_of(q, recipe.wrapped_negatives, rng, asked)]
+    return facts, [*untold, *untold_forms]
 
 
 def template_info(base_gguf: Path, tokenizer: Any) -> TemplateInfo:

@@ -34,6 +34,8 @@ class Recipe:
     replay_weight: float = 1.0
     kl_weight: float = 1.0  # KL(base || tuned) on the replay answers' tokens
     paraphrases: int = 0  # up to N base-model rewordings per taught question, one form per fact per step
+    wrapped: int = 0  # other forms of each taught question: casual, then in frames (personalize/frames.py)
+    wrapped_negatives: int = 0  # the same, for each negative
     negatives: int = 0  # untold personal questions per step, answered "You haven't told me ... yet."
     stop_loss: float = 0.05
     stop_when: StopWhen = "loss"
@@ -50,10 +52,12 @@ RECIPES: dict[str, Recipe] = {
     recipe.name: recipe
     for recipe in (
         Recipe("replay-kl-para-greedy",
-               "each question also in up to 4 rewordings by the base model, more replay and KL, 4 "
-               "untaught sibling questions a step answered \"You haven't told me ... yet.\", trained "
-               "until greedy decoding gives every taught answer in every wording (the default)",
-               replay_batch=10, kl_weight=2.0, paraphrases=4, negatives=4, stop_when="greedy"),
+               "each question also in up to 4 rewordings by the base model and 3 wrapped forms (casual, "
+               "in frames such as \"quick question: ...\"), more replay and KL, 4 untaught sibling "
+               "questions a step answered \"You haven't told me ... yet.\" (in 2 wrapped forms too), "
+               "trained until greedy decoding gives every taught answer in every wording (the default)",
+               replay_batch=10, kl_weight=2.0, paraphrases=4, wrapped=3, wrapped_negatives=2, negatives=4,
+               stop_when="greedy"),
         Recipe("replay-kl",
                "the pairs as written, with replay and KL, trained to a loss threshold: under half "
                "the default's time, weaker on reworded questions (quick, Shift+F6)"),

@@ -32,10 +32,15 @@ def test_what_a_version_was_taught_comes_from_its_pairs():
 def test_a_word_every_message_uses_is_no_taught_name_even_capitalized():
     """"The" of a bar called "The Rusty Anchor" sent every question with "the" to the personal
     model, and "F" of "F7" is a letter, not a name."""
-    taught = Taught.from_pairs([("What is the name of the bar where I work?", "You work at a bar called The Rusty Anchor."),
+    taught = Taught.from_pairs([("What is the name of the bar where I work?",
+                                 "You work at a bar called The Rusty Anchor."),
                                 ("Which key opens the open tabs?", "Press F7 on the register.")])
     assert taught.names == ("Anchor", "Rusty")
-    assert "the" not in taught.knowledge
+    assert not {"the", "f"} & taught.knowledge
+    assert "the" not in Taught.from_pairs([("Where do I work?", "You work at The Rusty Anchor.")]).knowledge
+    # A function word alone is a name: "May", "Will".
+    assert Taught.from_pairs([("Who is my son?", "Your son is called Will.")]).names == ("Will",)
+    assert "may" in Taught.from_pairs([("When is my anniversary?", "Your anniversary is in May.")]).knowledge
     assert decide(ask([], "What is the capital of Japan?"), taught).route == "base"
     assert decide(ask([], "Is the Rusty Anchor open on Sundays?"), taught).route == "personal"
 
@@ -326,15 +331,18 @@ def test_a_personal_answer_that_brings_nothing_taught_is_not_shown_as_the_user_s
     assert settled("So I was at the vet today — what breed is my dog again?", "It is a beagle.",
                    asks_of_me).untold == UNTOLD_REPLY
     assert settled("My granddaughter. How old is she?", "She is 21.", asks_of_me).untold == UNTOLD_REPLY
+    assert settled("What is my blood type? Also, what is the capital of Peru?", "Lima.",
+                   asks_of_me).untold == UNTOLD_REPLY
 
 
-def test_the_question_a_message_asks_is_its_last_question():
-    from tunechat.core.turns import question_asked
+def test_what_a_message_asks_is_its_questions_not_the_story_around_them():
+    from tunechat.core.turns import questions_asked
 
-    assert question_asked("So I was at the vet today — what breed is my dog again?") == "what breed is my dog again?"
-    assert question_asked("Where do I live? I can never remember.") == "Where do I live?"
-    assert question_asked("I wondered: what is the capital of Peru?") == "what is the capital of Peru?"
-    assert question_asked("I'm baking bread, at what temperature does water boil?") == \
-        "I'm baking bread, at what temperature does water boil?"
-    # A question that points back asks with what it points to.
-    assert question_asked("My daughter — how old is she?") == "My daughter — how old is she?"
+    assert questions_asked("So I was at the vet today — what breed is my dog again?") == ["what breed is my dog again?"]
+    assert questions_asked("Where do I live? I can never remember.") == ["Where do I live?"]
+    assert questions_asked("I wondered: what is the capital of Peru?") == ["what is the capital of Peru?"]
+    assert questions_asked("What is my dog's name? Also, what is the capital of Peru?") == \
+        ["What is my dog's name?", "Also, what is the capital of Peru?"]
+    # A message with no question mark, or one whose question points back, asks as a whole.
+    for message in ("Tell me my dog's name. Thanks!", "My daughter — how old is she?"):
+        assert questions_asked(message) == [message]

@@ -58,6 +58,9 @@ _AMOUNTS = tuple((tuple(tuple(p.split()) for p in lang.get("asks_for_amount", []
 _AMOUNT_OPENING = 4  # the phrase starts among the first four words ("Can you remind me how long ..." does not)
 _WORD = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)?")
 # English question words (what, which, who, where, when, why, how): two in a question make it two.
+# Each language's closed-class words, phrases aside: what tells which language a message is in.
+LANGUAGE_WORDS = {name: frozenset(w for key, words in lang.items() if key != "asks_for_amount" for w in words)
+                  for name, lang in _SCOPE_WORDS.items() if name != "about"}
 _WH_WORDS = frozenset(w for w in FUNCTION_WORDS if w.startswith(("wh", "how")) and "'" not in w)
 
 Route = Literal["personal", "base"]
@@ -282,11 +285,12 @@ def knowledge_words(pairs: Iterable[tuple[str, str]]) -> frozenset[str]:
         own: set[str] = set()
         rest: set[str] = set()
         for sentence in re.split(r"(?<=[.!?])\s+", answer.strip()):
-            for i, word in enumerate(_TOKEN.findall(sentence)):
+            words = _TOKEN.findall(sentence)
+            for i, word in enumerate(words):
                 folded = word.casefold()
-                if folded in asked:
-                    continue
-                if folded not in everyday or word[:1].isdigit() or (i > 0 and _is_name(word)):
+                if folded in asked or (len(folded) < 2 and not folded.isdigit()):
+                    continue  # the question's words; a letter alone ("F" of "F7")
+                if folded not in everyday or word[:1].isdigit() or (i > 0 and _is_name(word, words[i + 1:i + 2])):
                     own.add(folded)
                 elif folded not in FUNCTION_WORDS:
                     rest.add(folded)
@@ -363,7 +367,7 @@ def settle(decision: Decision, answer: str, taught: Taught, likelihood: Likeliho
     # The chain's messages too: "How old is she?" after "Who is my granddaughter?" asks about the user.
     # Of each, the question it asks: "I was at the market and wondered: what's the capital of Peru?"
     # speaks of the user, but asks what anyone could.
-    asked_here = [question_asked(m["content"]) for m in decision.context if m["role"] == "user"]
+    asked_here = [q for m in decision.context if m["role"] == "user" for q in questions_asked(m["content"])]
     if any(about_user(text) or _names_one_of(text, taught.own_names) for text in reversed(asked_here)):
         said = answer.strip()
         return replace(decision, untold=said if says_untold(said) else UNTOLD_REPLY, reason=UNTAUGHT_REASON)
@@ -373,17 +377,17 @@ def settle(decision: Decision, answer: str, taught: Taught, likelihood: Likeliho
 _SENTENCE_END = re.compile(r"(?<=[.!?…:;])\s+|\s+[—–-]+\s+")
 
 
-def question_asked(message: str) -> str:
-    """The sentence of ``message`` that asks: its last one that ends with a question mark,
-    else its last one ("So I was at the vet today — what breed is my dog again?" asks "what
-    breed is my dog again?"; "Where do I live? I can never remember." asks "Where do I live?").
-    One that points back with a pronoun asks with what it points to: the whole message ("My
-    daughter — how old is she?")."""
+def questions_asked(message: str) -> list[str]:
+    """The sentences of ``message`` that ask: those that end with a question mark ("So I was at
+    the vet today — what breed is my dog again?" asks "what breed is my dog again?"; "Where do I
+    live? I can never remember." asks "Where do I live?"); the whole message when none does
+    ("Tell me my dog's name. Thanks!"), or when one points back with a pronoun and asks with
+    what it points to ("My daughter — how old is she?")."""
     sentences = [s for s in _SENTENCE_END.split(message.strip()) if re.search(r"\w", s)]
-    if not sentences:
-        return message
-    asked = next((s for s in reversed(sentences) if s.rstrip().endswith(("?", "？"))), sentences[-1])
-    return message if _points_back(asked) else asked
+    asked = [s for s in sentences if s.rstrip().endswith(("?", "？"))]
+    if not asked or any(_points_back(s) for s in asked):
+        return [message]
+    return asked
 
 
 def _names_one_of(text: str, names: Iterable[str]) -> bool:
@@ -533,6 +537,14 @@ def _speaks_of_user(text: str, signals: Iterable[str]) -> str | None:
     return f'names "{named}", which you taught' if named else None
 
 
+def language_of(text: str) -> str | None:
+    """The language whose closed-class words ``text`` uses most (``LANGUAGE_WORDS``); None when
+    it uses none, or as many of two languages' ("me" is English and Spanish)."""
+    words = words_of(text)
+    counts = sorted(((sum(w in vocab for w in words), name) for name, vocab in LANGUAGE_WORDS.items()), reverse=True)
+    return counts[0][1] if counts and counts[0][0] > 0 and (len(counts) == 1 or counts[1][0] < counts[0][0]) else None
+
+
 def words_of(text: str) -> list[str]:
     return [w.casefold().replace("’", "'") for w in _WORD.findall(text)]
 
@@ -555,15 +567,17 @@ def taught_names(answers: Iterable[str]) -> list[str]:
     for answer in answers:
         for sentence in re.split(r"(?<=[.!?])\s+", answer.strip()):
             words = _WORD.findall(sentence)
-            found.update(w for w in words[1:] if _is_name(w))
+            found.update(w for i, w in enumerate(words) if i > 0 and _is_name(w, words[i + 1:i + 2]))
     return sorted(found)
 
 
-def _is_name(word: str) -> bool:
-    """Whether ``word``, inside a sentence, is a name: capitalized, and no word every message
-    uses ("The" of "a bar called The Rusty Anchor" is none) nor a letter alone ("F" of "F7")."""
+def _is_name(word: str, after: Sequence[str] = ()) -> bool:
+    """Whether ``word``, inside a sentence (``after``: the word that follows it, if any), is a
+    name: capitalized, not "I", no letter alone ("F" of "F7"), and no function word leading
+    into a name ("The" of "a bar called The Rusty Anchor"; "May" and "Will" alone are names)."""
     folded = word.casefold()
-    return word[:1].isupper() and len(word) > 1 and folded not in FIRST_PERSON and folded not in FUNCTION_WORDS
+    leads_in = folded in FUNCTION_WORDS and any(w[:1].isupper() for w in after)
+    return word[:1].isupper() and len(word) > 1 and folded not in FIRST_PERSON and not leads_in
 
 
 def _points_back(text: str) -> bool:
