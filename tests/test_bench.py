@@ -17,4 +17,6 @@ def test_the_model_step_benchmark_runs_a_real_step_and_reports_its_share_of_the_
     step = re.search(r"step: ([0-9.]+) s \(median of 2\), two passes, >= ([0-9.]+) GFLOP counted", out)
     mfu = re.search(r"MFU ([0-9.]+)%", out)
     assert step and mfu, out
-    assert float(step.group(1)) > 0 and float(step.group(2)) > 0 and 0 < float(mfu.group(1)) < 100
+    # The share is two timings taken apart (the matrix-product rate, then the step): on a machine
+    # busy with other work it can read above 100 %, so only its presence is asserted.
+    assert float(step.group(1)) > 0 and float(step.group(2)) > 0 and float(mfu.group(1)) > 0
