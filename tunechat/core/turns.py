@@ -57,10 +57,10 @@ _AMOUNTS = tuple((tuple(tuple(p.split()) for p in lang.get("asks_for_amount", []
                   frozenset(lang.get("amount_words", []))) for lang in _LANGUAGES)
 _AMOUNT_OPENING = 4  # the phrase starts among the first four words ("Can you remind me how long ..." does not)
 _WORD = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)?")
-# English question words (what, which, who, where, when, why, how): two in a question make it two.
 # Each language's closed-class words, phrases aside: what tells which language a message is in.
 LANGUAGE_WORDS = {name: frozenset(w for key, words in lang.items() if key != "asks_for_amount" for w in words)
                   for name, lang in _SCOPE_WORDS.items() if name != "about"}
+# English question words (what, which, who, where, when, why, how): two in a question make it two.
 _WH_WORDS = frozenset(w for w in FUNCTION_WORDS if w.startswith(("wh", "how")) and "'" not in w)
 
 Route = Literal["personal", "base"]
