@@ -16,16 +16,14 @@ drop the check compares with BORROWED_DROP).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from conversation import HELD_OUT, PERSONAS, SETTINGS, persona_turns, scoped_version, version  # noqa: E402
+from conversation import HELD_OUT, PERSONAS, SETTINGS, persona_turns, scoped_version, version, version_arguments  # noqa: E402
 
 from tunechat.core import turns  # noqa: E402
 from tunechat.personalize.evaluate import admits_not_knowing, borrows, contains_key  # noqa: E402
@@ -74,10 +72,7 @@ def run(persona: str, seed: int, versions: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--personas", nargs="+", default=["public", "second", "third"], choices=sorted(PERSONAS))
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
-    parser.add_argument("--versions", type=Path, default=Path(os.environ.get("TUNECHAT_BENCH_VERSIONS", "")
-                                                               or tempfile.gettempdir()) / "tunechat-bench-versions")
+    version_arguments(parser, ["public", "second", "third"])
     args = parser.parse_args()
     for persona in args.personas:
         for seed in args.seeds:

@@ -144,6 +144,15 @@ def version(persona: str, seed: int, versions: Path, overrides: dict | None = No
     return out / "out"
 
 
+def version_arguments(parser: argparse.ArgumentParser, personas: list[str]) -> None:
+    """The --personas, --seeds and --versions every bench on the trained versions takes."""
+    parser.add_argument("--personas", nargs="+", default=personas, choices=list(PERSONAS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--versions", type=Path, default=Path(os.environ.get("TUNECHAT_BENCH_VERSIONS", "")
+                                                               or tempfile.gettempdir()) / "tunechat-bench-versions",
+                        help="where the trained versions are kept and reused")
+
+
 def run_chat(engine: ScopedEngine, turns: list[Turn], context: str) -> list[tuple[str, str]]:
     """(answer, who answered) for each turn, asked in one chat under the ``context`` policy."""
     history: list[dict[str, str]] = []
@@ -242,13 +251,9 @@ def print_table(rows: list[dict]) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--personas", nargs="+", default=list(PERSONAS), choices=list(PERSONAS))
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    version_arguments(parser, list(PERSONAS))
     parser.add_argument("--orders", nargs="+", type=int, default=[0, 1, 2], help="seeds of the turns' order")
     parser.add_argument("--contexts", nargs="+", default=list(CONTEXTS), choices=list(CONTEXTS))
-    parser.add_argument("--versions", type=Path, default=Path(os.environ.get("TUNECHAT_BENCH_VERSIONS", "")
-                                                               or tempfile.gettempdir()) / "tunechat-bench-versions",
-                        help="where the trained versions are kept and reused")
     parser.add_argument("--out", type=Path, default=None, help="also write every chat's numbers here (JSON)")
     args = parser.parse_args()
     rows = []

@@ -10,16 +10,14 @@ personal model finds likeliest there, when that likelihood is above -t.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from conversation import PERSONAS, SETTINGS, persona_turns, scoped_version, version  # noqa: E402
+from conversation import PERSONAS, SETTINGS, persona_turns, scoped_version, version, version_arguments  # noqa: E402
 
 from tunechat.core.turns import says_untold  # noqa: E402
 
@@ -28,10 +26,7 @@ THRESHOLDS = (0.3, 0.5, 0.7, 0.9)
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--personas", nargs="+", default=["public", "second", "third"], choices=list(PERSONAS))
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
-    parser.add_argument("--versions", type=Path, default=Path(os.environ.get("TUNECHAT_BENCH_VERSIONS", "")
-                                                               or tempfile.gettempdir()) / "tunechat-bench-versions")
+    version_arguments(parser, ["public", "second", "third"])
     args = parser.parse_args()
     # per threshold (None: as shipped): [rewordings right, untaught without a taught key, untaught "not told"]
     totals = {t: [0, 0, 0] for t in (None, *THRESHOLDS)}

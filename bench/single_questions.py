@@ -13,26 +13,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from conversation import KINDS, PERSONAS, SETTINGS, persona_turns, right, scoped_version, version  # noqa: E402
+from conversation import KINDS, PERSONAS, SETTINGS, persona_turns, right, scoped_version, version, version_arguments  # noqa: E402
 
 UNTOLD = ("haven't told", "have not told")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--personas", nargs="+", default=["eleventh"], choices=list(PERSONAS))
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
-    parser.add_argument("--versions", type=Path, default=Path(os.environ.get("TUNECHAT_BENCH_VERSIONS", "")
-                                                               or tempfile.gettempdir()) / "tunechat-bench-versions")
+    version_arguments(parser, ["eleventh"])
     parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=JSON",
                         help="train the versions with these recipe fields changed "
                              "(a variant: give it --versions of its own)")

@@ -12,7 +12,7 @@ from collections.abc import Collection
 from pathlib import Path
 
 from tunechat.core.turns import FUNCTION_WORDS, language_of, words_of
-from tunechat.personalize.paraphrase import normalize_question
+from tunechat.personalize.paraphrase import normalize_question, not_asked
 
 _DATA = Path(__file__).parent / "data"
 
@@ -57,6 +57,4 @@ def forms_of(question: str, count: int, rng: random.Random, asked: Collection[st
     """``wrapped`` forms of ``question`` that are none of the evaluation's questions (``asked``,
     as ``normalize_question`` writes them): a held-out wording must never be trained on. The
     casual form reads as the question itself there, and stays."""
-    own = normalize_question(question)
-    return [w for w in wrapped(question, count, rng)
-            if normalize_question(w) == own or normalize_question(w) not in asked]
+    return not_asked(wrapped(question, count, rng), set(asked) - {normalize_question(question)})

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 
 from tunechat.core import paths
@@ -155,7 +155,12 @@ def without_questions(found: dict[str, list[str]], questions: Sequence[str], lim
     """At most ``limit`` rewordings per taught question, none of them one of ``questions``
     (the evaluation's: a held-out paraphrase must never be trained on)."""
     asked = {normalize_question(q) for q in questions}
-    return {q: [f for f in forms if normalize_question(f) not in asked][:limit] for q, forms in found.items()}
+    return {q: not_asked(forms, asked)[:limit] for q, forms in found.items()}
+
+
+def not_asked(forms: Sequence[str], asked: Collection[str]) -> list[str]:
+    """``forms`` that are none of ``asked`` (questions as ``normalize_question`` writes them)."""
+    return [f for f in forms if normalize_question(f) not in asked]
 
 
 def paraphrases(
