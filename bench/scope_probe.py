@@ -29,6 +29,7 @@ from tunechat.core import scope_probe  # noqa: E402
 from tunechat.core.engine import Engine  # noqa: E402
 from tunechat.core.registry import embedded_model_path  # noqa: E402
 from tunechat.core.turns import Taught, decide  # noqa: E402
+from tunechat.personalize.frames import casual  # noqa: E402
 from tunechat.personalize.general import general_prompts  # noqa: E402
 
 TUNED = ("public", "second", "third")
@@ -47,19 +48,19 @@ class Embedder:
         return np.stack([self.known[t] for t in texts]) if texts else np.zeros((0, self.engine._llm.n_embd()))
 
 
-def plain(text: str) -> str:
-    return " ".join(text.casefold().replace("¿", "").replace("?", "").replace("¡", "").split())
+def plain(message: str) -> str:
+    """``message`` as the bank is matched against the questions scored: a question's casual form
+    is the question."""
+    return " ".join(message.casefold().replace("¿", "").replace("?", "").replace("¡", "").rstrip("!. ").split())
 
 
 def probe_without(scored: list[str], pairs: list[tuple[str, str]], taught: Taught, embed: Embedder,
-                  slip: float | None = scope_probe.GENERAL_SLIP):
-    """The probe as the worker fits it, but for bank messages among ``scored``."""
+                  slip: float | None = scope_probe.GENERAL_SLIP, casual: bool = scope_probe.CASUAL_FORMS):
     left_out = {plain(q) for q in scored}
-    personal, general = scope_probe.bank()
-    vectors = (embed([m for m in personal if plain(m) not in left_out]),
-               embed([m for m in general if plain(m) not in left_out]))
+    personal, general = scope_probe.bank(casual)
+    kept = ([m for m in personal if plain(m) not in left_out], [m for m in general if plain(m) not in left_out])
     general_left = [g for g in general_prompts() if plain(g) not in left_out]
-    probe = scope_probe.fit_for([q for q, _ in pairs], taught, embed, general_left, vectors, slip)
+    probe = scope_probe.fit_for([q for q, _ in pairs], taught, embed, general_left, kept, slip, casual)
     return lambda text: probe.about_user(embed([text])[0])
 
 
@@ -71,7 +72,9 @@ def main() -> int:
     verbose = "-v" in sys.argv
     engine = Engine(embedded_model_path())
     embed = Embedder(engine)
-    print(f"{'persona':9} {'rule':12} {'taught':>7} {'reworded':>9} {'untaught':>9} {'general':>8}   ('*': held out)")
+    columns = ("taught", "reworded", "untaught", "general")
+    print(f"{'persona':11} {'rule':12} " + " ".join(f"{k:>8} {'casual':>8}" for k in columns)
+          + "   ('*': held out; casual: the same questions in lower case, no closing mark)")
     for name, path in PERSONAS.items():
         data = json.loads(path.read_text(encoding="utf-8"))
         pairs = [(f["q"], f["a"]) for f in data["facts"]]
@@ -81,29 +84,36 @@ def main() -> int:
                  "general": [i["q"] if isinstance(i, dict) else i for i in data.get("locality", [])]}
         scored = [q for qs in kinds.values() for q in qs]
         rules = (("words", None), ("words+probe", probe_without(scored, pairs, taught, embed)),
-                 *((("probe t=0", probe_without(scored, pairs, taught, embed, None)),) if "--zero" in sys.argv else ()))
+                 *((("probe t=0", probe_without(scored, pairs, taught, embed, None)),) if "--zero" in sys.argv else ()),
+                 *((("probe plain", probe_without(scored, pairs, taught, embed, casual=False)),)
+                   if "--plain" in sys.argv else ()))
         for rule, probe in rules:
             cells = []
             for kind, questions in kinds.items():
                 wanted = "base" if kind == "general" else "personal"
-                wrong = [q for q in questions if route(q, taught, probe) != wanted]
-                cells.append(f"{len(questions) - len(wrong)}/{len(questions)}")
-                for question in wrong if verbose and probe else ():
-                    print(f"      {name} {kind}: {question}")
+                for typed in (questions, [casual(q) for q in questions]):
+                    wrong = [q for q in typed if route(q, taught, probe) != wanted]
+                    cells.append(f"{len(typed) - len(wrong)}/{len(typed)}")
+                    for question in wrong if verbose and probe else ():
+                        print(f"      {name} {rule} {kind}: {question}")
             label = name + ("" if name in TUNED else "*")
-            print(f"{label:9} {rule:12} " + " ".join(f"{c:>8}" for c in cells))
+            print(f"{label:11} {rule:12} " + " ".join(f"{c:>8}" for c in cells))
     data = json.loads((ROOT / "tests" / "data" / "routing-languages.json").read_text(encoding="utf-8"))
     asked = [q for questions in data["languages"].values() for kind in questions.values() for q in kind]
     nothing = Taught.from_pairs([])
     rules = (("words", None), ("words+probe", probe_without(asked, [], nothing, embed)),
-             *((("probe t=0", probe_without(asked, [], nothing, embed, None)),) if "--zero" in sys.argv else ()))
-    print(f"\n{'language':9} {'rule':12} {'personal':>9} {'general':>8}   (nothing taught; held out)")
+             *((("probe t=0", probe_without(asked, [], nothing, embed, None)),) if "--zero" in sys.argv else ()),
+             *((("probe plain", probe_without(asked, [], nothing, embed, casual=False)),) if "--plain" in sys.argv else ()))
+    print(f"\n{'language':9} {'rule':12} {'personal':>8} {'general':>8} {'casual':>8} {'casual':>8}   (nothing taught; "
+          "held out)")
     for language, questions in data["languages"].items():
         for rule, probe in rules:
-            personal = sum(route(q, nothing, probe) == "personal" for q in questions["personal"])
-            general = sum(route(q, nothing, probe) == "base" for q in questions["general"])
-            print(f"{language:9} {rule:12} {personal:>6}/{len(questions['personal'])} "
-                  f"{general:>5}/{len(questions['general'])}")
+            cells = []
+            for typed in (lambda q: q, casual):
+                personal = sum(route(typed(q), nothing, probe) == "personal" for q in questions["personal"])
+                general = sum(route(typed(q), nothing, probe) == "base" for q in questions["general"])
+                cells += [f"{personal}/{len(questions['personal'])}", f"{general}/{len(questions['general'])}"]
+            print(f"{language:9} {rule:12} " + " ".join(f"{c:>8}" for c in cells))
     print_turn_cost(engine)
     engine.close()
     print_fit_cost()
