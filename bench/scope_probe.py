@@ -55,12 +55,14 @@ def plain(message: str) -> str:
 
 
 def probe_without(scored: list[str], pairs: list[tuple[str, str]], taught: Taught, embed: Embedder,
-                  slip: float | None = scope_probe.GENERAL_SLIP, casual: bool = scope_probe.CASUAL_FORMS):
+                  slip: float | None = scope_probe.GENERAL_SLIP):
+    """The probe as the worker fits it, but for bank messages among ``scored``."""
     left_out = {plain(q) for q in scored}
-    personal, general = scope_probe.bank(casual)
-    kept = ([m for m in personal if plain(m) not in left_out], [m for m in general if plain(m) not in left_out])
+    personal, general = scope_probe.bank()
+    vectors = (embed([m for m in personal if plain(m) not in left_out]),
+               embed([m for m in general if plain(m) not in left_out]))
     general_left = [g for g in general_prompts() if plain(g) not in left_out]
-    probe = scope_probe.fit_for([q for q, _ in pairs], taught, embed, general_left, kept, slip, casual)
+    probe = scope_probe.fit_for([q for q, _ in pairs], taught, embed, general_left, vectors, slip)
     return lambda text: probe.about_user(embed([text])[0])
 
 
@@ -84,9 +86,7 @@ def main() -> int:
                  "general": [i["q"] if isinstance(i, dict) else i for i in data.get("locality", [])]}
         scored = [q for qs in kinds.values() for q in qs]
         rules = (("words", None), ("words+probe", probe_without(scored, pairs, taught, embed)),
-                 *((("probe t=0", probe_without(scored, pairs, taught, embed, None)),) if "--zero" in sys.argv else ()),
-                 *((("probe plain", probe_without(scored, pairs, taught, embed, casual=False)),)
-                   if "--plain" in sys.argv else ()))
+                 *((("probe t=0", probe_without(scored, pairs, taught, embed, None)),) if "--zero" in sys.argv else ()))
         for rule, probe in rules:
             cells = []
             for kind, questions in kinds.items():
@@ -102,8 +102,7 @@ def main() -> int:
     asked = [q for questions in data["languages"].values() for kind in questions.values() for q in kind]
     nothing = Taught.from_pairs([])
     rules = (("words", None), ("words+probe", probe_without(asked, [], nothing, embed)),
-             *((("probe t=0", probe_without(asked, [], nothing, embed, None)),) if "--zero" in sys.argv else ()),
-             *((("probe plain", probe_without(asked, [], nothing, embed, casual=False)),) if "--plain" in sys.argv else ()))
+             *((("probe t=0", probe_without(asked, [], nothing, embed, None)),) if "--zero" in sys.argv else ()))
     print(f"\n{'language':9} {'rule':12} {'personal':>8} {'general':>8} {'casual':>8} {'casual':>8}   (nothing taught; "
           "held out)")
     for language, questions in data["languages"].items():
