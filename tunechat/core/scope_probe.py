@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tunechat.core import text, turns
+from tunechat.core import turns
 
 BANK_FILE = Path(__file__).parent / "data" / "scope_bank.json"
 # A taught question counts this many bank messages: a version's own questions weigh most.
@@ -36,7 +36,6 @@ NEWTON_STEPS = 30
 # by a probe fitted without it (5 folds).
 GENERAL_SLIP = 0.05
 FOLDS = 5
-CASUAL_FORMS = True
 # Embeds texts as rows of unit length (``Engine.embed``).
 Embed = Callable[[Sequence[str]], np.ndarray]
 
@@ -80,16 +79,11 @@ class ScopeProbe:
         return cls(tensors["mean"], tensors["scale"], tensors["weights"], float(tensors["threshold"][0]))
 
 
-def bank(casual: bool = CASUAL_FORMS) -> tuple[list[str], list[str]]:
-    """The bank's personal and general messages (with their casual forms when ``casual``)."""
+def bank() -> tuple[list[str], list[str]]:
+    """The bank's personal and general messages, every language together."""
     languages = json.loads(BANK_FILE.read_text(encoding="utf-8"))["languages"]
-    personal = [m for lang in languages.values() for m in lang["personal"]]
-    general = [m for lang in languages.values() for m in lang["general"]]
-    return (with_casual(personal), with_casual(general)) if casual else (personal, general)
-
-
-def with_casual(messages: Sequence[str]) -> list[str]:
-    return list(dict.fromkeys([*messages, *map(text.casual, messages)]))
+    return ([m for lang in languages.values() for m in lang["personal"]],
+            [m for lang in languages.values() for m in lang["general"]])
 
 
 def bank_languages() -> list[str]:
@@ -125,32 +119,40 @@ def fit(vectors: np.ndarray, about_user: np.ndarray, weight: np.ndarray, l2: flo
 
 
 def fit_for(taught_questions: Sequence[str], taught: turns.Taught, embed: Embed, general: Sequence[str],
-            bank_messages: tuple[Sequence[str], Sequence[str]], general_slip: float | None = GENERAL_SLIP,
-            casual: bool = CASUAL_FORMS) -> ScopeProbe:
-    personal, general_bank = bank_messages
-    texts = [*personal, *general_bank, *(with_casual(general) if casual else general)]
-    x = embed(texts)
+            bank_vectors: tuple[np.ndarray, np.ndarray], general_slip: float | None = GENERAL_SLIP) -> ScopeProbe:
+    """The probe of a version taught ``taught_questions``: the bank's personal messages and the
+    taught questions that speak of the user against the bank's general messages and ``general``
+    (the built-in general prompts but the taught ones: ``general.replay_prompts``, the prompts a
+    run replays). ``bank_vectors``: the bank's personal and
+    general messages embedded (they depend on the base alone, and are cached with it).
+    ``general_slip``: see GENERAL_SLIP (None: threshold 0).
+
+    The taught questions that join are those the words say are the user's, or that the bank's
+    own probe, at its threshold, reads so; the threshold of the probe returned is measured on
+    that probe's own recipe, taught questions included."""
+    personal, general_bank = bank_vectors
+    x = np.vstack([personal, general_bank, *([embed(general)] if general else [])])
     y = np.r_[np.ones(len(personal)), np.zeros(len(x) - len(personal))]
     weight = np.ones(len(x))
-    from_bank = _calibrated(x, y, weight, texts, general_slip)
+    from_bank = _calibrated(x, y, weight, len(x), general_slip)
     questions = list(dict.fromkeys(taught_questions))
     asked = embed(questions) if questions else x[:0]
-    theirs = [q for i, q in enumerate(questions) if from_bank.about_user(asked[i]) or _words_say_user(q, taught)]
+    theirs = [i for i, q in enumerate(questions) if from_bank.about_user(asked[i]) or _words_say_user(q, taught)]
     if not theirs:
         return from_bank
-    theirs = with_casual(theirs) if casual else theirs
-    return _calibrated(np.vstack([x, embed(theirs)]), np.r_[y, np.ones(len(theirs))],
-                       np.r_[weight, np.full(len(theirs), TAUGHT_WEIGHT)], texts, general_slip)
+    return _calibrated(np.vstack([x, asked[theirs]]), np.r_[y, np.ones(len(theirs))],
+                       np.r_[weight, np.full(len(theirs), TAUGHT_WEIGHT)], len(x), general_slip)
 
 
-def _calibrated(x: np.ndarray, y: np.ndarray, weight: np.ndarray, folded: Sequence[str],
+def _calibrated(x: np.ndarray, y: np.ndarray, weight: np.ndarray, folded: int,
                 general_slip: float | None) -> ScopeProbe:
+    """The probe fitted on every row, its threshold the score that ``general_slip`` of the
+    general rows exceed, each scored by the same recipe fitted without its fold (the first
+    ``folded`` rows are split into folds; the rest, taught questions, are always fitted)."""
     probe = fit(x, y, weight)
     if general_slip is None:
         return probe
-    groups = {g: i for i, g in enumerate(dict.fromkeys(map(text.casual, folded)))}
-    fold_of = np.random.default_rng(0).integers(0, FOLDS, len(groups))
-    fold = np.r_[fold_of[[groups[text.casual(m)] for m in folded]], np.full(len(x) - len(folded), -1)]
+    fold = np.r_[np.random.default_rng(0).integers(0, FOLDS, folded), np.full(len(x) - folded, -1)]
     scores = np.zeros(len(x))
     for k in range(FOLDS):
         held = fold == k

@@ -7,8 +7,3 @@ def one_line(text: str, width: int) -> str:
     """Collapse whitespace and cut to ``width`` characters with an ellipsis."""
     flat = " ".join(text.split())
     return flat if len(flat) <= width else flat[: width - 1] + "…"
-
-
-def casual(message: str) -> str:
-    """``message`` typed as in a quick chat message: lower case, no closing punctuation."""
-    return message.lower().rstrip("?!. ")
