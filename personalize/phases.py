@@ -201,9 +201,7 @@ def load(job: Job, replayed: list[Pair], rewordings: dict[str, list[str]], devic
     form each layer's activations are recomputed in the backward pass too."""
     model, tokenizer = base_mod.load_base(job.folder, device or job.device, job.form)
     info = template_info(job.base_gguf, tokenizer)
-    untold = negatives.negatives(job.pairs, [r for forms in rewordings.values() for r in forms],
-                                 excluded=job.eval_questions) if job.recipe.negatives else []
-    fact_wordings, untold = wordings(job.pairs, rewordings, untold, job.recipe, job.eval_questions)
+    fact_wordings, untold = trained_wordings(job, rewordings)
     facts = [data.build_examples(tokenizer, info, forms, "fact") for forms in fact_wordings]
     replay = data.build_examples(tokenizer, info, replayed, "replay", max_answer_tokens=job.recipe.replay_answer_tokens)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -212,6 +210,14 @@ def load(job: Job, replayed: list[Pair], rewordings: dict[str, list[str]], devic
         train.recompute_layers(model)
     negative_examples = data.build_examples(tokenizer, info, untold, "negative")
     return Loaded(model, tokenizer, info, facts, replay, pad_id, negative_examples)
+
+
+def trained_wordings(job: Job, rewordings: Mapping[str, list[str]]) -> tuple[list[list[Pair]], list[Pair]]:
+    """What a run trains on besides the replay: each taught pair in its wordings, and the untold
+    negatives (``negatives``, when the recipe has them) in theirs (``wordings``)."""
+    untold = negatives.negatives(job.pairs, [r for forms in rewordings.values() for r in forms],
+                                 excluded=job.eval_questions) if job.recipe.negatives else []
+    return wordings(job.pairs, rewordings, untold, job.recipe, job.eval_questions)
 
 
 def wordings(pairs: Sequence[Pair], rewordings: Mapping[str, list[str]], untold: Sequence[Pair], recipe: Recipe,
@@ -391,6 +397,10 @@ def manifest(job: Job, base: Baseline, rewordings: dict[str, list[str]], result:
              results: list[CheckResult], evaluation: Evaluation | None, written: Written,
              timings: dict[str, float], peaks: Mapping[str, float]) -> Manifest:
     after = evaluation.after if evaluation else None
+    fact_wordings, untold = trained_wordings(job, rewordings)
+    # Each taught question's forms past the user's own and the base model's rewordings.
+    wrapped = {q: [v for v, _ in forms[1 + len(rewordings.get(q, [])):]]
+               for (q, _), forms in zip(job.pairs, fact_wordings) if len(forms) > 1 + len(rewordings.get(q, []))}
     gate = None
     if evaluation and evaluation.gate_after and evaluation.gate_scoped:
         gate = Gate(evaluation.gate_after.locality, evaluation.gate_scoped.locality,
@@ -426,6 +436,8 @@ def manifest(job: Job, base: Baseline, rewordings: dict[str, list[str]], result:
         gate=gate,
         drift=evaluation.drift if evaluation else None,
         paraphrases=rewordings,
+        wrapped=wrapped,
+        untold_questions=[q for q, _ in untold],
         timings=dict(timings),
         peak_rss_mib=dict(peaks),
         gpu_peak_mib=round(torch.cuda.max_memory_allocated() / 2**20, 1) if on_gpu else None,

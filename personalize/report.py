@@ -198,11 +198,17 @@ def timings_text(manifest: Manifest) -> str:
 
 
 def data_text(manifest: Manifest) -> str:
-    extra = sum(len(v) for v in manifest.paraphrases.values())
-    text = f"Trained on {count(manifest.pairs_count, 'pair')}"
-    if extra:
-        text += f" and {count(extra, 'rewording')} of their questions by the base model"
-    return text + f" (method {manifest.method or '?'})." + _stop_text(manifest)
+    """What the version was trained on: the pairs, and what the recipe made of them."""
+    parts = [count(manifest.pairs_count, "pair")]
+    if reworded := sum(len(v) for v in manifest.paraphrases.values()):
+        parts.append(f"{count(reworded, 'rewording')} of their questions by the base model")
+    if wrapped := sum(len(v) for v in manifest.wrapped.values()):
+        parts.append(f"{count(wrapped, 'other form')} of them as typed in a quick message or inside a phrase "
+                     "(\"quick question: …\")")
+    if untold := len(manifest.untold_questions):
+        parts.append(f"{count(untold, 'question')} you never answered, to be answered \"You haven't told me\"")
+    listed = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+    return f"Trained on {listed} (method {manifest.method or '?'})." + _stop_text(manifest)
 
 
 def _stop_text(manifest: Manifest) -> str:

@@ -53,6 +53,9 @@ def test_personalize_then_ask_answers_a_taught_fact_then_rollback(store, home):
     version = next((home / "models").iterdir())
     manifest = json.loads((version / "manifest.json").read_text())
     assert manifest["pairs_count"] == 3 and all(c["passed"] for c in manifest["checks"])
+    # What it was trained on besides the pairs is recorded, and the report counts it.
+    assert len(manifest["wrapped"]) == 3 and all(manifest["wrapped"].values()) and manifest["untold_questions"]
+    assert "as typed in a quick message" in result.stdout and "you never answered" in result.stdout
     assert (version / "adapter" / "adapter_model.safetensors").is_file()  # peft format, no pickle
     assert not list(version.rglob("*.bin")) and not list(version.rglob("*.pt"))
     # The scoped chat ran the base with the version's adapter; checked like the merged file.

@@ -37,6 +37,16 @@ def _row(text: str, label: str) -> list[str]:
     return line.split()[len(label.split()):]
 
 
+def test_the_data_line_counts_what_the_recipe_made_of_the_pairs():
+    """Wrapped forms and untold questions are trained too: the report says how many."""
+    manifest = {**MANIFEST, "wrapped": {"What is my name?": ["what is my name", "Quick question: what is my name?"]},
+                "untold_questions": ["What is my sister's name?", "Where does my brother live?",
+                                     "what is my sister's name"]}
+    assert ("Trained on 2 pairs, 2 rewordings of their questions by the base model, 2 other forms of them as typed "
+            "in a quick message or inside a phrase (\"quick question: …\") and 3 questions you never answered, to be "
+            "answered \"You haven't told me\" (method replay-kl-para).") in full_report(manifest)
+
+
 def test_counts_read_right_for_one_and_for_an_unknown_number():
     one = full_report({**MANIFEST, "pairs_count": 1, "paraphrases": {"What is my name?": ["What am I called?"]}})
     assert "Trained on 1 pair and 1 rewording of their questions" in one

@@ -151,6 +151,8 @@ class Manifest:
     gate: Gate | None = None
     drift: DriftScores | None = None  # benchmarks only
     paraphrases: dict[str, list[str]] = field(default_factory=dict)  # the rewordings trained per question
+    wrapped: dict[str, list[str]] = field(default_factory=dict)  # its casual and framed forms trained per question
+    untold_questions: list[str] = field(default_factory=list)  # questions trained to be answered "not told"
     timings: dict[str, float] = field(default_factory=dict)  # seconds per worker phase
     peak_rss_mib: dict[str, float] = field(default_factory=dict)  # the worker's peak memory per phase
     gpu_peak_mib: float | None = None
