@@ -163,6 +163,28 @@ def not_asked(forms: Sequence[str], asked: Collection[str]) -> list[str]:
     return [f for f in forms if normalize_question(f) not in asked]
 
 
+def pointing(found: dict[str, list[str]], pairs: Sequence[tuple[str, str]],
+             likelihoods: Callable[[str, Sequence[str]], list[float]]) -> dict[str, list[str]]:
+    """The rewordings after which the base model finds their own pair's answer the most fitting
+    of the taught answers, each answer's fit counted above its mean fit after the taught
+    questions (an answer likely after any question points nowhere). The base model, asked to
+    reword "What is my dog's name?", also writes "What do I wear?": trained with the dog's
+    name, it teaches the model to give that name to questions it was never told about.
+    ``likelihoods(question, answers)``: ``Engine.answer_likelihoods`` of the base model."""
+    answers = [a for _, a in pairs]
+    if len(answers) < 2:
+        return {q: list(found.get(q, [])) for q, _ in pairs}
+    prior = [sum(column) / len(pairs) for column in zip(*(likelihoods(q, answers) for q, _ in pairs))]
+    kept: dict[str, list[str]] = {}
+    for own, (q, _) in enumerate(pairs):
+        kept[q] = []
+        for text in found.get(q, []):
+            lifted = [fit - base for fit, base in zip(likelihoods(text, answers), prior)]
+            if max(range(len(answers)), key=lifted.__getitem__) == own:
+                kept[q].append(text)
+    return kept
+
+
 def paraphrases(
     base_gguf: Path,
     fingerprint: str,
