@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 import re
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
@@ -19,6 +20,8 @@ from tunechat.core import paths
 from tunechat.core.atomic import write_json_atomic
 
 SAMPLES_PER_FACT = 6
+# How many taught answers ``pointing`` weighs a rewording's own answer against, at most.
+ANSWERS_WEIGHED = 16
 MAX_TOKENS = 24
 
 # Second person -> first person, for candidates that drift into "What is your ...?".
@@ -170,17 +173,26 @@ def pointing(found: dict[str, list[str]], pairs: Sequence[tuple[str, str]],
     questions (an answer likely after any question points nowhere). The base model, asked to
     reword "What is my dog's name?", also writes "What do I wear?": trained with the dog's
     name, it teaches the model to give that name to questions it was never told about.
-    ``likelihoods(question, answers)``: ``Engine.answer_likelihoods`` of the base model."""
+    ``likelihoods(question, answers)``: ``Engine.answer_likelihoods`` of the base model.
+
+    Past ``ANSWERS_WEIGHED`` pairs the cost would grow with their square: the mean fit is then
+    read after that many of the taught questions, and each rewording weighs its own answer
+    against that many others, both drawn by a seeded generator."""
     answers = [a for _, a in pairs]
     if len(answers) < 2:
         return {q: list(found.get(q, [])) for q, _ in pairs}
-    prior = [sum(column) / len(pairs) for column in zip(*(likelihoods(q, answers) for q, _ in pairs))]
+    rng = random.Random(0)
+    sampled = lambda indices: indices if len(indices) <= ANSWERS_WEIGHED else rng.sample(indices, ANSWERS_WEIGHED)  # noqa: E731
+    askers = sampled(list(range(len(pairs))))
+    prior = [sum(column) / len(askers) for column in zip(*(likelihoods(pairs[i][0], answers) for i in askers))]
     kept: dict[str, list[str]] = {}
     for own, (q, _) in enumerate(pairs):
         kept[q] = []
         for text in found.get(q, []):
-            lifted = [fit - base for fit, base in zip(likelihoods(text, answers), prior)]
-            if max(range(len(answers)), key=lifted.__getitem__) == own:
+            weighed = [own, *sampled([j for j in range(len(answers)) if j != own])]
+            fits = likelihoods(text, [answers[j] for j in weighed])
+            lifted = [fit - prior[j] for fit, j in zip(fits, weighed)]
+            if max(range(len(weighed)), key=lifted.__getitem__) == 0:
                 kept[q].append(text)
     return kept
 

@@ -95,3 +95,26 @@ def test_pointing_on_the_embedded_model_drops_a_rewording_about_something_else(e
     kept = pointing(found, pairs, engine.answer_likelihoods)
     assert kept["What is my dog's name?"] == ["What do I call my dog?"]
     assert kept["What car do I drive?"] == ["Which vehicle do I own?"]
+
+
+def test_pointing_past_the_answers_weighed_reads_a_sample_and_still_drops_what_points_elsewhere():
+    """With more pairs than ``ANSWERS_WEIGHED``, each prompt is weighed against that many answers
+    at most; a rewording whose fit lies with its own answer is kept, one that fits another
+    (here every other answer) is dropped."""
+    from tunechat.personalize import paraphrase
+
+    n = paraphrase.ANSWERS_WEIGHED + 9
+    pairs = [(f"Question {i}?", f"Answer {i}.") for i in range(n)]
+    read: list[int] = []
+
+    def likelihoods(question: str, answers):
+        read.append(len(answers))
+        if question == "Elsewhere?":
+            return [-1.0 if a != "Answer 0." else -3.0 for a in answers]
+        target = "Answer 0." if question in ("Question 0?", "Mine?") else f"Answer {question.split()[1][:-1]}."
+        return [-1.0 if a == target else -3.0 for a in answers]
+
+    kept = paraphrase.pointing({"Question 0?": ["Mine?", "Elsewhere?"]}, pairs, likelihoods)
+    assert kept["Question 0?"] == ["Mine?"]
+    assert max(read) == n and read[-2:] == [paraphrase.ANSWERS_WEIGHED + 1] * 2
+    assert len(read) == paraphrase.ANSWERS_WEIGHED + 2
