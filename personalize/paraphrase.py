@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import random
 import re
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
@@ -20,8 +19,6 @@ from tunechat.core import paths
 from tunechat.core.atomic import write_json_atomic
 
 SAMPLES_PER_FACT = 6
-# How many taught answers ``pointing`` weighs a rewording's own answer against, at most.
-ANSWERS_WEIGHED = 16
 MAX_TOKENS = 24
 
 # Second person -> first person, for candidates that drift into "What is your ...?".
@@ -164,37 +161,6 @@ def without_questions(found: dict[str, list[str]], questions: Sequence[str], lim
 def not_asked(forms: Sequence[str], asked: Collection[str]) -> list[str]:
     """``forms`` that are none of ``asked`` (questions as ``normalize_question`` writes them)."""
     return [f for f in forms if normalize_question(f) not in asked]
-
-
-def pointing(found: dict[str, list[str]], pairs: Sequence[tuple[str, str]],
-             likelihoods: Callable[[str, Sequence[str]], list[float]]) -> dict[str, list[str]]:
-    """The rewordings after which the base model finds their own pair's answer the most fitting
-    of the taught answers, each answer's fit counted above its mean fit after the taught
-    questions (an answer likely after any question points nowhere). The base model, asked to
-    reword "What is my dog's name?", also writes "What do I wear?": trained with the dog's
-    name, it teaches the model to give that name to questions it was never told about.
-    ``likelihoods(question, answers)``: ``Engine.answer_likelihoods`` of the base model.
-
-    Past ``ANSWERS_WEIGHED`` pairs the cost would grow with their square: the mean fit is then
-    read after that many of the taught questions, and each rewording weighs its own answer
-    against that many others, both drawn by a seeded generator."""
-    answers = [a for _, a in pairs]
-    if len(answers) < 2:
-        return {q: list(found.get(q, [])) for q, _ in pairs}
-    rng = random.Random(0)
-    sampled = lambda indices: indices if len(indices) <= ANSWERS_WEIGHED else rng.sample(indices, ANSWERS_WEIGHED)  # noqa: E731
-    askers = sampled(list(range(len(pairs))))
-    prior = [sum(column) / len(askers) for column in zip(*(likelihoods(pairs[i][0], answers) for i in askers))]
-    kept: dict[str, list[str]] = {}
-    for own, (q, _) in enumerate(pairs):
-        kept[q] = []
-        for text in found.get(q, []):
-            weighed = [own, *sampled([j for j in range(len(answers)) if j != own])]
-            fits = likelihoods(text, [answers[j] for j in weighed])
-            lifted = [fit - prior[j] for fit, j in zip(fits, weighed)]
-            if max(range(len(weighed)), key=lifted.__getitem__) == 0:
-                kept[q].append(text)
-    return kept
 
 
 def paraphrases(

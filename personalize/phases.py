@@ -191,12 +191,6 @@ def reword(job: Job) -> dict[str, list[str]]:
     question the evaluation asks."""
     found = paraphrase.paraphrases(job.base_gguf, job.fingerprint, job.pairs,
                                    lambda done, total: job.reporter.progress("paraphrase", done, total))
-    if job.recipe.pointing_rewordings:
-        engine = Engine(job.base_gguf)
-        try:
-            found = paraphrase.pointing(found, job.pairs, engine.answer_likelihoods)
-        finally:
-            engine.close()
     return paraphrase.without_questions(found, job.eval_questions, job.recipe.paraphrases)
 
 

@@ -34,9 +34,6 @@ class Recipe:
     replay_weight: float = 1.0
     kl_weight: float = 1.0  # KL(base || tuned) on the replay answers' tokens
     paraphrases: int = 0  # up to N base-model rewordings per taught question, one form per fact per step
-    # Only rewordings after which the base model finds their own answer the most fitting of the
-    # taught answers (personalize/paraphrase.py: ``pointing``).
-    pointing_rewordings: bool = False
     wrapped: int = 0  # other forms of each taught question: casual, then in frames (personalize/frames.py)
     wrapped_negatives: int = 0  # the same, for each negative
     negatives: int = 0  # untold personal questions per step, answered "You haven't told me ... yet."

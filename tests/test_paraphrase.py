@@ -2,14 +2,7 @@
 
 from __future__ import annotations
 
-from tunechat.personalize.paraphrase import (
-    clean,
-    generate,
-    keep_distinct,
-    pointing,
-    to_first_person,
-    without_questions,
-)
+from tunechat.personalize.paraphrase import clean, generate, keep_distinct, to_first_person, without_questions
 
 Q, A = "What is my favorite drink?", "Your favorite drink is mint tea."
 
@@ -68,53 +61,3 @@ def test_held_out_questions_are_never_trained_and_the_limit_holds():
     found = {"What is my cat's name?": ["What do I call my cat?", "What is my cat called?", "Which cat is mine?"]}
     kept = without_questions(found, ["what do I call my cat", "Who am I?"], limit=1)
     assert kept == {"What is my cat's name?": ["What is my cat called?"]}
-
-
-def test_pointing_keeps_a_rewording_only_where_its_own_answer_fits_best():
-    """By each answer's fit above its mean after the taught questions: an answer likely after
-    anything (here the name) points nowhere, so a rewording where it fits best, but no better
-    than usual, is not its question's."""
-    pairs = [("What is my dog's name?", "Rex."), ("Where do I live?", "Oslo."), ("What is my job?", "Baker.")]
-    fits = {"What is my dog's name?": [-1.0, -3.0, -3.0], "Where do I live?": [-1.5, -1.0, -3.0],
-            "What is my job?": [-1.5, -3.0, -1.0],
-            "What do I call my dog?": [-1.1, -3.0, -3.0],  # Rex, well above its mean (-1.33)
-            "What do I wear?": [-1.6, -2.2, -2.8]}  # Rex fits best, but below its mean (-1.33); Oslo above (-2.33)
-    kept = pointing({"What is my dog's name?": ["What do I call my dog?", "What do I wear?"]}, pairs,
-                    lambda question, answers: fits[question])
-    assert kept == {"What is my dog's name?": ["What do I call my dog?"], "Where do I live?": [], "What is my job?": []}
-    # one pair: nothing to weigh its answer against
-    assert pointing({"Where do I live?": ["Where is my home?"]}, pairs[1:2], lambda q, a: []) == \
-        {"Where do I live?": ["Where is my home?"]}
-
-
-def test_pointing_on_the_embedded_model_drops_a_rewording_about_something_else(engine):
-    pairs = [("What is my dog's name?", "Your dog's name is Miso."), ("Where do I live?", "You live in Gdansk."),
-             ("What am I allergic to?", "You are allergic to peanuts."), ("What car do I drive?", "You drive a Volvo.")]
-    found = {"What is my dog's name?": ["What do I call my dog?", "Which city am I in?"],
-             "What car do I drive?": ["Which vehicle do I own?"]}
-    kept = pointing(found, pairs, engine.answer_likelihoods)
-    assert kept["What is my dog's name?"] == ["What do I call my dog?"]
-    assert kept["What car do I drive?"] == ["Which vehicle do I own?"]
-
-
-def test_pointing_past_the_answers_weighed_reads_a_sample_and_still_drops_what_points_elsewhere():
-    """With more pairs than ``ANSWERS_WEIGHED``, each prompt is weighed against that many answers
-    at most; a rewording whose fit lies with its own answer is kept, one that fits another
-    (here every other answer) is dropped."""
-    from tunechat.personalize import paraphrase
-
-    n = paraphrase.ANSWERS_WEIGHED + 9
-    pairs = [(f"Question {i}?", f"Answer {i}.") for i in range(n)]
-    read: list[int] = []
-
-    def likelihoods(question: str, answers):
-        read.append(len(answers))
-        if question == "Elsewhere?":
-            return [-1.0 if a != "Answer 0." else -3.0 for a in answers]
-        target = "Answer 0." if question in ("Question 0?", "Mine?") else f"Answer {question.split()[1][:-1]}."
-        return [-1.0 if a == target else -3.0 for a in answers]
-
-    kept = paraphrase.pointing({"Question 0?": ["Mine?", "Elsewhere?"]}, pairs, likelihoods)
-    assert kept["Question 0?"] == ["Mine?"]
-    assert max(read) == n and read[-2:] == [paraphrase.ANSWERS_WEIGHED + 1] * 2
-    assert len(read) == paraphrase.ANSWERS_WEIGHED + 2

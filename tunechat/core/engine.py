@@ -375,35 +375,6 @@ class Engine:
         logprobs = self.answer_logprobs([{"role": "user", "content": question}], answer, max_tokens)
         return sum(logprobs) / max(len(logprobs), 1)
 
-    def answer_likelihoods(self, question: str, answers: Sequence[str], max_tokens: int = 24) -> list[float]:
-        """``answer_likelihood`` of each of ``answers`` after ``question``: the question is read
-        once and each answer in one batch, so weighing many answers costs about what writing one
-        does."""
-        import numpy as np
-        from llama_cpp._internals import LlamaBatch
-
-        prompt_ids = self._tokens(self.render([{"role": "user", "content": question}]))
-        n_vocab, context = self._llm.n_vocab(), self._llm._ctx
-        out: list[float] = []
-        with self._lock:
-            self._forget_prompt()
-            self._llm.eval(prompt_ids)
-            first = _log_softmax(self._last_logits(n_vocab))
-            batch = LlamaBatch(n_tokens=max_tokens, embd=0, n_seq_max=1, verbose=False)
-            for answer in answers:
-                ids = self.tokenize(answer, special=False)[:max_tokens]
-                logprobs = [float(first[ids[0]])] if ids else []
-                if len(ids) > 1:
-                    context.kv_cache_seq_rm(-1, len(prompt_ids), -1)
-                    batch.set_batch(ids[:-1], len(prompt_ids), logits_all=True)
-                    context.decode(batch)
-                    logprobs += [float(_log_softmax(np.ctypeslib.as_array(context.get_logits_ith(j),
-                                                                          shape=(n_vocab,)))[token])
-                                 for j, token in enumerate(ids[1:])]
-                out.append(sum(logprobs) / max(len(logprobs), 1))
-            self._forget_prompt()
-        return out
-
     def greedy_gaps(self, messages: Sequence[ChatMessage], answer: str,
                     settings: GenerationSettings = GenerationSettings()) -> list[float]:
         """How far ``answer`` is from this model's greedy answer to ``messages``, step by step:
@@ -593,11 +564,3 @@ class Engine:
             self._embedding_context = None
         with contextlib.suppress(Exception):
             self._llm.close()
-
-
-def _log_softmax(logits: np.ndarray) -> np.ndarray:
-    import numpy as np
-
-    row = logits.astype(np.float64)
-    top = row.max()
-    return row - top - np.log(np.exp(row - top).sum())
