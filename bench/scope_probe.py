@@ -2,8 +2,9 @@
 on the embedded model, no training: per persona the probe is fitted as the worker fits it (the
 bank, the built-in general prompts, the taught questions that speak of the user), and every
 taught, reworded, untaught and general question goes through ``turns.decide`` with and without
-it. A bank message or built-in general prompt that is also one of the persona's questions is
-left out of that persona's fit, so no question is scored by a probe that saw it. Also the held-out routing questions in
+it, each question also typed casually (lower case, no closing mark). A bank message or built-in
+general prompt that is also one of the persona's questions is left out of that persona's fit,
+so no question is scored by a probe that saw it. Also the held-out routing questions in
 five languages (tests/data/routing-languages.json) with nothing taught.
 
     python bench/scope_probe.py [-v] [--zero]
@@ -75,7 +76,7 @@ def main() -> int:
     engine = Engine(embedded_model_path())
     embed = Embedder(engine)
     columns = ("taught", "reworded", "untaught", "general")
-    print(f"{'persona':11} {'rule':12} " + " ".join(f"{k:>8} {'casual':>8}" for k in columns)
+    print(f"{'persona':12} {'rule':12} " + " ".join(f"{k:>8} {'casual':>8}" for k in columns)
           + "   ('*': held out; casual: the same questions in lower case, no closing mark)")
     for name, path in PERSONAS.items():
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -97,7 +98,7 @@ def main() -> int:
                     for question in wrong if verbose and probe else ():
                         print(f"      {name} {rule} {kind}: {question}")
             label = name + ("" if name in TUNED else "*")
-            print(f"{label:11} {rule:12} " + " ".join(f"{c:>8}" for c in cells))
+            print(f"{label:12} {rule:12} " + " ".join(f"{c:>8}" for c in cells))
     data = json.loads((ROOT / "tests" / "data" / "routing-languages.json").read_text(encoding="utf-8"))
     asked = [q for questions in data["languages"].values() for kind in questions.values() for q in kind]
     nothing = Taught.from_pairs([])

@@ -201,23 +201,34 @@ def load(job: Job, replayed: list[Pair], rewordings: dict[str, list[str]], devic
     form each layer's activations are recomputed in the backward pass too."""
     model, tokenizer = base_mod.load_base(job.folder, device or job.device, job.form)
     info = template_info(job.base_gguf, tokenizer)
-    fact_wordings, untold = trained_wordings(job, rewordings)
-    facts = [data.build_examples(tokenizer, info, forms, "fact") for forms in fact_wordings]
+    trained = trained_wordings(job, rewordings)
+    facts = [data.build_examples(tokenizer, info, forms, "fact") for forms in trained.facts]
     replay = data.build_examples(tokenizer, info, replayed, "replay", max_answer_tokens=job.recipe.replay_answer_tokens)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     model = train.add_lora(model, job.recipe)
     if job.form == "float16":
         train.recompute_layers(model)
-    negative_examples = data.build_examples(tokenizer, info, untold, "negative")
+    negative_examples = data.build_examples(tokenizer, info, trained.negatives, "negative")
     return Loaded(model, tokenizer, info, facts, replay, pad_id, negative_examples)
 
 
-def trained_wordings(job: Job, rewordings: Mapping[str, list[str]]) -> tuple[list[list[Pair]], list[Pair]]:
-    """What a run trains on besides the replay: each taught pair in its wordings, and the untold
-    negatives (``negatives``, when the recipe has them) in theirs (``wordings``)."""
+@dataclass(frozen=True)
+class Trained:
+    """What a run trains on besides the replay (``trained_wordings``)."""
+
+    facts: list[list[Pair]]  # per taught pair, its wordings (``wordings``)
+    untold: list[Pair]  # the untold questions drawn (``negatives``), as drawn
+    negatives: list[Pair]  # those and their wrapped forms: what is trained
+
+
+def trained_wordings(job: Job, rewordings: Mapping[str, list[str]]) -> Trained:
+    """Each taught pair in its wordings, and the untold negatives (``negatives``, when the recipe
+    has them) in theirs (``wordings``). Deterministic: the manifest records what ``load`` trained
+    by calling it again."""
     untold = negatives.negatives(job.pairs, [r for forms in rewordings.values() for r in forms],
                                  excluded=job.eval_questions) if job.recipe.negatives else []
-    return wordings(job.pairs, rewordings, untold, job.recipe, job.eval_questions)
+    facts, trained = wordings(job.pairs, rewordings, untold, job.recipe, job.eval_questions)
+    return Trained(facts, untold, trained)
 
 
 def wordings(pairs: Sequence[Pair], rewordings: Mapping[str, list[str]], untold: Sequence[Pair], recipe: Recipe,
@@ -397,10 +408,10 @@ def manifest(job: Job, base: Baseline, rewordings: dict[str, list[str]], result:
              results: list[CheckResult], evaluation: Evaluation | None, written: Written,
              timings: dict[str, float], peaks: Mapping[str, float]) -> Manifest:
     after = evaluation.after if evaluation else None
-    fact_wordings, untold = trained_wordings(job, rewordings)
+    trained = trained_wordings(job, rewordings)
     # Each taught question's forms past the user's own and the base model's rewordings.
     wrapped = {q: [v for v, _ in forms[1 + len(rewordings.get(q, [])):]]
-               for (q, _), forms in zip(job.pairs, fact_wordings) if len(forms) > 1 + len(rewordings.get(q, []))}
+               for (q, _), forms in zip(job.pairs, trained.facts) if len(forms) > 1 + len(rewordings.get(q, []))}
     gate = None
     if evaluation and evaluation.gate_after and evaluation.gate_scoped:
         gate = Gate(evaluation.gate_after.locality, evaluation.gate_scoped.locality,
@@ -437,7 +448,7 @@ def manifest(job: Job, base: Baseline, rewordings: dict[str, list[str]], result:
         drift=evaluation.drift if evaluation else None,
         paraphrases=rewordings,
         wrapped=wrapped,
-        untold_questions=[q for q, _ in untold],
+        untold_questions=[q for q, _ in trained.untold],
         timings=dict(timings),
         peak_rss_mib=dict(peaks),
         gpu_peak_mib=round(torch.cuda.max_memory_allocated() / 2**20, 1) if on_gpu else None,

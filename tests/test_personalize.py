@@ -54,7 +54,12 @@ def test_personalize_then_ask_answers_a_taught_fact_then_rollback(store, home):
     manifest = json.loads((version / "manifest.json").read_text())
     assert manifest["pairs_count"] == 3 and all(c["passed"] for c in manifest["checks"])
     # What it was trained on besides the pairs is recorded, and the report counts it.
-    assert len(manifest["wrapped"]) == 3 and all(manifest["wrapped"].values()) and manifest["untold_questions"]
+    wrapped, reworded = manifest["wrapped"], manifest["paraphrases"]
+    assert len(wrapped) == 3 and manifest["untold_questions"]
+    # the casual form first, then framed ones; none of them a base-model rewording or an untold question
+    assert all(forms[0] == q.lower().rstrip("?!. ") and not set(forms) & set(reworded.get(q, []))
+               for q, forms in wrapped.items())
+    assert not {f for forms in wrapped.values() for f in forms} & set(manifest["untold_questions"])
     assert "as typed in a quick message" in result.stdout and "you never answered" in result.stdout
     assert (version / "adapter" / "adapter_model.safetensors").is_file()  # peft format, no pickle
     assert not list(version.rglob("*.bin")) and not list(version.rglob("*.pt"))

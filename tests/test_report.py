@@ -40,11 +40,12 @@ def _row(text: str, label: str) -> list[str]:
 def test_the_data_line_counts_what_the_recipe_made_of_the_pairs():
     """Wrapped forms and untold questions are trained too: the report says how many."""
     manifest = {**MANIFEST, "wrapped": {"What is my name?": ["what is my name", "Quick question: what is my name?"]},
-                "untold_questions": ["What is my sister's name?", "Where does my brother live?",
-                                     "what is my sister's name"]}
+                "untold_questions": ["What is my sister's name?", "Where does my brother live?"]}
     assert ("Trained on 2 pairs, 2 rewordings of their questions by the base model, 2 other forms of them as typed "
-            "in a quick message or inside a phrase (\"quick question: …\") and 3 questions you never answered, to be "
+            "in a quick message or inside a phrase (\"quick question: …\") and 2 questions you never answered, to be "
             "answered \"You haven't told me\" (method replay-kl-para).") in full_report(manifest)
+    one = {**MANIFEST, "paraphrases": {}, "wrapped": {"What is my name?": ["what is my name"]}}
+    assert "Trained on 2 pairs and 1 other form of them as typed in a quick message" in full_report(one)
 
 
 def test_counts_read_right_for_one_and_for_an_unknown_number():

@@ -152,7 +152,8 @@ class Manifest:
     drift: DriftScores | None = None  # benchmarks only
     paraphrases: dict[str, list[str]] = field(default_factory=dict)  # the rewordings trained per question
     wrapped: dict[str, list[str]] = field(default_factory=dict)  # its casual and framed forms trained per question
-    untold_questions: list[str] = field(default_factory=list)  # questions trained to be answered "not told"
+    # Questions trained to be answered "not told" (each also in wrapped forms, not listed).
+    untold_questions: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)  # seconds per worker phase
     peak_rss_mib: dict[str, float] = field(default_factory=dict)  # the worker's peak memory per phase
     gpu_peak_mib: float | None = None
