@@ -219,6 +219,7 @@ class Trained:
     facts: list[list[Pair]]  # per taught pair, its wordings (``wordings``)
     untold: list[Pair]  # the untold questions drawn (``negatives``), as drawn
     negatives: list[Pair]  # those and their wrapped forms: what is trained
+    wrapped: list[list[str]]  # per taught pair, its wrapped forms (the last of its wordings)
 
 
 def trained_wordings(job: Job, rewordings: Mapping[str, list[str]]) -> Trained:
@@ -227,23 +228,22 @@ def trained_wordings(job: Job, rewordings: Mapping[str, list[str]]) -> Trained:
     by calling it again."""
     untold = negatives.negatives(job.pairs, [r for forms in rewordings.values() for r in forms],
                                  excluded=job.eval_questions) if job.recipe.negatives else []
-    facts, trained = wordings(job.pairs, rewordings, untold, job.recipe, job.eval_questions)
-    return Trained(facts, untold, trained)
+    return wordings(job.pairs, rewordings, untold, job.recipe, job.eval_questions)
 
 
 def wordings(pairs: Sequence[Pair], rewordings: Mapping[str, list[str]], untold: Sequence[Pair], recipe: Recipe,
-             eval_questions: Sequence[str]) -> tuple[list[list[Pair]], list[Pair]]:
+             eval_questions: Sequence[str]) -> Trained:
     """Per taught pair, the wordings it is trained in (the user's own first, then the base
     model's ``rewordings``, then ``recipe.wrapped`` forms: ``frames``), and the ``untold``
     negatives with ``recipe.wrapped_negatives`` forms each: how a question is wrapped tells
     nothing, its subject does. No wrapped form is one of ``eval_questions``."""
     rng = random.Random(f"wrapped-{recipe.seed}")
     asked = {paraphrase.normalize_question(q) for q in eval_questions}
-    facts = [[(v, a) for v in [q, *rewordings.get(q, []), *frames.forms_of(q, recipe.wrapped, rng, asked)]]
-             for q, a in pairs]
+    wrapped = [frames.forms_of(q, recipe.wrapped, rng, asked) for q, _ in pairs]
+    facts = [[(v, a) for v in [q, *rewordings.get(q, []), *forms]] for (q, a), forms in zip(pairs, wrapped)]
     untold_forms = [(v, a) for q, a in untold
                     for v in frames.forms_of(q, recipe.wrapped_negatives, rng, asked)]
-    return facts, [*untold, *untold_forms]
+    return Trained(facts, list(untold), [*untold, *untold_forms], wrapped)
 
 
 def template_info(base_gguf: Path, tokenizer: Any) -> TemplateInfo:
@@ -409,9 +409,7 @@ def manifest(job: Job, base: Baseline, rewordings: dict[str, list[str]], result:
              timings: dict[str, float], peaks: Mapping[str, float]) -> Manifest:
     after = evaluation.after if evaluation else None
     trained = trained_wordings(job, rewordings)
-    # Each taught question's forms past the user's own and the base model's rewordings.
-    wrapped = {q: [v for v, _ in forms[1 + len(rewordings.get(q, [])):]]
-               for (q, _), forms in zip(job.pairs, trained.facts) if len(forms) > 1 + len(rewordings.get(q, []))}
+    wrapped = {q: forms for (q, _), forms in zip(job.pairs, trained.wrapped) if forms}
     gate = None
     if evaluation and evaluation.gate_after and evaluation.gate_scoped:
         gate = Gate(evaluation.gate_after.locality, evaluation.gate_scoped.locality,

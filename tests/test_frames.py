@@ -66,11 +66,14 @@ def test_a_run_trains_each_pair_in_its_own_words_first_then_rewordings_then_wrap
     recipe = get_recipe(None)  # the default: 3 wrapped forms a question, 2 a negative
     pairs = [("Where do I live?", "You live in Gdansk.")]
     untold = [("Where do I work?", "You haven't told me where you work yet.")]
-    facts, negatives = wordings(pairs, {"Where do I live?": ["Which city is my home?"]}, untold, recipe, [])
+    trained = wordings(pairs, {"Where do I live?": ["Which city is my home?"]}, untold, recipe, [])
+    facts, negatives = trained.facts, trained.negatives
     assert [q for q, _ in facts[0][:2]] == ["Where do I live?", "Which city is my home?"]
     assert len(facts[0]) == 5 and {a for _, a in facts[0]} == {"You live in Gdansk."}
+    assert trained.wrapped == [[q for q, _ in facts[0][2:]]] and trained.untold == untold
     assert len(negatives) == 3 and negatives[0] == untold[0] and "where do i work" in [q for q, _ in negatives]
     # A form the evaluation asks is never trained; none without wrapping.
     asked = [facts[0][3][0]]
-    assert asked[0] not in [q for q, _ in wordings(pairs, {}, untold, recipe, asked)[0][0]]
-    assert wordings(pairs, {}, untold, recipe.with_(wrapped=0, wrapped_negatives=0), []) == ([[pairs[0]]], untold)
+    assert asked[0] not in [q for q, _ in wordings(pairs, {}, untold, recipe, asked).facts[0]]
+    bare = wordings(pairs, {}, untold, recipe.with_(wrapped=0, wrapped_negatives=0), [])
+    assert (bare.facts, bare.negatives, bare.wrapped) == ([[pairs[0]]], untold, [[]])
