@@ -6,7 +6,8 @@ torchrun is the launcher: it gives the ranks their rendezvous, and when one of t
 ends the others and exits non-zero. Cancelling the worker (its process group) stops torchrun,
 which stops the ranks; ranks whose torchrun is killed outright notice and exit
 (``worker.exit_when_orphaned``), and a worker that finds itself orphaned ends its whole process
-group, torchrun included, the same way.
+group, torchrun included, the same way. A rank that dies on its way out, after the first has
+written the trained adapter (every rank had trained by then), costs nothing: the run goes on.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 
 from tunechat.core.faults import EXIT_REFUSED, EXIT_WORKER_STOPPED
 from tunechat.personalize.progress import PARENT_ENV, Reporter
-from tunechat.personalize.sharded import read_trained, write_inputs
+from tunechat.personalize.sharded import read_trained, trained_whole, write_inputs
 from tunechat.personalize.spec import Pair
 from tunechat.personalize.train import TrainResult
 
@@ -80,8 +81,11 @@ def train_across(job_dir: Path, processes: int, form: str, replayed: list[Pair],
     code = process.wait()
     if error is not None:
         raise RanksFailed(str(error.get("message")), int(error.get("code", EXIT_WORKER_STOPPED)))
-    if code != 0:
+    if code != 0 and not trained_whole(job_dir):
         raise RanksFailed(f"One of the {processes} training processes stopped before training ended "
                           f"(torchrun exit {code}); nothing was written. Its log says why.")
+    if code != 0:  # a rank died leaving (its teardown), after every rank had trained: the adapter is whole
+        print(f"torchrun exit {code} after the training processes had written the trained adapter whole; "
+              "going on with it.", file=sys.stderr)
     return read_trained(job_dir)
 

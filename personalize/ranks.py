@@ -69,5 +69,14 @@ class Ranks:
         """Is ``flag`` true on some rank?"""
         return not self.all(not flag)
 
+    def wait_for_all(self) -> None:
+        """Go on once every rank is here. Called before the group is torn down: a rank that
+        leaves closes its connections, and gloo aborts a peer still working beside them
+        ("terminate called without an active exception")."""
+        if not self.alone:
+            import torch.distributed as dist
+
+            dist.barrier()
+
 
 ALONE = Ranks()

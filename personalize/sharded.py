@@ -34,7 +34,9 @@ RESULT_FILE = "result.json"  # the TrainResult
 
 def write_inputs(job_dir: Path, form: str, replayed: list[Pair], rewordings: dict[str, list[str]]) -> None:
     """What every rank must share with the worker: the base's form is the worker's choice (a
-    rank choosing by the memory free as it starts could choose another, and load otherwise)."""
+    rank choosing by the memory free as it starts could choose another, and load otherwise).
+    A trained folder from an earlier launch in ``job_dir`` goes: what comes back is this one's."""
+    shutil.rmtree(job_dir / TRAINED_DIR, ignore_errors=True)
     (job_dir / INPUTS_FILE).write_text(json.dumps({"form": form, "replayed": replayed, "rewordings": rewordings},
                                                   ensure_ascii=False), encoding="utf-8")
 
@@ -43,6 +45,12 @@ def read_inputs(job_dir: Path) -> tuple[str, list[Pair], dict[str, list[str]]]:
     raw = json.loads((job_dir / INPUTS_FILE).read_text(encoding="utf-8"))
     return (raw["form"], [(q, a) for q, a in raw["replayed"]],
             {q: list(r) for q, r in raw["rewordings"].items()})
+
+
+def trained_whole(job_dir: Path) -> bool:
+    """Did the first rank write the trained adapter? It does once every rank has trained, and
+    its folder appears whole or not at all."""
+    return (job_dir / TRAINED_DIR / RESULT_FILE).is_file()
 
 
 def read_trained(job_dir: Path) -> tuple[dict[str, Any], TrainResult]:
@@ -163,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         state = full_adapter(loaded.model)
         if ranks.rank == 0:
             _write_trained(job_dir, state, result)
-        dist.barrier()
+        ranks.wait_for_all()
         return 0
     except Exception as exc:  # the message reaches the worker, the traceback its log
         traceback.print_exc()

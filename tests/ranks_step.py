@@ -68,6 +68,7 @@ def main(out: str, one_pass: bool) -> None:
     if ranks.rank == 0:
         save_file(grads, out)
     if sharded:
+        ranks.wait_for_all()  # as the training ranks leave (personalize/sharded.py)
         dist.destroy_process_group()
 
 
