@@ -81,10 +81,10 @@ def train_across(job_dir: Path, processes: int, form: str, replayed: list[Pair],
     code = process.wait()
     if error is not None:
         raise RanksFailed(str(error.get("message")), int(error.get("code", EXIT_WORKER_STOPPED)))
-    if code != 0 and not trained_whole(job_dir):
-        raise RanksFailed(f"One of the {processes} training processes stopped before training ended "
-                          f"(torchrun exit {code}); nothing was written. Its log says why.")
-    if code != 0:  # a rank died leaving (its teardown), after every rank had trained: the adapter is whole
+    if code != 0:
+        if not trained_whole(job_dir):
+            raise RanksFailed(f"One of the {processes} training processes stopped before training ended "
+                              f"(torchrun exit {code}); nothing was written. Its log says why.")
         print(f"torchrun exit {code} after the training processes had written the trained adapter whole; "
               "going on with it.", file=sys.stderr)
     return read_trained(job_dir)

@@ -71,7 +71,7 @@ class Ranks:
 
     def wait_for_all(self) -> None:
         """Go on once every rank is here. Called before the group is torn down: a rank that
-        leaves closes its connections, and gloo aborts a peer still working beside them
+        leaves closes its connections, and gloo aborts a peer still using them
         ("terminate called without an active exception")."""
         if not self.alone:
             import torch.distributed as dist

@@ -36,7 +36,8 @@ def write_inputs(job_dir: Path, form: str, replayed: list[Pair], rewordings: dic
     """What every rank must share with the worker: the base's form is the worker's choice (a
     rank choosing by the memory free as it starts could choose another, and load otherwise).
     A trained folder from an earlier launch in ``job_dir`` goes: what comes back is this one's."""
-    shutil.rmtree(job_dir / TRAINED_DIR, ignore_errors=True)
+    if (job_dir / TRAINED_DIR).exists():
+        shutil.rmtree(job_dir / TRAINED_DIR)
     (job_dir / INPUTS_FILE).write_text(json.dumps({"form": form, "replayed": replayed, "rewordings": rewordings},
                                                   ensure_ascii=False), encoding="utf-8")
 

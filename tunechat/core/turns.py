@@ -284,7 +284,7 @@ def knowledge_words(pairs: Iterable[tuple[str, str]]) -> frozenset[str]:
         asked = {w.casefold() for w in _TOKEN.findall(question)}
         own: set[str] = set()
         rest: set[str] = set()
-        for sentence in re.split(r"(?<=[.!?])\s+", answer.strip()):
+        for sentence in _sentences_of(answer):
             words = _TOKEN.findall(sentence)
             for i, word in enumerate(words):
                 folded = word.casefold()
@@ -374,6 +374,7 @@ def settle(decision: Decision, answer: str, taught: Taught, likelihood: Likeliho
     return replace(decision, route="base", reason=NOTHING_TAUGHT_REASON)
 
 
+_ANSWER_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")  # an answer's sentences, where names are told from first words
 _SENTENCE_END = re.compile(r"(?<=[.!?…:;])\s+|\s+[—–-]+\s+")
 
 
@@ -391,8 +392,13 @@ def questions_asked(message: str) -> list[str]:
 
 
 def _names_one_of(text: str, names: Iterable[str]) -> bool:
-    folded = {n.casefold() for n in names}
-    return any(w in folded for w in words_of(text))
+    return _named(words_of(text), names) is not None
+
+
+def _named(words: Sequence[str], names: Iterable[str]) -> str | None:
+    """The first of ``names`` (as given) among ``words`` (``words_of``), None when none is."""
+    known = {n.casefold(): n for n in names}
+    return next((known[w] for w in words if w in known), None)
 
 
 def _plain_text(text: str) -> str:
@@ -532,8 +538,7 @@ def _speaks_of_user(text: str, signals: Iterable[str]) -> str | None:
             continue  # "tell me ...", "¿me puedes decir ...?": asks for something, not about the asker
         if word in FIRST_PERSON or word.split("'")[0] in ELIDED_FIRST_PERSON and "'" in word:
             return f'speaks of you ("{word}")'
-    known = {s.casefold(): s for s in signals}
-    named = next((known[w] for w in words if w in known), None)
+    named = _named(words, signals)
     return f'names "{named}", which you taught' if named else None
 
 
@@ -565,10 +570,14 @@ def taught_names(answers: Iterable[str]) -> list[str]:
     places and brands only the user's pairs mention."""
     found: set[str] = set()
     for answer in answers:
-        for sentence in re.split(r"(?<=[.!?])\s+", answer.strip()):
+        for sentence in _sentences_of(answer):
             words = _WORD.findall(sentence)
             found.update(w for i, w in enumerate(words) if i > 0 and _is_name(w, words[i + 1:i + 2]))
     return sorted(found)
+
+
+def _sentences_of(answer: str) -> list[str]:
+    return _ANSWER_SENTENCE_END.split(answer.strip())
 
 
 def _is_name(word: str, after: Sequence[str] = ()) -> bool:
