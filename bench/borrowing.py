@@ -31,9 +31,9 @@ from tunechat.personalize.evaluate import admits_not_knowing, borrows, contains_
 KINDS = ("taught", "reworded", "untaught", "first-person general")
 
 
-def run(persona: str, seed: int, versions: Path) -> None:
-    folder = version(persona, seed, versions)
-    engine = scoped_version(folder)
+def run(persona: str, seed: int, versions: Path, base: Path | None = None) -> None:
+    folder = version(persona, seed, versions, base=base)
+    engine = scoped_version(folder, base)
     by_kind, _ = persona_turns(PERSONAS[persona])
     keys = [t.key for t in by_kind["taught"]]
     shipped = turns.BORROWED_DROP
@@ -76,7 +76,7 @@ def main() -> None:
     args = parser.parse_args()
     for persona in args.personas:
         for seed in args.seeds:
-            run(persona, seed, args.versions)
+            run(persona, seed, args.versions, args.base)
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from quality import PERSONAS, probe_spec, worker_result  # noqa: E402
 
 from tunechat.core.engine import Engine, GenerationSettings  # noqa: E402
+from tunechat.core.fingerprint import base_fingerprint  # noqa: E402
 from tunechat.core.jsonl import parse_pairs  # noqa: E402
 from tunechat.core.registry import ADAPTER_FILE, PAIRS_FILE, PROBE_FILE, embedded_model_path  # noqa: E402
 from tunechat.core.scope import ScopedEngine, read_probe, working  # noqa: E402
@@ -126,16 +127,22 @@ def right(turn: Turn, answer: str, taught_keys: list[str]) -> bool:
     return contains_key(answer, turn.key)
 
 
-def version(persona: str, seed: int, versions: Path, overrides: dict | None = None) -> Path:
-    """The personal version of ``persona`` at ``seed``: trained once (with the recipe's fields
-    ``overrides`` changed: a variant, kept in a ``versions`` folder of its own), then reused."""
+def version(persona: str, seed: int, versions: Path, overrides: dict | None = None, base: Path | None = None) -> Path:
+    """The personal version of ``persona`` at ``seed`` on ``base`` (a GGUF; the embedded model
+    by default): trained once (with the recipe's fields ``overrides`` changed: a variant, kept
+    in a ``versions`` folder of its own), then reused if it was trained on the same base."""
+    base = base or embedded_model_path()
     out = versions / f"{persona}-s{seed}"
     if (out / "out" / ADAPTER_FILE).is_file():
+        trained_on = json.loads((out / "out" / "manifest.json").read_text(encoding="utf-8"))
+        if trained_on.get("base_sha256") != base_fingerprint(base):
+            raise SystemExit(f"{out} was trained on {trained_on.get('base_source')}, not {base}: "
+                             "give this base --versions of its own.")
         return out / "out"
     out.mkdir(parents=True, exist_ok=True)
     path = PERSONAS[persona]
     pairs = [(f["q"], f["a"]) for f in json.loads(path.read_text(encoding="utf-8"))["facts"]]
-    spec = JobSpec(pairs=pairs, base_path=embedded_model_path(), seed=seed, probes=probe_spec(load_persona(path)),
+    spec = JobSpec(pairs=pairs, base_path=base, seed=seed, probes=probe_spec(load_persona(path)),
                    recipe_overrides=overrides or {})
     manifest = worker_result(out, spec)
     scoped = manifest.metrics.scoped
@@ -151,6 +158,8 @@ def version_arguments(parser: argparse.ArgumentParser, personas: list[str]) -> N
     parser.add_argument("--versions", type=Path, default=Path(os.environ.get("TUNECHAT_BENCH_VERSIONS", "")
                                                                or tempfile.gettempdir()) / "tunechat-bench-versions",
                         help="where the trained versions are kept and reused")
+    parser.add_argument("--base", type=Path, default=None,
+                        help="the base model to personalize and chat with, a GGUF file (default: the embedded model)")
 
 
 def run_chat(engine: ScopedEngine, turns: list[Turn], context: str) -> list[tuple[str, str]]:
@@ -175,19 +184,21 @@ def run_chat(engine: ScopedEngine, turns: list[Turn], context: str) -> list[tupl
     return out
 
 
-def scoped_version(folder: Path) -> ScopedEngine:
-    """The chat's engine over a version ``folder``: the embedded base with its adapter, what its
-    pairs taught (read as the chat reads them: ``scope.taught_by``) and its scope probe."""
-    return ScopedEngine(Engine(embedded_model_path(), lora_path=folder / ADAPTER_FILE),
+def scoped_version(folder: Path, base: Path | None = None) -> ScopedEngine:
+    """The chat's engine over a version ``folder``: its base (the embedded model by default)
+    with its adapter, what its pairs taught (read as the chat reads them: ``scope.taught_by``)
+    and its scope probe."""
+    return ScopedEngine(Engine(base or embedded_model_path(), lora_path=folder / ADAPTER_FILE),
                         taught=Taught.from_pairs(parse_pairs(folder / PAIRS_FILE)),
                         probe=read_probe(folder / PROBE_FILE))
 
 
-def run_persona(persona: str, seed: int, versions: Path, contexts: list[str], orders: list[int]) -> list[dict]:
-    folder = version(persona, seed, versions)
+def run_persona(persona: str, seed: int, versions: Path, contexts: list[str], orders: list[int],
+                base: Path | None = None) -> list[dict]:
+    folder = version(persona, seed, versions, base=base)
     by_kind, follow = persona_turns(PERSONAS[persona])
     taught_keys = [t.key for t in by_kind["taught"]]
-    engine = scoped_version(folder)
+    engine = scoped_version(folder, base)
     base_alone: dict[str, str] = {}
     rows = []
     try:
@@ -259,7 +270,7 @@ def main() -> int:
     rows = []
     for persona in args.personas:
         for seed in args.seeds:
-            rows += run_persona(persona, seed, args.versions, args.contexts, args.orders)
+            rows += run_persona(persona, seed, args.versions, args.contexts, args.orders, args.base)
     if args.out:
         args.out.write_text(json.dumps(rows, indent=1, ensure_ascii=False) + "\n")
     print()

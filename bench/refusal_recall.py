@@ -35,7 +35,7 @@ def main() -> int:
         by_kind, _ = persona_turns(PERSONAS[persona])
         keys = [t.key for t in by_kind["taught"]]
         for seed in args.seeds:
-            engine = scoped_version(version(persona, seed, args.versions))
+            engine = scoped_version(version(persona, seed, args.versions, base=args.base), args.base)
             answers = [a for _, a in engine.taught.pairs]
             personal = engine.engine_for("personal")
             try:

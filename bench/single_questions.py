@@ -40,8 +40,8 @@ def main() -> int:
         by_kind, _ = persona_turns(PERSONAS[persona])
         taught_keys = [t.key for t in by_kind["taught"]]
         for seed in args.seeds:
-            folder = version(persona, seed, args.versions, overrides)
-            engine = scoped_version(folder)
+            folder = version(persona, seed, args.versions, overrides, args.base)
+            engine = scoped_version(folder, args.base)
             cells = []
             try:
                 for kind, turns in by_kind.items():
