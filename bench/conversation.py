@@ -40,6 +40,7 @@ from quality import PERSONAS, probe_spec, worker_result  # noqa: E402
 from tunechat.core.engine import Engine, GenerationSettings  # noqa: E402
 from tunechat.core.fingerprint import base_fingerprint  # noqa: E402
 from tunechat.core.jsonl import parse_pairs  # noqa: E402
+from tunechat.core.manifest import MANIFEST_FILE, Manifest  # noqa: E402
 from tunechat.core.registry import ADAPTER_FILE, PAIRS_FILE, PROBE_FILE, embedded_model_path  # noqa: E402
 from tunechat.core.scope import ScopedEngine, read_probe, working  # noqa: E402
 from tunechat.core.turns import BY_KEY, CONTEXTS, Taught, decide, settle  # noqa: E402
@@ -134,9 +135,9 @@ def version(persona: str, seed: int, versions: Path, overrides: dict | None = No
     base = base or embedded_model_path()
     out = versions / f"{persona}-s{seed}"
     if (out / "out" / ADAPTER_FILE).is_file():
-        trained_on = json.loads((out / "out" / "manifest.json").read_text(encoding="utf-8"))
-        if trained_on.get("base_sha256") != base_fingerprint(base):
-            raise SystemExit(f"{out} was trained on {trained_on.get('base_source')}, not {base}: "
+        trained_on = Manifest.read(out / "out" / MANIFEST_FILE)
+        if trained_on.base_sha256 != base_fingerprint(base):
+            raise SystemExit(f"{out} was trained on {trained_on.base_source}, not {base}: "
                              "give this base --versions of its own.")
         return out / "out"
     out.mkdir(parents=True, exist_ok=True)
